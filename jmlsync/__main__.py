@@ -1,0 +1,3 @@
+from jmlsync.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""The ``jmlsync`` command: thin wrappers that load the configuration and call the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from jmlsync import __version__
+from jmlsync.config import ConfigError, Settings, load_settings
+from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("config/jmlsync.toml"),
+    show_default=True,
+    help="Configuration file (TOML).",
+)
+
+
+def _settings(path: Path) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        click.echo(f"jmlsync: {exc}", err=True)
+        sys.exit(1)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group()
+@click.version_option(__version__, prog_name="jmlsync")
+def main() -> None:
+    """jmlsync: joiner-mover-leaver sync from your identity provider to your clouds."""
+
+
+@main.command()
+@CONFIG_OPTION
+def serve(config_path: Path) -> None:
+    """Serve the SCIM endpoint until SIGTERM or SIGINT."""
+    from jmlsync.service import serve as run
+
+    settings = _settings(config_path)
+    _setup_logging()
+    try:
+        asyncio.run(run(settings))
+    except TokenFileError as exc:
+        click.echo(f"jmlsync: {exc} ([server].tokens_file in {config_path})", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"jmlsync: cannot serve on {settings.server.listen}: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.group()
+def token() -> None:
+    """Manage the SCIM bearer tokens."""
+
+
+@token.command("generate")
+@CONFIG_OPTION
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="Do nothing when the tokens file already holds a token.",
+)
+def token_generate(config_path: Path, if_missing: bool) -> None:
+    """Append a new random token to [server].tokens_file and print it.
+
+    Two tokens in the file are valid at once: generate the new one, give it to the IdP,
+    then delete the old line. The file is created readable by its owner only.
+    """
+    path = _settings(config_path).server.tokens_file
+    if if_missing:
+        try:
+            read_tokens(path)
+        except TokenFileError:
+            pass
+        else:
+            click.echo(f"{path} already holds a token", err=True)
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = new_token()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    click.echo(value)
+    click.echo(f"appended a new token to {path}", err=True)

@@ -1,0 +1,28 @@
+"""Errors the store and the engine raise; adapters translate them (the SCIM layer into 4xx)."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class ResourceNotFound(DomainError):
+    """No user or group with that id."""
+
+
+class DuplicateUserName(DomainError):
+    """Another user already has this userName (compared case-insensitively)."""
+
+
+class VersionMismatch(DomainError):
+    """The resource changed since the version the client named (If-Match)."""
+
+
+class UnknownMembers(DomainError):
+    """A membership names users that do not exist."""
+
+    def __init__(self, ids: list[str]) -> None:
+        shown = ", ".join(sorted(ids)[:5]) + (" ..." if len(ids) > 5 else "")
+        super().__init__(f"no user with id {shown}")
+        self.ids = ids

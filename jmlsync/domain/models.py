@@ -1,0 +1,75 @@
+"""Values shared by the core, the store and the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+ResourceKind = Literal["User", "Group"]
+
+
+def format_timestamp(moment: datetime) -> str:
+    """The one textual form of instants in the store: fixed width, UTC, sortable as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a group (a user id), with the display text the IdP sent, if any."""
+
+    value: str
+    display: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """One group a user belongs to, as User.groups shows it."""
+
+    value: str
+    display: str
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """A user or group as stored: its document plus the columns the store keeps beside it.
+
+    ``members`` is None when the caller did not ask for them; ``groups`` likewise.
+    """
+
+    kind: ResourceKind
+    id: str
+    doc: dict[str, Any]
+    created: str
+    last_modified: str
+    version: int
+    members: tuple[Member, ...] | None = None
+    groups: tuple[GroupRef, ...] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class MemberOp:
+    """One change to a group's membership, applied in order inside the write's transaction.
+
+    ``add`` and ``replace`` carry ``items``; ``remove`` carries ``ids``; ``clear`` neither.
+    """
+
+    action: Literal["add", "remove", "replace", "clear"]
+    items: tuple[Member, ...] = ()
+    ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write does to one resource: the new document and the membership operations."""
+
+    doc: dict[str, Any]
+    members: tuple[MemberOp, ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a search: the total count and the resources of this page."""
+
+    total: int
+    resources: tuple[StoredResource, ...]

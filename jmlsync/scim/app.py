@@ -1,0 +1,191 @@
+"""The SCIM 2.0 service provider as an aiohttp application: routes, auth and error translation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from jmlsync.domain.errors import (
+    DomainError,
+    DuplicateUserName,
+    ResourceNotFound,
+    UnknownMembers,
+    VersionMismatch,
+)
+from jmlsync.ports import Store
+from jmlsync.scim import discovery
+from jmlsync.scim.auth import BearerAuth
+from jmlsync.scim.errors import (
+    InvalidValue,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ScimError,
+    Unauthorized,
+    Uniqueness,
+)
+from jmlsync.scim.resources import (
+    BASE_PATH,
+    CLOCK,
+    PAGE_LIMITS,
+    PUBLIC_URL,
+    STORE,
+    ResourceEndpoints,
+    base_url,
+    scim_response,
+    search_root,
+)
+from jmlsync.scim.schema import GROUP, USER
+
+log = logging.getLogger("jmlsync.scim")
+
+AUTH = web.AppKey("auth", BearerAuth)
+OPEN_PATHS = frozenset({"/healthz"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _translate(exc: Exception) -> ScimError:
+    """The SCIM error a domain error or an aiohttp HTTP error stands for."""
+    if isinstance(exc, ScimError):
+        return exc
+    if isinstance(exc, ResourceNotFound):
+        return NotFound(str(exc))
+    if isinstance(exc, DuplicateUserName):
+        return Uniqueness(str(exc))
+    if isinstance(exc, VersionMismatch):
+        return PreconditionFailed(str(exc))
+    if isinstance(exc, UnknownMembers):
+        return InvalidValue(f"members: {exc}")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge("request body exceeds the configured [server].max_body_bytes")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method {exc.method} is not allowed here")
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such endpoint")
+    if isinstance(exc, web.HTTPException):
+        return ScimError(exc.reason, status=exc.status)
+    return InvalidValue(str(exc))
+
+
+@web.middleware
+async def scim_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as a SCIM Error body; log one line per request."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except (ScimError, DomainError, web.HTTPClientError) as exc:
+        error = _translate(exc)
+        status = error.status
+        headers = {}
+        if isinstance(error, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"'
+        return scim_response(error.body(), error.status, **headers)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        error = ScimError("internal error", status=500)
+        return scim_response(error.body(), 500)
+    finally:
+        log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Require a valid bearer token everywhere but on the open health endpoint."""
+    if request.path not in OPEN_PATHS and not request.app[AUTH].allows(
+        request.headers.get("Authorization")
+    ):
+        raise Unauthorized("a valid bearer token is required")
+    return await handler(request)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _discovery_routes(base: str) -> list[web.RouteDef]:
+    async def spc(request: web.Request) -> web.Response:
+        limit = request.app[PAGE_LIMITS][1]
+        return scim_response(discovery.service_provider_config(base_url(request), limit))
+
+    async def resource_types(request: web.Request) -> web.Response:
+        return scim_response(discovery.resource_type_list(base_url(request)))
+
+    async def resource_type(request: web.Request) -> web.Response:
+        doc = discovery.resource_type_document(request.match_info["id"], base_url(request))
+        if doc is None:
+            raise NotFound(f"no resource type {request.match_info['id']!r}")
+        return scim_response(doc)
+
+    async def schemas(request: web.Request) -> web.Response:
+        return scim_response(discovery.schema_list(base_url(request)))
+
+    async def schema(request: web.Request) -> web.Response:
+        doc = discovery.schema_document(request.match_info["id"], base_url(request))
+        if doc is None:
+            raise NotFound(f"no schema {request.match_info['id']!r}")
+        return scim_response(doc)
+
+    return [
+        web.get(f"{base}/ServiceProviderConfig", spc),
+        web.get(f"{base}/ResourceTypes", resource_types),
+        web.get(f"{base}/ResourceTypes/{{id}}", resource_type),
+        web.get(f"{base}/Schemas", schemas),
+        web.get(f"{base}/Schemas/{{id}}", schema),
+    ]
+
+
+def _resource_routes(base: str) -> list[web.RouteDef]:
+    routes = []
+    for resource_type in (USER, GROUP):
+        endpoints = ResourceEndpoints(resource_type)
+        path = f"{base}{resource_type.endpoint}"
+        routes += [
+            web.get(path, endpoints.list_resources, allow_head=False),
+            web.post(path, endpoints.create),
+            web.post(f"{path}/.search", endpoints.search_resources),
+            web.get(f"{path}/{{id}}", endpoints.get, allow_head=False),
+            web.put(f"{path}/{{id}}", endpoints.replace),
+            web.patch(f"{path}/{{id}}", endpoints.patch),
+            web.delete(f"{path}/{{id}}", endpoints.delete),
+        ]
+    routes.append(web.post(f"{base}/.search", search_root))
+    return routes
+
+
+def build_scim_app(
+    store: Store,
+    auth: BearerAuth,
+    *,
+    base_path: str,
+    max_body_bytes: int,
+    page_limits: tuple[int, int],
+    clock: Callable[[], datetime],
+    public_url: str | None = None,
+) -> web.Application:
+    """The application serving SCIM under ``base_path`` and ``/healthz``."""
+    app = web.Application(middlewares=[scim_errors, bearer_auth], client_max_size=max_body_bytes)
+    app[STORE] = store
+    app[AUTH] = auth
+    app[BASE_PATH] = base_path
+    app[PUBLIC_URL] = (public_url or "").rstrip("/")
+    app[PAGE_LIMITS] = page_limits
+    app[CLOCK] = clock
+    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.add_routes(_discovery_routes(base_path))
+    app.add_routes(_resource_routes(base_path))
+    return app

@@ -1,0 +1,291 @@
+"""Handlers of /Users and /Groups: create, read, list, search, replace, patch, delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from jmlsync.domain.models import Change, Member, MemberOp, StoredResource
+from jmlsync.ports import Query, Store
+from jmlsync.scim.discovery import list_response
+from jmlsync.scim.errors import InvalidFilter, InvalidSyntax, InvalidValue, PreconditionFailed
+from jmlsync.scim.filters import parse_filter
+from jmlsync.scim.patch import apply_patch
+from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
+from jmlsync.scim.schema import GROUP, RESOURCE_TYPES, SEARCH_REQUEST_SCHEMA, ResourceType
+from jmlsync.scim.validate import normalize_resource
+
+SCIM_CONTENT_TYPE = "application/scim+json"
+
+STORE: web.AppKey[Store] = web.AppKey("store")
+BASE_PATH = web.AppKey("base_path", str)
+PUBLIC_URL = web.AppKey("public_url", str)
+PAGE_LIMITS: web.AppKey[tuple[int, int]] = web.AppKey("page_limits")
+Clock = Callable[[], datetime]
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+
+
+def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str) -> web.Response:
+    """A response with the SCIM media type; ``body`` None answers without content."""
+    if body is None:
+        return web.Response(status=status, headers=headers)
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        content_type=SCIM_CONTENT_TYPE,
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def base_url(request: web.Request) -> str:
+    """The absolute URL of the SCIM root, for ``meta.location`` and ``$ref``."""
+    configured = request.app[PUBLIC_URL]
+    if configured:
+        return configured
+    return f"{request.scheme}://{request.host}{request.app[BASE_PATH]}"
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; malformed JSON is a 400 invalidSyntax."""
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidSyntax(f"request body is not valid JSON: {exc}") from exc
+
+
+def _now(request: web.Request) -> datetime:
+    clock: Callable[[], datetime] = request.app[CLOCK]
+    return clock()
+
+
+def _csv(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [part for part in str(value).split(",") if part.strip()]
+
+
+def _projection(resource_type: ResourceType, params: Any) -> Projection:
+    return Projection.parse(
+        resource_type, _csv(params.get("attributes")), _csv(params.get("excludedAttributes"))
+    )
+
+
+def _single(
+    request: web.Request,
+    resource_type: ResourceType,
+    stored: StoredResource,
+    projection: Projection,
+    status: int = 200,
+) -> web.Response:
+    body = projection.apply(to_scim(stored, resource_type, base_url(request)))
+    headers = {"ETag": etag(stored.version)}
+    if status == 201:
+        headers["Location"] = body.get("meta", {}).get("location") or ""
+    return scim_response(body, status, **headers)
+
+
+def _expected_version(request: web.Request) -> int | None:
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    versions = parse_etags(header)
+    if None in versions:
+        return None
+    if len(versions) != 1 or versions[0] is None or versions[0] < 0:
+        raise PreconditionFailed(f"If-Match {header!r} names no current version")
+    return versions[0]
+
+
+def _members_change(members: list[dict[str, Any]] | None) -> tuple[MemberOp, ...]:
+    if members is None:
+        return ()
+    items = tuple(Member(value=m["value"], display=m.get("display")) for m in members)
+    return (MemberOp("replace", items=items),)
+
+
+def _wants_relations(resource_type: ResourceType, projection: Projection) -> bool:
+    return projection.wants("members" if resource_type is GROUP else "groups")
+
+
+def _int_param(params: Any, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        raise InvalidValue(f"{name} must be an integer")
+    try:
+        return int(raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _query(request: web.Request, resource_type: ResourceType, params: Any) -> Query:
+    default_count, max_count = request.app[PAGE_LIMITS]
+    count = min(max(_int_param(params, "count", default_count), 0), max_count)
+    start_index = max(_int_param(params, "startIndex", 1), 1)
+    filter_text = params.get("filter")
+    if filter_text is not None and not isinstance(filter_text, str):
+        raise InvalidFilter("filter must be a string")
+    sort_order = str(params.get("sortOrder") or "ascending").lower()
+    if sort_order not in ("ascending", "descending"):
+        raise InvalidValue(f"sortOrder must be 'ascending' or 'descending', got {sort_order!r}")
+    sort_by = params.get("sortBy")
+    return Query(
+        filter=parse_filter(filter_text, resource_type) if filter_text else None,
+        sort_by=_sort_attr(sort_by, resource_type) if sort_by else None,
+        descending=sort_order == "descending",
+        start_index=start_index,
+        count=count,
+        with_members=_wants_relations(resource_type, _projection(resource_type, params)),
+    )
+
+
+def _sort_attr(text: Any, resource_type: ResourceType) -> Any:
+    expr = parse_filter(f"{text} pr", resource_type)
+    return getattr(expr, "attr", None)
+
+
+async def _list(
+    request: web.Request, resource_types: list[ResourceType], params: Any
+) -> web.Response:
+    queries = []
+    for resource_type in resource_types:
+        try:
+            queries.append((resource_type, _query(request, resource_type, params)))
+        except InvalidFilter:
+            if len(resource_types) == 1:
+                raise
+    if not queries:
+        raise InvalidFilter(f"filter {params.get('filter')!r} applies to no resource type")
+    store = request.app[STORE]
+    url = base_url(request)
+    resources: list[dict[str, Any]] = []
+    total = 0
+    for resource_type, query in queries:
+        offset = max(query.start_index - total, 1)
+        room = query.count - len(resources)
+        page = await store.search(
+            resource_type.name,  # type: ignore[arg-type]
+            Query(
+                filter=query.filter,
+                sort_by=query.sort_by,
+                descending=query.descending,
+                start_index=offset,
+                count=room,
+                with_members=query.with_members,
+            ),
+        )
+        projection = _projection(resource_type, params)
+        resources.extend(projection.apply(to_scim(r, resource_type, url)) for r in page.resources)
+        total += page.total
+    start_index = queries[0][1].start_index
+    return scim_response(list_response(resources, total=total, start_index=start_index))
+
+
+async def search_root(request: web.Request) -> web.Response:
+    return await _list(request, list(RESOURCE_TYPES.values()), await _search_body(request))
+
+
+async def _search_body(request: web.Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidSyntax("a SearchRequest must be a JSON object")
+    schemas = body.get("schemas")
+    if schemas is not None and SEARCH_REQUEST_SCHEMA not in (schemas or []):
+        raise InvalidSyntax(f"schemas must contain {SEARCH_REQUEST_SCHEMA}")
+    return body
+
+
+class ResourceEndpoints:
+    """The handlers of one resource type's endpoint (/Users or /Groups)."""
+
+    def __init__(self, resource_type: ResourceType) -> None:
+        self.resource_type = resource_type
+
+    async def create(self, request: web.Request) -> web.Response:
+        resource_type = self.resource_type
+        doc, members = normalize_resource(resource_type, await read_json(request))
+        change = Change(doc=doc, members=_members_change(members))
+        stored = await request.app[STORE].create(resource_type.name, change, _now(request))  # type: ignore[arg-type]
+        return _single(
+            request, resource_type, stored, _projection(resource_type, request.query), 201
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        resource_type = self.resource_type
+        projection = _projection(resource_type, request.query)
+        stored = await request.app[STORE].get(
+            resource_type.name,  # type: ignore[arg-type]
+            request.match_info["id"],
+            with_members=_wants_relations(resource_type, projection),
+        )
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match and stored.version in parse_etags(if_none_match):
+            return web.Response(status=304, headers={"ETag": etag(stored.version)})
+        return _single(request, resource_type, stored, projection)
+
+    async def replace(self, request: web.Request) -> web.Response:
+        resource_type = self.resource_type
+        doc, members = normalize_resource(resource_type, await read_json(request))
+        change = Change(doc=doc, members=_members_change(members))
+        projection = _projection(resource_type, request.query)
+        stored = await request.app[STORE].update(
+            resource_type.name,  # type: ignore[arg-type]
+            request.match_info["id"],
+            lambda _current: change,
+            _now(request),
+            expected_version=_expected_version(request),
+            with_members=_wants_relations(resource_type, projection),
+        )
+        return _single(request, resource_type, stored, projection)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        resource_type = self.resource_type
+        body = await read_json(request)
+
+        def mutate(current: StoredResource) -> Change:
+            result = apply_patch(resource_type, current.doc, body)
+            return Change(doc=result.doc, members=result.members)
+
+        asked = "attributes" in request.query or "excludedAttributes" in request.query
+        projection = _projection(resource_type, request.query)
+        # A group may have 100k members: unless asked, answer 204 rather than list them all.
+        quiet = resource_type is GROUP and not asked
+        stored = await request.app[STORE].update(
+            resource_type.name,  # type: ignore[arg-type]
+            request.match_info["id"],
+            mutate,
+            _now(request),
+            expected_version=_expected_version(request),
+            with_members=not quiet and _wants_relations(resource_type, projection),
+        )
+        if quiet:
+            return web.Response(status=204, headers={"ETag": etag(stored.version)})
+        return _single(request, resource_type, stored, projection)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        resource_type = self.resource_type
+        await request.app[STORE].delete(
+            resource_type.name,  # type: ignore[arg-type]
+            request.match_info["id"],
+            expected_version=_expected_version(request),
+        )
+        return web.Response(status=204)
+
+    async def list_resources(self, request: web.Request) -> web.Response:
+        return await _list(request, [self.resource_type], request.query)
+
+    async def search_resources(self, request: web.Request) -> web.Response:
+        return await _list(request, [self.resource_type], await _search_body(request))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,209 @@
+"""Fixtures: a configured jmlsync on a temporary SQLite store, in-process or as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from jmlsync.config import load_settings
+from jmlsync.service import build_app
+
+TOKENS = ("t0-" + "a" * 40, "t1-" + "b" * 40)
+BASE_PATH = "/scim/v2"
+
+
+def write_config(tmp_path: Path, *, port: int = 0, extra: str = "") -> Path:
+    """A configuration with two valid tokens and a SQLite store, all under ``tmp_path``."""
+    (tmp_path / "tokens").write_text("\n".join(TOKENS) + "\n")
+    config = tmp_path / "jmlsync.toml"
+    config.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:{port}"
+base_path = "{BASE_PATH}"
+tokens_file = "tokens"
+
+[store]
+url = "sqlite:///state/jmlsync.db"
+{extra}
+"""
+    )
+    return config
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any
+
+
+class ScimClient:
+    """A thin SCIM client for tests: JSON in, (status, JSON, headers) out."""
+
+    def __init__(self, session: aiohttp.ClientSession, root: str) -> None:
+        self.session = session
+        self.root = root
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+        # A stream, not bytes: aiohttp warns about large raw bodies (tests send 1 MiB ones).
+        stream = io.BytesIO(data) if data is not None else None
+        all_headers = {"Content-Type": "application/scim+json"}
+        all_headers.update(headers or {})
+        async with self.session.request(
+            method, self.root + path, data=stream, headers=all_headers, params=params
+        ) as response:
+            text = await response.text()
+            parsed = json.loads(text) if text else None
+            return Reply(response.status, parsed, response.headers)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("POST", path, body, **kw)
+
+    async def put(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("PUT", path, body, **kw)
+
+    async def patch(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("PATCH", path, body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, **kw)
+
+    async def create_user(self, user_name: str, **attrs: Any) -> dict[str, Any]:
+        body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name}
+        body.update(attrs)
+        reply = await self.post("/Users", body)
+        assert reply.status == 201, reply.body
+        return reply.body  # type: ignore[no-any-return]
+
+    async def create_group(self, name: str, members: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+        }
+        if members is not None:
+            body["members"] = [{"value": m} for m in members]
+        reply = await self.post("/Groups", body)
+        assert reply.status == 201, reply.body
+        return reply.body  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def server_url(config_path: Path) -> AsyncIterator[str]:
+    """The base URL of the real application served in-process on a loopback port."""
+    app = await build_app(load_settings(config_path))
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        yield str(server.make_url(""))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def scim(server_url: str) -> AsyncIterator[ScimClient]:
+    """An authenticated client of the in-process service's SCIM root."""
+    headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        yield ScimClient(session, server_url.rstrip("/") + BASE_PATH)
+
+
+@pytest.fixture
+async def anonymous(server_url: str) -> AsyncIterator[ScimClient]:
+    """A client that sends no token."""
+    async with aiohttp.ClientSession() as session:
+        yield ScimClient(session, server_url.rstrip("/") + BASE_PATH)
+
+
+@dataclass
+class ServiceProcess:
+    process: asyncio.subprocess.Process
+    url: str
+    log: list[str]
+
+
+_SERVING = re.compile(r"serving SCIM on (http://\S+)")
+
+
+async def start_service(config: Path) -> ServiceProcess:
+    """Start ``jmlsync serve`` as a child process; return once it logged its listening URL."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jmlsync",
+        "serve",
+        "--config",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    async with asyncio.timeout(30):
+        while True:
+            line = (await process.stderr.readline()).decode()
+            if not line:
+                raise RuntimeError("jmlsync serve exited before serving:\n" + "".join(log))
+            log.append(line)
+            match = _SERVING.search(line)
+            if match:
+                break
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            log.append(raw.decode())
+
+    asyncio.get_running_loop().create_task(drain())
+    return ServiceProcess(process, match.group(1), log)
+
+
+async def stop_service(service: ServiceProcess) -> int:
+    if service.process.returncode is None:
+        service.process.terminate()
+    async with asyncio.timeout(30):
+        return await service.process.wait()
+
+
+@pytest.fixture
+async def service(config_path: Path) -> AsyncIterator[ServiceProcess]:
+    """A real ``jmlsync serve`` process on a loopback port."""
+    running = await start_service(config_path)
+    try:
+        yield running
+    finally:
+        await stop_service(running)
