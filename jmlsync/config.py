@@ -6,6 +6,7 @@ directory of the configuration file, so a service finds its files whatever its w
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,7 +89,7 @@ class Settings(_Section):
 
 
 def _resolve(base: Path, path: Path) -> Path:
-    return path if path.is_absolute() else (base / path)
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
 
 
 def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from jmlsync.config import Settings
 from jmlsync.scim.app import build_scim_app
-from jmlsync.scim.auth import BearerAuth, read_tokens
+from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.store.sqlite import SqliteStore
 
@@ -27,7 +27,7 @@ async def open_store(settings: Settings) -> SqliteStore:
 
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns and closes its store."""
-    auth = BearerAuth(read_tokens(settings.server.tokens_file))
+    auth = BearerAuth(settings.server.tokens_file)
     store = await open_store(settings)
     app = build_scim_app(
         store,

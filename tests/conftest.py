@@ -152,6 +152,7 @@ class ServiceProcess:
     process: asyncio.subprocess.Process
     url: str
     log: list[str]
+    drained: asyncio.Task[None]
 
 
 _SERVING = re.compile(r"serving SCIM on (http://\S+)")
@@ -188,15 +189,16 @@ async def start_service(config: Path) -> ServiceProcess:
         async for raw in process.stderr:
             log.append(raw.decode())
 
-    asyncio.get_running_loop().create_task(drain())
-    return ServiceProcess(process, match.group(1), log)
+    return ServiceProcess(process, match.group(1), log, asyncio.create_task(drain()))
 
 
 async def stop_service(service: ServiceProcess) -> int:
     if service.process.returncode is None:
         service.process.terminate()
     async with asyncio.timeout(30):
-        return await service.process.wait()
+        code = await service.process.wait()
+        await service.drained
+    return code
 
 
 @pytest.fixture

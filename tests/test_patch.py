@@ -17,7 +17,8 @@ from jmlsync.scim.errors import (
     NoTarget,
     ScimError,
 )
-from jmlsync.scim.patch import PatchResult, apply_patch, parse_path
+from jmlsync.scim.patch import PatchResult, apply_patch
+from jmlsync.scim.paths import parse_path
 from jmlsync.scim.schema import (
     ENTERPRISE_USER_SCHEMA,
     GROUP,

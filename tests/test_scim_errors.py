@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import TOKENS, ScimClient
@@ -210,3 +214,17 @@ async def test_create_group_with_unknown_member_is_rejected(scim: ScimClient) ->
     assert reply.status in (400, 404)
     listed = await scim.get("/Groups")
     assert listed.body["totalResults"] == 0
+
+
+async def test_tokens_rotate_without_restart(anonymous: ScimClient, config_path: Path) -> None:
+    fresh = "t2-" + "c" * 40
+    tokens_file = config_path.parent / "tokens"
+    tokens_file.write_text(f"{TOKENS[1]}\n{fresh}\n")
+    os.utime(tokens_file, ns=(time.time_ns(), time.time_ns() + 10**9))
+    for token, status in ((TOKENS[0], 401), (TOKENS[1], 200), (fresh, 200)):
+        reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {token}"})
+        assert reply.status == status, token
+    tokens_file.write_text("")
+    os.utime(tokens_file, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {fresh}"})
+    assert reply.status == 200

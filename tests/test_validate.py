@@ -21,7 +21,7 @@ from jmlsync.scim.validate import normalize_attribute_value, normalize_resource
 
 ENT = ENTERPRISE_USER_SCHEMA
 
-# What Okta sends on create (IDP-COMPAT.md), password and read-only `groups` included.
+# What Okta sends on create (docs/idp-compatibility.md), password and read-only `groups` included.
 OKTA_CREATE: dict[str, Any] = {
     "schemas": [USER_SCHEMA],
     "userName": "alice@example.com",

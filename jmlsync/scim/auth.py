@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from pathlib import Path
+
+log = logging.getLogger("jmlsync.auth")
 
 
 class TokenFileError(Exception):
@@ -36,10 +39,34 @@ def new_token() -> str:
 
 
 class BearerAuth:
-    """Checks ``Authorization: Bearer`` headers against the configured tokens."""
+    """Checks ``Authorization: Bearer`` headers against the tokens of a tokens file.
 
-    def __init__(self, tokens: tuple[bytes, ...]) -> None:
-        self._tokens = tokens
+    The file is read again when its modification time changes, so a token is added or retired
+    without a restart. A file that becomes unreadable or empty keeps the last good tokens.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tokens = read_tokens(path)
+        self._stamp = self._mtime()
+
+    def _mtime(self) -> int | None:
+        try:
+            return self._path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _refresh(self) -> None:
+        stamp = self._mtime()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._tokens = read_tokens(self._path)
+        except TokenFileError as exc:
+            log.error("keeping the previous tokens: %s", exc)
+        else:
+            log.info("reloaded %d token(s) from %s", len(self._tokens), self._path)
 
     def allows(self, header: str | None) -> bool:
         """True when the header carries one of the tokens.
@@ -49,6 +76,7 @@ class BearerAuth:
         """
         if not header:
             return False
+        self._refresh()
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
             return False

@@ -8,7 +8,7 @@ result in one transaction without undo logic.
 :class:`~jmlsync.domain.models.MemberOp` values the store applies in order, which is why member
 filters are limited to ``value eq "<id>"`` (joined by ``or``): they name ids without reading rows.
 
-What Okta and Entra send beyond the RFC is accepted on purpose (see /work/shared/IDP-COMPAT.md):
+What Okta and Entra send beyond the RFC is accepted on purpose (see docs/idp-compatibility.md):
 capitalised ops, booleans as strings, path-less values repeating read-only ``id``, dotted and
 filtered keys in path-less values, ``remove`` of ``members`` with a value list (removes those
 members only), and a filtered ``replace`` that matches nothing (adds the value).
@@ -30,7 +30,7 @@ from jmlsync.scim.errors import (
     Mutability,
     NoTarget,
 )
-from jmlsync.scim.filters import parse_value_filter
+from jmlsync.scim.paths import PatchPath, parse_path
 from jmlsync.scim.schema import PATCH_OP_SCHEMA, Attribute, ResourceType
 from jmlsync.scim.validate import (
     check_primary,
@@ -40,7 +40,7 @@ from jmlsync.scim.validate import (
     normalize_members,
 )
 
-__all__ = ["MemberOp", "PatchPath", "PatchResult", "apply_patch", "parse_path"]
+__all__ = ["MemberOp", "PatchResult", "apply_patch"]
 
 Op = Literal["add", "remove", "replace"]
 _OPS: dict[str, Op] = {"add": "add", "remove": "remove", "replace": "replace"}
@@ -53,27 +53,6 @@ class PatchResult:
 
     doc: dict[str, Any]
     members: tuple[MemberOp, ...] = ()
-
-
-@dataclass(frozen=True)
-class PatchPath:
-    """A parsed path ``[urn:]attr[filter][.sub]``; ``attribute`` is None for a whole extension.
-
-    ``urn`` is the extension holding the attribute, None for core and common attributes.
-    """
-
-    text: str
-    urn: str | None
-    attribute: Attribute | None
-    filter: Expr | None = None
-    sub: Attribute | None = None
-
-    @property
-    def read_only(self) -> bool:
-        """Whether the path targets a read-only attribute or sub-attribute."""
-        if self.attribute is None:
-            return False
-        return self.attribute.read_only or (self.sub is not None and self.sub.read_only)
 
 
 def apply_patch(resource_type: ResourceType, doc: dict[str, Any], body: Any) -> PatchResult:
@@ -89,28 +68,6 @@ def apply_patch(resource_type: ResourceType, doc: dict[str, Any], body: Any) -> 
         patcher.apply(op, path, value)
     finalize_doc(resource_type, patcher.doc)
     return PatchResult(doc=patcher.doc, members=tuple(patcher.members))
-
-
-def parse_path(resource_type: ResourceType, text: str) -> PatchPath:
-    """Parse and resolve a PATCH path against ``resource_type``; raise InvalidPath if unknown."""
-    stripped = text.strip()
-    extension = resource_type.extension(stripped)
-    if extension is not None:
-        return PatchPath(text=stripped, urn=extension.id, attribute=None)
-    urn, rest = resource_type.split_urn(stripped)
-    name, filter_text, sub_name = _split_path(rest, stripped)
-    attribute, urn = _resolve(resource_type, name, urn, stripped)
-    sub = None
-    if sub_name is not None:
-        sub = attribute.sub(sub_name) if attribute.is_complex else None
-        if sub is None:
-            raise InvalidPath(f"unknown sub-attribute in path '{stripped}'")
-    expr = None
-    if filter_text is not None:
-        if not (attribute.multi_valued and attribute.is_complex):
-            raise InvalidPath(f"'{stripped}': only multi-valued complex attributes take a filter")
-        expr = parse_value_filter(filter_text, attribute)
-    return PatchPath(text=stripped, urn=urn, attribute=attribute, filter=expr, sub=sub)
 
 
 def _field(mapping: dict[str, Any], name: str) -> Any:
@@ -156,53 +113,6 @@ def _operation(
         value = None
     path = parse_path(resource_type, text) if isinstance(text, str) and text.strip() else None
     return op, path, value
-
-
-def _split_path(rest: str, text: str) -> tuple[str, str | None, str | None]:
-    """Split ``attr[filter].sub`` into its three parts; absent parts are None."""
-    start = rest.find("[")
-    if start < 0:
-        name, dot, sub = rest.partition(".")
-        return name, None, sub if dot else None
-    end = _closing_bracket(rest, start, text)
-    tail = rest[end + 1 :]
-    if tail and not tail.startswith("."):
-        raise InvalidPath(f"unexpected text after ']' in path '{text}'")
-    return rest[:start], rest[start + 1 : end], tail[1:] if tail else None
-
-
-def _closing_bracket(rest: str, start: int, text: str) -> int:
-    """The index of the ``]`` closing ``rest[start]``, skipping brackets inside quoted strings."""
-    in_string = escaped = False
-    for index in range(start + 1, len(rest)):
-        char = rest[index]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "]":
-            return index
-    raise InvalidPath(f"unclosed '[' in path '{text}'")
-
-
-def _resolve(
-    resource_type: ResourceType, name: str, urn: str | None, text: str
-) -> tuple[Attribute, str | None]:
-    attribute = resource_type.attribute(name, urn)
-    if attribute is None and urn is None:
-        # Entra's older form names `manager` without the enterprise URN; accept a bare name
-        # when exactly one extension defines it.
-        found = [(e.id, a) for e in resource_type.extensions if (a := e.attribute(name))]
-        if len(found) == 1:
-            urn, attribute = found[0]
-    if attribute is None:
-        raise InvalidPath(f"unknown attribute in path '{text}'")
-    return attribute, urn
 
 
 def _member_ids(expr: Expr) -> frozenset[str]:

@@ -12,6 +12,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -256,10 +257,10 @@ class SqliteStore:
             pairs = found[item.id]
             if kind == "Group":
                 members = tuple(Member(value=ref, display=display) for ref, display in pairs)
-                result.append(_replace(item, members=members))
+                result.append(replace(item, members=members))
             else:
                 groups = tuple(GroupRef(value=ref, display=display) for ref, display in pairs)
-                result.append(_replace(item, groups=groups))
+                result.append(replace(item, groups=groups))
         return result
 
     async def _insert_user(
@@ -352,12 +353,6 @@ class SqliteStore:
             " SET display = coalesce(excluded.display, memberships.display)",
             [(group_id, item.value, item.display) for item in items],
         )
-
-
-def _replace(item: StoredResource, **changes: Any) -> StoredResource:
-    from dataclasses import replace
-
-    return replace(item, **changes)
 
 
 def _user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
