@@ -11,25 +11,10 @@ from pathlib import Path
 import click
 
 from jmlsync import __version__
-from jmlsync.config import ConfigError, Settings, load_settings
+from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli_config import config
+from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("config/jmlsync.toml"),
-    show_default=True,
-    help="Configuration file (TOML).",
-)
-
-
-def _settings(path: Path) -> Settings:
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        click.echo(f"jmlsync: {exc}", err=True)
-        sys.exit(1)
 
 
 def _setup_logging() -> None:
@@ -46,13 +31,18 @@ def main() -> None:
     """jmlsync: joiner-mover-leaver sync from your identity provider to your clouds."""
 
 
+main.add_command(reconcile)
+main.add_command(explain)
+main.add_command(config)
+
+
 @main.command()
 @CONFIG_OPTION
 def serve(config_path: Path) -> None:
     """Serve the SCIM endpoint until SIGTERM or SIGINT."""
     from jmlsync.service import serve as run
 
-    settings = _settings(config_path)
+    settings = settings_or_exit(config_path)
     _setup_logging()
     try:
         asyncio.run(run(settings))
@@ -82,7 +72,7 @@ def token_generate(config_path: Path, if_missing: bool) -> None:
     Two tokens in the file are valid at once: generate the new one, give it to the IdP,
     then delete the old line. The file is created readable by its owner only.
     """
-    path = _settings(config_path).server.tokens_file
+    path = settings_or_exit(config_path).server.tokens_file
     if if_missing:
         try:
             read_tokens(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -80,11 +80,55 @@ class StoreSettings(_Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
+class LedgerTargetSettings(_Section):
+    """``kind = "ledger"``: a local SQLite file of principals and grants."""
+
+    kind: Literal["ledger"]
+    path: Path
+
+
+#: Every target kind, told apart by ``kind``; a new connector adds its settings class here.
+TargetSettings = Annotated[Union[LedgerTargetSettings], Field(discriminator="kind")]  # noqa: UP007
+
+
+class GrantSettings(_Section):
+    target: Annotated[str, Field(min_length=1)]
+    role: Annotated[str, Field(min_length=1)]
+
+
+class RuleSettings(_Section):
+    """``[[rules]]``: members of ``group`` get ``grants``."""
+
+    group: Annotated[str, Field(min_length=1)]
+    group_external_id: str | None = None
+    grants: Annotated[list[GrantSettings], Field(min_length=1)]
+    privileged: bool = False
+    user_filter: str | None = None
+
+    @field_validator("user_filter")
+    @classmethod
+    def _filter_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            # Imported here: config is read before anything else and should not pull in
+            # the SCIM adapter unless a rule needs it.
+            from jmlsync.scim.errors import ScimError
+            from jmlsync.scim.filters import parse_filter
+            from jmlsync.scim.schema import USER
+
+            try:
+                parse_filter(value, USER)
+            except ScimError as exc:
+                raise ValueError(exc.detail) from exc
+        return value
+
+
 class Settings(_Section):
     """Everything jmlsync reads from its configuration file."""
 
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
+    targets: dict[str, TargetSettings] = {}
+    rules: list[RuleSettings] = []
     source: Path | None = Field(default=None, exclude=True)
 
 
@@ -97,6 +141,11 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     server = raw.get("server")
     if isinstance(server, dict) and isinstance(server.get("tokens_file"), str):
         server["tokens_file"] = str(_resolve(base, Path(server["tokens_file"])))
+    targets = raw.get("targets")
+    if isinstance(targets, dict):
+        for target in targets.values():
+            if isinstance(target, dict) and isinstance(target.get("path"), str):
+                target["path"] = str(_resolve(base, Path(target["path"])))
     store = raw.get("store")
     if isinstance(store, dict) and isinstance(store.get("url"), str):
         url = store["url"]
@@ -106,15 +155,44 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
+def _key(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as the TOML key it names; list items are numbered from 1."""
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part + 1}]"
+        elif part.startswith("function-after") or part == "ledger":
+            continue
+        else:
+            key += f".{part}" if key else part
+    return key or "(top level)"
+
+
 def _describe(error: ValidationError, source: Path) -> str:
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        reason = item["msg"]
+        reason = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             reason = "unknown key"
-        lines.append(f"  {key}: {reason}")
+        elif item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx", {})
+            reason = f"unknown kind {ctx.get('tag')!r} (known: {ctx.get('expected_tags')})"
+            item["loc"] = (*item["loc"], "kind")
+        lines.append(f"  {_key(item['loc'])}: {reason}")
     return "\n".join(lines)
+
+
+def _cross_check(settings: Settings, source: Path) -> None:
+    """What one field cannot check alone: rules must name configured targets."""
+    problems = [
+        f"  rules[{r}].grants[{g}].target: unknown target {grant.target!r}"
+        f" (configured: {', '.join(sorted(settings.targets)) or 'none'})"
+        for r, rule in enumerate(settings.rules, 1)
+        for g, grant in enumerate(rule.grants, 1)
+        if grant.target not in settings.targets
+    ]
+    if problems:
+        raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
 
 
 def load_settings(path: Path) -> Settings:
@@ -132,4 +210,5 @@ def load_settings(path: Path) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    _cross_check(settings, path)
     return settings.model_copy(update={"source": path})

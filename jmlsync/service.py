@@ -6,14 +6,19 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
 from jmlsync.config import Settings
+from jmlsync.engine.reconcile import Reconciler
+from jmlsync.engine.rules import rules_from_settings
+from jmlsync.ports import Target
 from jmlsync.scim.app import build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.store.sqlite import SqliteStore
+from jmlsync.targets.registry import open_target
 
 log = logging.getLogger("jmlsync.service")
 
@@ -23,6 +28,21 @@ async def open_store(settings: Settings) -> SqliteStore:
     return await SqliteStore.open(
         settings.store.sqlite_path, synchronous=settings.store.synchronous
     )
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
+    """The store, every configured target and the reconciler over them; closed on exit."""
+    store = await open_store(settings)
+    targets: dict[str, Target] = {}
+    try:
+        for name, target_settings in settings.targets.items():
+            targets[name] = await open_target(name, target_settings)
+        yield Reconciler(store, targets, rules_from_settings(settings), clock=now_utc)
+    finally:
+        for target in targets.values():
+            await target.close()
+        await store.close()
 
 
 async def build_app(settings: Settings) -> web.Application:

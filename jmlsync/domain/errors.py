@@ -26,3 +26,19 @@ class UnknownMembers(DomainError):
         shown = ", ".join(sorted(ids)[:5]) + (" ..." if len(ids) > 5 else "")
         super().__init__(f"no user with id {shown}")
         self.ids = ids
+
+
+class TargetError(DomainError):
+    """A target refused or failed an operation."""
+
+
+class TransientTargetError(TargetError):
+    """Worth retrying: throttling, 5xx, timeouts, resets. ``retry_after`` in seconds, if told."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentTargetError(TargetError):
+    """Retrying will not help: denied, invalid role, unknown account."""

@@ -10,7 +10,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -26,6 +26,7 @@ from jmlsync.domain.errors import (
     UnknownMembers,
     VersionMismatch,
 )
+from jmlsync.domain.grants import Grant, GroupInfo, UserState
 from jmlsync.domain.models import (
     Change,
     GroupRef,
@@ -37,6 +38,7 @@ from jmlsync.domain.models import (
     format_timestamp,
 )
 from jmlsync.ports import Query
+from jmlsync.store import policy_reads
 from jmlsync.store.filter_sql import GROUPS_TABLE, USERS_TABLE, compile_filter, sort_expression
 
 #: SQLite accepts at most 32766 parameters per statement; stay well below.
@@ -118,13 +120,15 @@ class SqliteStore:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            # BEGIN sits inside the try: a cancellation while it runs must still roll back,
+            # or the connection would stay inside a transaction for every later write.
             try:
+                await self._writer.execute("BEGIN IMMEDIATE")
                 yield self._writer
+                await self._writer.execute("COMMIT")
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                await self._writer.rollback()
                 raise
-            await self._writer.execute("COMMIT")
 
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
         resource_id = str(uuid.uuid4())
@@ -199,6 +203,38 @@ class SqliteStore:
         if query.with_members:
             resources_ = await self._attach_relations(self._reader, kind, resources_)
         return Page(total=total, resources=tuple(resources_))
+
+    async def list_groups(self) -> list[GroupInfo]:
+        return await policy_reads.list_groups(self._reader)
+
+    def policy_users(
+        self,
+        group_ids: Collection[str],
+        *,
+        with_resource: bool,
+        user_names: Collection[str] | None = None,
+    ) -> AsyncIterator[UserState]:
+        return policy_reads.policy_users(
+            self._reader, group_ids, with_resource=with_resource, user_names=user_names
+        )
+
+    async def find_user(self, user_name: str) -> StoredResource | None:
+        async with self._reader.execute(
+            "SELECT * FROM users WHERE user_name_key = ?", (user_name.casefold(),)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else self._resource("User", row)
+
+    async def applied_grants(self, user_names: Collection[str] | None = None) -> set[Grant]:
+        return await policy_reads.applied_grants(self._reader, user_names)
+
+    async def record_applied(self, grant: Grant, reason: str, now: datetime) -> None:
+        async with self._transaction() as conn:
+            await policy_reads.record_applied(conn, grant, reason, now)
+
+    async def forget_applied(self, grant: Grant) -> None:
+        async with self._transaction() as conn:
+            await policy_reads.forget_applied(conn, grant)
 
     async def _read(
         self,

@@ -1,0 +1,28 @@
+"""What every command shares: the --config option and loading it with a clear error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from jmlsync.config import ConfigError, Settings, load_settings
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("config/jmlsync.toml"),
+    show_default=True,
+    help="Configuration file (TOML).",
+)
+
+
+def settings_or_exit(path: Path) -> Settings:
+    """The validated configuration; on error, the message on stderr and exit status 1."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        click.echo(f"jmlsync: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,77 @@
+"""``jmlsync config check`` and ``jmlsync config schema``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+
+from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.config import Settings
+from jmlsync.domain.grants import GroupInfo
+from jmlsync.domain.policy import rule_matches_group
+from jmlsync.engine.rules import rules_from_settings
+from jmlsync.service import open_store
+
+
+@click.group()
+def config() -> None:
+    """Check the configuration, or print its JSON Schema."""
+
+
+async def _known_groups(settings: Settings) -> list[GroupInfo] | None:
+    """The groups the IdP has pushed so far; None when there is no store yet."""
+    if not settings.store.sqlite_path.exists():
+        return None
+    store = await open_store(settings)
+    try:
+        return await store.list_groups()
+    finally:
+        await store.close()
+
+
+def _warnings(settings: Settings, groups: list[GroupInfo] | None) -> list[str]:
+    if groups is None:
+        return [f"no store at {settings.store.sqlite_path} yet: no group has been pushed"]
+    warnings = []
+    for rule in rules_from_settings(settings):
+        if not any(rule_matches_group(rule, group) for group in groups):
+            named = (
+                f"externalId {rule.group_external_id!r}"
+                if rule.group_external_id
+                else f"displayName {rule.group!r}"
+            )
+            warnings.append(f"rules[{rule.index}]: no group with {named} has been pushed yet")
+    return warnings
+
+
+@config.command("check")
+@CONFIG_OPTION
+def check(config_path: Path) -> None:
+    """Validate the configuration and summarise it; exit 1 on an error.
+
+    Warns (without failing) about rules whose group the IdP has not pushed yet.
+    """
+    settings = settings_or_exit(config_path)
+    click.echo(f"{config_path}: OK")
+    click.echo(f"targets ({len(settings.targets)}):")
+    for name, target in sorted(settings.targets.items()):
+        click.echo(f"  {name}: kind {target.kind}")
+    click.echo(f"rules ({len(settings.rules)}):")
+    for index, rule in enumerate(settings.rules, 1):
+        grants = ", ".join(f"{g.target}:{g.role}" for g in rule.grants)
+        flags = " [privileged]" if rule.privileged else ""
+        narrowed = f" where {rule.user_filter}" if rule.user_filter else ""
+        click.echo(f"  [{index}] group {rule.group!r}{narrowed} -> {grants}{flags}")
+    for warning in _warnings(settings, asyncio.run(_known_groups(settings))):
+        click.echo(f"warning: {warning}", err=True)
+
+
+@config.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of the configuration file."""
+    document = Settings.model_json_schema()
+    document.get("properties", {}).pop("source", None)
+    click.echo(json.dumps(document, indent=2))

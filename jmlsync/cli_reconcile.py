@@ -1,0 +1,153 @@
+"""``jmlsync reconcile`` and ``jmlsync explain``: show, and apply, the difference."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.config import Settings
+from jmlsync.engine.reconcile import Progress, Scope
+from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
+from jmlsync.service import open_engine
+
+#: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+
+
+def _progress() -> Progress:
+    """Progress on stderr, only when stderr is a terminal (never in logs or pipes)."""
+    if not sys.stderr.isatty():
+        return lambda _stage, _count: None
+
+    def show(stage: str, count: int) -> None:
+        click.echo(f"\r{stage}: {count:,}".ljust(40), nl=False, err=True)
+
+    return show
+
+
+async def run_reconcile(
+    settings: Settings,
+    scope: Scope,
+    *,
+    dry_run: bool,
+    max_revocations: int | None,
+    progress: Progress,
+) -> RunReport:
+    """Plan, check the revocation guard, and apply unless a dry run or held."""
+    async with open_engine(settings) as reconciler:
+        snapshot = await reconciler.snapshot(scope, progress)
+        report = RunReport(
+            dry_run=dry_run,
+            operations=snapshot.operations,
+            counts=snapshot.counts,
+            seconds=snapshot.seconds,
+        )
+        revocations = sum(1 for op in snapshot.operations if op.action == "revoke")
+        if max_revocations is not None and revocations > max_revocations:
+            report.held = (
+                f"held: the plan revokes {revocations} grants, more than the limit of"
+                f" {max_revocations}; nothing was changed. Check the IdP, then run again with"
+                f" --max-revocations {revocations} to allow it."
+            )
+            if dry_run:
+                report.held = report.held.replace("held: ", "would be held: ")
+        if not dry_run and report.held is None:
+            report.outcomes = await reconciler.apply(snapshot.operations, progress)
+    return report
+
+
+def reconcile_exit_code(report: RunReport, detailed: bool) -> int:
+    if report.held and not report.dry_run:
+        return EXIT_HELD
+    if report.failed:
+        return EXIT_ERROR
+    if detailed and report.dry_run and report.operations:
+        return EXIT_PENDING
+    return EXIT_OK
+
+
+@click.command("reconcile")
+@CONFIG_OPTION
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option("--target", "targets", multiple=True, help="Only this target (repeatable).")
+@click.option("--user", "users", multiple=True, help="Only this userName (repeatable).")
+@FORMAT_OPTION
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there is nothing to do, 2 when a dry run has changes pending, 1 on error.",
+)
+@click.option(
+    "--max-revocations",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Hold the run (exit 3, nothing changed) if it would revoke more grants than this.",
+)
+def reconcile(
+    config_path: Path,
+    dry_run: bool,
+    targets: tuple[str, ...],
+    users: tuple[str, ...],
+    output_format: str,
+    detailed_exitcode: bool,
+    max_revocations: int | None,
+) -> None:
+    """Compare the directory with the targets and apply the difference."""
+    settings = settings_or_exit(config_path)
+    unknown = sorted(set(targets) - set(settings.targets))
+    if unknown:
+        configured = ", ".join(sorted(settings.targets)) or "none"
+        names = ", ".join(unknown)
+        click.echo(f"jmlsync: unknown target {names}; configured: {configured}", err=True)
+        sys.exit(EXIT_ERROR)
+    scope = Scope(
+        targets=frozenset(targets) if targets else None,
+        users=frozenset(users) if users else None,
+    )
+    report = asyncio.run(
+        run_reconcile(
+            settings,
+            scope,
+            dry_run=dry_run,
+            max_revocations=max_revocations,
+            progress=_progress(),
+        )
+    )
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    click.echo(plan_json(report) if output_format == "json" else plan_table(report))
+    if report.held:
+        click.echo(f"jmlsync: {report.held}", err=True)
+    sys.exit(reconcile_exit_code(report, detailed_exitcode))
+
+
+@click.command("explain")
+@CONFIG_OPTION
+@click.option("--user", "user", required=True, help="The userName to explain.")
+@FORMAT_OPTION
+def explain(config_path: Path, user: str, output_format: str) -> None:
+    """Why does this person have that access?
+
+    Every desired grant with the rules and groups causing it, every actual grant in the
+    targets, and the difference.
+    """
+    settings = settings_or_exit(config_path)
+
+    async def run() -> str:
+        async with open_engine(settings) as reconciler:
+            explanation = await reconciler.explain(user)
+        return explain_json(explanation) if output_format == "json" else explain_table(explanation)
+
+    click.echo(asyncio.run(run()))

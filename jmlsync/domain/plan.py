@@ -1,0 +1,132 @@
+"""The plan: the operations that turn the grants targets hold into the grants the rules give.
+
+jmlsync revokes only what it owns: a grant on a role some rule names, or a grant it applied
+itself. Anything else a target holds (granted by hand on a role no rule names) is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
+
+from jmlsync.domain.grants import Action, Grant, Operation, Reason
+
+__all__ = ["PlanInput", "plan", "summarize"]
+
+_ACTIONS: tuple[Action, ...] = ("grant", "revoke", "disable")
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """Everything :func:`plan` needs, as plain sets and mappings.
+
+    ``desired`` comes from the policy, ``actual`` and ``principals`` from the targets,
+    ``applied`` from jmlsync's own grant ledger, ``users`` (userName → active) and ``leavers``
+    from the directory. ``targets`` and ``only_users`` restrict the plan; None means all.
+    """
+
+    desired: Mapping[Grant, Reason]
+    actual: AbstractSet[Grant]
+    managed: AbstractSet[tuple[str, str]]
+    privileged: AbstractSet[tuple[str, str]]
+    applied: AbstractSet[Grant]
+    users: Mapping[str, bool]
+    leavers: AbstractSet[str]
+    principals: Mapping[tuple[str, str], bool]
+    targets: AbstractSet[str] | None = None
+    only_users: AbstractSet[str] | None = None
+
+    def is_leaver(self, user: str) -> bool:
+        """Whether ``user`` must lose all access: a leaver, or inactive in the directory."""
+        return user in self.leavers or self.users.get(user) is False
+
+    def in_scope(self, target: str, user: str) -> bool:
+        """Whether the ``targets`` and ``only_users`` restrictions let (target, user) through."""
+        return (self.targets is None or target in self.targets) and (
+            self.only_users is None or user in self.only_users
+        )
+
+
+def plan(inp: PlanInput) -> list[Operation]:
+    """The operations that bring ``actual`` to ``desired``, deterministically ordered.
+
+    All revokes come first, then disables, then grants: a mover never holds old and new
+    access at once, and a leaver's access goes before anything else happens.
+    """
+    return [*_revokes(inp), *_disables(inp), *_grants(inp)]
+
+
+def _revokes(inp: PlanInput) -> list[Operation]:
+    operations = []
+    for grant in sorted(inp.actual):
+        if not inp.in_scope(grant.target, grant.user):
+            continue
+        # A leaver loses everything jmlsync owns, even if a stale desired set says otherwise.
+        if grant in inp.desired and not inp.is_leaver(grant.user):
+            continue
+        role = (grant.target, grant.role)
+        if role not in inp.managed and grant not in inp.applied:
+            continue
+        operations.append(
+            Operation(
+                "revoke",
+                grant.target,
+                grant.user,
+                grant.role,
+                _revoke_reason(inp, grant),
+                role in inp.privileged,
+            )
+        )
+    return operations
+
+
+def _revoke_reason(inp: PlanInput, grant: Grant) -> str:
+    if inp.is_leaver(grant.user):
+        return "leaver"
+    if (grant.target, grant.role) not in inp.managed:
+        # Only jmlsync's ledger claims it: the rule that named the role changed or went away.
+        return "no rule"
+    if inp.users.get(grant.user) is True:
+        return "mover"
+    return "unknown user"
+
+
+def _disables(inp: PlanInput) -> list[Operation]:
+    # Only leavers: a principal the directory does not know may belong to someone else.
+    return [
+        Operation("disable", target, user, None, "leaver")
+        for (target, user), enabled in sorted(inp.principals.items())
+        if enabled is True and inp.is_leaver(user) and inp.in_scope(target, user)
+    ]
+
+
+def _grants(inp: PlanInput) -> list[Operation]:
+    operations = []
+    for grant in sorted(inp.desired.keys() - inp.actual):
+        if not inp.in_scope(grant.target, grant.user) or inp.is_leaver(grant.user):
+            continue
+        reason = inp.desired[grant]
+        operations.append(
+            Operation("grant", grant.target, grant.user, grant.role, str(reason), reason.privileged)
+        )
+    return operations
+
+
+def summarize(operations: Sequence[Operation]) -> dict[str, Any]:
+    """Counts of ``operations`` per action, of privileged ones, and per target and action.
+
+    Every action key is present even when zero, so the result can be compared and rendered as
+    JSON without guards.
+    """
+    totals: dict[str, Any] = dict.fromkeys(_ACTIONS, 0)
+    totals["privileged"] = 0
+    by_target: dict[str, dict[str, int]] = {}
+    for operation in operations:
+        totals[operation.action] += 1
+        totals["privileged"] += int(operation.privileged)
+        counts = by_target.setdefault(operation.target, dict.fromkeys(_ACTIONS, 0))
+        counts[operation.action] += 1
+    totals["by_target"] = {target: by_target[target] for target in sorted(by_target)}
+    return totals

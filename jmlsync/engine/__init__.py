@@ -1,0 +1,1 @@
+"""The engine: planning, applying and retrying changes against targets."""

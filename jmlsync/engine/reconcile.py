@@ -1,0 +1,291 @@
+"""Reconciliation: desired grants from the directory, actual ones from the targets, the plan
+between them, and applying it. A dry run stops after the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jmlsync.domain.errors import TargetError
+from jmlsync.domain.grants import (
+    Grant,
+    Operation,
+    Principal,
+    PrincipalSpec,
+    Reason,
+    Rule,
+    UserState,
+)
+from jmlsync.domain.plan import PlanInput, plan
+from jmlsync.domain.policy import (
+    desired_grants,
+    explain_user,
+    managed_roles,
+    privileged_roles,
+    rules_by_group,
+)
+from jmlsync.engine.retry import RetryPolicy
+from jmlsync.ports import Store, Target
+
+log = logging.getLogger("jmlsync.reconcile")
+
+Progress = Callable[[str, int], None]
+
+
+def _no_progress(_stage: str, _count: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a run looks at: some targets and some users (None: all)."""
+
+    targets: frozenset[str] | None = None
+    users: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one operation when applied."""
+
+    operation: Operation
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """Everything a plan was computed from, kept for reports (explain, drift)."""
+
+    plan_input: PlanInput
+    operations: list[Operation]
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Explanation:
+    """Why one user has the access they have, and what would change."""
+
+    user: str
+    active: bool | None
+    groups: list[str]
+    desired: list[tuple[Grant, list[Reason]]]
+    actual: list[tuple[Grant, bool]]
+    principals: dict[str, bool | None]
+    operations: list[Operation]
+
+
+def principal_spec(user_name: str, doc: Mapping[str, Any]) -> PrincipalSpec:
+    """What a target needs to create the principal, from the user's SCIM document."""
+    raw_name = doc.get("name")
+    name: Mapping[str, Any] = raw_name if isinstance(raw_name, dict) else {}
+    raw_emails = doc.get("emails")
+    emails = [e for e in raw_emails if isinstance(e, dict)] if isinstance(raw_emails, list) else []
+    chosen = next((e for e in emails if e.get("primary")), emails[0] if emails else {})
+    return PrincipalSpec(
+        user=user_name,
+        display_name=doc.get("displayName"),
+        given_name=name.get("givenName"),
+        family_name=name.get("familyName"),
+        email=chosen.get("value"),
+        external_id=doc.get("externalId"),
+    )
+
+
+class Reconciler:
+    """Plans and applies the difference between the directory and the targets."""
+
+    def __init__(
+        self,
+        store: Store,
+        targets: Mapping[str, Target],
+        rules: Sequence[Rule],
+        *,
+        clock: Callable[[], datetime],
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.targets = targets
+        self.rules = rules
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+
+    def _target_names(self, scope: Scope) -> list[str]:
+        names = sorted(self.targets)
+        return [n for n in names if scope.targets is None or n in scope.targets]
+
+    async def snapshot(self, scope: Scope, progress: Progress = _no_progress) -> Snapshot:
+        """Read desired and actual state and compute the plan (no change anywhere)."""
+        started = time.perf_counter()
+        if scope.users is not None:
+            scope = Scope(scope.targets, await self._canonical(scope.users))
+        groups = await self.store.list_groups()
+        by_group = rules_by_group(self.rules, groups)
+        users: dict[str, bool] = {}
+        stream = self.store.policy_users(
+            by_group.keys(),
+            with_resource=any(rule.user_filter is not None for rule in self.rules),
+            user_names=scope.users,
+        )
+        desired = desired_grants(await _collect(stream, users, progress), by_group)
+        applied = await self.store.applied_grants(scope.users)
+        actual, principals = await self._actual(scope, progress)
+        leavers = {u for u, active in users.items() if not active}
+        leavers |= {g.user for g in applied if g.user not in users}
+        if scope.users is not None:
+            leavers = {u for u in leavers if u.casefold() in {n.casefold() for n in scope.users}}
+        plan_input = PlanInput(
+            desired=desired,
+            actual=actual,
+            managed=managed_roles(self.rules),
+            privileged=privileged_roles(self.rules),
+            applied=applied,
+            users=users,
+            leavers=frozenset(leavers),
+            principals=principals,
+            targets=frozenset(self._target_names(scope)),
+            only_users=None,
+        )
+        operations = plan(plan_input)
+        counts = {
+            "users": len(users),
+            "groups": len(groups),
+            "desired": len(desired),
+            "actual": len(actual),
+        }
+        return Snapshot(plan_input, operations, time.perf_counter() - started, counts)
+
+    async def _canonical(self, names: frozenset[str]) -> frozenset[str]:
+        """The directory's spelling of each userName; unknown names stay as given."""
+        found = set()
+        for name in names:
+            stored = await self.store.find_user(name)
+            found.add(str(stored.doc["userName"]) if stored else name)
+        return frozenset(found)
+
+    async def explain(self, user_name: str) -> Explanation:
+        """Why ``user_name`` has (or should have) each grant, and what would change."""
+        canonical = next(iter(await self._canonical(frozenset({user_name}))))
+        snapshot = await self.snapshot(Scope(users=frozenset({canonical})))
+        groups = {g.id: g for g in await self.store.list_groups()}
+        by_group = rules_by_group(self.rules, groups.values())
+        states = [
+            state
+            async for state in self.store.policy_users(
+                groups.keys(), with_resource=True, user_names={canonical}
+            )
+        ]
+        state = states[0] if states else None
+        inp = snapshot.plan_input
+        managed = inp.managed
+        return Explanation(
+            user=canonical,
+            active=state.active if state else None,
+            groups=sorted(groups[g].display_name for g in state.groups) if state else [],
+            desired=explain_user(state, by_group, groups) if state else [],
+            actual=[
+                (g, (g.target, g.role) in managed or g in inp.applied) for g in sorted(inp.actual)
+            ],
+            principals={
+                name: inp.principals.get((name, canonical)) for name in self._target_names(Scope())
+            },
+            operations=snapshot.operations,
+        )
+
+    async def _actual(
+        self, scope: Scope, progress: Progress
+    ) -> tuple[set[Grant], dict[tuple[str, str], bool]]:
+        actual: set[Grant] = set()
+        principals: dict[tuple[str, str], bool] = {}
+        for name in self._target_names(scope):
+            target = self.targets[name]
+            if scope.users is not None:
+                for user in sorted(scope.users):
+                    roles, found = await self._read_user(name, target, user)
+                    actual.update(Grant(name, user, role) for role in roles)
+                    if found is not None:
+                        principals[(name, found.user)] = found.enabled
+                continue
+            async for grant in target.list_grants():
+                actual.add(grant)
+                if len(actual) % 10_000 == 0:
+                    progress("reading targets", len(actual))
+            async for principal in target.list_principals():
+                principals[(name, principal.user)] = principal.enabled
+        return actual, principals
+
+    async def _read_user(
+        self, name: str, target: Target, user: str
+    ) -> tuple[frozenset[str], Principal | None]:
+        roles = await self.retry.call(name, lambda: target.grants_of(user))
+        found = await self.retry.call(name, lambda: target.principal(user))
+        return roles, found
+
+    async def apply(
+        self, operations: Iterable[Operation], progress: Progress = _no_progress
+    ) -> list[Outcome]:
+        """Apply operations in order; a failure is recorded and the run goes on."""
+        outcomes = []
+        ensured: set[tuple[str, str]] = set()
+        for count, operation in enumerate(operations, 1):
+            try:
+                await self._apply_one(operation, ensured)
+            except TargetError as exc:
+                log.error(
+                    "%s %s %s %s failed: %s",
+                    operation.action,
+                    operation.target,
+                    operation.user,
+                    operation.role or "",
+                    exc,
+                )
+                outcomes.append(Outcome(operation, ok=False, error=str(exc)))
+            else:
+                outcomes.append(Outcome(operation, ok=True))
+            progress("applying", count)
+        return outcomes
+
+    async def _apply_one(self, op: Operation, ensured: set[tuple[str, str]]) -> None:
+        target = self.targets[op.target]
+        label = f"{op.action} {op.target}/{op.user}"
+        if op.action == "revoke":
+            assert op.role is not None
+            role = op.role
+            await self.retry.call(label, lambda: target.revoke(op.user, role))
+            await self.store.forget_applied(Grant(op.target, op.user, role))
+        elif op.action == "disable":
+            await self.retry.call(label, lambda: target.disable_principal(op.user))
+        else:
+            assert op.role is not None
+            role = op.role
+            if (op.target, op.user) not in ensured:
+                spec = await self._spec(op.user)
+                await self.retry.call(label, lambda: target.ensure_principal(spec))
+                ensured.add((op.target, op.user))
+            await self.retry.call(label, lambda: target.grant(op.user, role))
+            await self.store.record_applied(
+                Grant(op.target, op.user, role), op.reason, self.clock()
+            )
+
+    async def _spec(self, user_name: str) -> PrincipalSpec:
+        stored = await self.store.find_user(user_name)
+        return principal_spec(user_name, stored.doc if stored else {})
+
+
+async def _collect(
+    stream: AsyncIterator[UserState], users: dict[str, bool], progress: Progress
+) -> list[UserState]:
+    """Drain the user stream, noting each user's activity for the plan."""
+    collected = []
+    async for user in stream:
+        users[user.user_name] = user.active
+        collected.append(user)
+        if len(collected) % 10_000 == 0:
+            progress("reading users", len(collected))
+    return collected

@@ -1,0 +1,175 @@
+"""Plans and explanations rendered for people (tables) and for machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+from jmlsync.domain.grants import Operation
+from jmlsync.domain.plan import summarize
+from jmlsync.engine.reconcile import Explanation, Outcome
+
+_MARK = {"grant": "+", "revoke": "-", "disable": "~"}
+
+
+@dataclass
+class RunReport:
+    """One `jmlsync reconcile` run: its plan and, unless a dry run, what applying it did."""
+
+    dry_run: bool
+    operations: list[Operation]
+    outcomes: list[Outcome] = field(default_factory=list)
+    held: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if not o.ok)
+
+    def summary(self) -> dict[str, Any]:
+        summary = summarize(self.operations)
+        summary.update(
+            applied=sum(1 for o in self.outcomes if o.ok),
+            failed=self.failed,
+            held=self.held is not None,
+            seconds=round(self.seconds, 3),
+            **self.counts,
+        )
+        return summary
+
+
+def _operation_json(operation: Operation, outcome: Outcome | None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "action": operation.action,
+        "target": operation.target,
+        "user": operation.user,
+        "role": operation.role,
+        "reason": operation.reason,
+        "privileged": operation.privileged,
+    }
+    if outcome is not None:
+        item["outcome"] = "applied" if outcome.ok else "failed"
+        if outcome.error:
+            item["error"] = outcome.error
+    return item
+
+
+def plan_json(report: RunReport) -> str:
+    outcomes: Sequence[Outcome | None] = report.outcomes or [None] * len(report.operations)
+    document = {
+        "dry_run": report.dry_run,
+        "operations": [
+            _operation_json(op, outcome)
+            for op, outcome in zip(report.operations, outcomes, strict=True)
+        ],
+        "drift": [],
+        "summary": report.summary(),
+    }
+    if report.held:
+        document["held"] = report.held
+    return json.dumps(document, indent=2)
+
+
+def _line(operation: Operation, outcome: Outcome | None) -> str:
+    role = operation.role or ""
+    flag = " [privileged]" if operation.privileged else ""
+    line = f"  {_MARK[operation.action]} {operation.action:<8} {operation.user:<32} {role}{flag}"
+    line = f"{line:<80} ({operation.reason})"
+    if outcome is not None and not outcome.ok:
+        line += f"  FAILED: {outcome.error}"
+    return line
+
+
+def plan_table(report: RunReport) -> str:
+    summary = report.summary()
+    mode = "dry run, nothing changed" if report.dry_run else "applied"
+    if report.held:
+        mode = "held, nothing changed"
+    lines = [
+        f"Plan: {summary['grant']} to grant, {summary['revoke']} to revoke,"
+        f" {summary['disable']} to disable ({mode})"
+    ]
+    if not report.operations:
+        lines.append("Nothing to do: the targets match the directory.")
+    outcomes: Sequence[Outcome | None] = report.outcomes or [None] * len(report.operations)
+    pairs = sorted(zip(report.operations, outcomes, strict=True), key=lambda p: p[0].target)
+    for target, items in groupby(pairs, key=lambda p: p[0].target):
+        lines.append("")
+        lines.append(f"target {target}")
+        lines.extend(_line(op, outcome) for op, outcome in items)
+    if report.outcomes:
+        lines.append("")
+        lines.append(f"{summary['applied']} applied, {summary['failed']} failed")
+    if report.held:
+        lines.append("")
+        lines.append(report.held)
+    return "\n".join(lines)
+
+
+def explain_json(explanation: Explanation) -> str:
+    return json.dumps(
+        {
+            "user": explanation.user,
+            "active": explanation.active,
+            "known": explanation.active is not None,
+            "groups": explanation.groups,
+            "desired": [
+                {
+                    "target": grant.target,
+                    "role": grant.role,
+                    "privileged": any(r.privileged for r in reasons),
+                    "reasons": [
+                        {"rule": r.rule, "group": r.group, "privileged": r.privileged}
+                        for r in reasons
+                    ],
+                }
+                for grant, reasons in explanation.desired
+            ],
+            "actual": [
+                {"target": grant.target, "role": grant.role, "managed": managed}
+                for grant, managed in explanation.actual
+            ],
+            "principals": [
+                {"target": target, "exists": enabled is not None, "enabled": bool(enabled)}
+                for target, enabled in sorted(explanation.principals.items())
+            ],
+            "operations": [_operation_json(op, None) for op in explanation.operations],
+        },
+        indent=2,
+    )
+
+
+def explain_table(explanation: Explanation) -> str:
+    if explanation.active is None:
+        state = "not in the directory"
+    else:
+        state = "active" if explanation.active else "inactive (leaver)"
+    lines = [f"user {explanation.user}: {state}"]
+    lines.append("groups: " + (", ".join(explanation.groups) or "none"))
+    lines.append("")
+    lines.append("desired (why they should have it):")
+    for grant, reasons in explanation.desired:
+        why = "; ".join(f"{r}{' [privileged]' if r.privileged else ''}" for r in reasons)
+        lines.append(f"  {grant.target:<16} {grant.role:<32} {why}")
+    if not explanation.desired:
+        lines.append("  nothing")
+    lines.append("")
+    lines.append("actual (what the targets hold):")
+    for grant, managed in explanation.actual:
+        note = "" if managed else "  (unmanaged: no rule names this role; never touched)"
+        lines.append(f"  {grant.target:<16} {grant.role}{note}")
+    if not explanation.actual:
+        lines.append("  nothing")
+    for target, enabled in sorted(explanation.principals.items()):
+        status = "absent" if enabled is None else ("enabled" if enabled else "disabled")
+        lines.append(f"  principal in {target}: {status}")
+    lines.append("")
+    lines.append("difference (what reconcile would do):")
+    lines.extend(_line(op, None) for op in explanation.operations)
+    if not explanation.operations:
+        lines.append("  nothing: in sync")
+    return "\n".join(lines)

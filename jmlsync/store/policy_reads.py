@@ -1,0 +1,105 @@
+"""Streaming reads of the directory for planning, and the record of applied grants (SQLite).
+
+Planning never asks per user: groups, the memberships of groups some rule names, and users are
+each read in one streaming query, so a directory of 100k users costs three passes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Collection
+from datetime import datetime
+
+import aiosqlite
+
+from jmlsync.domain.grants import Grant, GroupInfo, UserState
+from jmlsync.domain.models import format_timestamp
+
+_CHUNK = 500
+
+
+async def list_groups(conn: aiosqlite.Connection) -> list[GroupInfo]:
+    """Every group's id, displayName and externalId."""
+    rows = await conn.execute_fetchall("SELECT id, display_name, external_id FROM groups")
+    return [GroupInfo(id=r[0], display_name=r[1], external_id=r[2]) for r in rows]
+
+
+async def _memberships(
+    conn: aiosqlite.Connection, group_ids: Collection[str]
+) -> dict[str, set[str]]:
+    """user id → the ids among ``group_ids`` it belongs to."""
+    groups_of: dict[str, set[str]] = {}
+    ids = sorted(group_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        sql = (
+            "SELECT user_id, group_id FROM memberships"
+            f" WHERE group_id IN ({','.join('?' * len(chunk))})"
+        )
+        async with conn.execute(sql, chunk) as cursor:
+            async for user_id, group_id in cursor:
+                groups_of.setdefault(user_id, set()).add(group_id)
+    return groups_of
+
+
+async def policy_users(
+    conn: aiosqlite.Connection,
+    group_ids: Collection[str],
+    *,
+    with_resource: bool,
+    user_names: Collection[str] | None = None,
+) -> AsyncIterator[UserState]:
+    """Every user (or those named) with its memberships among ``group_ids``.
+
+    ``resource`` holds the stored document plus ``id`` when ``with_resource`` (rules with a
+    ``user_filter`` need it); it is left empty otherwise to keep memory flat.
+    """
+    groups_of = await _memberships(conn, group_ids)
+    columns = "id, user_name, active" + (", doc" if with_resource else "")
+    sql = f"SELECT {columns} FROM users"
+    params: list[str] = []
+    if user_names is not None:
+        keys = sorted({name.casefold() for name in user_names})
+        sql += f" WHERE user_name_key IN ({','.join('?' * len(keys))})"
+        params = keys
+    async with conn.execute(sql, params) as cursor:
+        async for row in cursor:
+            resource = {**json.loads(row[3]), "id": row[0]} if with_resource else {}
+            yield UserState(
+                id=row[0],
+                user_name=row[1],
+                active=bool(row[2]),
+                groups=frozenset(groups_of.get(row[0], ())),
+                resource=resource,
+            )
+
+
+async def applied_grants(
+    conn: aiosqlite.Connection, user_names: Collection[str] | None = None
+) -> set[Grant]:
+    """The grants jmlsync applied and has not revoked since (of the users named, if given)."""
+    sql = "SELECT target, user_name, role FROM applied_grants"
+    params: list[str] = []
+    if user_names is not None:
+        names = sorted(user_names)
+        sql += f" WHERE user_name IN ({','.join('?' * len(names))})"
+        params = names
+    rows = await conn.execute_fetchall(sql, params)
+    return {Grant(target=r[0], user=r[1], role=r[2]) for r in rows}
+
+
+async def record_applied(
+    conn: aiosqlite.Connection, grant: Grant, reason: str, now: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO applied_grants (target, user_name, role, reason, applied_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason",
+        (grant.target, grant.user, grant.role, reason, format_timestamp(now)),
+    )
+
+
+async def forget_applied(conn: aiosqlite.Connection, grant: Grant) -> None:
+    await conn.execute(
+        "DELETE FROM applied_grants WHERE target = ? AND user_name = ? AND role = ?",
+        (grant.target, grant.user, grant.role),
+    )
