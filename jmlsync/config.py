@@ -80,11 +80,33 @@ class StoreSettings(_Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
-class LedgerTargetSettings(_Section):
+class _TargetSection(_Section):
+    """Keys every target kind has."""
+
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+
+
+class LedgerTargetSettings(_TargetSection):
     """``kind = "ledger"``: a local SQLite file of principals and grants."""
 
     kind: Literal["ledger"]
     path: Path
+
+
+class PipelineSettings(_Section):
+    """``[pipeline]``: the workers that apply queued changes to the targets."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] = 4
+    max_attempts: Annotated[int, Field(ge=1)] = 10
+    retry_base_seconds: Annotated[float, Field(ge=0)] = 5.0
+    retry_max_seconds: Annotated[float, Field(ge=0)] = 900.0
+    call_attempts: Annotated[int, Field(ge=1)] = 5
+    call_max_seconds: Annotated[float, Field(gt=0)] = 60.0
+    call_initial_wait_seconds: Annotated[float, Field(ge=0)] = 0.2
+    call_max_wait_seconds: Annotated[float, Field(ge=0)] = 10.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+    poll_seconds: Annotated[float, Field(gt=0)] = 1.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
 
 
 #: Every target kind, told apart by ``kind``; a new connector adds its settings class here.
@@ -127,6 +149,7 @@ class Settings(_Section):
 
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     targets: dict[str, TargetSettings] = {}
     rules: list[RuleSettings] = []
     source: Path | None = Field(default=None, exclude=True)

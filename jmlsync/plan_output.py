@@ -10,7 +10,8 @@ from typing import Any
 
 from jmlsync.domain.grants import Operation
 from jmlsync.domain.plan import summarize
-from jmlsync.engine.reconcile import Explanation, Outcome
+from jmlsync.engine.apply import Outcome
+from jmlsync.engine.reconcile import Explanation
 
 _MARK = {"grant": "+", "revoke": "-", "disable": "~"}
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
+from jmlsync.audit import AuditEntry
 from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.grants import Grant, GroupInfo, Principal, PrincipalSpec, UserState
-from jmlsync.domain.models import Change, Page, ResourceKind, StoredResource
+from jmlsync.domain.models import Change, Job, Page, QueueRow, ResourceKind, StoredResource
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class Store(Protocol):
     """The directory the IdP pushes (users, groups, memberships), kept durably.
 
     Every write method runs in one transaction: it either commits everything it was given or
-    nothing. A write returns only after its transaction is committed, so an acknowledged
-    change survives a crash of the process (``kill -9``).
+    nothing. In that same transaction it enqueues every principal whose grants the change may
+    affect (coalesced: one pending row per userName), opens or cancels leaver records, and
+    appends the audit row. A write returns only after its transaction is committed, so an
+    acknowledged change survives a crash of the process (``kill -9``).
     """
 
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
@@ -70,7 +73,12 @@ class Store(Protocol):
         ...
 
     async def delete(
-        self, kind: ResourceKind, resource_id: str, *, expected_version: int | None = None
+        self,
+        kind: ResourceKind,
+        resource_id: str,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
     ) -> None:
         """Delete the resource and every membership it takes part in.
 
@@ -106,12 +114,21 @@ class Store(Protocol):
         """The grants jmlsync applied to targets and has not revoked since."""
         ...
 
-    async def record_applied(self, grant: Grant, reason: str, now: datetime) -> None:
-        """Remember that jmlsync applied ``grant`` (idempotent)."""
+    async def policy_user(self, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
+        """The user whose userName is exactly ``user_name``, with its resource and groups;
+        (None, []) when there is none (deleted, or renamed away).
+        """
         ...
 
-    async def forget_applied(self, grant: Grant) -> None:
-        """Forget an applied grant once revoked (idempotent)."""
+    async def record_applied(
+        self, grant: Grant, reason: str, now: datetime, audit: AuditEntry | None = None
+    ) -> None:
+        """Remember that jmlsync applied ``grant`` (idempotent), with its audit row if given,
+        in one transaction."""
+        ...
+
+    async def forget_applied(self, grant: Grant, audit: AuditEntry | None = None) -> None:
+        """Forget an applied grant once revoked (idempotent), with its audit row if given."""
         ...
 
     async def close(self) -> None:
@@ -166,3 +183,86 @@ class Target(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+class Queue(Protocol):
+    """The provisioning queue: one pending row per principal (userName), leased by workers.
+
+    Rows are written by the Store in the transaction of the change that causes them. A lease
+    lasts ``lease_for``; an expired lease (a crashed worker) makes the row due again, so every
+    job may run more than once and its operations must be idempotent. Leaver rows are leased
+    before every other due row.
+    """
+
+    async def enqueue(
+        self, user_names: Iterable[str], *, cause: str, now: datetime, leaver: bool = False
+    ) -> int:
+        """Add or coalesce one row per userName; a dead letter is revived. Returns the count."""
+        ...
+
+    async def enqueue_everyone(self, *, cause: str, now: datetime) -> int:
+        """Enqueue every user of the directory and every userName jmlsync granted to."""
+        ...
+
+    async def lease(self, owner: str, now: datetime, lease_for: timedelta) -> Job | None:
+        """Lease the next due row (leavers first), or None when nothing is due."""
+        ...
+
+    async def ack(self, job: Job) -> bool:
+        """Done: delete the row, unless a newer change coalesced into it (then it is due
+        again). True when deleted."""
+        ...
+
+    async def fail(
+        self, job: Job, error: str, now: datetime, *, retry_in: timedelta | None
+    ) -> bool:
+        """Count a failed attempt and reschedule it, or dead-letter it (``retry_in`` None).
+        True when dead-lettered."""
+        ...
+
+    async def release(self, job_ids: Collection[int]) -> None:
+        """Give leases back without counting an attempt (shutdown)."""
+        ...
+
+    async def renew(self, job_ids: Collection[int], owner: str, until: datetime) -> None:
+        """Extend the leases ``owner`` holds on these rows while their jobs still run."""
+        ...
+
+    async def recover(self) -> int:
+        """At start: release leases left by a process that died, where the backend can know
+        (one process per SQLite database); elsewhere a no-op, and leases simply expire."""
+        ...
+
+    async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:
+        """The rows, leavers and the most due first; only dead letters if asked."""
+        ...
+
+    async def retry_failed(self, now: datetime, job_id: int | None = None) -> int:
+        """Re-drive dead letters (one, or all): due now with fresh attempts. Returns the count."""
+        ...
+
+    async def depth(self) -> tuple[int, int]:
+        """(pending rows, dead letters)."""
+        ...
+
+    async def clear_leaver(self, user_name: str, now: datetime) -> int:
+        """Mark the open leaver record of ``user_name`` cleared at ``now``."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append one row to the hash-chained audit log."""
+        ...
+
+    def audit_rows(self, *, last: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The audit rows in order (the ``last`` ones only, if given)."""
+        ...
+
+    async def audit_head(self) -> str | None:
+        """The hash of the newest audit row as recorded when it was written."""
+        ...
+
+    async def get_state(self, key: str) -> str | None:
+        """A small fact the service keeps between runs."""
+        ...
+
+    async def set_state(self, key: str, value: str) -> None: ...

@@ -1,26 +1,38 @@
-"""The composition root: builds the store and the SCIM application, and runs them."""
+"""The composition root: builds the store, the targets, the engine and the SCIM application,
+and owns their lifecycles."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from jmlsync.alerts import LogAlerts
 from jmlsync.config import Settings
+from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
+from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.ports import Target
 from jmlsync.scim.app import build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
+from jmlsync.store.queue import SqliteQueue
 from jmlsync.store.sqlite import SqliteStore
 from jmlsync.targets.registry import open_target
 
 log = logging.getLogger("jmlsync.service")
+
+RULES_FINGERPRINT = "rules_fingerprint"
 
 
 async def open_store(settings: Settings) -> SqliteStore:
@@ -30,27 +42,103 @@ async def open_store(settings: Settings) -> SqliteStore:
     )
 
 
+@dataclass
+class Runtime:
+    """Everything one process runs on: the store and queue, the targets and the engine."""
+
+    settings: Settings
+    store: SqliteStore
+    queue: SqliteQueue
+    targets: dict[str, Target]
+    applier: Applier
+    reconciler: Reconciler
+    pipeline: Pipeline
+
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    pipeline = settings.pipeline
+    return RetryPolicy(
+        attempts=pipeline.call_attempts,
+        total_seconds=pipeline.call_max_seconds,
+        initial_wait=pipeline.call_initial_wait_seconds,
+        max_wait=pipeline.call_max_wait_seconds,
+    )
+
+
 @asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
-    """The store, every configured target and the reconciler over them; closed on exit."""
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Open the store and every configured target; close them all on exit."""
     store = await open_store(settings)
+    queue = SqliteQueue(store.db)
     targets: dict[str, Target] = {}
     try:
         for name, target_settings in settings.targets.items():
             targets[name] = await open_target(name, target_settings)
-        yield Reconciler(store, targets, rules_from_settings(settings), clock=now_utc)
+        rules = rules_from_settings(settings)
+        applier = Applier(
+            store,
+            queue,
+            targets,
+            clock=now_utc,
+            retry=retry_policy(settings),
+            concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
+        )
+        pipeline = Pipeline(
+            store,
+            queue,
+            applier,
+            rules,
+            clock=now_utc,
+            alerts=LogAlerts(),
+            options=options_from(settings.pipeline.model_dump()),
+        )
+        store.db.on_commit(pipeline.wake)
+        reconciler = Reconciler(store, targets, rules, applier=applier)
+        yield Runtime(settings, store, queue, targets, applier, reconciler, pipeline)
     finally:
         for target in targets.values():
             await target.close()
         await store.close()
 
 
+@asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
+    """The reconciler over the store and every configured target (for the CLI)."""
+    async with open_runtime(settings) as runtime:
+        yield runtime.reconciler
+
+
+def rules_fingerprint(settings: Settings) -> str:
+    """A digest of what decides grants: the rules and the targets they name."""
+    document = {
+        "rules": [rule.model_dump() for rule in settings.rules],
+        "targets": sorted(settings.targets),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+async def replan_if_rules_changed(runtime: Runtime) -> None:
+    """After a change of rules, every principal is planned again through the queue."""
+    fingerprint = rules_fingerprint(runtime.settings)
+    previous = await runtime.queue.get_state(RULES_FINGERPRINT)
+    if previous == fingerprint:
+        return
+    count = await runtime.queue.enqueue_everyone(cause="rules.changed", now=now_utc())
+    await runtime.queue.set_state(RULES_FINGERPRINT, fingerprint)
+    if previous is not None:
+        log.info("rules changed: %d principal(s) queued for a full reconciliation", count)
+
+
 async def build_app(settings: Settings) -> web.Application:
-    """The whole service as one aiohttp application; it owns and closes its store."""
+    """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
-    store = await open_store(settings)
+    stack = contextlib.AsyncExitStack()
+    runtime = await stack.enter_async_context(open_runtime(settings))
     app = build_scim_app(
-        store,
+        runtime.store,
         auth,
         base_path=settings.server.base_path,
         max_body_bytes=settings.server.max_body_bytes,
@@ -59,16 +147,21 @@ async def build_app(settings: Settings) -> web.Application:
         public_url=settings.server.public_url,
     )
 
-    async def store_lifecycle(_app: web.Application) -> AsyncIterator[None]:
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await replan_if_rules_changed(runtime)
+        workers = asyncio.create_task(runtime.pipeline.run(), name="jmlsync-pipeline")
         yield
-        await store.close()
+        runtime.pipeline.stop()
+        await workers
+        await stack.aclose()
 
-    app.cleanup_ctx.append(store_lifecycle)
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(lifecycle)
     return app
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop taking requests and close cleanly."""
+    """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly."""
     app = await build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -73,3 +73,32 @@ class Page:
 
     total: int
     resources: tuple[StoredResource, ...]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A leased queue row: provision the principal ``user_name``."""
+
+    id: int
+    user_name: str
+    leaver: bool
+    cause: str
+    generation: int
+    attempts: int
+    enqueued_at: str
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A queue row as ``jmlsync queue list`` shows it."""
+
+    id: int
+    user_name: str
+    leaver: bool
+    cause: str
+    enqueued_at: str
+    next_attempt_at: str
+    attempts: int
+    leased_until: str | None
+    last_error: str | None
+    failed_at: str | None

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
-from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import (
     Grant,
     Operation,
-    Principal,
-    PrincipalSpec,
     Reason,
     Rule,
     UserState,
@@ -29,7 +24,7 @@ from jmlsync.domain.policy import (
     privileged_roles,
     rules_by_group,
 )
-from jmlsync.engine.retry import RetryPolicy
+from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.ports import Store, Target
 
 log = logging.getLogger("jmlsync.reconcile")
@@ -47,15 +42,6 @@ class Scope:
 
     targets: frozenset[str] | None = None
     users: frozenset[str] | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one operation when applied."""
-
-    operation: Operation
-    ok: bool
-    error: str | None = None
 
 
 @dataclass
@@ -81,23 +67,6 @@ class Explanation:
     operations: list[Operation]
 
 
-def principal_spec(user_name: str, doc: Mapping[str, Any]) -> PrincipalSpec:
-    """What a target needs to create the principal, from the user's SCIM document."""
-    raw_name = doc.get("name")
-    name: Mapping[str, Any] = raw_name if isinstance(raw_name, dict) else {}
-    raw_emails = doc.get("emails")
-    emails = [e for e in raw_emails if isinstance(e, dict)] if isinstance(raw_emails, list) else []
-    chosen = next((e for e in emails if e.get("primary")), emails[0] if emails else {})
-    return PrincipalSpec(
-        user=user_name,
-        display_name=doc.get("displayName"),
-        given_name=name.get("givenName"),
-        family_name=name.get("familyName"),
-        email=chosen.get("value"),
-        external_id=doc.get("externalId"),
-    )
-
-
 class Reconciler:
     """Plans and applies the difference between the directory and the targets."""
 
@@ -106,15 +75,12 @@ class Reconciler:
         store: Store,
         targets: Mapping[str, Target],
         rules: Sequence[Rule],
-        *,
-        clock: Callable[[], datetime],
-        retry: RetryPolicy | None = None,
+        applier: Applier,
     ) -> None:
         self.store = store
         self.targets = targets
         self.rules = rules
-        self.clock = clock
-        self.retry = retry or RetryPolicy()
+        self.applier = applier
 
     def _target_names(self, scope: Scope) -> list[str]:
         names = sorted(self.targets)
@@ -207,7 +173,7 @@ class Reconciler:
             target = self.targets[name]
             if scope.users is not None:
                 for user in sorted(scope.users):
-                    roles, found = await self._read_user(name, target, user)
+                    roles, found = await self.applier.read_user(name, user)
                     actual.update(Grant(name, user, role) for role in roles)
                     if found is not None:
                         principals[(name, found.user)] = found.enabled
@@ -220,62 +186,13 @@ class Reconciler:
                 principals[(name, principal.user)] = principal.enabled
         return actual, principals
 
-    async def _read_user(
-        self, name: str, target: Target, user: str
-    ) -> tuple[frozenset[str], Principal | None]:
-        roles = await self.retry.call(name, lambda: target.grants_of(user))
-        found = await self.retry.call(name, lambda: target.principal(user))
-        return roles, found
-
     async def apply(
-        self, operations: Iterable[Operation], progress: Progress = _no_progress
+        self, operations: Sequence[Operation], progress: Progress = _no_progress
     ) -> list[Outcome]:
         """Apply operations in order; a failure is recorded and the run goes on."""
-        outcomes = []
-        ensured: set[tuple[str, str]] = set()
-        for count, operation in enumerate(operations, 1):
-            try:
-                await self._apply_one(operation, ensured)
-            except TargetError as exc:
-                log.error(
-                    "%s %s %s %s failed: %s",
-                    operation.action,
-                    operation.target,
-                    operation.user,
-                    operation.role or "",
-                    exc,
-                )
-                outcomes.append(Outcome(operation, ok=False, error=str(exc)))
-            else:
-                outcomes.append(Outcome(operation, ok=True))
-            progress("applying", count)
-        return outcomes
-
-    async def _apply_one(self, op: Operation, ensured: set[tuple[str, str]]) -> None:
-        target = self.targets[op.target]
-        label = f"{op.action} {op.target}/{op.user}"
-        if op.action == "revoke":
-            assert op.role is not None
-            role = op.role
-            await self.retry.call(label, lambda: target.revoke(op.user, role))
-            await self.store.forget_applied(Grant(op.target, op.user, role))
-        elif op.action == "disable":
-            await self.retry.call(label, lambda: target.disable_principal(op.user))
-        else:
-            assert op.role is not None
-            role = op.role
-            if (op.target, op.user) not in ensured:
-                spec = await self._spec(op.user)
-                await self.retry.call(label, lambda: target.ensure_principal(spec))
-                ensured.add((op.target, op.user))
-            await self.retry.call(label, lambda: target.grant(op.user, role))
-            await self.store.record_applied(
-                Grant(op.target, op.user, role), op.reason, self.clock()
-            )
-
-    async def _spec(self, user_name: str) -> PrincipalSpec:
-        stored = await self.store.find_user(user_name)
-        return principal_spec(user_name, stored.doc if stored else {})
+        return await self.applier.apply(
+            operations, actor="reconcile", progress=lambda count: progress("applying", count)
+        )
 
 
 async def _collect(

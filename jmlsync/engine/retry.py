@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tenacity import (
@@ -36,15 +37,16 @@ class RetryPolicy:
     total_seconds: float = 60.0
     initial_wait: float = 0.2
     max_wait: float = 10.0
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, TransientTargetError) and error.retry_after is not None:
             return min(error.retry_after, self.max_wait)
         backoff = wait_exponential_jitter(
-            initial=self.initial_wait, max=self.max_wait, jitter=self.initial_wait
+            multiplier=self.initial_wait or 1, max=self.max_wait, jitter=self.initial_wait
         )
-        return min(backoff(state), self.max_wait)
+        return min(backoff(state), self.max_wait) if self.initial_wait else 0.0
 
     async def call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action`` until it succeeds, fails permanently, or the bounds are reached."""
@@ -53,6 +55,7 @@ class RetryPolicy:
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.total_seconds),
             wait=self._wait,
             reraise=True,
+            sleep=self.sleep,
             before_sleep=lambda state: log.debug(
                 "%s: attempt %d failed, retrying", what, state.attempt_number
             ),

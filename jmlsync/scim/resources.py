@@ -276,6 +276,7 @@ class ResourceEndpoints:
         await request.app[STORE].delete(
             resource_type.name,  # type: ignore[arg-type]
             request.match_info["id"],
+            _now(request),
             expected_version=_expected_version(request),
         )
         return web.Response(status=204)

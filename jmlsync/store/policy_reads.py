@@ -74,6 +74,33 @@ async def policy_users(
             )
 
 
+async def policy_user(
+    conn: aiosqlite.Connection, user_name: str
+) -> tuple[UserState | None, list[GroupInfo]]:
+    """The user whose userName is exactly ``user_name`` (with its resource), and its groups."""
+    async with conn.execute(
+        "SELECT id, user_name, active, doc FROM users WHERE user_name_key = ?",
+        (user_name.casefold(),),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None or row[1] != user_name:
+        return None, []
+    rows = await conn.execute_fetchall(
+        "SELECT g.id, g.display_name, g.external_id FROM memberships m"
+        " JOIN groups g ON g.id = m.group_id WHERE m.user_id = ?",
+        (row[0],),
+    )
+    groups = [GroupInfo(id=r[0], display_name=r[1], external_id=r[2]) for r in rows]
+    user = UserState(
+        id=row[0],
+        user_name=row[1],
+        active=bool(row[2]),
+        groups=frozenset(g.id for g in groups),
+        resource={**json.loads(row[3]), "id": row[0]},
+    )
+    return user, groups
+
+
 async def applied_grants(
     conn: aiosqlite.Connection, user_names: Collection[str] | None = None
 ) -> set[Grant]:
@@ -91,6 +118,7 @@ async def applied_grants(
 async def record_applied(
     conn: aiosqlite.Connection, grant: Grant, reason: str, now: datetime
 ) -> None:
+    """Remember that jmlsync applied ``grant``: it is managed from now on."""
     await conn.execute(
         "INSERT INTO applied_grants (target, user_name, role, reason, applied_at)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason",
@@ -99,6 +127,7 @@ async def record_applied(
 
 
 async def forget_applied(conn: aiosqlite.Connection, grant: Grant) -> None:
+    """Forget an applied grant once it is revoked."""
     await conn.execute(
         "DELETE FROM applied_grants WHERE target = ? AND user_name = ? AND role = ?",
         (grant.target, grant.user, grant.role),

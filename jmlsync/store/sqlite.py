@@ -1,25 +1,19 @@
-"""The embedded store: SQLite through aiosqlite, in WAL mode, one writer and one reader.
-
-Writes are serialised by an asyncio lock around ``BEGIN IMMEDIATE ... COMMIT`` on the writer
-connection; reads go to a second connection, which WAL lets run beside a write.
-"""
+"""The embedded store: the directory (users, groups, memberships) on SQLite."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from jmlsync.audit import AuditEntry
 from jmlsync.domain.errors import (
     DuplicateUserName,
     ResourceNotFound,
@@ -38,15 +32,12 @@ from jmlsync.domain.models import (
     format_timestamp,
 )
 from jmlsync.ports import Query
-from jmlsync.store import policy_reads
+from jmlsync.store import effects, pipeline_sql, policy_reads
+from jmlsync.store.database import Database
 from jmlsync.store.filter_sql import GROUPS_TABLE, USERS_TABLE, compile_filter, sort_expression
 
 #: SQLite accepts at most 32766 parameters per statement; stay well below.
 _CHUNK = 500
-
-
-def _fold(value: object) -> object:
-    return value.casefold() if isinstance(value, str) else value
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
@@ -58,87 +49,35 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("jmlsync.store").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            number = int(entry.name.split("_", 1)[0])
-            found.append((number, entry.name, entry.read_text("utf-8")))
-    return sorted(found)
-
-
 class SqliteStore:
     """The Store port on one SQLite file."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        self._writer = writer
-        self._reader = reader
-        self._write_lock = asyncio.Lock()
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._reader = db.reader
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "full") -> SqliteStore:
         """Open (creating if needed) the database at ``path`` and apply pending migrations."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await cls._connect(path, synchronous)
-        await cls._migrate(writer)
-        reader = await cls._connect(path, synchronous)
-        await reader.execute("PRAGMA query_only = ON")
-        return cls(writer, reader)
-
-    @staticmethod
-    async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        await conn.create_function("fold", 1, _fold, deterministic=True)
-        return conn
-
-    @staticmethod
-    async def _migrate(conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        async with conn.execute("SELECT version FROM schema_migrations") as cursor:
-            applied = {row[0] async for row in cursor}
-        for number, name, script in _migrations():
-            if number in applied:
-                continue
-            statements = f"BEGIN IMMEDIATE;\n{script}\n"
-            statements += "INSERT INTO schema_migrations VALUES"
-            statements += f" ({number}, '{name}', strftime('%Y-%m-%dT%H:%M:%fZ'));\nCOMMIT;"
-            await conn.executescript(statements)
+        return cls(await Database.open(path, synchronous=synchronous))
 
     async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            # BEGIN sits inside the try: a cancellation while it runs must still roll back,
-            # or the connection would stay inside a transaction for every later write.
-            try:
-                await self._writer.execute("BEGIN IMMEDIATE")
-                yield self._writer
-                await self._writer.execute("COMMIT")
-            except BaseException:
-                await self._writer.rollback()
-                raise
+        await self.db.close()
 
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
         resource_id = str(uuid.uuid4())
         stamp = format_timestamp(now)
-        async with self._transaction() as conn:
+        async with self.db.transaction(notify=True) as conn:
             if kind == "User":
                 await self._insert_user(conn, resource_id, change.doc, stamp)
+                await effects.user_written(conn, resource_id, None, change.doc, now)
             else:
                 await self._insert_group(conn, resource_id, change.doc, stamp)
-                await self._apply_member_ops(conn, resource_id, change.members)
+                affected = await self._apply_member_ops(conn, resource_id, change.members)
+                name = str(change.doc["displayName"])
+                await effects.group_written(
+                    conn, resource_id, "group.create", affected, name, now, _members_detail(change)
+                )
             return await self._read(conn, kind, resource_id, with_members=True)
 
     async def get(
@@ -157,28 +96,46 @@ class SqliteStore:
         with_members: bool = True,
     ) -> StoredResource:
         stamp = format_timestamp(now)
-        async with self._transaction() as conn:
+        async with self.db.transaction(notify=True) as conn:
             current = await self._read(conn, kind, resource_id, with_members=False)
             if expected_version is not None and current.version != expected_version:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
             change = mutate(current)
             if kind == "User":
                 await self._update_user(conn, resource_id, change.doc, stamp)
+                await effects.user_written(conn, resource_id, current.doc, change.doc, now)
             else:
                 await self._update_group(conn, resource_id, change.doc, stamp)
-                await self._apply_member_ops(conn, resource_id, change.members)
+                affected = await self._apply_member_ops(conn, resource_id, change.members)
+                if _group_identity(current.doc) != _group_identity(change.doc):
+                    # Rules match on displayName (or externalId): every member may move.
+                    affected |= await effects.members_of(conn, resource_id)
+                name = str(change.doc["displayName"])
+                await effects.group_written(
+                    conn, resource_id, "group.update", affected, name, now, _members_detail(change)
+                )
             return await self._read(conn, kind, resource_id, with_members=with_members)
 
     async def delete(
-        self, kind: ResourceKind, resource_id: str, *, expected_version: int | None = None
+        self,
+        kind: ResourceKind,
+        resource_id: str,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
     ) -> None:
         table = "users" if kind == "User" else "groups"
-        async with self._transaction() as conn:
+        async with self.db.transaction(notify=True) as conn:
             current = await self._read(conn, kind, resource_id, with_members=False)
             if expected_version is not None and current.version != expected_version:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
             if kind == "User":
                 await self._touch_groups_of(conn, resource_id)
+                await effects.user_written(conn, resource_id, current.doc, None, now)
+            else:
+                members = await effects.members_of(conn, resource_id)
+                name = str(current.doc.get("displayName"))
+                await effects.group_written(conn, resource_id, "group.delete", members, name, now)
             await conn.execute(f"DELETE FROM {table} WHERE id = ?", (resource_id,))
 
     async def search(self, kind: ResourceKind, query: Query) -> Page:
@@ -228,13 +185,22 @@ class SqliteStore:
     async def applied_grants(self, user_names: Collection[str] | None = None) -> set[Grant]:
         return await policy_reads.applied_grants(self._reader, user_names)
 
-    async def record_applied(self, grant: Grant, reason: str, now: datetime) -> None:
-        async with self._transaction() as conn:
-            await policy_reads.record_applied(conn, grant, reason, now)
+    async def policy_user(self, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
+        return await policy_reads.policy_user(self._reader, user_name)
 
-    async def forget_applied(self, grant: Grant) -> None:
-        async with self._transaction() as conn:
+    async def record_applied(
+        self, grant: Grant, reason: str, now: datetime, audit: AuditEntry | None = None
+    ) -> None:
+        async with self.db.transaction() as conn:
+            await policy_reads.record_applied(conn, grant, reason, now)
+            if audit is not None:
+                await pipeline_sql.append_audit(conn, audit)
+
+    async def forget_applied(self, grant: Grant, audit: AuditEntry | None = None) -> None:
+        async with self.db.transaction() as conn:
             await policy_reads.forget_applied(conn, grant)
+            if audit is not None:
+                await pipeline_sql.append_audit(conn, audit)
 
     async def _read(
         self,
@@ -353,13 +319,18 @@ class SqliteStore:
 
     async def _apply_member_ops(
         self, conn: aiosqlite.Connection, group_id: str, ops: Sequence[MemberOp]
-    ) -> None:
+    ) -> set[str]:
+        """Apply the membership operations in order; return the user ids they may affect."""
+        affected: set[str] = set()
         for op in ops:
             if op.action in ("clear", "replace"):
+                affected |= await effects.members_of(conn, group_id)
                 await conn.execute("DELETE FROM memberships WHERE group_id = ?", (group_id,))
             if op.action in ("add", "replace"):
                 await self._add_members(conn, group_id, op.items)
+                affected.update(item.value for item in op.items)
             if op.action == "remove":
+                affected |= op.ids
                 ids = sorted(op.ids)
                 for chunk in _chunks(ids):
                     await conn.execute(
@@ -367,6 +338,7 @@ class SqliteStore:
                         f" ({_marks(len(chunk))})",
                         (group_id, *chunk),
                     )
+        return affected
 
     async def _add_members(
         self, conn: aiosqlite.Connection, group_id: str, items: Sequence[Member]
@@ -389,6 +361,19 @@ class SqliteStore:
             " SET display = coalesce(excluded.display, memberships.display)",
             [(group_id, item.value, item.display) for item in items],
         )
+
+
+def _group_identity(doc: dict[str, Any]) -> tuple[Any, Any]:
+    return (str(doc.get("displayName", "")).casefold(), doc.get("externalId"))
+
+
+def _members_detail(change: Change) -> str | None:
+    """A short account of membership operations for the audit row."""
+    parts = []
+    for op in change.members:
+        count = len(op.items) if op.action in ("add", "replace") else len(op.ids)
+        parts.append(op.action if op.action == "clear" else f"{op.action} {count}")
+    return ", ".join(parts) or None
 
 
 def _user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:

@@ -1,0 +1,66 @@
+"""The audit log: append-only rows, each carrying a SHA-256 over its content and the previous
+row's hash, so an edited, inserted or deleted row breaks the chain from there on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One event: a SCIM change or an operation on a target (and its outcome)."""
+
+    at: str
+    actor: str
+    action: str
+    subject: str
+    outcome: str
+    target: str | None = None
+    role: str | None = None
+    detail: str | None = None
+
+
+def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
+    """The hash of ``entry`` chained to ``prev_hash``: SHA-256 over canonical JSON."""
+    payload = json.dumps(
+        {"prev": prev_hash, **asdict(entry)}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """Where verification failed, and why."""
+
+    seq: int
+    reason: str
+
+
+def verify_chain(rows: Iterable[Mapping[str, Any]]) -> tuple[int, ChainBreak | None]:
+    """Check rows in ``seq`` order; return how many were checked and the first break, if any.
+
+    A deleted row shows as a gap in ``seq`` or as a ``prev_hash`` that is not the previous
+    row's hash; an edited row as a hash that does not match its content.
+    """
+    previous_hash = GENESIS
+    previous_seq: int | None = None
+    count = 0
+    for row in rows:
+        seq = int(row["seq"])
+        if previous_seq is not None and seq != previous_seq + 1:
+            return count, ChainBreak(seq, f"rows {previous_seq + 1}..{seq - 1} are missing")
+        if row["prev_hash"] != previous_hash:
+            return count, ChainBreak(seq, "prev_hash does not match the previous row")
+        entry = AuditEntry(**{k: row[k] for k in AuditEntry.__dataclass_fields__})
+        if chain_hash(previous_hash, entry) != row["hash"]:
+            return count, ChainBreak(seq, "content does not match its hash (edited)")
+        previous_hash, previous_seq = row["hash"], seq
+        count += 1
+    return count, None

@@ -1,0 +1,131 @@
+"""``jmlsync queue`` and ``jmlsync audit``: see and re-drive dead letters, check the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from jmlsync.audit import verify_chain
+from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.config import Settings
+from jmlsync.scim.resources import now_utc
+from jmlsync.service import open_store
+from jmlsync.store.queue import SqliteQueue
+
+T = TypeVar("T")
+
+
+def _with_queue(settings: Settings, action: Callable[[SqliteQueue], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = await open_store(settings)
+        try:
+            return await action(SqliteQueue(store.db))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@click.group()
+def queue() -> None:
+    """See the provisioning queue and re-drive dead letters."""
+
+
+@queue.command("list")
+@CONFIG_OPTION
+@click.option("--failed", is_flag=True, help="Only dead letters.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def queue_list(config_path: Path, failed: bool, output_format: str) -> None:
+    """List queued jobs: leavers and the most due first."""
+    rows = _with_queue(settings_or_exit(config_path), lambda q: q.rows(failed_only=failed))
+    if output_format == "json":
+        click.echo(json.dumps([asdict(row) for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no dead letters" if failed else "the queue is empty")
+        return
+    click.echo(f"{'ID':>6}  {'USER':<32} {'STATE':<11} {'ATTEMPTS':>8}  {'CAUSE':<14} LAST ERROR")
+    for row in rows:
+        state = "dead" if row.failed_at else "leased" if row.leased_until else "pending"
+        if row.leaver:
+            state += "*"
+        click.echo(
+            f"{row.id:>6}  {row.user_name:<32} {state:<11} {row.attempts:>8}  {row.cause:<14}"
+            f" {row.last_error or ''}"
+        )
+    click.echo("(* leaver: taken before other work)")
+
+
+@queue.command("retry")
+@CONFIG_OPTION
+@click.argument("job_id", type=int, required=False)
+@click.option("--all-failed", is_flag=True, help="Re-drive every dead letter.")
+def queue_retry(config_path: Path, job_id: int | None, all_failed: bool) -> None:
+    """Re-drive a dead letter (by ID) or all of them: due now, with fresh attempts."""
+    if (job_id is None) == (not all_failed):
+        click.echo("jmlsync: give a job ID or --all-failed (not both)", err=True)
+        sys.exit(1)
+    count = _with_queue(settings_or_exit(config_path), lambda q: q.retry_failed(now_utc(), job_id))
+    if job_id is not None and count == 0:
+        click.echo(f"jmlsync: job {job_id} is not a dead letter", err=True)
+        sys.exit(1)
+    click.echo(f"{count} job(s) due again")
+
+
+@click.group()
+def audit() -> None:
+    """Read and verify the hash-chained audit log."""
+
+
+@audit.command("verify")
+@CONFIG_OPTION
+def audit_verify(config_path: Path) -> None:
+    """Check the whole chain; exit 1 at the first edited, inserted or deleted row."""
+
+    async def check(q: SqliteQueue) -> tuple[int, str | None]:
+        rows = [row async for row in q.audit_rows()]
+        count, broken = verify_chain(rows)
+        if broken is not None:
+            return count, f"row {broken.seq}: {broken.reason}"
+        head = await q.audit_head()
+        last = rows[-1]["hash"] if rows else None
+        if head != last:
+            return count, f"rows after {rows[-1]['seq'] if rows else 0} are missing (head moved)"
+        return count, None
+
+    count, problem = _with_queue(settings_or_exit(config_path), check)
+    if problem:
+        click.echo(f"audit chain BROKEN after {count} good row(s): {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"audit chain intact: {count} row(s)")
+
+
+@audit.command("tail")
+@CONFIG_OPTION
+@click.option("-n", "count", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def audit_tail(config_path: Path, count: int, output_format: str) -> None:
+    """The newest audit rows, oldest first."""
+
+    async def read(q: SqliteQueue) -> list[dict[str, object]]:
+        return [row async for row in q.audit_rows(last=count)]
+
+    rows = _with_queue(settings_or_exit(config_path), read)
+    if output_format == "json":
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    for row in rows:
+        where = f" {row['target']}/{row['role']}" if row["target"] else ""
+        detail = f" ({row['detail']})" if row["detail"] else ""
+        click.echo(
+            f"{row['seq']:>6} {row['at']} {row['actor']:<9} {row['action']:<13}"
+            f" {row['subject']}{where} {row['outcome']}{detail}"
+        )

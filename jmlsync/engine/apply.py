@@ -1,0 +1,189 @@
+"""Applying operations to targets: retries, per-target concurrency, the applied-grant record
+and the audit row of every operation. Shared by the pipeline and `jmlsync reconcile`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from jmlsync.audit import AuditEntry
+from jmlsync.domain.errors import PermanentTargetError, TargetError
+from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
+from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.retry import RetryPolicy
+from jmlsync.ports import Queue, Store, Target
+
+log = logging.getLogger("jmlsync.apply")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one operation when applied."""
+
+    operation: Operation
+    ok: bool
+    error: str | None = None
+    permanent: bool = False
+
+
+def principal_spec(user_name: str, doc: Mapping[str, object]) -> PrincipalSpec:
+    """What a target needs to create the principal, from the user's SCIM document."""
+    raw_name = doc.get("name")
+    name: Mapping[str, object] = raw_name if isinstance(raw_name, dict) else {}
+    raw_emails = doc.get("emails")
+    emails = [e for e in raw_emails if isinstance(e, dict)] if isinstance(raw_emails, list) else []
+    chosen = next((e for e in emails if e.get("primary")), emails[0] if emails else {})
+
+    def text(value: object) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return PrincipalSpec(
+        user=user_name,
+        display_name=text(doc.get("displayName")),
+        given_name=text(name.get("givenName")),
+        family_name=text(name.get("familyName")),
+        email=text(chosen.get("value")),
+        external_id=text(doc.get("externalId")),
+    )
+
+
+class Applier:
+    """Applies operations in order through the targets, one retry policy, bounded concurrency."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue | None,
+        targets: Mapping[str, Target],
+        *,
+        clock: Callable[[], datetime],
+        retry: RetryPolicy | None = None,
+        concurrency: Mapping[str, int] | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.targets = targets
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        limits = concurrency or {}
+        self._slots = {name: asyncio.Semaphore(limits.get(name, 4)) for name in targets}
+
+    async def call(self, target: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        """Run one target call under the target's concurrency limit, with retries."""
+
+        async def limited() -> T:
+            async with self._slots[target]:
+                return await action()
+
+        return await self.retry.call(f"{what} on {target}", limited)
+
+    async def read_user(self, target: str, user: str) -> tuple[frozenset[str], Principal | None]:
+        """The roles ``user`` holds in ``target`` and its principal, read back from the target."""
+        connector = self.targets[target]
+        roles = await self.call(target, "read grants", lambda: connector.grants_of(user))
+        found = await self.call(target, "read principal", lambda: connector.principal(user))
+        return roles, found
+
+    async def apply(
+        self,
+        operations: Iterable[Operation],
+        *,
+        actor: str,
+        specs: Mapping[str, PrincipalSpec] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Outcome]:
+        """Apply ``operations`` in order; a failure is recorded and the rest still run."""
+        outcomes = []
+        ensured: set[tuple[str, str]] = set()
+        for count, operation in enumerate(operations, 1):
+            started = time.perf_counter()
+            try:
+                await self._apply_one(operation, ensured, specs or {}, actor)
+            except TargetError as exc:
+                outcome = Outcome(operation, False, str(exc), isinstance(exc, PermanentTargetError))
+                await self._audit(operation, actor, "failed", str(exc))
+            else:
+                outcome = Outcome(operation, ok=True)
+            outcomes.append(outcome)
+            _log(outcome, actor, time.perf_counter() - started)
+            if progress is not None:
+                progress(count)
+        return outcomes
+
+    async def _apply_one(
+        self,
+        op: Operation,
+        ensured: set[tuple[str, str]],
+        specs: Mapping[str, PrincipalSpec],
+        actor: str,
+    ) -> None:
+        target = self.targets[op.target]
+        if op.action == "disable":
+            await self.call(op.target, "disable", lambda: target.disable_principal(op.user))
+            await self._audit(op, actor, "applied")
+            return
+        assert op.role is not None
+        role = op.role
+        grant = Grant(op.target, op.user, role)
+        if op.action == "revoke":
+            await self.call(op.target, "revoke", lambda: target.revoke(op.user, role))
+            await self.store.forget_applied(grant, self._entry(op, actor, "applied"))
+            return
+        if (op.target, op.user) not in ensured:
+            spec = specs.get(op.user) or await self._spec(op.user)
+            await self.call(op.target, "ensure principal", lambda: target.ensure_principal(spec))
+            ensured.add((op.target, op.user))
+        await self.call(op.target, "grant", lambda: target.grant(op.user, role))
+        await self.store.record_applied(
+            grant, op.reason, self.clock(), self._entry(op, actor, "applied")
+        )
+
+    async def _spec(self, user_name: str) -> PrincipalSpec:
+        stored = await self.store.find_user(user_name)
+        return principal_spec(user_name, stored.doc if stored else {})
+
+    def _entry(
+        self, op: Operation, actor: str, outcome: str, detail: str | None = None
+    ) -> AuditEntry:
+        return AuditEntry(
+            at=format_timestamp(self.clock()),
+            actor=actor,
+            action=op.action,
+            subject=f"user {op.user}",
+            outcome=outcome,
+            target=op.target,
+            role=op.role,
+            detail=detail or op.reason,
+        )
+
+    async def _audit(
+        self, op: Operation, actor: str, outcome: str, detail: str | None = None
+    ) -> None:
+        if self.queue is not None:
+            await self.queue.audit(self._entry(op, actor, outcome, detail))
+
+
+def _log(outcome: Outcome, actor: str, seconds: float) -> None:
+    op = outcome.operation
+    level = logging.INFO if outcome.ok else logging.ERROR
+    log.log(
+        level,
+        "%s %s user=%s target=%s role=%s reason=%r outcome=%s duration_ms=%.1f%s",
+        actor,
+        op.action,
+        op.user,
+        op.target,
+        op.role or "-",
+        op.reason,
+        "applied" if outcome.ok else "failed",
+        seconds * 1000,
+        f" error={outcome.error!r}" if outcome.error else "",
+    )

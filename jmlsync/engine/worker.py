@@ -1,0 +1,263 @@
+"""The pipeline: workers that lease queued principals, plan them and apply the plan.
+
+Each job is one principal (a userName). Its plan is computed from the directory (desired)
+and the targets themselves (actual, read back per target), so a job that runs twice, after a
+crash or an expired lease, finds the work done and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from jmlsync.alerts import AlertSink
+from jmlsync.domain.errors import PermanentTargetError, TargetError
+from jmlsync.domain.grants import Grant, Operation, Rule
+from jmlsync.domain.models import Job
+from jmlsync.domain.plan import PlanInput, plan
+from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
+from jmlsync.engine.apply import Applier
+from jmlsync.ports import Queue, Store
+
+log = logging.getLogger("jmlsync.worker")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the workers behave (``[pipeline]`` in the configuration)."""
+
+    workers: int = 4
+    max_attempts: int = 10
+    retry_base: timedelta = timedelta(seconds=5)
+    retry_max: timedelta = timedelta(seconds=900)
+    lease: timedelta = timedelta(seconds=30)
+    poll_seconds: float = 1.0
+    shutdown_grace_seconds: float = 10.0
+
+
+class JobFailed(Exception):
+    """A job's plan could not be applied completely."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Pipeline:
+    """Workers over the queue; ``run`` until ``stop``."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        applier: Applier,
+        rules: Sequence[Rule],
+        *,
+        clock: Callable[[], datetime],
+        alerts: AlertSink,
+        options: PipelineOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.applier = applier
+        self.rules = rules
+        self.clock = clock
+        self.alerts = alerts
+        self.options = options or PipelineOptions()
+        self._managed = managed_roles(rules)
+        self._privileged = privileged_roles(rules)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._owner = f"worker-{uuid.uuid4().hex[:8]}"
+        self._in_flight: dict[int, tuple[str, Job]] = {}
+        self._idle_workers = 0
+        self._drained = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell idle workers that new rows may be due (called after every commit)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run the workers until :meth:`stop`; in-flight jobs finish within the grace time."""
+        self._stopping.clear()
+        recovered = await self.queue.recover()
+        if recovered:
+            log.warning("took back %d lease(s) left by a stopped process", recovered)
+        tasks = [
+            asyncio.create_task(self._work(index), name=f"jmlsync-worker-{index}")
+            for index in range(self.options.workers)
+        ]
+        tasks.append(asyncio.create_task(self._heartbeat(), name="jmlsync-lease-heartbeat"))
+        try:
+            await self._stopping.wait()
+            done, pending = await asyncio.wait(tasks, timeout=self.options.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("worker stopped with an error", exc_info=task.exception())
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.queue.release(list(self._in_flight))
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of running jobs, so only a dead process's leases expire."""
+        interval = self.options.lease.total_seconds() / 3
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+            jobs = dict(self._in_flight)
+            for owner in {owner for owner, _ in jobs.values()}:
+                ids = [job_id for job_id, (who, _) in jobs.items() if who == owner]
+                await self.queue.renew(ids, owner, self.clock() + self.options.lease)
+
+    async def wait_drained(self) -> None:
+        """Return once every worker has found nothing due (the queue is worked off, except
+        rows waiting for a retry or dead-lettered)."""
+        self._drained.clear()
+        self.wake()
+        await self._drained.wait()
+
+    def stop(self) -> None:
+        """Stop taking new jobs; ``run`` returns once in-flight jobs are done or released."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def _work(self, index: int) -> None:
+        owner = f"{self._owner}/{index}"
+        while not self._stopping.is_set():
+            # Cleared before looking, so a commit that lands while we look still wakes us.
+            self._wake.clear()
+            job = await self.queue.lease(owner, self.clock(), self.options.lease)
+            if job is None:
+                self._idle_workers += 1
+                if self._idle_workers == self.options.workers:
+                    self._drained.set()
+                try:
+                    await self._idle()
+                finally:
+                    self._idle_workers -= 1
+                continue
+            self._drained.clear()
+            self._in_flight[job.id] = (owner, job)
+            try:
+                await self.process(job)
+            except Exception:
+                log.exception("job %d for %s crashed; it will be retried", job.id, job.user_name)
+                await self._failed(job, JobFailed("internal error", permanent=False))
+            finally:
+                self._in_flight.pop(job.id, None)
+
+    async def _idle(self) -> None:
+        if self._stopping.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.options.poll_seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def process(self, job: Job) -> None:
+        """Plan the job's principal against every target and apply the plan."""
+        try:
+            operations, leaver = await self._plan(job)
+            outcomes = await self.applier.apply(operations, actor="pipeline")
+            failures = [o for o in outcomes if not o.ok]
+            if failures:
+                raise JobFailed(
+                    "; ".join(
+                        f"{o.operation.action} {o.operation.target}: {o.error}" for o in failures
+                    ),
+                    permanent=any(o.permanent for o in failures),
+                )
+        except JobFailed as exc:
+            await self._failed(job, exc)
+            return
+        except TargetError as exc:
+            await self._failed(
+                job, JobFailed(str(exc), permanent=isinstance(exc, PermanentTargetError))
+            )
+            return
+        if leaver:
+            await self.queue.clear_leaver(job.user_name, self.clock())
+        await self.queue.ack(job)
+
+    async def _plan(self, job: Job) -> tuple[list[Operation], bool]:
+        user, groups = await self.store.policy_user(job.user_name)
+        by_group = rules_by_group(self.rules, groups)
+        desired = desired_grants([user] if user else [], by_group)
+        actual: set[Grant] = set()
+        principals: dict[tuple[str, str], bool] = {}
+        for name, target in self.applier.targets.items():
+            roles = await self.applier.call(
+                name,
+                "read grants",
+                lambda t=target: t.grants_of(job.user_name),  # type: ignore[misc]
+            )
+            actual.update(Grant(name, job.user_name, role) for role in roles)
+            found = await self.applier.call(
+                name,
+                "read principal",
+                lambda t=target: t.principal(job.user_name),  # type: ignore[misc]
+            )
+            if found is not None:
+                principals[(name, job.user_name)] = found.enabled
+        leaver = user is None or not user.active
+        inp = PlanInput(
+            desired=desired,
+            actual=actual,
+            managed=self._managed,
+            privileged=self._privileged,
+            applied=await self.store.applied_grants([job.user_name]),
+            users={user.user_name: user.active} if user else {},
+            leavers=frozenset({job.user_name}) if leaver else frozenset(),
+            principals=principals,
+            only_users=frozenset({job.user_name}),
+        )
+        return plan(inp), leaver
+
+    async def _failed(self, job: Job, error: JobFailed) -> None:
+        attempts = job.attempts + 1
+        if error.permanent or attempts >= self.options.max_attempts:
+            await self.queue.fail(job, str(error), self.clock(), retry_in=None)
+            await self.alerts.alert(
+                "dead_letter",
+                f"job for {job.user_name} dead-lettered after {attempts} attempt(s): {error}",
+                user=job.user_name,
+                job=job.id,
+                leaver=job.leaver,
+            )
+            return
+        delay = min(self.options.retry_base * 2 ** (attempts - 1), self.options.retry_max)
+        await self.queue.fail(job, str(error), self.clock(), retry_in=delay)
+        log.warning(
+            "job %d for %s failed (attempt %d), retrying in %.0fs: %s",
+            job.id,
+            job.user_name,
+            attempts,
+            delay.total_seconds(),
+            error,
+        )
+
+
+def options_from(settings: Mapping[str, float | int]) -> PipelineOptions:
+    """PipelineOptions from the ``[pipeline]`` values."""
+    return PipelineOptions(
+        workers=int(settings["workers"]),
+        max_attempts=int(settings["max_attempts"]),
+        retry_base=timedelta(seconds=settings["retry_base_seconds"]),
+        retry_max=timedelta(seconds=settings["retry_max_seconds"]),
+        lease=timedelta(seconds=settings["lease_seconds"]),
+        poll_seconds=float(settings["poll_seconds"]),
+        shutdown_grace_seconds=float(settings["shutdown_grace_seconds"]),
+    )

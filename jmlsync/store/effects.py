@@ -1,0 +1,112 @@
+"""What a directory write causes, inside the write's own transaction: queue rows for every
+principal whose grants may change, leaver records, and the audit row.
+
+Committing these with the change is what makes an acknowledged change impossible to lose: if
+the process dies after the commit, the queue row is there for the next start to work off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from jmlsync.audit import AuditEntry
+from jmlsync.domain.models import format_timestamp
+from jmlsync.store import pipeline_sql
+
+_CHUNK = 500
+
+
+def _active(doc: Mapping[str, Any] | None) -> bool:
+    return doc is not None and doc.get("active", True) is not False
+
+
+async def user_names(conn: aiosqlite.Connection, user_ids: Collection[str]) -> list[str]:
+    """The userNames of these user ids (unknown ids are skipped)."""
+    ids = sorted(user_ids)
+    names: list[str] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        sql = f"SELECT user_name FROM users WHERE id IN ({','.join('?' * len(chunk))})"
+        async with conn.execute(sql, chunk) as cursor:
+            names.extend([row[0] async for row in cursor])
+    return names
+
+
+async def audit(
+    conn: aiosqlite.Connection,
+    now: datetime,
+    action: str,
+    subject: str,
+    *,
+    detail: str | None = None,
+    actor: str = "scim",
+) -> None:
+    entry = AuditEntry(
+        at=format_timestamp(now),
+        actor=actor,
+        action=action,
+        subject=subject,
+        outcome="committed",
+        detail=detail,
+    )
+    await pipeline_sql.append_audit(conn, entry)
+
+
+async def user_written(
+    conn: aiosqlite.Connection,
+    user_id: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    now: datetime,
+) -> None:
+    """Enqueue the user's principal(s) and keep the leaver record, for a create, an update
+    (``before`` and ``after``) or a delete (``after`` None)."""
+    action = "user.create" if before is None else "user.delete" if after is None else "user.update"
+    old_name = str(before["userName"]) if before else None
+    new_name = str(after["userName"]) if after else None
+    leaving = _active(before) and not _active(after)
+    if leaving:
+        name = new_name or old_name
+        assert name is not None
+        await pipeline_sql.open_leaver(conn, name, user_id, now)
+    elif before is not None and not _active(before) and _active(after) and new_name:
+        await pipeline_sql.cancel_leaver(conn, new_name, now)
+    if new_name is not None:
+        await pipeline_sql.enqueue(conn, [new_name], cause=action, now=now, leaver=leaving)
+    if old_name is not None and old_name != new_name:
+        # A rename or a delete: the principal under the old name must lose its access fast.
+        await pipeline_sql.enqueue(conn, [old_name], cause=action, now=now, leaver=True)
+    detail = None
+    if leaving:
+        detail = "deactivated" if after is not None else "deleted"
+    elif before is not None and after is not None and not _active(before) and _active(after):
+        detail = "reactivated"
+    await audit(conn, now, action, f"user {new_name or old_name} ({user_id})", detail=detail)
+
+
+async def group_written(
+    conn: aiosqlite.Connection,
+    group_id: str,
+    action: str,
+    affected_user_ids: Collection[str],
+    subject: str,
+    now: datetime,
+    detail: str | None = None,
+) -> None:
+    """Enqueue every user whose membership of the group changed (or every member, when the
+    group's name or existence changed) and audit the write."""
+    names = await user_names(conn, affected_user_ids)
+    if names:
+        await pipeline_sql.enqueue(conn, names, cause=action, now=now)
+    await audit(conn, now, action, f"group {subject} ({group_id})", detail=detail)
+
+
+async def members_of(conn: aiosqlite.Connection, group_id: str) -> set[str]:
+    async with conn.execute(
+        "SELECT user_id FROM memberships WHERE group_id = ?", (group_id,)
+    ) as cursor:
+        return {row[0] async for row in cursor}

@@ -1,0 +1,250 @@
+"""SQL of the provisioning pipeline on SQLite: the queue, leaver records, the audit chain.
+
+Every function takes the connection of the caller's transaction, so a SCIM write, the queue
+rows it causes and its audit row commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+from jmlsync.audit import GENESIS, AuditEntry, chain_hash
+from jmlsync.domain.models import Job, QueueRow, format_timestamp
+
+AUDIT_HEAD = "audit_head"
+
+
+async def enqueue(
+    conn: aiosqlite.Connection,
+    user_names: Iterable[str],
+    *,
+    cause: str,
+    now: datetime,
+    leaver: bool = False,
+) -> int:
+    """Add (or coalesce into) one pending row per userName; return how many were touched.
+
+    A coalesced row keeps its place, becomes due now, forgets a dead letter (a new change
+    deserves new attempts), and bumps its generation so that a worker holding an older lease
+    does not delete it.
+    """
+    stamp = format_timestamp(now)
+    rows = [(name, int(leaver), cause, stamp, stamp) for name in set(user_names)]
+    await conn.executemany(
+        "INSERT INTO queue (user_name, leaver, cause, enqueued_at, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (user_name) DO UPDATE SET"
+        " generation = generation + 1, leaver = max(leaver, excluded.leaver),"
+        " cause = excluded.cause, next_attempt_at = excluded.next_attempt_at,"
+        " attempts = CASE WHEN failed_at IS NULL THEN attempts ELSE 0 END, failed_at = NULL",
+        rows,
+    )
+    return len(rows)
+
+
+async def enqueue_everyone(conn: aiosqlite.Connection, *, cause: str, now: datetime) -> int:
+    """Enqueue every principal jmlsync knows: each user, and each name it granted to."""
+    async with conn.execute(
+        "SELECT user_name FROM users UNION SELECT user_name FROM applied_grants"
+    ) as cursor:
+        names = [row[0] async for row in cursor]
+    return await enqueue(conn, names, cause=cause, now=now)
+
+
+async def lease(
+    conn: aiosqlite.Connection, owner: str, now: datetime, lease_for: timedelta
+) -> Job | None:
+    """Take the next due job, leavers first, for ``lease_for``; None when nothing is due."""
+    stamp = format_timestamp(now)
+    async with conn.execute(
+        "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id = ("
+        " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
+        " AND (leased_until IS NULL OR leased_until < ?)"
+        " ORDER BY leaver DESC, next_attempt_at, id LIMIT 1)"
+        " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at",
+        (format_timestamp(now + lease_for), owner, stamp, stamp),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    return Job(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
+
+
+async def ack(conn: aiosqlite.Connection, job: Job) -> bool:
+    """Finish ``job``: delete its row unless a newer change coalesced into it meanwhile
+    (then release the lease so the row runs again). True when the row was deleted.
+    """
+    async with conn.execute(
+        "DELETE FROM queue WHERE id = ? AND generation = ?", (job.id, job.generation)
+    ) as cursor:
+        deleted = cursor.rowcount > 0
+    if not deleted:
+        await conn.execute(
+            "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?", (job.id,)
+        )
+    return deleted
+
+
+async def release(conn: aiosqlite.Connection, job_ids: Collection[int]) -> None:
+    """Give leases back untouched (graceful shutdown): the rows are due again at once."""
+    await conn.executemany(
+        "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?",
+        [(job_id,) for job_id in job_ids],
+    )
+
+
+async def renew(
+    conn: aiosqlite.Connection, job_ids: Collection[int], owner: str, until: datetime
+) -> None:
+    """Extend the leases ``owner`` holds on these rows (a heartbeat while jobs run)."""
+    stamp = format_timestamp(until)
+    await conn.executemany(
+        "UPDATE queue SET leased_until = ? WHERE id = ? AND lease_owner = ?",
+        [(stamp, job_id, owner) for job_id in job_ids],
+    )
+
+
+async def release_all(conn: aiosqlite.Connection) -> int:
+    """Drop every lease: at the start of the only process using the database, any lease
+    left is from a process that died."""
+    async with conn.execute(
+        "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE leased_until IS NOT NULL"
+    ) as cursor:
+        return cursor.rowcount
+
+
+async def fail(
+    conn: aiosqlite.Connection,
+    job: Job,
+    error: str,
+    now: datetime,
+    *,
+    retry_in: timedelta | None,
+) -> bool:
+    """Record a failed attempt: reschedule after ``retry_in``, or dead-letter when None.
+
+    A newer change coalesced into the row meanwhile is retried at once instead. Returns
+    True when the row was dead-lettered.
+    """
+    stamp = format_timestamp(now)
+    dead = retry_in is None
+    next_at = stamp if dead else format_timestamp(now + retry_in)  # type: ignore[operator]
+    await conn.execute(
+        "UPDATE queue SET attempts = attempts + 1, last_error = ?, leased_until = NULL,"
+        " lease_owner = NULL,"
+        " next_attempt_at = CASE WHEN generation = ? THEN ? ELSE ? END,"
+        " failed_at = CASE WHEN generation = ? AND ? THEN ? ELSE NULL END"
+        " WHERE id = ?",
+        (error[:2000], job.generation, next_at, stamp, job.generation, dead, stamp, job.id),
+    )
+    return dead
+
+
+async def queue_rows(conn: aiosqlite.Connection, *, failed_only: bool) -> list[QueueRow]:
+    sql = (
+        "SELECT id, user_name, leaver, cause, enqueued_at, next_attempt_at, attempts,"
+        " leased_until, last_error, failed_at FROM queue"
+    )
+    if failed_only:
+        sql += " WHERE failed_at IS NOT NULL"
+    rows = await conn.execute_fetchall(sql + " ORDER BY leaver DESC, next_attempt_at, id")
+    return [
+        QueueRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows
+    ]
+
+
+async def retry_failed(conn: aiosqlite.Connection, now: datetime, job_id: int | None = None) -> int:
+    """Re-drive dead letters (one by id, or all): attempts start again, due now."""
+    sql = (
+        "UPDATE queue SET failed_at = NULL, attempts = 0, last_error = NULL,"
+        " next_attempt_at = ? WHERE failed_at IS NOT NULL"
+    )
+    params: list[object] = [format_timestamp(now)]
+    if job_id is not None:
+        sql += " AND id = ?"
+        params.append(job_id)
+    async with conn.execute(sql, params) as cursor:
+        return cursor.rowcount
+
+
+async def queue_depth(conn: aiosqlite.Connection) -> tuple[int, int]:
+    """(pending rows, dead letters)."""
+    async with conn.execute(
+        "SELECT count(*) FILTER (WHERE failed_at IS NULL),"
+        " count(*) FILTER (WHERE failed_at IS NOT NULL) FROM queue"
+    ) as cursor:
+        row = await cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def open_leaver(
+    conn: aiosqlite.Connection, user_name: str, user_id: str | None, now: datetime
+) -> None:
+    """Record a leaver event at ``now`` unless one is already open for this userName."""
+    await conn.execute(
+        "INSERT INTO leavers (user_name, user_id, left_at)"
+        " SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM leavers WHERE user_name = ?"
+        " AND cleared_at IS NULL AND cancelled_at IS NULL)",
+        (user_name, user_id, format_timestamp(now), user_name),
+    )
+
+
+async def cancel_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime) -> None:
+    """A re-activation before clearing cancels the open leaver event."""
+    await conn.execute(
+        "UPDATE leavers SET cancelled_at = ? WHERE user_name = ? AND cleared_at IS NULL"
+        " AND cancelled_at IS NULL",
+        (format_timestamp(now), user_name),
+    )
+
+
+async def clear_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime) -> int:
+    """Mark the open leaver event of ``user_name`` cleared; return how many were."""
+    async with conn.execute(
+        "UPDATE leavers SET cleared_at = ? WHERE user_name = ? AND cleared_at IS NULL"
+        " AND cancelled_at IS NULL",
+        (format_timestamp(now), user_name),
+    ) as cursor:
+        return cursor.rowcount
+
+
+async def append_audit(conn: aiosqlite.Connection, entry: AuditEntry) -> None:
+    """Append ``entry`` to the chain; the caller's transaction makes this serial."""
+    async with conn.execute("SELECT value FROM service_state WHERE key = ?", (AUDIT_HEAD,)) as c:
+        row = await c.fetchone()
+    previous = row[0] if row else GENESIS
+    digest = chain_hash(previous, entry)
+    await conn.execute(
+        "INSERT INTO audit (at, actor, action, subject, target, role, outcome, detail,"
+        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.subject,
+            entry.target,
+            entry.role,
+            entry.outcome,
+            entry.detail,
+            previous,
+            digest,
+        ),
+    )
+    await set_state(conn, AUDIT_HEAD, digest)
+
+
+async def get_state(conn: aiosqlite.Connection, key: str) -> str | None:
+    async with conn.execute("SELECT value FROM service_state WHERE key = ?", (key,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def set_state(conn: aiosqlite.Connection, key: str, value: str) -> None:
+    await conn.execute(
+        "INSERT INTO service_state (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

@@ -1,0 +1,97 @@
+"""The Queue port on SQLite: leases, acks, retries and dead letters, leaver records, audit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from jmlsync.audit import AuditEntry
+from jmlsync.domain.models import Job, QueueRow
+from jmlsync.store import pipeline_sql
+from jmlsync.store.database import Database
+
+
+class SqliteQueue:
+    """The provisioning queue and its companions, on the store's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def enqueue(
+        self, user_names: Iterable[str], *, cause: str, now: datetime, leaver: bool = False
+    ) -> int:
+        async with self.db.transaction(notify=True) as conn:
+            return await pipeline_sql.enqueue(conn, user_names, cause=cause, now=now, leaver=leaver)
+
+    async def enqueue_everyone(self, *, cause: str, now: datetime) -> int:
+        async with self.db.transaction(notify=True) as conn:
+            return await pipeline_sql.enqueue_everyone(conn, cause=cause, now=now)
+
+    async def lease(self, owner: str, now: datetime, lease_for: timedelta) -> Job | None:
+        async with self.db.transaction() as conn:
+            return await pipeline_sql.lease(conn, owner, now, lease_for)
+
+    async def ack(self, job: Job) -> bool:
+        async with self.db.transaction(notify=True) as conn:
+            return await pipeline_sql.ack(conn, job)
+
+    async def fail(
+        self, job: Job, error: str, now: datetime, *, retry_in: timedelta | None
+    ) -> bool:
+        async with self.db.transaction() as conn:
+            return await pipeline_sql.fail(conn, job, error, now, retry_in=retry_in)
+
+    async def release(self, job_ids: Collection[int]) -> None:
+        if job_ids:
+            async with self.db.transaction(notify=True) as conn:
+                await pipeline_sql.release(conn, job_ids)
+
+    async def renew(self, job_ids: Collection[int], owner: str, until: datetime) -> None:
+        if job_ids:
+            async with self.db.transaction() as conn:
+                await pipeline_sql.renew(conn, job_ids, owner, until)
+
+    async def recover(self) -> int:
+        """Release the leases of a process that died: SQLite serves one process at a time."""
+        async with self.db.transaction(notify=True) as conn:
+            return await pipeline_sql.release_all(conn)
+
+    async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:
+        return await pipeline_sql.queue_rows(self.db.reader, failed_only=failed_only)
+
+    async def retry_failed(self, now: datetime, job_id: int | None = None) -> int:
+        async with self.db.transaction(notify=True) as conn:
+            return await pipeline_sql.retry_failed(conn, now, job_id)
+
+    async def depth(self) -> tuple[int, int]:
+        return await pipeline_sql.queue_depth(self.db.reader)
+
+    async def clear_leaver(self, user_name: str, now: datetime) -> int:
+        async with self.db.transaction() as conn:
+            return await pipeline_sql.clear_leaver(conn, user_name, now)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        async with self.db.transaction() as conn:
+            await pipeline_sql.append_audit(conn, entry)
+
+    async def audit_rows(self, *, last: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Audit rows in ``seq`` order (only the ``last`` ones, if given)."""
+        sql = "SELECT * FROM audit ORDER BY seq"
+        params: list[int] = []
+        if last is not None:
+            sql = "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+            params = [last]
+        async with self.db.reader.execute(sql, params) as cursor:
+            async for row in cursor:
+                yield dict(row)
+
+    async def audit_head(self) -> str | None:
+        return await pipeline_sql.get_state(self.db.reader, pipeline_sql.AUDIT_HEAD)
+
+    async def get_state(self, key: str) -> str | None:
+        return await pipeline_sql.get_state(self.db.reader, key)
+
+    async def set_state(self, key: str, value: str) -> None:
+        async with self.db.transaction() as conn:
+            await pipeline_sql.set_state(conn, key, value)

@@ -1,0 +1,64 @@
+"""Fakes, named as such: only where a real part cannot produce the behaviour under test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
+from jmlsync.targets.ledger import LedgerTarget
+
+
+class FlakyLedgerFake:
+    """A real ledger behind a fault injector: the next ``fail_next`` calls to the methods named
+    in ``failing`` raise ``error`` (transient with ``retry_after``, or permanent)."""
+
+    def __init__(self, ledger: LedgerTarget) -> None:
+        self.ledger = ledger
+        self.name = ledger.name
+        self.fail_next = 0
+        self.failing: set[str] = {"grant", "revoke"}
+        self.permanent = False
+        self.retry_after: float | None = None
+        self.calls: dict[str, int] = {}
+
+    def _maybe_fail(self, method: str) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+        if method in self.failing and self.fail_next > 0:
+            self.fail_next -= 1
+            if self.permanent:
+                raise PermanentTargetError(f"{method} denied (injected)")
+            raise TransientTargetError(
+                f"{method} throttled (injected)", retry_after=self.retry_after
+            )
+
+    def list_grants(self) -> AsyncIterator[Grant]:
+        return self.ledger.list_grants()
+
+    def list_principals(self) -> AsyncIterator[Principal]:
+        return self.ledger.list_principals()
+
+    async def grants_of(self, user: str) -> frozenset[str]:
+        self._maybe_fail("grants_of")
+        return await self.ledger.grants_of(user)
+
+    async def principal(self, user: str) -> Principal | None:
+        return await self.ledger.principal(user)
+
+    async def ensure_principal(self, spec: PrincipalSpec) -> None:
+        await self.ledger.ensure_principal(spec)
+
+    async def grant(self, user: str, role: str) -> None:
+        self._maybe_fail("grant")
+        await self.ledger.grant(user, role)
+
+    async def revoke(self, user: str, role: str) -> None:
+        self._maybe_fail("revoke")
+        await self.ledger.revoke(user, role)
+
+    async def disable_principal(self, user: str) -> None:
+        self._maybe_fail("disable_principal")
+        await self.ledger.disable_principal(user)
+
+    async def close(self) -> None:
+        await self.ledger.close()

@@ -1,0 +1,145 @@
+"""The queue on a real SQLite store: coalescing, leases, leaver priority, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jmlsync.domain.models import Change
+from jmlsync.store.queue import SqliteQueue
+from jmlsync.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = await SqliteStore.open(tmp_path / "jmlsync.db")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def queue(store: SqliteStore) -> SqliteQueue:
+    return SqliteQueue(store.db)
+
+
+def user(name: str, **attrs: Any) -> Change:
+    return Change(doc={"schemas": [USER], "userName": name, **attrs})
+
+
+async def test_a_hundred_changes_to_one_user_are_one_job(
+    store: SqliteStore, queue: SqliteQueue
+) -> None:
+    created = await store.create("User", user("ann", active=True), T0)
+    for i in range(100):
+        await store.update(
+            "User", created.id, lambda c, i=i: Change({**c.doc, "title": f"t{i}"}), T0
+        )
+    rows = await queue.rows()
+    assert [(r.user_name, r.cause) for r in rows] == [("ann", "user.update")]
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    assert job.generation == 101
+    assert await queue.lease("w2", T0, LEASE) is None
+    assert await queue.ack(job) is True
+    assert await queue.rows() == []
+
+
+async def test_leavers_are_leased_first(store: SqliteStore, queue: SqliteQueue) -> None:
+    for name in ("a", "b", "c"):
+        await store.create("User", user(name, active=True), T0)
+    leaver = await store.create("User", user("z", active=True), T0)
+    later = T0 + timedelta(seconds=5)
+    await store.update("User", leaver.id, lambda c: Change({**c.doc, "active": False}), later)
+    first = await queue.lease("w", later, LEASE)
+    assert first is not None
+    assert (first.user_name, first.leaver) == ("z", True)
+    rows = await store.db.reader.execute_fetchall("SELECT user_name, left_at FROM leavers")
+    assert [tuple(r) for r in rows] == [("z", "2026-01-01T00:00:05.000000Z")]
+
+
+async def test_a_change_during_a_lease_is_not_lost(store: SqliteStore, queue: SqliteQueue) -> None:
+    created = await store.create("User", user("bea"), T0)
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    await store.update("User", created.id, lambda c: Change({**c.doc, "title": "x"}), T0)
+    assert await queue.ack(job) is False
+    again = await queue.lease("w", T0, LEASE)
+    assert again is not None
+    assert again.id == job.id
+    assert await queue.ack(again) is True
+
+
+async def test_expired_leases_are_taken_again(store: SqliteStore, queue: SqliteQueue) -> None:
+    await store.create("User", user("cy"), T0)
+    assert await queue.lease("crashed", T0, LEASE) is not None
+    assert await queue.lease("other", T0 + timedelta(seconds=29), LEASE) is None
+    retaken = await queue.lease("other", T0 + timedelta(seconds=31), LEASE)
+    assert retaken is not None
+    assert retaken.user_name == "cy"
+
+
+async def test_failures_reschedule_then_dead_letter_and_redrive(
+    store: SqliteStore, queue: SqliteQueue
+) -> None:
+    await store.create("User", user("dan"), T0)
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    assert await queue.fail(job, "throttled", T0, retry_in=timedelta(seconds=60)) is False
+    assert await queue.lease("w", T0 + timedelta(seconds=59), LEASE) is None
+    job = await queue.lease("w", T0 + timedelta(seconds=61), LEASE)
+    assert job is not None
+    assert job.attempts == 1
+    assert await queue.fail(job, "denied", T0, retry_in=None) is True
+    (dead,) = await queue.rows(failed_only=True)
+    assert (dead.user_name, dead.attempts, dead.last_error) == ("dan", 2, "denied")
+    assert await queue.lease("w", T0 + timedelta(days=1), LEASE) is None
+    assert await queue.depth() == (0, 1)
+    assert await queue.retry_failed(T0, dead.id) == 1
+    assert await queue.rows(failed_only=True) == []
+    revived = await queue.lease("w", T0, LEASE)
+    assert revived is not None
+    assert revived.attempts == 0
+
+
+async def test_a_new_change_revives_a_dead_letter(store: SqliteStore, queue: SqliteQueue) -> None:
+    created = await store.create("User", user("eve"), T0)
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    await queue.fail(job, "denied", T0, retry_in=None)
+    await store.update("User", created.id, lambda c: Change({**c.doc, "active": False}), T0)
+    (row,) = await queue.rows()
+    assert row.failed_at is None
+    assert row.leaver is True
+
+
+async def test_group_writes_enqueue_the_members_they_touch(
+    store: SqliteStore, queue: SqliteQueue
+) -> None:
+    from jmlsync.domain.models import Member, MemberOp
+
+    ids = {n: (await store.create("User", user(n), T0)).id for n in ("f", "g", "h")}
+    await queue.release([])
+    while (job := await queue.lease("w", T0, LEASE)) is not None:
+        await queue.ack(job)
+    doc = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "eng"}
+    add = MemberOp("add", items=(Member(ids["f"]), Member(ids["g"])))
+    group = await store.create("Group", Change(doc, (add,)), T0)
+    assert sorted(r.user_name for r in await queue.rows()) == ["f", "g"]
+    while (job := await queue.lease("w", T0, LEASE)) is not None:
+        await queue.ack(job)
+    same_name = Change({**doc, "displayName": "ENG"}, ())
+    await store.update("Group", group.id, lambda _c: same_name, T0)
+    assert await queue.rows() == []
+    renamed = Change({**doc, "displayName": "platform"}, ())
+    await store.update("Group", group.id, lambda _c: renamed, T0)
+    assert sorted(r.user_name for r in await queue.rows()) == ["f", "g"]
