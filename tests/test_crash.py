@@ -104,8 +104,9 @@ async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: 
     try:
         ledger = tmp_path / "ledger.db"
         async with asyncio.timeout(60):
-            while not joined <= ledger_state(ledger)[0]:
-                await asyncio.sleep(0.05)  # another process converges: nothing to await on
+            # Another process converges: there is no event to await across processes.
+            while not joined <= ledger_state(ledger)[0]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
         async with aiohttp.ClientSession(headers=headers) as http:
             async with http.get(f"{restarted.url}/Users", params={"count": "1000"}) as reply:
                 stored = {r["userName"] for r in (await reply.json())["Resources"]}

@@ -64,7 +64,7 @@ async def test_retry_after_is_honoured_and_capped() -> None:
     await policy.call("grant", action)  # type: ignore[arg-type]
     assert sleep.waits == [7.0]
     sleep.waits.clear()
-    calls, action = failing(1, TransientTargetError("slow down", retry_after=3600.0))
+    _, action = failing(1, TransientTargetError("slow down", retry_after=3600.0))
     await policy.call("grant", action)  # type: ignore[arg-type]
     assert sleep.waits == [20.0]
 
