@@ -60,7 +60,7 @@ async def test_attempts_are_bounded_and_the_last_error_is_raised() -> None:
 async def test_retry_after_is_honoured_and_capped() -> None:
     sleep = Recorder()
     policy = RetryPolicy(attempts=4, initial_wait=0.1, max_wait=20.0, sleep=sleep)
-    calls, action = failing(1, TransientTargetError("slow down", retry_after=7.0))
+    _, action = failing(1, TransientTargetError("slow down", retry_after=7.0))
     await policy.call("grant", action)  # type: ignore[arg-type]
     assert sleep.waits == [7.0]
     sleep.waits.clear()
