@@ -188,8 +188,9 @@ def _resolve(resource_type: ResourceType, text: str) -> _Path | None:
     text = text.strip()
     if not text:
         return None
-    if resource_type.extension(text) is not None:
-        return _Path(container=resource_type.extension(text).id, attribute=None, sub=None)  # type: ignore[union-attr]
+    extension = resource_type.extension(text)
+    if extension is not None:
+        return _Path(container=extension.id, attribute=None, sub=None)
     urn, rest = resource_type.split_urn(text)
     name, _, sub = rest.partition(".")
     attribute = resource_type.attribute(name, urn)

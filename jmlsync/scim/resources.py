@@ -173,7 +173,7 @@ async def _list(
         offset = max(query.start_index - total, 1)
         room = query.count - len(resources)
         page = await store.search(
-            resource_type.name,  # type: ignore[arg-type]
+            resource_type.kind,
             Query(
                 filter=query.filter,
                 sort_by=query.sort_by,
@@ -214,7 +214,7 @@ class ResourceEndpoints:
         resource_type = self.resource_type
         doc, members = normalize_resource(resource_type, await read_json(request))
         change = Change(doc=doc, members=_members_change(members))
-        stored = await request.app[STORE].create(resource_type.name, change, _now(request))  # type: ignore[arg-type]
+        stored = await request.app[STORE].create(resource_type.kind, change, _now(request))
         return _single(
             request, resource_type, stored, _projection(resource_type, request.query), 201
         )
@@ -223,7 +223,7 @@ class ResourceEndpoints:
         resource_type = self.resource_type
         projection = _projection(resource_type, request.query)
         stored = await request.app[STORE].get(
-            resource_type.name,  # type: ignore[arg-type]
+            resource_type.kind,
             request.match_info["id"],
             with_members=_wants_relations(resource_type, projection),
         )
@@ -238,7 +238,7 @@ class ResourceEndpoints:
         change = Change(doc=doc, members=_members_change(members))
         projection = _projection(resource_type, request.query)
         stored = await request.app[STORE].update(
-            resource_type.name,  # type: ignore[arg-type]
+            resource_type.kind,
             request.match_info["id"],
             lambda _current: change,
             _now(request),
@@ -260,7 +260,7 @@ class ResourceEndpoints:
         # A group may have 100k members: unless asked, answer 204 rather than list them all.
         quiet = resource_type is GROUP and not asked
         stored = await request.app[STORE].update(
-            resource_type.name,  # type: ignore[arg-type]
+            resource_type.kind,
             request.match_info["id"],
             mutate,
             _now(request),
@@ -274,7 +274,7 @@ class ResourceEndpoints:
     async def delete(self, request: web.Request) -> web.Response:
         resource_type = self.resource_type
         await request.app[STORE].delete(
-            resource_type.name,  # type: ignore[arg-type]
+            resource_type.kind,
             request.match_info["id"],
             _now(request),
             expected_version=_expected_version(request),

@@ -12,6 +12,8 @@ from functools import cached_property
 from importlib import resources
 from typing import Any
 
+from jmlsync.domain.models import ResourceKind
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE_USER_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -121,6 +123,11 @@ class ResourceType:
     description: str
     schema: Schema
     extensions: tuple[Schema, ...] = ()
+
+    @property
+    def kind(self) -> ResourceKind:
+        """The name as the store knows resource kinds."""
+        return "User" if self.name == "User" else "Group"
 
     @property
     def schema_ids(self) -> tuple[str, ...]:

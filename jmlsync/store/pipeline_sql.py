@@ -131,7 +131,7 @@ async def fail(
     """
     stamp = format_timestamp(now)
     dead = retry_in is None
-    next_at = stamp if dead else format_timestamp(now + retry_in)  # type: ignore[operator]
+    next_at = stamp if retry_in is None else format_timestamp(now + retry_in)
     await conn.execute(
         "UPDATE queue SET attempts = attempts + 1, last_error = ?, leased_until = NULL,"
         " lease_owner = NULL,"
