@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
@@ -11,7 +12,8 @@ from jmlsync.targets.ledger import LedgerTarget
 
 class FlakyLedgerFake:
     """A real ledger behind a fault injector: the next ``fail_next`` calls to the methods named
-    in ``failing`` raise ``error`` (transient with ``retry_after``, or permanent)."""
+    in ``failing`` raise (transient with ``retry_after``, or permanent); with ``hang`` set,
+    ``grant`` waits for that event (a target that stopped answering)."""
 
     def __init__(self, ledger: LedgerTarget) -> None:
         self.ledger = ledger
@@ -21,6 +23,8 @@ class FlakyLedgerFake:
         self.permanent = False
         self.retry_after: float | None = None
         self.calls: dict[str, int] = {}
+        self.hang: asyncio.Event | None = None
+        self.entered = asyncio.Event()
 
     def _maybe_fail(self, method: str) -> None:
         self.calls[method] = self.calls.get(method, 0) + 1
@@ -50,6 +54,9 @@ class FlakyLedgerFake:
 
     async def grant(self, user: str, role: str) -> None:
         self._maybe_fail("grant")
+        self.entered.set()
+        if self.hang is not None:
+            await self.hang.wait()
         await self.ledger.grant(user, role)
 
     async def revoke(self, user: str, role: str) -> None:

@@ -196,3 +196,20 @@ async def test_audit_verify_detects_a_truncated_tail(rig: Rig) -> None:
     code, _, err = await cli(rig.config, "audit", "verify")
     assert code == 1
     assert "head" in err
+
+
+async def test_shutdown_gives_back_the_lease_of_a_stuck_job(rig: Rig) -> None:
+    rig.flaky.hang = asyncio.Event()
+    rig.pipeline.options = PipelineOptions(
+        workers=1, shutdown_grace_seconds=0.05, poll_seconds=0.05
+    )
+    task = asyncio.create_task(rig.pipeline.run())
+    await rig.join("gil@x.io")
+    await rig.flaky.entered.wait()
+    (row,) = await rig.runtime.queue.rows()
+    assert row.leased_until is not None
+    rig.pipeline.stop()
+    await task
+    (row,) = await rig.runtime.queue.rows()
+    assert row.leased_until is None
+    assert row.attempts == 0

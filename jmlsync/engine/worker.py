@@ -105,7 +105,6 @@ class Pipeline:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.queue.release(list(self._in_flight))
 
     async def _heartbeat(self) -> None:
         """Renew the leases of running jobs, so only a dead process's leases expire."""
@@ -152,6 +151,11 @@ class Pipeline:
             self._in_flight[job.id] = (owner, job)
             try:
                 await self.process(job)
+            except asyncio.CancelledError:
+                # Shutdown ran out of grace: give the lease back so the next start takes the
+                # job at once (its operations are idempotent, so a partial run is harmless).
+                await asyncio.shield(self.queue.release([job.id]))
+                raise
             except Exception:
                 log.exception("job %d for %s crashed; it will be retried", job.id, job.user_name)
                 await self._failed(job, JobFailed("internal error", permanent=False))
