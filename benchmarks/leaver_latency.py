@@ -60,7 +60,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def _wait_for(check: "callable[[], bool]", limit: float) -> None:  # type: ignore[valid-type]
+async def _wait_for(check: callable[[], bool], limit: float) -> None:  # type: ignore[valid-type]
     async with asyncio.timeout(limit):
         while not check():
             await asyncio.sleep(0.05)
