@@ -18,6 +18,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,9 +61,10 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def _wait_for(check: callable[[], bool], limit: float) -> None:  # type: ignore[valid-type]
+async def _wait_for(check: Callable[[], bool], limit: float) -> None:
+    """Poll another process's database: there is no event to await across processes."""
     async with asyncio.timeout(limit):
-        while not check():
+        while not check():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
