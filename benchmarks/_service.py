@@ -33,22 +33,22 @@ async def running(config: Path) -> AsyncIterator[str]:
         "serve",
         "--config",
         str(config),
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    assert process.stderr is not None
+    assert process.stdout is not None
     url = None
     async with asyncio.timeout(30):
         while url is None:
-            line = (await process.stderr.readline()).decode()
+            line = (await process.stdout.readline()).decode()
             if not line:
                 raise RuntimeError("jmlsync serve exited before serving")
             if match := _SERVING.search(line):
                 url = match.group(1)
 
     async def drain() -> None:
-        assert process.stderr is not None
-        async for _ in process.stderr:
+        assert process.stdout is not None
+        async for _ in process.stdout:
             pass
 
     drained = asyncio.create_task(drain())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -15,15 +14,8 @@ from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.cli_config import config
 from jmlsync.cli_ops import audit, queue
 from jmlsync.cli_reconcile import explain, reconcile
+from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @click.group()
@@ -46,7 +38,7 @@ def serve(config_path: Path) -> None:
     from jmlsync.service import serve as run
 
     settings = settings_or_exit(config_path)
-    _setup_logging()
+    setup_logging()
     try:
         asyncio.run(run(settings))
     except TokenFileError as exc:

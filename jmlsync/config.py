@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -32,6 +33,7 @@ class ServerSettings(_Section):
     max_page_size: Annotated[int, Field(ge=1, le=10_000)] = 1000
     default_page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     public_url: str | None = None
+    metrics_token_file: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -109,8 +111,53 @@ class PipelineSettings(_Section):
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
 
 
+class AwsIdentityCenterTargetSettings(_TargetSection):
+    """``kind = "aws-identity-center"``: permission sets assigned on accounts.
+
+    Credentials come from the standard AWS chain (environment, shared config, instance or
+    container roles), never from this file.
+    """
+
+    kind: Literal["aws-identity-center"]
+    region: Annotated[str, Field(min_length=1)]
+    endpoint_url: str | None = None
+    instance_arn: str | None = None
+    identity_store_id: str | None = None
+    provision_users: bool = True
+    delete_users_on_leave: bool = False
+
+
+class AwsIamTargetSettings(_TargetSection):
+    """``kind = "aws-iam"``: IAM groups and managed policies of IAM users."""
+
+    kind: Literal["aws-iam"]
+    region: Annotated[str, Field(min_length=1)] = "us-east-1"
+    endpoint_url: str | None = None
+    provision_users: bool = True
+    delete_users_on_leave: bool = False
+    user_path: str = "/"
+
+
+class ScimTargetSettings(_TargetSection):
+    """``kind = "scim"``: a downstream SCIM 2.0 service provider."""
+
+    kind: Literal["scim"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    token_file: Path
+    delete_users_on_leave: bool = False
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
 #: Every target kind, told apart by ``kind``; a new connector adds its settings class here.
-TargetSettings = Annotated[Union[LedgerTargetSettings], Field(discriminator="kind")]  # noqa: UP007
+TargetSettings = Annotated[
+    Union[  # noqa: UP007
+        LedgerTargetSettings,
+        AwsIdentityCenterTargetSettings,
+        AwsIamTargetSettings,
+        ScimTargetSettings,
+    ],
+    Field(discriminator="kind"),
+]
 
 
 class GrantSettings(_Section):
@@ -162,13 +209,15 @@ def _resolve(base: Path, path: Path) -> Path:
 def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative file paths relative to the configuration file's directory."""
     server = raw.get("server")
-    if isinstance(server, dict) and isinstance(server.get("tokens_file"), str):
-        server["tokens_file"] = str(_resolve(base, Path(server["tokens_file"])))
+    for key in ("tokens_file", "metrics_token_file"):
+        if isinstance(server, dict) and isinstance(server.get(key), str):
+            server[key] = str(_resolve(base, Path(server[key])))
     targets = raw.get("targets")
     if isinstance(targets, dict):
         for target in targets.values():
-            if isinstance(target, dict) and isinstance(target.get("path"), str):
-                target["path"] = str(_resolve(base, Path(target["path"])))
+            for key in ("path", "token_file"):
+                if isinstance(target, dict) and isinstance(target.get(key), str):
+                    target[key] = str(_resolve(base, Path(target[key])))
     store = raw.get("store")
     if isinstance(store, dict) and isinstance(store.get("url"), str):
         url = store["url"]
@@ -184,11 +233,14 @@ def _key(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             key += f"[{part + 1}]"
-        elif part.startswith("function-after") or part == "ledger":
+        elif part.startswith("function-after") or part in _KINDS:
             continue
         else:
             key += f".{part}" if key else part
     return key or "(top level)"
+
+
+_KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim"}
 
 
 def _describe(error: ValidationError, source: Path) -> str:
@@ -218,8 +270,40 @@ def _cross_check(settings: Settings, source: Path) -> None:
         raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
 
 
-def load_settings(path: Path) -> Settings:
-    """Read and validate the configuration file at ``path``; raise ConfigError on any problem."""
+ENV_PREFIX = "JMLSYNC_"
+
+
+def _env_value(text: str) -> Any:
+    """A TOML value when the text is one (numbers, booleans, arrays), else the text itself."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``JMLSYNC_SECTION__KEY=value`` variables on the file's values.
+
+    ``JMLSYNC_SERVER__LISTEN=0.0.0.0:8080`` sets ``[server].listen``; deeper keys take more
+    ``__`` parts (``JMLSYNC_TARGETS__SANDBOX__PATH``). Names are lower-cased.
+    """
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys = [part.lower() for part in name.removeprefix(ENV_PREFIX).split("__")]
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(keys[:-1])} is not a table")
+            node = child
+        node[keys[-1]] = _env_value(text)
+    return raw
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration file at ``path`` with the ``JMLSYNC_...``
+    environment overrides; raise ConfigError on any problem."""
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
@@ -228,6 +312,7 @@ def load_settings(path: Path) -> Settings:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    raw = _apply_environment(raw, os.environ if environ is None else environ)
     raw = _anchor_paths(raw, path.resolve().parent)
     try:
         settings = Settings.model_validate(raw)

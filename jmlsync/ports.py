@@ -10,7 +10,15 @@ from typing import Any, Protocol
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.grants import Grant, GroupInfo, Principal, PrincipalSpec, UserState
-from jmlsync.domain.models import Change, Job, Page, QueueRow, ResourceKind, StoredResource
+from jmlsync.domain.models import (
+    Change,
+    Job,
+    Page,
+    QueueRow,
+    QueueStats,
+    ResourceKind,
+    StoredResource,
+)
 
 
 @dataclass(frozen=True)
@@ -245,8 +253,13 @@ class Queue(Protocol):
         """(pending rows, dead letters)."""
         ...
 
-    async def clear_leaver(self, user_name: str, now: datetime) -> int:
-        """Mark the open leaver record of ``user_name`` cleared at ``now``."""
+    async def stats(self) -> QueueStats:
+        """Pending rows, dead letters and the oldest pending row's enqueue time."""
+        ...
+
+    async def clear_leaver(self, user_name: str, now: datetime) -> list[str]:
+        """Mark the open leaver record of ``user_name`` cleared at ``now``; return the
+        ``left_at`` of each record cleared."""
         ...
 
     async def audit(self, entry: AuditEntry) -> None:

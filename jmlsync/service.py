@@ -11,10 +11,12 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp import web
 
+from jmlsync import systemd
 from jmlsync.alerts import LogAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
@@ -22,8 +24,10 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, options_from
+from jmlsync.metrics import Metrics
+from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
-from jmlsync.scim.app import build_scim_app
+from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.store.queue import SqliteQueue
@@ -53,6 +57,8 @@ class Runtime:
     applier: Applier
     reconciler: Reconciler
     pipeline: Pipeline
+    metrics: Metrics
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
@@ -74,9 +80,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     store = await open_store(settings)
     queue = SqliteQueue(store.db)
     targets: dict[str, Target] = {}
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    metrics = Metrics()
     try:
         for name, target_settings in settings.targets.items():
-            targets[name] = await open_target(name, target_settings)
+            targets[name] = await open_target(name, target_settings, http=http)
         rules = rules_from_settings(settings)
         applier = Applier(
             store,
@@ -85,6 +93,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             clock=now_utc,
             retry=retry_policy(settings),
             concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
+            metrics=metrics,
         )
         pipeline = Pipeline(
             store,
@@ -94,13 +103,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             clock=now_utc,
             alerts=LogAlerts(),
             options=options_from(settings.pipeline.model_dump()),
+            on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
         )
         store.db.on_commit(pipeline.wake)
         reconciler = Reconciler(store, targets, rules, applier=applier)
-        yield Runtime(settings, store, queue, targets, applier, reconciler, pipeline)
+        yield Runtime(settings, store, queue, targets, applier, reconciler, pipeline, metrics)
     finally:
         for target in targets.values():
             await target.close()
+        await http.close()
         await store.close()
 
 
@@ -132,9 +143,19 @@ async def replan_if_rules_changed(runtime: Runtime) -> None:
         log.info("rules changed: %d principal(s) queued for a full reconciliation", count)
 
 
+def _observer(metrics: Metrics) -> Observer:
+    def observe(resource: str, method: str, status: int, seconds: float) -> None:
+        metrics.scim_requests.labels(resource, method, str(status)).inc()
+        metrics.scim_latency.labels(resource, method).observe(seconds)
+
+    return observe
+
+
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
+    metrics_token = settings.server.metrics_token_file
+    metrics_auth = BearerAuth(metrics_token) if metrics_token else None
     stack = contextlib.AsyncExitStack()
     runtime = await stack.enter_async_context(open_runtime(settings))
     app = build_scim_app(
@@ -145,14 +166,36 @@ async def build_app(settings: Settings) -> web.Application:
         page_limits=(settings.server.default_page_size, settings.server.max_page_size),
         clock=now_utc,
         public_url=settings.server.public_url,
+        observer=_observer(runtime.metrics),
+        metrics_auth=metrics_auth,
+    )
+    background = runtime.tasks
+
+    async def store_ready() -> str | None:
+        try:
+            await runtime.store.ping()
+        except Exception as exc:
+            return f"store unreachable: {exc}"
+        return None
+
+    async def workers_ready() -> str | None:
+        task = background.get("pipeline")
+        if task is None or task.done():
+            return "workers are not running"
+        return None
+
+    app.add_routes(
+        ops_routes(runtime.metrics, runtime.queue, {"store": store_ready, "workers": workers_ready})
     )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await replan_if_rules_changed(runtime)
-        workers = asyncio.create_task(runtime.pipeline.run(), name="jmlsync-pipeline")
+        background["pipeline"] = asyncio.create_task(
+            runtime.pipeline.run(), name="jmlsync-pipeline"
+        )
         yield
         runtime.pipeline.stop()
-        await workers
+        await background["pipeline"]
         await stack.aclose()
 
     app[RUNTIME] = runtime
@@ -181,7 +224,13 @@ async def serve(settings: Settings) -> None:
                 settings.server.base_path,
                 settings.store.url,
             )
+        systemd.notify("READY=1")
+        interval = systemd.watchdog_interval()
+        watchdog = asyncio.create_task(systemd.keep_watchdog_fed(interval)) if interval else None
         await stop.wait()
         log.info("stopping")
+        systemd.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
     finally:
         await runner.cleanup()

@@ -168,15 +168,15 @@ async def start_service(config: Path) -> ServiceProcess:
         "serve",
         "--config",
         str(config),
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env=env,
     )
-    assert process.stderr is not None
+    assert process.stdout is not None
     log: list[str] = []
     async with asyncio.timeout(30):
         while True:
-            line = (await process.stderr.readline()).decode()
+            line = (await process.stdout.readline()).decode()
             if not line:
                 raise RuntimeError("jmlsync serve exited before serving:\n" + "".join(log))
             log.append(line)
@@ -185,8 +185,8 @@ async def start_service(config: Path) -> ServiceProcess:
                 break
 
     async def drain() -> None:
-        assert process.stderr is not None
-        async for raw in process.stderr:
+        assert process.stdout is not None
+        async for raw in process.stdout:
             log.append(raw.decode())
 
     return ServiceProcess(process, match.group(1), log, asyncio.create_task(drain()))

@@ -86,10 +86,21 @@ class Reason:
 
 @dataclass(frozen=True)
 class Principal:
-    """A principal in a target: the userName it stands for, and whether it is enabled."""
+    """A principal in a target: the userName it stands for, and whether it is enabled.
+
+    ``can_disable`` is False where the target has no way to disable a principal short of
+    deleting it (AWS IAM Identity Center without ``delete_users_on_leave``): there a leaver's
+    access ends with its last grant, and plans never ask to disable it.
+    """
 
     user: str
     enabled: bool = True
+    can_disable: bool = True
+
+    @property
+    def disableable(self) -> bool:
+        """Whether a leaver's plan should disable this principal."""
+        return self.enabled and self.can_disable
 
 
 @dataclass(frozen=True)

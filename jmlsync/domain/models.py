@@ -14,6 +14,11 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_timestamp(text: str) -> datetime:
+    """An instant written by :func:`format_timestamp` (or any ISO 8601 with Z), as UTC."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class Member:
     """One member of a group (a user id), with the display text the IdP sent, if any."""
@@ -102,3 +107,12 @@ class QueueRow:
     leased_until: str | None
     last_error: str | None
     failed_at: str | None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue at a glance: pending rows, dead letters, the oldest pending row's time."""
+
+    pending: int
+    dead: int
+    oldest_due: str | None

@@ -17,6 +17,7 @@ from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.retry import RetryPolicy
+from jmlsync.metrics import Metrics
 from jmlsync.ports import Queue, Store, Target
 
 log = logging.getLogger("jmlsync.apply")
@@ -67,6 +68,7 @@ class Applier:
         clock: Callable[[], datetime],
         retry: RetryPolicy | None = None,
         concurrency: Mapping[str, int] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -75,6 +77,7 @@ class Applier:
         self.retry = retry or RetryPolicy()
         limits = concurrency or {}
         self._slots = {name: asyncio.Semaphore(limits.get(name, 4)) for name in targets}
+        self.metrics = metrics
 
     async def call(self, target: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run one target call under the target's concurrency limit, with retries."""
@@ -83,7 +86,11 @@ class Applier:
             async with self._slots[target]:
                 return await action()
 
-        return await self.retry.call(f"{what} on {target}", limited)
+        def count_retry() -> None:
+            if self.metrics is not None:
+                self.metrics.retries.labels(target).inc()
+
+        return await self.retry.call(f"{what} on {target}", limited, count_retry)
 
     async def read_user(self, target: str, user: str) -> tuple[frozenset[str], Principal | None]:
         """The roles ``user`` holds in ``target`` and its principal, read back from the target."""
@@ -114,6 +121,9 @@ class Applier:
                 outcome = Outcome(operation, ok=True)
             outcomes.append(outcome)
             _log(outcome, actor, time.perf_counter() - started)
+            if self.metrics is not None:
+                result = "applied" if outcome.ok else "failed"
+                self.metrics.operations.labels(operation.target, operation.action, result).inc()
             if progress is not None:
                 progress(count)
         return outcomes
@@ -172,18 +182,19 @@ class Applier:
 
 
 def _log(outcome: Outcome, actor: str, seconds: float) -> None:
+    """One line per applied (or failed) operation, with its fields."""
     op = outcome.operation
+    fields: dict[str, object] = {
+        "actor": actor,
+        "op": op.action,
+        "user": op.user,
+        "target": op.target,
+        "role": op.role,
+        "reason": op.reason,
+        "outcome": "applied" if outcome.ok else "failed",
+        "duration_ms": round(seconds * 1000, 2),
+    }
+    if outcome.error:
+        fields["error"] = outcome.error
     level = logging.INFO if outcome.ok else logging.ERROR
-    log.log(
-        level,
-        "%s %s user=%s target=%s role=%s reason=%r outcome=%s duration_ms=%.1f%s",
-        actor,
-        op.action,
-        op.user,
-        op.target,
-        op.role or "-",
-        op.reason,
-        "applied" if outcome.ok else "failed",
-        seconds * 1000,
-        f" error={outcome.error!r}" if outcome.error else "",
-    )
+    log.log(level, "%s %s %s", op.action, op.target, op.user, extra={"fields": fields})

@@ -176,14 +176,14 @@ class Reconciler:
                     roles, found = await self.applier.read_user(name, user)
                     actual.update(Grant(name, user, role) for role in roles)
                     if found is not None:
-                        principals[(name, found.user)] = found.enabled
+                        principals[(name, found.user)] = found.disableable
                 continue
             async for grant in target.list_grants():
                 actual.add(grant)
                 if len(actual) % 10_000 == 0:
                     progress("reading targets", len(actual))
             async for principal in target.list_principals():
-                principals[(name, principal.user)] = principal.enabled
+                principals[(name, principal.user)] = principal.disableable
         return actual, principals
 
     async def apply(

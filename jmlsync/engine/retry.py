@@ -48,17 +48,29 @@ class RetryPolicy:
         )
         return min(backoff(state), self.max_wait) if self.initial_wait else 0.0
 
-    async def call(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        """Run ``action`` until it succeeds, fails permanently, or the bounds are reached."""
+    async def call(
+        self,
+        what: str,
+        action: Callable[[], Awaitable[T]],
+        on_retry: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``action`` until it succeeds, fails permanently, or the bounds are reached.
+
+        ``on_retry`` is called before each retry (to count them).
+        """
+
+        def before_sleep(state: RetryCallState) -> None:
+            log.debug("%s: attempt %d failed, retrying", what, state.attempt_number)
+            if on_retry is not None:
+                on_retry()
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientTargetError),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.total_seconds),
             wait=self._wait,
             reraise=True,
             sleep=self.sleep,
-            before_sleep=lambda state: log.debug(
-                "%s: attempt %d failed, retrying", what, state.attempt_number
-            ),
+            before_sleep=before_sleep,
         )
         async for attempt in retrying:
             with attempt:

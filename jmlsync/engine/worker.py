@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Rule
-from jmlsync.domain.models import Job
+from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
 from jmlsync.engine.apply import Applier
@@ -60,6 +60,7 @@ class Pipeline:
         clock: Callable[[], datetime],
         alerts: AlertSink,
         options: PipelineOptions | None = None,
+        on_cleared: Callable[[str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -68,6 +69,7 @@ class Pipeline:
         self.clock = clock
         self.alerts = alerts
         self.options = options or PipelineOptions()
+        self.on_cleared = on_cleared or (lambda _user, _seconds: None)
         self._managed = managed_roles(rules)
         self._privileged = privileged_roles(rules)
         self._wake = asyncio.Event()
@@ -193,7 +195,9 @@ class Pipeline:
             )
             return
         if leaver:
-            await self.queue.clear_leaver(job.user_name, self.clock())
+            now = self.clock()
+            for left_at in await self.queue.clear_leaver(job.user_name, now):
+                self.on_cleared(job.user_name, (now - parse_timestamp(left_at)).total_seconds())
         await self.queue.ack(job)
 
     async def _plan(self, job: Job) -> tuple[list[Operation], bool]:
@@ -212,7 +216,7 @@ class Pipeline:
             roles, found = await self.applier.read_user(name, job.user_name)
             actual.update(Grant(name, job.user_name, role) for role in roles)
             if found is not None:
-                principals[(name, job.user_name)] = found.enabled
+                principals[(name, job.user_name)] = found.disableable
         inp = PlanInput(
             desired=desired,
             actual=actual,

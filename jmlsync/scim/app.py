@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -45,7 +47,13 @@ from jmlsync.scim.schema import GROUP, USER
 log = logging.getLogger("jmlsync.scim")
 
 AUTH = web.AppKey("auth", BearerAuth)
-OPEN_PATHS = frozenset({"/healthz"})
+METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+
+#: Called once per request with (resource, method, status, seconds), e.g. to count it.
+Observer = Callable[[str, str, int, float], None]
+OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,44 +81,85 @@ def _translate(exc: Exception) -> ScimError:
     return InvalidValue(str(exc))
 
 
-@web.middleware
-async def scim_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure as a SCIM Error body; log one line per request."""
-    started = time.perf_counter()
-    status = 500
+def _request_id(request: web.Request) -> str:
+    """The caller's X-Request-Id when it is sane, else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= 64 and _SAFE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex[:16]
+
+
+def _resource_label(request: web.Request) -> str:
+    """A bounded label for metrics: Users, Groups, discovery, search, health or other."""
+    base = request.app[BASE_PATH]
+    if not request.path.startswith(base):
+        return request.path.strip("/").split("/")[0] or "other"
+    head = request.path[len(base) :].strip("/").split("/")[0]
+    if head in ("Users", "Groups"):
+        return head
+    if head in ("ServiceProviderConfig", "ResourceTypes", "Schemas"):
+        return "discovery"
+    return "search" if head == ".search" else "other"
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await handler(request)
-        status = response.status
-        return response
+        return await handler(request)
     except (ScimError, DomainError, web.HTTPClientError) as exc:
         error = _translate(exc)
-        status = error.status
         headers = {}
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"'
         return scim_response(error.body(), error.status, **headers)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
-        error = ScimError("internal error", status=500)
-        return scim_response(error.body(), 500)
-    finally:
-        log.info(
-            "%s %s %s %.1fms",
-            request.method,
-            request.path,
-            status,
-            (time.perf_counter() - started) * 1000,
-        )
+        return scim_response(ScimError("internal error", status=500).body(), 500)
+
+
+@web.middleware
+async def scim_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as a SCIM Error body; log and count one line per request."""
+    started = time.perf_counter()
+    request_id = _request_id(request)
+    response = await _answer(request, handler)
+    seconds = time.perf_counter() - started
+    response.headers["X-Request-Id"] = request_id
+    resource = _resource_label(request)
+    observe = request.app.get(OBSERVER)
+    if observe is not None:
+        observe(resource, request.method, response.status, seconds)
+    log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status,
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
+                "resource": resource,
+                "status": response.status,
+                "duration_ms": round(seconds * 1000, 2),
+            }
+        },
+    )
+    return response
 
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require a valid bearer token everywhere but on the open health endpoint."""
-    if request.path not in OPEN_PATHS and not request.app[AUTH].allows(
-        request.headers.get("Authorization")
-    ):
-        raise Unauthorized("a valid bearer token is required")
-    return await handler(request)
+    """Require a valid bearer token everywhere but on the open health endpoints.
+
+    /metrics also takes the separate metrics token, when one is configured.
+    """
+    header = request.headers.get("Authorization")
+    if request.path in OPEN_PATHS or request.app[AUTH].allows(header):
+        return await handler(request)
+    metrics_auth = request.app.get(METRICS_AUTH)
+    if request.path == "/metrics" and metrics_auth is not None and metrics_auth.allows(header):
+        return await handler(request)
+    raise Unauthorized("a valid bearer token is required")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -176,9 +225,19 @@ def build_scim_app(
     page_limits: tuple[int, int],
     clock: Callable[[], datetime],
     public_url: str | None = None,
+    observer: Observer | None = None,
+    metrics_auth: BearerAuth | None = None,
 ) -> web.Application:
-    """The application serving SCIM under ``base_path`` and ``/healthz``."""
+    """The application serving SCIM under ``base_path`` and ``/healthz``.
+
+    The caller may add routes (readiness, metrics) before the application starts; they get
+    the same authentication, error answers and request log.
+    """
     app = web.Application(middlewares=[scim_errors, bearer_auth], client_max_size=max_body_bytes)
+    if observer is not None:
+        app[OBSERVER] = observer
+    if metrics_auth is not None:
+        app[METRICS_AUTH] = metrics_auth
     app[STORE] = store
     app[AUTH] = auth
     app[BASE_PATH] = base_path

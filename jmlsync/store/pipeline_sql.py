@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import aiosqlite
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
-from jmlsync.domain.models import Job, QueueRow, format_timestamp
+from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
 
 AUDIT_HEAD = "audit_head"
 
@@ -170,14 +170,17 @@ async def retry_failed(conn: aiosqlite.Connection, now: datetime, job_id: int | 
         return cursor.rowcount
 
 
-async def queue_depth(conn: aiosqlite.Connection) -> tuple[int, int]:
-    """(pending rows, dead letters)."""
+async def queue_stats(conn: aiosqlite.Connection) -> QueueStats:
+    """Pending rows, dead letters, and when the oldest pending row was enqueued."""
     async with conn.execute(
         "SELECT count(*) FILTER (WHERE failed_at IS NULL),"
-        " count(*) FILTER (WHERE failed_at IS NOT NULL) FROM queue"
+        " count(*) FILTER (WHERE failed_at IS NOT NULL),"
+        " min(enqueued_at) FILTER (WHERE failed_at IS NULL) FROM queue"
     ) as cursor:
         row = await cursor.fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+    if row is None:
+        return QueueStats(0, 0, None)
+    return QueueStats(int(row[0]), int(row[1]), row[2])
 
 
 async def open_leaver(
@@ -201,14 +204,14 @@ async def cancel_leaver(conn: aiosqlite.Connection, user_name: str, now: datetim
     )
 
 
-async def clear_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime) -> int:
-    """Mark the open leaver event of ``user_name`` cleared; return how many were."""
+async def clear_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime) -> list[str]:
+    """Mark the open leaver event of ``user_name`` cleared; return the ``left_at`` of each."""
     async with conn.execute(
         "UPDATE leavers SET cleared_at = ? WHERE user_name = ? AND cleared_at IS NULL"
-        " AND cancelled_at IS NULL",
+        " AND cancelled_at IS NULL RETURNING left_at",
         (format_timestamp(now), user_name),
     ) as cursor:
-        return cursor.rowcount
+        return [row[0] async for row in cursor]
 
 
 async def append_audit(conn: aiosqlite.Connection, entry: AuditEntry) -> None:

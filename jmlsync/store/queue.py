@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import Job, QueueRow
+from jmlsync.domain.models import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Database
 
@@ -65,9 +65,13 @@ class SqliteQueue:
             return await pipeline_sql.retry_failed(conn, now, job_id)
 
     async def depth(self) -> tuple[int, int]:
-        return await pipeline_sql.queue_depth(self.db.reader)
+        stats = await pipeline_sql.queue_stats(self.db.reader)
+        return stats.pending, stats.dead
 
-    async def clear_leaver(self, user_name: str, now: datetime) -> int:
+    async def stats(self) -> QueueStats:
+        return await pipeline_sql.queue_stats(self.db.reader)
+
+    async def clear_leaver(self, user_name: str, now: datetime) -> list[str]:
         async with self.db.transaction() as conn:
             return await pipeline_sql.clear_leaver(conn, user_name, now)
 

@@ -64,6 +64,11 @@ class SqliteStore:
     async def close(self) -> None:
         await self.db.close()
 
+    async def ping(self) -> None:
+        """Raise when the database cannot answer a query."""
+        async with self._reader.execute("SELECT 1") as cursor:
+            await cursor.fetchone()
+
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
         resource_id = str(uuid.uuid4())
         stamp = format_timestamp(now)

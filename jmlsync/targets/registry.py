@@ -4,16 +4,44 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from jmlsync.config import LedgerTargetSettings, TargetSettings
+import aiohttp
+
+from jmlsync.config import (
+    AwsIamTargetSettings,
+    AwsIdentityCenterTargetSettings,
+    LedgerTargetSettings,
+    ScimTargetSettings,
+    TargetSettings,
+)
 from jmlsync.ports import Target
-from jmlsync.targets.ledger import LedgerTarget
 
 
-async def open_target(name: str, settings: TargetSettings) -> Target:
-    """Open the target ``name`` configured by ``settings``; the caller closes it."""
+async def open_target(
+    name: str, settings: TargetSettings, *, http: aiohttp.ClientSession | None = None
+) -> Target:
+    """Open the target ``name`` configured by ``settings``; the caller closes it.
+
+    ``http`` is the process's shared client session, for connectors that speak HTTP.
+    """
+    # Connectors are imported when configured, so a deployment without AWS targets never
+    # loads the AWS SDK.
     match settings:
-        case LedgerTargetSettings(kind="ledger"):
+        case LedgerTargetSettings():
+            from jmlsync.targets.ledger import LedgerTarget
+
             return await LedgerTarget.open(name, settings.path)
+        case AwsIdentityCenterTargetSettings():
+            from jmlsync.targets.aws_identity_center import IdentityCenterTarget
+
+            return await IdentityCenterTarget.open(name, settings)
+        case AwsIamTargetSettings():
+            from jmlsync.targets.aws_iam import IamTarget
+
+            return await IamTarget.open(name, settings)
+        case ScimTargetSettings():
+            from jmlsync.targets.scim import ScimTarget
+
+            return await ScimTarget.open(name, settings, http=http)
         case _:
             # mypy fails here when a kind joins TargetSettings without a case above.
             assert_never(settings)

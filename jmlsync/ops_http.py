@@ -1,0 +1,46 @@
+"""Operational endpoints: /readyz (open) and /metrics (Prometheus text, behind a token)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from jmlsync.metrics import Metrics
+from jmlsync.store.queue import SqliteQueue
+
+#: A readiness check answers None when ready, else the reason it is not.
+Check = Callable[[], Awaitable[str | None]]
+
+
+def ops_routes(
+    metrics: Metrics, queue: SqliteQueue, checks: dict[str, Check]
+) -> list[web.RouteDef]:
+    """The /readyz and /metrics routes of a running service."""
+
+    async def readyz(_request: web.Request) -> web.Response:
+        problems = {}
+        for name, check in checks.items():
+            reason = await check()
+            if reason is not None:
+                problems[name] = reason
+        if problems:
+            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready", "checks": sorted(checks)})
+
+    async def metrics_text(_request: web.Request) -> web.Response:
+        stats = await queue.stats()
+        metrics.queue_depth.set(stats.pending)
+        metrics.dead_letters.set(stats.dead)
+        age = 0.0
+        if stats.oldest_due is not None:
+            oldest = datetime.fromisoformat(stats.oldest_due.replace("Z", "+00:00"))
+            age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        metrics.queue_oldest_age.set(age)
+        return web.Response(
+            body=metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    return [web.get("/readyz", readyz), web.get("/metrics", metrics_text)]
