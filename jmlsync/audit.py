@@ -43,14 +43,20 @@ class ChainBreak:
     reason: str
 
 
-def verify_chain(rows: Iterable[Mapping[str, Any]]) -> tuple[int, ChainBreak | None]:
+def verify_chain(
+    rows: Iterable[Mapping[str, Any]], anchor: str | None = None
+) -> tuple[int, ChainBreak | None]:
     """Check rows in ``seq`` order; return how many were checked and the first break, if any.
 
     A deleted row shows as a gap in ``seq`` or as a ``prev_hash`` that is not the previous
-    row's hash; an edited row as a hash that does not match its content.
+    row's hash; an edited row as a hash that does not match its content. ``anchor``
+    (``"seq:hash"`` of the newest row housekeeping pruned) is where the kept rows start.
     """
     previous_hash = GENESIS
     previous_seq: int | None = None
+    if anchor:
+        seq_text, _, previous_hash = anchor.partition(":")
+        previous_seq = int(seq_text)
     count = 0
     for row in rows:
         seq = int(row["seq"])

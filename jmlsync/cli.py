@@ -14,6 +14,7 @@ from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.cli_config import config
 from jmlsync.cli_ops import audit, queue
 from jmlsync.cli_reconcile import explain, reconcile
+from jmlsync.cli_status import sla_report, status
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 
@@ -29,6 +30,8 @@ main.add_command(explain)
 main.add_command(config)
 main.add_command(queue)
 main.add_command(audit)
+main.add_command(status)
+main.add_command(sla_report)
 
 
 @main.command()

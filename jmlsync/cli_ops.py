@@ -15,8 +15,11 @@ import click
 from jmlsync.audit import verify_chain
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
+from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
+from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
 from jmlsync.store.queue import SqliteQueue
 
 T = TypeVar("T")
@@ -79,6 +82,21 @@ def queue_retry(config_path: Path, job_id: int | None, all_failed: bool) -> None
     click.echo(f"{count} job(s) due again")
 
 
+@queue.command("resume-leavers")
+@CONFIG_OPTION
+def queue_resume_leavers(config_path: Path) -> None:
+    """Resume leaver processing paused by [pipeline].max_leavers_per_minute."""
+
+    async def resume(q: SqliteQueue) -> str | None:
+        reason = await q.get_state(LEAVERS_PAUSED)
+        await q.set_state(LEAVERS_RESUMED_AT, format_timestamp(now_utc()))
+        await q.set_state(LEAVERS_PAUSED, None)
+        return reason
+
+    reason = _with_queue(settings_or_exit(config_path), resume)
+    click.echo(f"leaver processing resumed (was paused: {reason})" if reason else "not paused")
+
+
 @click.group()
 def audit() -> None:
     """Read and verify the hash-chained audit log."""
@@ -91,7 +109,7 @@ def audit_verify(config_path: Path) -> None:
 
     async def check(q: SqliteQueue) -> tuple[int, str | None]:
         rows = [row async for row in q.audit_rows()]
-        count, broken = verify_chain(rows)
+        count, broken = verify_chain(rows, await q.get_state(AUDIT_ANCHOR))
         if broken is not None:
             return count, f"row {broken.seq}: {broken.reason}"
         head = await q.audit_head()

@@ -10,9 +10,12 @@ import click
 
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
+from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.assurance import drift_json, drift_of, guard_message, revocations_over
 from jmlsync.engine.reconcile import Progress, Scope
 from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
-from jmlsync.service import open_engine
+from jmlsync.scim.resources import now_utc
+from jmlsync.service import open_engine, open_runtime
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
@@ -42,29 +45,34 @@ async def run_reconcile(
     scope: Scope,
     *,
     dry_run: bool,
-    max_revocations: int | None,
+    max_revocations: int,
     progress: Progress,
 ) -> RunReport:
-    """Plan, check the revocation guard, and apply unless a dry run or held."""
-    async with open_engine(settings) as reconciler:
-        snapshot = await reconciler.snapshot(scope, progress)
+    """Plan, record drift, check the revocation guard, and apply unless a dry run or held."""
+    async with open_runtime(settings) as runtime:
+        snapshot = await runtime.reconciler.snapshot(scope, progress)
+        findings = drift_of(snapshot)
+        store = runtime.assurance.store
+        complete = scope.targets is None and scope.users is None
+        await store.record_drift(findings, now_utc(), scope_complete=complete)
         report = RunReport(
             dry_run=dry_run,
             operations=snapshot.operations,
             counts=snapshot.counts,
             seconds=snapshot.seconds,
+            drift=drift_json(findings, await store.open_drift(), format_timestamp(now_utc())),
         )
-        revocations = sum(1 for op in snapshot.operations if op.action == "revoke")
-        if max_revocations is not None and revocations > max_revocations:
-            report.held = (
-                f"held: the plan revokes {revocations} grants, more than the limit of"
-                f" {max_revocations}; nothing was changed. Check the IdP, then run again with"
-                f" --max-revocations {revocations} to allow it."
-            )
+        held = revocations_over(snapshot.operations, max_revocations)
+        if held is not None:
+            report.held = guard_message(held, max_revocations)
             if dry_run:
-                report.held = report.held.replace("held: ", "would be held: ")
+                report.held = "would be " + report.held
+            else:
+                await runtime.alerts.alert(
+                    "guard_tripped", report.held, revocations=held, key="cli"
+                )
         if not dry_run and report.held is None:
-            report.outcomes = await reconciler.apply(snapshot.operations, progress)
+            report.outcomes = await runtime.reconciler.apply(snapshot.operations, progress)
     return report
 
 
@@ -93,7 +101,8 @@ def reconcile_exit_code(report: RunReport, detailed: bool) -> int:
     "--max-revocations",
     type=click.IntRange(min=0),
     default=None,
-    help="Hold the run (exit 3, nothing changed) if it would revoke more grants than this.",
+    help="Hold the run (exit 3, nothing changed) if it would revoke more grants than this."
+    "  [default: [reconcile].max_revocations]",
 )
 def reconcile(
     config_path: Path,
@@ -121,7 +130,9 @@ def reconcile(
             settings,
             scope,
             dry_run=dry_run,
-            max_revocations=max_revocations,
+            max_revocations=(
+                settings.reconcile.max_revocations if max_revocations is None else max_revocations
+            ),
             progress=_progress(),
         )
     )

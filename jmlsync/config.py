@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 DEFAULT_BASE_PATH = "/scim/v2"
 
@@ -109,6 +116,7 @@ class PipelineSettings(_Section):
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
     poll_seconds: Annotated[float, Field(gt=0)] = 1.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+    max_leavers_per_minute: Annotated[int, Field(ge=1)] | None = None
 
 
 class AwsIdentityCenterTargetSettings(_TargetSection):
@@ -191,12 +199,62 @@ class RuleSettings(_Section):
         return value
 
 
+class ReconcileSettings(_Section):
+    """``[reconcile]``: scheduled full reconciliation, drift and the mass-revocation guard."""
+
+    schedule: str | None = "*/15 * * * *"
+    drift: Literal["report", "remediate"] = "report"
+    max_revocations: Annotated[int, Field(ge=0)] = 50
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value:
+            from jmlsync.scheduling import check_cron
+
+            check_cron(value)
+        return value or None
+
+
+class SlaSettings(_Section):
+    """``[sla]``: how fast a leaver must be cleared and verified."""
+
+    leaver_seconds: Annotated[int, Field(gt=0)] = 900
+    verify_every_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
+class AlertSettings(_Section):
+    """``[alerts]``: where alerts go besides the log."""
+
+    webhook_url: SecretStr | None = None
+    webhook_url_file: Path | None = None
+    dedupe_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    auth_failures_per_minute: Annotated[int, Field(ge=1)] = 20
+
+
+class SafetySettings(_Section):
+    """``[safety]``: accounts jmlsync never changes in any target (break-glass)."""
+
+    protected_users: list[str] = []
+
+
+class RetentionSettings(_Section):
+    """``[retention]``: how long housekeeping keeps history."""
+
+    days: Annotated[int, Field(ge=1)] = 400
+
+
 class Settings(_Section):
     """Everything jmlsync reads from its configuration file."""
 
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    sla: SlaSettings = SlaSettings()
+    alerts: AlertSettings = AlertSettings()
+    safety: SafetySettings = SafetySettings()
+    retention: RetentionSettings = RetentionSettings()
     targets: dict[str, TargetSettings] = {}
     rules: list[RuleSettings] = []
     source: Path | None = Field(default=None, exclude=True)
@@ -212,6 +270,9 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("tokens_file", "metrics_token_file"):
         if isinstance(server, dict) and isinstance(server.get(key), str):
             server[key] = str(_resolve(base, Path(server[key])))
+    alerts = raw.get("alerts")
+    if isinstance(alerts, dict) and isinstance(alerts.get("webhook_url_file"), str):
+        alerts["webhook_url_file"] = str(_resolve(base, Path(alerts["webhook_url_file"])))
     targets = raw.get("targets")
     if isinstance(targets, dict):
         for target in targets.values():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -15,7 +15,7 @@ Check = Callable[[], Awaitable[str | None]]
 
 
 def ops_routes(
-    metrics: Metrics, queue: SqliteQueue, checks: dict[str, Check]
+    metrics: Metrics, queue: SqliteQueue, checks: Mapping[str, Check]
 ) -> list[web.RouteDef]:
     """The /readyz and /metrics routes of a running service."""
 

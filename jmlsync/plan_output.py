@@ -25,6 +25,7 @@ class RunReport:
     outcomes: list[Outcome] = field(default_factory=list)
     held: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    drift: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -67,7 +68,7 @@ def plan_json(report: RunReport) -> str:
             _operation_json(op, outcome)
             for op, outcome in zip(report.operations, outcomes, strict=True)
         ],
-        "drift": [],
+        "drift": report.drift,
         "summary": report.summary(),
     }
     if report.held:
@@ -102,6 +103,14 @@ def plan_table(report: RunReport) -> str:
         lines.append("")
         lines.append(f"target {target}")
         lines.extend(_line(op, outcome) for op, outcome in items)
+    if report.drift:
+        lines.append("")
+        lines.append(f"drift ({len(report.drift)}):")
+        lines.extend(
+            f"  {d['kind']:<9} {d['target']:<16} {d['user']:<32} {d['role']}"
+            f"  (first seen {d['first_seen']})"
+            for d in report.drift
+        )
     if report.outcomes:
         lines.append("")
         lines.append(f"{summary['applied']} applied, {summary['failed']} failed")

@@ -212,8 +212,15 @@ class Queue(Protocol):
         """Enqueue every user of the directory and every userName jmlsync granted to."""
         ...
 
-    async def lease(self, owner: str, now: datetime, lease_for: timedelta) -> Job | None:
-        """Lease the next due row (leavers first), or None when nothing is due."""
+    async def lease(
+        self, owner: str, now: datetime, lease_for: timedelta, *, include_leavers: bool = True
+    ) -> Job | None:
+        """Lease the next due row (leavers first; none of them when ``include_leavers`` is
+        False), or None when nothing is due."""
+        ...
+
+    async def leaver_events_since(self, since: datetime) -> int:
+        """How many leaver events started at or after ``since``."""
         ...
 
     async def ack(self, job: Job) -> bool:

@@ -12,14 +12,16 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
 
 from jmlsync import systemd
-from jmlsync.alerts import LogAlerts
+from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, WebhookAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
@@ -27,9 +29,11 @@ from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
+from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
+from jmlsync.store.assurance import SqliteAssurance
 from jmlsync.store.queue import SqliteQueue
 from jmlsync.store.sqlite import SqliteStore
 from jmlsync.targets.registry import open_target
@@ -58,6 +62,9 @@ class Runtime:
     reconciler: Reconciler
     pipeline: Pipeline
     metrics: Metrics
+    alerts: Alerts
+    assurance: Assurance
+    webhook: WebhookAlerts | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -74,6 +81,17 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+def _webhook(settings: Settings, http: aiohttp.ClientSession) -> WebhookAlerts | None:
+    """The alert webhook, when configured (its URL from the file wins over the inline one)."""
+    alerts = settings.alerts
+    url = alerts.webhook_url.get_secret_value() if alerts.webhook_url else None
+    if alerts.webhook_url_file is not None:
+        url = alerts.webhook_url_file.read_text("utf-8").strip() or None
+    if not url:
+        return None
+    return WebhookAlerts(http, url, dedupe_seconds=alerts.dedupe_seconds)
+
+
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Open the store and every configured target; close them all on exit."""
@@ -82,6 +100,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     targets: dict[str, Target] = {}
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     metrics = Metrics()
+    webhook = _webhook(settings, http)
+    alerts = Alerts(LogAlerts(), webhook) if webhook else Alerts(LogAlerts())
+    protected = settings.safety.protected_users
     try:
         for name, target_settings in settings.targets.items():
             targets[name] = await open_target(name, target_settings, http=http)
@@ -94,6 +115,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             retry=retry_policy(settings),
             concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
             metrics=metrics,
+            alerts=alerts,
         )
         pipeline = Pipeline(
             store,
@@ -101,18 +123,72 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             applier,
             rules,
             clock=now_utc,
-            alerts=LogAlerts(),
+            alerts=alerts,
             options=options_from(settings.pipeline.model_dump()),
             on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
+            protected=protected,
         )
         store.db.on_commit(pipeline.wake)
-        reconciler = Reconciler(store, targets, rules, applier=applier)
-        yield Runtime(settings, store, queue, targets, applier, reconciler, pipeline, metrics)
+        reconciler = Reconciler(store, targets, rules, applier=applier, protected=protected)
+        assurance = Assurance(
+            reconciler=reconciler,
+            applier=applier,
+            queue=queue,
+            store=SqliteAssurance(store.db),
+            alerts=alerts,
+            metrics=metrics,
+            clock=now_utc,
+            sla=timedelta(seconds=settings.sla.leaver_seconds),
+            drift_mode=settings.reconcile.drift,
+            max_revocations=settings.reconcile.max_revocations,
+        )
+        yield Runtime(
+            settings,
+            store,
+            queue,
+            targets,
+            applier,
+            reconciler,
+            pipeline,
+            metrics,
+            alerts,
+            assurance,
+            webhook,
+        )
     finally:
+        if webhook is not None:
+            await webhook.close()
         for target in targets.values():
             await target.close()
         await http.close()
         await store.close()
+
+
+def build_scheduler(runtime: Runtime) -> Scheduler:
+    """The scheduled jobs of a serving process, recorded in the store's runs."""
+    assurance = runtime.assurance
+    store = assurance.store
+
+    async def start(job: str) -> int:
+        return await store.start_run(job, now_utc())
+
+    async def finish(run_id: int, outcome: str, counts: dict[str, int], detail: str | None) -> None:
+        await store.finish_run(run_id, now_utc(), outcome, counts, detail)
+
+    scheduler = Scheduler((start, finish))
+    settings = runtime.settings
+    if settings.reconcile.schedule:
+        scheduler.add_cron("full-reconcile", settings.reconcile.schedule, assurance.full_reconcile)
+    scheduler.add_interval(
+        "verify-leavers", settings.sla.verify_every_seconds, assurance.verify_leavers
+    )
+    keep = timedelta(days=settings.retention.days)
+
+    async def housekeeping() -> tuple[str, dict[str, int], str | None]:
+        return await assurance.housekeeping(keep)
+
+    scheduler.add_cron("housekeeping", "17 3 * * *", housekeeping)
+    return scheduler
 
 
 @asynccontextmanager
@@ -168,6 +244,9 @@ async def build_app(settings: Settings) -> web.Application:
         public_url=settings.server.public_url,
         observer=_observer(runtime.metrics),
         metrics_auth=metrics_auth,
+        on_auth_failure=AuthFailureWatch(
+            runtime.alerts, settings.alerts.auth_failures_per_minute
+        ).record,
     )
     background = runtime.tasks
 
@@ -184,16 +263,24 @@ async def build_app(settings: Settings) -> web.Application:
             return "workers are not running"
         return None
 
-    app.add_routes(
-        ops_routes(runtime.metrics, runtime.queue, {"store": store_ready, "workers": workers_ready})
-    )
+    scheduler = build_scheduler(runtime)
+
+    async def scheduler_ready() -> str | None:
+        return None if scheduler.running else "scheduler is not running"
+
+    checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
+    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await replan_if_rules_changed(runtime)
+        if runtime.webhook is not None:
+            runtime.webhook.start()
         background["pipeline"] = asyncio.create_task(
             runtime.pipeline.run(), name="jmlsync-pipeline"
         )
+        scheduler.start()
         yield
+        scheduler.shutdown()
         runtime.pipeline.stop()
         await background["pipeline"]
         await stack.aclose()

@@ -27,7 +27,7 @@ async def test_health_and_readiness_are_open(anonymous: ScimClient, server_url: 
     async with anonymous.session.get(f"{root}/readyz") as reply:
         assert reply.status == 200
         body = await reply.json()
-    assert body == {"status": "ready", "checks": ["store", "workers"]}
+    assert body == {"status": "ready", "checks": ["scheduler", "store", "workers"]}
 
 
 async def test_readiness_fails_with_a_reason_when_workers_stop(tmp_path: Path) -> None:

@@ -163,7 +163,10 @@ def test_dry_run_shows_joiners_and_changes_nothing(world: World) -> None:
     assert admin["privileged"] is True
     assert admin["reason"] == "rule 2: group cloud-admins"
     assert document["summary"]["grant"] == 6
-    assert document["drift"] == []
+    assert [(d["kind"], d["target"], d["user"], d["role"]) for d in document["drift"]] == [
+        ("missing", *op[1:]) for op in ops(document)
+    ]
+    assert all(d["first_seen"].endswith("Z") for d in document["drift"])
     assert world.ledger(lambda led: led.write_count()) == 0
 
 
@@ -320,3 +323,30 @@ def test_config_check_and_schema(world: World) -> None:
     schema = json.loads(result.stdout)
     assert "targets" in schema["properties"]
     assert "rules" in schema["properties"]
+
+
+def test_drift_keeps_its_first_sighting_and_finds_hand_made_grants(world: World) -> None:
+    _, first = world.plan("--dry-run")
+    _, second = world.plan("--dry-run")
+    assert [d["first_seen"] for d in second["drift"]] == [d["first_seen"] for d in first["drift"]]
+    world.plan()
+
+    async def by_hand(ledger: LedgerTarget) -> None:
+        await ledger.grant("bob@x.io", "admin")
+
+    world.ledger(by_hand)
+    _, document = world.plan("--dry-run")
+    assert [(d["kind"], d["user"], d["role"]) for d in document["drift"]] == [
+        ("unmanaged", "bob@x.io", "admin")
+    ]
+    code, out, _ = world.run("reconcile", "--dry-run")
+    assert "unmanaged sandbox" in out
+
+
+def test_guard_defaults_to_the_configured_limit(world: World) -> None:
+    world.config.write_text(world.config.read_text() + "\n[reconcile]\nmax_revocations = 1\n")
+    world.plan()
+    world.set_active("alice@x.io", False)
+    code, _, err = world.run("reconcile")
+    assert code == 3
+    assert "more than the limit of 1" in err

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+from jmlsync.alerts import AlertSink
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
@@ -69,6 +70,7 @@ class Applier:
         retry: RetryPolicy | None = None,
         concurrency: Mapping[str, int] | None = None,
         metrics: Metrics | None = None,
+        alerts: AlertSink | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -78,6 +80,7 @@ class Applier:
         limits = concurrency or {}
         self._slots = {name: asyncio.Semaphore(limits.get(name, 4)) for name in targets}
         self.metrics = metrics
+        self.alerts = alerts
 
     async def call(self, target: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
         """Run one target call under the target's concurrency limit, with retries."""
@@ -124,6 +127,8 @@ class Applier:
             if self.metrics is not None:
                 result = "applied" if outcome.ok else "failed"
                 self.metrics.operations.labels(operation.target, operation.action, result).inc()
+            if outcome.ok and operation.privileged and operation.action == "grant":
+                await self._privileged_alert(operation, actor)
             if progress is not None:
                 progress(count)
         return outcomes
@@ -155,6 +160,18 @@ class Applier:
         await self.store.record_applied(
             grant, op.reason, self.clock(), self._entry(op, actor, "applied")
         )
+
+    async def _privileged_alert(self, op: Operation, actor: str) -> None:
+        if self.alerts is not None:
+            await self.alerts.alert(
+                "privileged_grant",
+                f"{op.user} was granted privileged role {op.role} on {op.target} ({op.reason})",
+                user=op.user,
+                target=op.target,
+                role=op.role,
+                actor=actor,
+                key=f"{op.target}/{op.user}/{op.role}",
+            )
 
     async def _spec(self, user_name: str) -> PrincipalSpec:
         stored = await self.store.find_user(user_name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jmlsync.domain.grants import (
@@ -76,11 +76,21 @@ class Reconciler:
         targets: Mapping[str, Target],
         rules: Sequence[Rule],
         applier: Applier,
+        protected: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.targets = targets
         self.rules = rules
         self.applier = applier
+        self.protected = frozenset(name.casefold() for name in protected)
+
+    def plan_managed(self) -> frozenset[tuple[str, str]]:
+        """The roles jmlsync owns because a rule names them."""
+        return managed_roles(self.rules)
+
+    def is_protected(self, user: str) -> bool:
+        """Whether ``user`` is a protected account jmlsync never changes."""
+        return user.casefold() in self.protected
 
     def _target_names(self, scope: Scope) -> list[str]:
         names = sorted(self.targets)
@@ -118,7 +128,7 @@ class Reconciler:
             targets=frozenset(self._target_names(scope)),
             only_users=None,
         )
-        operations = plan(plan_input)
+        operations = [op for op in plan(plan_input) if not self.is_protected(op.user)]
         counts = {
             "users": len(users),
             "groups": len(groups),

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.errors import PermanentTargetError, TargetError
@@ -24,6 +25,10 @@ from jmlsync.engine.apply import Applier
 from jmlsync.ports import Queue, Store
 
 log = logging.getLogger("jmlsync.worker")
+
+#: Service state keys of the leaver pause.
+LEAVERS_PAUSED = "leavers_paused"
+LEAVERS_RESUMED_AT = "leavers_resumed_at"
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class PipelineOptions:
     lease: timedelta = timedelta(seconds=30)
     poll_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
+    max_leavers_per_minute: int | None = None
 
 
 class JobFailed(Exception):
@@ -61,6 +67,7 @@ class Pipeline:
         alerts: AlertSink,
         options: PipelineOptions | None = None,
         on_cleared: Callable[[str, float], None] | None = None,
+        protected: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.queue = queue
@@ -70,6 +77,7 @@ class Pipeline:
         self.alerts = alerts
         self.options = options or PipelineOptions()
         self.on_cleared = on_cleared or (lambda _user, _seconds: None)
+        self.protected = frozenset(name.casefold() for name in protected)
         self._managed = managed_roles(rules)
         self._privileged = privileged_roles(rules)
         self._wake = asyncio.Event()
@@ -77,6 +85,7 @@ class Pipeline:
         self._owner = f"worker-{uuid.uuid4().hex[:8]}"
         self._in_flight: dict[int, tuple[str, Job]] = {}
         self._idle_workers = 0
+        self._paused = False
         self._drained = asyncio.Event()
 
     def wake(self) -> None:
@@ -139,7 +148,10 @@ class Pipeline:
         while not self._stopping.is_set():
             # Cleared before looking, so a commit that lands while we look still wakes us.
             self._wake.clear()
-            job = await self.queue.lease(owner, self.clock(), self.options.lease)
+            include_leavers = not await self._leavers_paused()
+            job = await self.queue.lease(
+                owner, self.clock(), self.options.lease, include_leavers=include_leavers
+            )
             if job is None:
                 self._idle_workers += 1
                 if self._idle_workers == self.options.workers:
@@ -164,6 +176,37 @@ class Pipeline:
             finally:
                 self._in_flight.pop(job.id, None)
 
+    async def _leavers_paused(self) -> bool:
+        """Whether leaver jobs wait for an operator: tripped when more leaver events than
+        ``max_leavers_per_minute`` arrive within a minute (an IdP gone wrong looks like
+        that), until `jmlsync queue resume-leavers`."""
+        limit = self.options.max_leavers_per_minute
+        if limit is None:
+            return False
+        # Checked before every lease (a query on an index) so a wave is caught before its
+        # first leaver is worked off; the cost is paid only when the limit is configured.
+        now = self.clock()
+        if await self.queue.get_state(LEAVERS_PAUSED) is not None:
+            self._paused = True
+            return True
+        since = now - timedelta(minutes=1)
+        resumed = await self.queue.get_state(LEAVERS_RESUMED_AT)
+        if resumed is not None:
+            since = max(since, parse_timestamp(resumed))
+        count = await self.queue.leaver_events_since(since)
+        self._paused = count > limit
+        if self._paused:
+            reason = f"{count} leavers within a minute, over the limit of {limit}"
+            await self.queue.set_state(LEAVERS_PAUSED, reason)
+            await self.alerts.alert(
+                "leavers_paused",
+                f"leaver processing paused: {reason}. Check the IdP, then run"
+                " `jmlsync queue resume-leavers`.",
+                count=count,
+                key="leavers_paused",
+            )
+        return self._paused
+
     async def _idle(self) -> None:
         if self._stopping.is_set():
             return
@@ -175,6 +218,17 @@ class Pipeline:
 
     async def process(self, job: Job) -> None:
         """Plan the job's principal against every target and apply the plan."""
+        if job.user_name.casefold() in self.protected:
+            # A break-glass account: never changed by jmlsync; the IdP touched it, so tell.
+            await self.alerts.alert(
+                "protected_user",
+                f"the IdP changed protected user {job.user_name} ({job.cause}); jmlsync"
+                " changed nothing in any target",
+                user=job.user_name,
+                cause=job.cause,
+            )
+            await self.queue.ack(job)
+            return
         try:
             operations, leaver = await self._plan(job)
             outcomes = await self.applier.apply(operations, actor="pipeline")
@@ -254,7 +308,7 @@ class Pipeline:
         )
 
 
-def options_from(settings: Mapping[str, float | int]) -> PipelineOptions:
+def options_from(settings: Mapping[str, Any]) -> PipelineOptions:
     """PipelineOptions from the ``[pipeline]`` values."""
     return PipelineOptions(
         workers=int(settings["workers"]),
@@ -264,4 +318,9 @@ def options_from(settings: Mapping[str, float | int]) -> PipelineOptions:
         lease=timedelta(seconds=settings["lease_seconds"]),
         poll_seconds=float(settings["poll_seconds"]),
         shutdown_grace_seconds=float(settings["shutdown_grace_seconds"]),
+        max_leavers_per_minute=(
+            int(settings["max_leavers_per_minute"])
+            if settings.get("max_leavers_per_minute")
+            else None
+        ),
     )

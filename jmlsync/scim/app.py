@@ -54,6 +54,8 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 #: Called once per request with (resource, method, status, seconds), e.g. to count it.
 Observer = Callable[[str, str, int, float], None]
 OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
+#: Called with the client address on every request refused for its token.
+ON_AUTH_FAILURE: web.AppKey[Callable[[str], None]] = web.AppKey("on_auth_failure")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -159,6 +161,9 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     metrics_auth = request.app.get(METRICS_AUTH)
     if request.path == "/metrics" and metrics_auth is not None and metrics_auth.allows(header):
         return await handler(request)
+    on_failure = request.app.get(ON_AUTH_FAILURE)
+    if on_failure is not None:
+        on_failure(request.remote or "unknown")
     raise Unauthorized("a valid bearer token is required")
 
 
@@ -227,6 +232,7 @@ def build_scim_app(
     public_url: str | None = None,
     observer: Observer | None = None,
     metrics_auth: BearerAuth | None = None,
+    on_auth_failure: Callable[[str], None] | None = None,
 ) -> web.Application:
     """The application serving SCIM under ``base_path`` and ``/healthz``.
 
@@ -238,6 +244,8 @@ def build_scim_app(
         app[OBSERVER] = observer
     if metrics_auth is not None:
         app[METRICS_AUTH] = metrics_auth
+    if on_auth_failure is not None:
+        app[ON_AUTH_FAILURE] = on_auth_failure
     app[STORE] = store
     app[AUTH] = auth
     app[BASE_PATH] = base_path

@@ -15,6 +15,8 @@ from jmlsync.audit import GENESIS, AuditEntry, chain_hash
 from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
 
 AUDIT_HEAD = "audit_head"
+#: "seq:hash" of the newest pruned audit row: where verification of the kept rows starts.
+AUDIT_ANCHOR = "audit_anchor"
 
 
 async def enqueue(
@@ -55,14 +57,20 @@ async def enqueue_everyone(conn: aiosqlite.Connection, *, cause: str, now: datet
 
 
 async def lease(
-    conn: aiosqlite.Connection, owner: str, now: datetime, lease_for: timedelta
+    conn: aiosqlite.Connection,
+    owner: str,
+    now: datetime,
+    lease_for: timedelta,
+    *,
+    include_leavers: bool = True,
 ) -> Job | None:
     """Take the next due job, leavers first, for ``lease_for``; None when nothing is due."""
     stamp = format_timestamp(now)
+    leavers = "" if include_leavers else " AND leaver = 0"
     async with conn.execute(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id = ("
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
-        " AND (leased_until IS NULL OR leased_until < ?)"
+        f" AND (leased_until IS NULL OR leased_until < ?){leavers}"
         " ORDER BY leaver DESC, next_attempt_at, id LIMIT 1)"
         " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at",
         (format_timestamp(now + lease_for), owner, stamp, stamp),
@@ -212,6 +220,14 @@ async def clear_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime
         (format_timestamp(now), user_name),
     ) as cursor:
         return [row[0] async for row in cursor]
+
+
+async def leaver_events_since(conn: aiosqlite.Connection, since: datetime) -> int:
+    async with conn.execute(
+        "SELECT count(*) FROM leavers WHERE left_at >= ?", (format_timestamp(since),)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def append_audit(conn: aiosqlite.Connection, entry: AuditEntry) -> None:

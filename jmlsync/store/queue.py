@@ -28,9 +28,16 @@ class SqliteQueue:
         async with self.db.transaction(notify=True) as conn:
             return await pipeline_sql.enqueue_everyone(conn, cause=cause, now=now)
 
-    async def lease(self, owner: str, now: datetime, lease_for: timedelta) -> Job | None:
+    async def lease(
+        self, owner: str, now: datetime, lease_for: timedelta, *, include_leavers: bool = True
+    ) -> Job | None:
         async with self.db.transaction() as conn:
-            return await pipeline_sql.lease(conn, owner, now, lease_for)
+            return await pipeline_sql.lease(
+                conn, owner, now, lease_for, include_leavers=include_leavers
+            )
+
+    async def leaver_events_since(self, since: datetime) -> int:
+        return await pipeline_sql.leaver_events_since(self.db.reader, since)
 
     async def ack(self, job: Job) -> bool:
         async with self.db.transaction(notify=True) as conn:
@@ -96,6 +103,9 @@ class SqliteQueue:
     async def get_state(self, key: str) -> str | None:
         return await pipeline_sql.get_state(self.db.reader, key)
 
-    async def set_state(self, key: str, value: str) -> None:
-        async with self.db.transaction() as conn:
-            await pipeline_sql.set_state(conn, key, value)
+    async def set_state(self, key: str, value: str | None) -> None:
+        async with self.db.transaction(notify=value is None) as conn:
+            if value is None:
+                await conn.execute("DELETE FROM service_state WHERE key = ?", (key,))
+            else:
+                await pipeline_sql.set_state(conn, key, value)

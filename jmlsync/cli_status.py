@@ -1,0 +1,148 @@
+"""``jmlsync status`` and ``jmlsync sla-report``: what an operator and an auditor ask."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jmlsync import sla
+from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.config import Settings
+from jmlsync.engine.worker import LEAVERS_PAUSED
+from jmlsync.scim.resources import now_utc
+from jmlsync.service import open_store
+from jmlsync.sla_html import render_html
+from jmlsync.store.assurance import SqliteAssurance
+from jmlsync.store.queue import SqliteQueue
+
+RENDERERS = {
+    "table": sla.render_table,
+    "json": sla.render_json,
+    "csv": sla.render_csv,
+    "html": render_html,
+}
+
+
+async def _status(settings: Settings) -> dict[str, Any]:
+    store = await open_store(settings)
+    try:
+        queue, assurance = SqliteQueue(store.db), SqliteAssurance(store.db)
+        stats = await queue.stats()
+        drift = await assurance.open_drift()
+        unverified = await assurance.unverified_leavers()
+        return {
+            "queue": {
+                "pending": stats.pending,
+                "dead_letters": stats.dead,
+                "oldest_enqueued_at": stats.oldest_due,
+                "leavers_paused": await queue.get_state(LEAVERS_PAUSED),
+            },
+            "runs": {
+                run.job: {
+                    "started_at": run.started_at,
+                    "finished_at": run.finished_at,
+                    "outcome": run.outcome,
+                    "counts": run.counts,
+                }
+                for run in await assurance.last_runs()
+            },
+            "drift": {
+                "missing": sum(1 for d in drift if d.kind == "missing"),
+                "unmanaged": sum(1 for d in drift if d.kind == "unmanaged"),
+            },
+            "leavers": {
+                "not_cleared": sum(1 for leaver in unverified if leaver.cleared_at is None),
+                "not_verified": len(unverified),
+                "sla_breaches": await assurance.open_breaches(),
+            },
+        }
+    finally:
+        await store.close()
+
+
+def _status_table(status: dict[str, Any]) -> str:
+    queue, drift, leavers = status["queue"], status["drift"], status["leavers"]
+    lines = [
+        f"queue:   {queue['pending']} pending, {queue['dead_letters']} dead letter(s)"
+        + (f", oldest since {queue['oldest_enqueued_at']}" if queue["oldest_enqueued_at"] else ""),
+    ]
+    if queue["leavers_paused"]:
+        lines.append(f"         LEAVERS PAUSED: {queue['leavers_paused']}")
+    lines.append(
+        f"leavers: {leavers['not_cleared']} not cleared, {leavers['not_verified']} not verified,"
+        f" {leavers['sla_breaches']} SLA breach(es) open"
+    )
+    lines.append(f"drift:   {drift['missing']} missing, {drift['unmanaged']} unmanaged")
+    lines.append("last runs:")
+    for job, run in sorted(status["runs"].items()):
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
+        lines.append(
+            f"  {job:<15} {run['outcome'] or 'running':<8} {run['started_at']}"
+            + (f"  ({counts})" if counts else "")
+        )
+    if not status["runs"]:
+        lines.append("  none yet")
+    return "\n".join(lines)
+
+
+@click.command("status")
+@CONFIG_OPTION
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def status(config_path: Path, output_format: str) -> None:
+    """Queue depth, dead letters, last runs, open drift and SLA breaches.
+
+    Exits 1 when an SLA breach is open or leaver processing is paused.
+    """
+    result = asyncio.run(_status(settings_or_exit(config_path)))
+    click.echo(json.dumps(result, indent=2) if output_format == "json" else _status_table(result))
+    if result["leavers"]["sla_breaches"] or result["queue"]["leavers_paused"]:
+        sys.exit(1)
+
+
+async def _report(settings: Settings, since: datetime, now: datetime) -> sla.SlaReport:
+    store = await open_store(settings)
+    try:
+        assurance = SqliteAssurance(store.db)
+        return sla.build_report(
+            await assurance.leaver_records(since, now),
+            await assurance.mover_revocations(since, now),
+            sla_seconds=settings.sla.leaver_seconds,
+            since=since,
+            until=now,
+            now=now,
+        )
+    finally:
+        await store.close()
+
+
+@click.command("sla-report")
+@CONFIG_OPTION
+@click.option("--since", default="30d", show_default=True, help="30d, 12h, 90m, 2w or a date.")
+@click.option("--format", "output_format", type=click.Choice(sorted(RENDERERS)), default="table")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def sla_report(config_path: Path, since: str, output_format: str, output: Path | None) -> None:
+    """One row per leaver in the window, the summary, and movers' revocations.
+
+    Exits 1 when the window holds an SLA breach (for cron and CI), 0 otherwise.
+    """
+    settings = settings_or_exit(config_path)
+    now = now_utc()
+    try:
+        start = sla.parse_since(since, now)
+    except ValueError as exc:
+        click.echo(f"jmlsync: --since: {exc}", err=True)
+        sys.exit(1)
+    report = asyncio.run(_report(settings, start, now))
+    text = RENDERERS[output_format](report)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text if text.endswith("\n") else text + "\n", "utf-8")
+        click.echo(f"wrote {output}", err=True)
+    sys.exit(1 if report.has_breach else 0)

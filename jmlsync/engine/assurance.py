@@ -1,0 +1,186 @@
+"""What jmlsync proves on a schedule: that leavers lost access within the SLA, and that the
+targets match the directory (drift), with the mass-revocation guard on remediation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from jmlsync.alerts import AlertSink
+from jmlsync.domain.errors import TargetError
+from jmlsync.domain.grants import Grant, Operation
+from jmlsync.engine.apply import Applier
+from jmlsync.engine.reconcile import Reconciler, Scope, Snapshot
+from jmlsync.metrics import Metrics
+from jmlsync.ports import Queue
+from jmlsync.store.assurance import DriftFinding, OpenLeaver, SqliteAssurance
+
+log = logging.getLogger("jmlsync.assurance")
+
+RunResult = tuple[str, dict[str, int], str | None]
+
+
+def drift_of(snapshot: Snapshot) -> list[tuple[str, Grant]]:
+    """Drift in a snapshot: ``missing`` (desired, absent) and ``unmanaged`` (present on a
+    role jmlsync manages, not desired: e.g. granted by hand in the console)."""
+    inp = snapshot.plan_input
+    findings: list[tuple[str, Grant]] = []
+    for grant in sorted(inp.desired):
+        if grant not in inp.actual and inp.in_scope(grant.target, grant.user):
+            findings.append(("missing", grant))
+    for grant in sorted(inp.actual):
+        owned = (grant.target, grant.role) in inp.managed or grant in inp.applied
+        if owned and grant not in inp.desired and inp.in_scope(grant.target, grant.user):
+            findings.append(("unmanaged", grant))
+    return findings
+
+
+def drift_json(
+    findings: Iterable[tuple[str, Grant]], known: Iterable[DriftFinding], now: str
+) -> list[dict[str, str]]:
+    """The ``drift`` array of `reconcile --format json`."""
+    first_seen = {(d.kind, d.target, d.user, d.role): d.first_seen for d in known}
+    return [
+        {
+            "kind": kind,
+            "target": grant.target,
+            "user": grant.user,
+            "role": grant.role,
+            "first_seen": first_seen.get((kind, grant.target, grant.user, grant.role), now),
+        }
+        for kind, grant in findings
+    ]
+
+
+def revocations_over(operations: Iterable[Operation], limit: int) -> int | None:
+    """The number of revocations when it exceeds ``limit`` (the guard trips), else None."""
+    count = sum(1 for op in operations if op.action == "revoke")
+    return count if count > limit else None
+
+
+@dataclass
+class Assurance:
+    """The scheduled jobs' logic, over the runtime's parts."""
+
+    reconciler: Reconciler
+    applier: Applier
+    queue: Queue
+    store: SqliteAssurance
+    alerts: AlertSink
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    sla: timedelta
+    drift_mode: str
+    max_revocations: int
+
+    async def verify_leavers(self) -> RunResult:
+        """Read back every cleared leaver's access; mark it verified, or breached past the SLA."""
+        counts = {"checked": 0, "verified": 0, "breached": 0, "unreadable": 0}
+        for leaver in await self.store.unverified_leavers():
+            counts["checked"] += 1
+            if leaver.cleared_at is not None:
+                try:
+                    clean = await self._access_gone(leaver.user_name)
+                except TargetError as exc:
+                    log.warning("cannot verify %s yet: %s", leaver.user_name, exc)
+                    counts["unreadable"] += 1
+                    clean = False
+                if clean:
+                    await self.store.mark_verified(leaver.id, self.clock())
+                    counts["verified"] += 1
+                    continue
+            if await self._breach(leaver):
+                counts["breached"] += 1
+        outcome = "breach" if counts["breached"] else "ok"
+        return outcome, counts, None
+
+    async def _access_gone(self, user: str) -> bool:
+        managed = self.reconciler.plan_managed()
+        for target in self.applier.targets:
+            roles, principal = await self.applier.read_user(target, user)
+            if any((target, role) in managed for role in roles):
+                return False
+            if principal is not None and principal.disableable:
+                return False
+        return True
+
+    async def _breach(self, leaver: OpenLeaver) -> bool:
+        now = self.clock()
+        if now - leaver.left_at <= self.sla or leaver.breached_at is not None:
+            return False
+        if not await self.store.mark_breached(leaver.id, now):
+            return False
+        self.metrics.sla_breaches.inc()
+        late = (now - leaver.left_at).total_seconds()
+        await self.alerts.alert(
+            "sla_breach",
+            f"leaver {leaver.user_name} still not verified {late:.0f}s after leaving"
+            f" (SLA {self.sla.total_seconds():.0f}s); revocations queued again",
+            user=leaver.user_name,
+            left_at=leaver.left_at.isoformat(),
+        )
+        await self.queue.enqueue([leaver.user_name], cause="sla.breach", now=now, leaver=True)
+        return True
+
+    async def full_reconcile(self) -> RunResult:
+        """Read every target, record drift, and remediate it when configured (guarded)."""
+        snapshot = await self.reconciler.snapshot(Scope())
+        findings = drift_of(snapshot)
+        new, open_findings = await self.store.record_drift(
+            findings, self.clock(), scope_complete=True
+        )
+        for kind in ("missing", "unmanaged"):
+            self.metrics.drift_findings.labels(kind).set(
+                sum(1 for d in open_findings if d.kind == kind)
+            )
+        for finding in new:
+            if finding.kind == "unmanaged":
+                await self.alerts.alert(
+                    "unmanaged_drift",
+                    f"{finding.user} holds {finding.role} on {finding.target}, which no rule"
+                    " grants (granted outside jmlsync?)",
+                    user=finding.user,
+                    target=finding.target,
+                    role=finding.role,
+                    key=f"{finding.target}/{finding.user}/{finding.role}",
+                )
+        counts = {
+            **snapshot.counts,
+            "missing": sum(1 for k, _ in findings if k == "missing"),
+            "unmanaged": sum(1 for k, _ in findings if k == "unmanaged"),
+            "new_findings": len(new),
+        }
+        outcome, detail = "ok", None
+        if self.drift_mode == "remediate" and snapshot.operations:
+            outcome, detail = await self._remediate(snapshot.operations, counts)
+        self.metrics.last_reconcile.set(self.clock().timestamp())
+        self.metrics.last_reconcile_ok.set(1 if outcome == "ok" else 0)
+        return outcome, counts, detail
+
+    async def _remediate(
+        self, operations: list[Operation], counts: dict[str, int]
+    ) -> tuple[str, str | None]:
+        held = revocations_over(operations, self.max_revocations)
+        if held is not None:
+            message = guard_message(held, self.max_revocations)
+            await self.alerts.alert("guard_tripped", message, revocations=held, key="full")
+            return "held", message
+        outcomes = await self.applier.apply(operations, actor="reconcile")
+        counts["applied"] = sum(1 for o in outcomes if o.ok)
+        counts["failed"] = sum(1 for o in outcomes if not o.ok)
+        return ("ok" if not counts["failed"] else "failed"), None
+
+    async def housekeeping(self, keep: timedelta) -> RunResult:
+        pruned = await self.store.housekeeping(self.clock(), keep)
+        return "ok", pruned, None
+
+
+def guard_message(revocations: int, limit: int) -> str:
+    """What a held run says: the count, the limit, and the override."""
+    return (
+        f"held: the plan revokes {revocations} grants, more than the limit of {limit};"
+        f" nothing was changed. Check the IdP, then run `jmlsync reconcile --max-revocations"
+        f" {revocations}` to allow it."
+    )

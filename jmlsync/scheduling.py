@@ -1,0 +1,93 @@
+"""Scheduled work on APScheduler 3 (the only module that imports it): full reconciliation on
+a cron schedule, leaver verification on an interval, and daily housekeeping.
+
+Each job runs at most once at a time (``max_instances=1``), missed runs coalesce into one,
+and every run is recorded with its start, end, outcome and counts (see `jmlsync status`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger("jmlsync.scheduling")
+
+#: A scheduled job: returns (outcome, counts, detail) for the run record.
+Job = Callable[[], Awaitable[tuple[str, dict[str, int], str | None]]]
+#: Records runs: start(job) -> id, finish(id, outcome, counts, detail).
+Recorder = tuple[
+    Callable[[str], Awaitable[int]],
+    Callable[[int, str, dict[str, int], str | None], Awaitable[None]],
+]
+
+
+def check_cron(expression: str) -> None:
+    """Raise ValueError when ``expression`` is not a 5-field crontab expression."""
+    try:
+        CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a cron expression ({exc})") from exc
+
+
+class Scheduler:
+    """Owns the APScheduler instance and the jobs registered on it."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._start_run, self._finish_run = recorder
+
+    def add_cron(self, name: str, expression: str, job: Job) -> None:
+        self._add(name, CronTrigger.from_crontab(expression, timezone=UTC), job)
+
+    def add_interval(self, name: str, seconds: float, job: Job) -> None:
+        self._add(name, IntervalTrigger(seconds=seconds, timezone=UTC), job)
+
+    def _add(self, name: str, trigger: CronTrigger | IntervalTrigger, job: Job) -> None:
+        async def run() -> None:
+            await self.run_now(name, job)
+
+        self._scheduler.add_job(
+            run,
+            trigger,
+            id=name,
+            name=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+
+    async def run_now(self, name: str, job: Job) -> str:
+        """Run ``job`` once, recorded; an exception is a failed run, never a crash."""
+        run_id = await self._start_run(name)
+        try:
+            outcome, counts, detail = await job()
+        except Exception as exc:
+            log.exception("scheduled %s failed", name)
+            outcome, counts, detail = "failed", {}, f"{type(exc).__name__}: {exc}"
+        await self._finish_run(run_id, outcome, counts, detail)
+        log.info(
+            "scheduled %s: %s",
+            name,
+            outcome,
+            extra={"fields": {"job": name, "outcome": outcome, **counts}},
+        )
+        return outcome
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def next_runs(self) -> dict[str, datetime | None]:
+        return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}

@@ -1,0 +1,429 @@
+"""The leaver SLA report: every leaver measured against the SLA, rendered as JSON, CSV and a table.
+
+The SLA runs from ``left_at`` (jmlsync acknowledged the deactivation or delete) until every grant
+was revoked (``cleared_at``) and read back as gone (``verified_at``). Building the report is pure:
+the caller passes ``now``, which decides whether an unverified leaver is still pending or late.
+:mod:`jmlsync.sla_html` renders the same report as one self-contained page for auditors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
+
+Mark = Literal["OK", "BREACH", "pending"]
+
+CSV_COLUMNS = (
+    "user",
+    "left_at",
+    "cleared_at",
+    "verified_at",
+    "seconds_to_clear",
+    "seconds_to_verify",
+    "within_sla",
+    "breached_at",
+    "targets",
+)
+
+_DURATION = re.compile(r"(\d+)([smhdw])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class LeaverOutcome:
+    """One leaver measured against the SLA; ``within_sla`` is None while still pending."""
+
+    record: LeaverRecord
+    seconds_to_clear: float | None
+    seconds_to_verify: float | None
+    within_sla: bool | None
+
+    @property
+    def mark(self) -> Mark:
+        """``OK``, ``BREACH`` or ``pending``: the verdict as people read it."""
+        if self.within_sla is None:
+            return "pending"
+        return "OK" if self.within_sla else "BREACH"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The leaver row of the JSON report."""
+        record = self.record
+        return {
+            "user": record.user,
+            "left_at": iso_z(record.left_at),
+            "cleared_at": _iso_or_none(record.cleared_at),
+            "verified_at": _iso_or_none(record.verified_at),
+            "seconds_to_clear": self.seconds_to_clear,
+            "within_sla": self.within_sla,
+            "seconds_to_verify": self.seconds_to_verify,
+            "breached_at": _iso_or_none(record.breached_at),
+            "targets": [_target_dict(detail) for detail in record.targets],
+        }
+
+
+@dataclass(frozen=True)
+class MoverOutcome:
+    """One revocation caused by a mover, measured from the committed change to the revocation."""
+
+    revocation: MoverRevocation
+    seconds: float
+    within_sla: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The revocation row of the JSON report."""
+        revocation = self.revocation
+        return {
+            "user": revocation.user,
+            "target": revocation.target,
+            "role": revocation.role,
+            "requested_at": iso_z(revocation.requested_at),
+            "revoked_at": iso_z(revocation.revoked_at),
+            "seconds": self.seconds,
+            "within_sla": self.within_sla,
+        }
+
+
+@dataclass(frozen=True)
+class SlaSummary:
+    """Counts and latencies of one population (leavers, or movers' revocations).
+
+    The percentiles and maximum are of the time to clear (for movers: to revoke), in seconds,
+    None when nothing was cleared. ``compliance_percent`` counts only decided outcomes: pending
+    ones are left out, and it is 100.0 when nothing is decided yet.
+    """
+
+    count: int
+    cleared: int
+    verified: int
+    pending: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+    max_seconds: float | None
+    breaches: int
+    compliance_percent: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary object of the JSON report."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SlaReport:
+    """The leavers (and movers' revocations) of one window, measured against one SLA."""
+
+    sla_seconds: int
+    since: datetime
+    until: datetime
+    generated_at: datetime
+    leavers: tuple[LeaverOutcome, ...]
+    summary: SlaSummary
+    movers: tuple[MoverOutcome, ...]
+    movers_summary: SlaSummary
+
+    @property
+    def has_breach(self) -> bool:
+        """Whether any leaver missed the SLA (late, flagged breached, or overdue)."""
+        return any(outcome.within_sla is False for outcome in self.leavers)
+
+    @property
+    def window(self) -> dict[str, str]:
+        """The window as ISO 8601 UTC instants."""
+        return {"since": iso_z(self.since), "until": iso_z(self.until)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready values; operators script against these names."""
+        return {
+            "sla_seconds": self.sla_seconds,
+            "window": self.window,
+            "leavers": [outcome.as_dict() for outcome in self.leavers],
+            "summary": self.summary.as_dict(),
+            "movers": {
+                "revocations": [outcome.as_dict() for outcome in self.movers],
+                "summary": self.movers_summary.as_dict(),
+            },
+        }
+
+    def to_json(self) -> str:
+        """:meth:`as_dict` as indented JSON."""
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def build_report(
+    leavers: Sequence[LeaverRecord],
+    movers: Sequence[MoverRevocation],
+    *,
+    sla_seconds: int,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> SlaReport:
+    """Measure the leavers who left, and the mover revocations requested, within the window.
+
+    The window is inclusive at both ends; records outside it are left out. Naive datetimes are
+    taken as UTC. Raises ValueError if ``sla_seconds`` is not positive or ``since`` is after
+    ``until``.
+    """
+    since, until, now = _utc(since), _utc(until), _utc(now)
+    if sla_seconds <= 0:
+        raise ValueError(f"the SLA must be a positive number of seconds, not {sla_seconds}")
+    if since > until:
+        raise ValueError(f"the window starts ({iso_z(since)}) after it ends ({iso_z(until)})")
+    limit = timedelta(seconds=sla_seconds)
+    chosen = sorted(
+        (r for r in leavers if since <= _utc(r.left_at) <= until),
+        key=lambda r: (_utc(r.left_at), r.user),
+    )
+    revocations = sorted(
+        (m for m in movers if since <= _utc(m.requested_at) <= until),
+        key=lambda m: (_utc(m.requested_at), m.user, m.target, m.role),
+    )
+    leaver_outcomes = tuple(_measure_leaver(record, limit, now) for record in chosen)
+    mover_outcomes = tuple(_measure_mover(revocation, limit) for revocation in revocations)
+    return SlaReport(
+        sla_seconds=sla_seconds,
+        since=since,
+        until=until,
+        generated_at=now,
+        leavers=leaver_outcomes,
+        summary=_leaver_summary(leaver_outcomes),
+        movers=mover_outcomes,
+        movers_summary=_mover_summary(mover_outcomes),
+    )
+
+
+def _measure_leaver(record: LeaverRecord, limit: timedelta, now: datetime) -> LeaverOutcome:
+    left_at = _utc(record.left_at)
+    to_clear = None if record.cleared_at is None else _utc(record.cleared_at) - left_at
+    to_verify = None if record.verified_at is None else _utc(record.verified_at) - left_at
+    return LeaverOutcome(
+        record=record,
+        seconds_to_clear=_seconds(to_clear),
+        seconds_to_verify=_seconds(to_verify),
+        within_sla=_verdict(record, to_verify, limit, now - left_at),
+    )
+
+
+def _verdict(
+    record: LeaverRecord, to_verify: timedelta | None, limit: timedelta, age: timedelta
+) -> bool | None:
+    if record.breached_at is not None:
+        return False
+    if to_verify is not None:
+        return to_verify <= limit
+    return False if age > limit else None
+
+
+def _measure_mover(revocation: MoverRevocation, limit: timedelta) -> MoverOutcome:
+    elapsed = _utc(revocation.revoked_at) - _utc(revocation.requested_at)
+    return MoverOutcome(
+        revocation=revocation,
+        seconds=round(elapsed.total_seconds(), 3),
+        within_sla=elapsed <= limit,
+    )
+
+
+def _leaver_summary(outcomes: Sequence[LeaverOutcome]) -> SlaSummary:
+    durations = [o.seconds_to_clear for o in outcomes if o.seconds_to_clear is not None]
+    verified = sum(1 for o in outcomes if o.record.verified_at is not None)
+    return _summary(durations, verified, [o.within_sla for o in outcomes])
+
+
+def _mover_summary(outcomes: Sequence[MoverOutcome]) -> SlaSummary:
+    """A mover's revocation has no separate read-back: once revoked it counts as verified."""
+    return _summary([o.seconds for o in outcomes], len(outcomes), [o.within_sla for o in outcomes])
+
+
+def _summary(
+    durations: Sequence[float], verified: int, verdicts: Sequence[bool | None]
+) -> SlaSummary:
+    ordered = sorted(durations)
+    pending = sum(1 for v in verdicts if v is None)
+    met = sum(1 for v in verdicts if v is True)
+    decided = len(verdicts) - pending
+    return SlaSummary(
+        count=len(verdicts),
+        cleared=len(ordered),
+        verified=verified,
+        pending=pending,
+        p50_seconds=_rounded(percentile(ordered, 50)),
+        p95_seconds=_rounded(percentile(ordered, 95)),
+        max_seconds=_rounded(ordered[-1] if ordered else None),
+        breaches=sum(1 for v in verdicts if v is False),
+        compliance_percent=round(100.0 * met / decided, 2) if decided else 100.0,
+    )
+
+
+def percentile(ordered: Sequence[float], rank: float) -> float | None:
+    """The ``rank``-th percentile of sorted values, interpolating linearly between neighbours.
+
+    The same method as numpy's default and ``statistics.quantiles(method="inclusive")``; None
+    for no values.
+    """
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * rank / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """The window start ``text`` names: a duration back from ``now`` or an ISO 8601 instant.
+
+    Durations are a whole number and a unit: ``3600s``, ``90m``, ``12h``, ``30d``, ``2w``. An ISO
+    date means its midnight UTC; a naive ISO datetime is taken as UTC. Raises ValueError, with a
+    message fit for a command line, for anything else.
+    """
+    cleaned = text.strip()
+    match = _DURATION.fullmatch(cleaned)
+    try:
+        if match is not None:
+            amount = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+            return _utc(now) - timedelta(seconds=amount)
+        return _utc(datetime.fromisoformat(cleaned))
+    except OverflowError:
+        raise ValueError(f"window start {text!r} is out of range") from None
+    except ValueError:
+        raise ValueError(
+            f"cannot read {text!r} as a window start: give a duration such as 30d, 12h, 90m,"
+            " 3600s or 2w, or an ISO 8601 date or datetime such as 2024-05-01 or"
+            " 2024-05-01T09:30:00Z"
+        ) from None
+
+
+def render_json(report: SlaReport) -> str:
+    """The report as JSON (see :meth:`SlaReport.as_dict` for the names)."""
+    return report.to_json()
+
+
+def render_csv(report: SlaReport) -> str:
+    """One row per leaver after a header row; targets as ``name:revocations`` joined by ``;``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_csv_row(outcome) for outcome in report.leavers)
+    return buffer.getvalue()
+
+
+def _csv_row(outcome: LeaverOutcome) -> list[str]:
+    row = outcome.as_dict()
+    verdict = row["within_sla"]
+    row["within_sla"] = "" if verdict is None else str(verdict).lower()
+    row["targets"] = ";".join(f"{t.target}:{t.revocations}" for t in outcome.record.targets)
+    return ["" if row[column] is None else str(row[column]) for column in CSV_COLUMNS]
+
+
+def render_table(report: SlaReport) -> str:
+    """The report for people: header, one line per leaver (breaches first), then the summaries."""
+    lines = [
+        f"Leaver SLA report: SLA {report.sla_seconds} s,"
+        f" window {human_time(report.since)} .. {human_time(report.until)}",
+        f"Generated {human_time(report.generated_at)}",
+        "",
+    ]
+    if report.leavers:
+        lines.extend(_leaver_table(report.leavers))
+    else:
+        lines.append("No leaver in this window.")
+    lines.append("")
+    lines.extend(_summary_lines("Leavers", "time to clear", report.summary))
+    lines.append("")
+    lines.extend(_summary_lines("Movers' revocations", "time to revoke", report.movers_summary))
+    return "\n".join(lines)
+
+
+def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:
+    header = ("STATUS", "USER", "LEFT", "CLEARED", "VERIFIED", "TO CLEAR (s)", "TO VERIFY (s)")
+    rows = [header, *(_table_row(o) for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _table_row(outcome: LeaverOutcome) -> tuple[str, ...]:
+    record = outcome.record
+    return (
+        outcome.mark,
+        _printable(record.user),
+        human_time(record.left_at),
+        human_time(record.cleared_at),
+        human_time(record.verified_at),
+        format_seconds(outcome.seconds_to_clear),
+        format_seconds(outcome.seconds_to_verify),
+    )
+
+
+def _summary_lines(title: str, measure: str, summary: SlaSummary) -> list[str]:
+    return [
+        f"{title}: {summary.count}, cleared {summary.cleared}, verified {summary.verified},"
+        f" pending {summary.pending}, breaches {summary.breaches},"
+        f" compliance {format_percent(summary.compliance_percent)}",
+        f"  {measure}: p50 {format_seconds(summary.p50_seconds)} s,"
+        f" p95 {format_seconds(summary.p95_seconds)} s,"
+        f" max {format_seconds(summary.max_seconds)} s",
+    ]
+
+
+def iso_z(moment: datetime) -> str:
+    """An instant as ISO 8601 UTC with a trailing ``Z``, in the store's fixed-width form."""
+    return format_timestamp(_utc(moment))
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else iso_z(moment)
+
+
+def human_time(moment: datetime | None) -> str:
+    """An instant for people, to the second in UTC; ``-`` for none."""
+    return "-" if moment is None else _utc(moment).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_seconds(seconds: float | None) -> str:
+    """Seconds for people, up to milliseconds without trailing zeros; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def format_percent(percent: float) -> str:
+    """A compliance percentage for people, with two decimals."""
+    return f"{percent:.2f} %"
+
+
+def _target_dict(detail: TargetDetail) -> dict[str, Any]:
+    return {
+        "target": detail.target,
+        "revocations": detail.revocations,
+        "disabled": detail.disabled,
+        "failures": detail.failures,
+        "last_change_at": _iso_or_none(detail.last_change_at),
+    }
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _seconds(elapsed: timedelta | None) -> float | None:
+    return None if elapsed is None else round(elapsed.total_seconds(), 3)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+def _printable(text: str) -> str:
+    """Control characters in a user name must not move a terminal's cursor."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

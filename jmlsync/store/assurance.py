@@ -1,0 +1,285 @@
+"""What proves jmlsync's work on SQLite: leaver verification and breaches, movers' revocations,
+drift findings, the record of scheduled runs, and housekeeping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aiosqlite
+
+from jmlsync.domain.grants import Grant
+from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
+from jmlsync.store import pipeline_sql
+from jmlsync.store.database import Database
+
+
+@dataclass(frozen=True)
+class OpenLeaver:
+    """A leaver event not verified yet."""
+
+    id: int
+    user_name: str
+    left_at: datetime
+    cleared_at: datetime | None
+    breached_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    kind: str
+    target: str
+    user: str
+    role: str
+    first_seen: str
+    last_seen: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    job: str
+    started_at: str
+    finished_at: str | None
+    outcome: str | None
+    counts: dict[str, int]
+    detail: str | None
+
+
+@dataclass
+class _Tally:
+    revocations: int = 0
+    disabled: bool = False
+    failures: int = 0
+    last: str | None = None
+
+
+def _when(text: str | None) -> datetime | None:
+    return parse_timestamp(text) if text else None
+
+
+class SqliteAssurance:
+    """Leaver verification, drift, runs and housekeeping on the store's database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def unverified_leavers(self) -> list[OpenLeaver]:
+        """Leaver events neither verified nor cancelled, oldest first."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT id, user_name, left_at, cleared_at, breached_at FROM leavers"
+            " WHERE verified_at IS NULL AND cancelled_at IS NULL ORDER BY left_at"
+        )
+        return [
+            OpenLeaver(r[0], r[1], parse_timestamp(r[2]), _when(r[3]), _when(r[4])) for r in rows
+        ]
+
+    async def mark_verified(self, leaver_id: int, now: datetime) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE leavers SET verified_at = ? WHERE id = ? AND verified_at IS NULL",
+                (format_timestamp(now), leaver_id),
+            )
+
+    async def mark_breached(self, leaver_id: int, now: datetime) -> bool:
+        """Record the breach; True the first time only (so it is alerted once)."""
+        async with (
+            self.db.transaction() as conn,
+            conn.execute(
+                "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?"
+                " WHERE id = ? AND breached_at IS NULL",
+                (format_timestamp(now), format_timestamp(now), leaver_id),
+            ) as cursor,
+        ):
+            return cursor.rowcount > 0
+
+    async def record_mover_revocation(
+        self, grant: Grant, requested_at: str, revoked_at: datetime
+    ) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO mover_revocations (user_name, target, role, requested_at,"
+                " revoked_at) VALUES (?, ?, ?, ?, ?)",
+                (grant.user, grant.target, grant.role, requested_at, format_timestamp(revoked_at)),
+            )
+
+    async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
+        """Leaver events (not cancelled) that started in the window, with per-target detail."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            " WHERE cancelled_at IS NULL AND left_at >= ? AND left_at < ? ORDER BY left_at",
+            (format_timestamp(since), format_timestamp(until)),
+        )
+        records = []
+        for user, left_at, cleared_at, verified_at, breached_at in rows:
+            details = await self._target_details(user, left_at)
+            records.append(
+                LeaverRecord(
+                    user=user,
+                    left_at=parse_timestamp(left_at),
+                    cleared_at=_when(cleared_at),
+                    verified_at=_when(verified_at),
+                    breached_at=_when(breached_at),
+                    targets=tuple(details),
+                )
+            )
+        return records
+
+    async def _target_details(self, user: str, left_at: str) -> list[TargetDetail]:
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT target, action, outcome, max(at), count(*) FROM audit"
+            " WHERE subject = ? AND at >= ? AND target IS NOT NULL"
+            " AND action IN ('revoke', 'disable') GROUP BY target, action, outcome",
+            (f"user {user}", left_at),
+        )
+        tally: dict[str, _Tally] = {}
+        for target, action, outcome, last, count in rows:
+            entry = tally.setdefault(target, _Tally())
+            if outcome != "applied":
+                entry.failures += count
+            elif action == "revoke":
+                entry.revocations += count
+            else:
+                entry.disabled = True
+            entry.last = max(entry.last or last, last)
+        return [
+            TargetDetail(t, e.revocations, e.disabled, e.failures, _when(e.last))
+            for t, e in sorted(tally.items())
+        ]
+
+    async def mover_revocations(self, since: datetime, until: datetime) -> list[MoverRevocation]:
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT user_name, target, role, requested_at, revoked_at FROM mover_revocations"
+            " WHERE requested_at >= ? AND requested_at < ? ORDER BY requested_at",
+            (format_timestamp(since), format_timestamp(until)),
+        )
+        return [
+            MoverRevocation(r[0], r[1], r[2], parse_timestamp(r[3]), parse_timestamp(r[4]))
+            for r in rows
+        ]
+
+    async def record_drift(
+        self, findings: Iterable[tuple[str, Grant]], now: datetime, *, scope_complete: bool
+    ) -> tuple[list[DriftFinding], list[DriftFinding]]:
+        """Upsert what this run found; resolve what it no longer finds (when it looked at
+        everything). Returns (new findings, all open findings)."""
+        stamp = format_timestamp(now)
+        new: list[DriftFinding] = []
+        seen: set[tuple[str, str, str, str]] = set()
+        async with self.db.transaction() as conn:
+            for kind, grant in findings:
+                key = (kind, grant.target, grant.user, grant.role)
+                seen.add(key)
+                async with conn.execute(
+                    "UPDATE drift SET last_seen = ? WHERE kind = ? AND target = ?"
+                    " AND user_name = ? AND role = ? AND resolved_at IS NULL",
+                    (stamp, *key),
+                ) as cursor:
+                    if cursor.rowcount:
+                        continue
+                await conn.execute(
+                    "INSERT INTO drift (kind, target, user_name, role, first_seen, last_seen)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (*key, stamp, stamp),
+                )
+                new.append(DriftFinding(*key, stamp, stamp))
+            if scope_complete:
+                await _resolve_unseen(conn, seen, stamp)
+        return new, await self.open_drift()
+
+    async def open_drift(self) -> list[DriftFinding]:
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT kind, target, user_name, role, first_seen, last_seen FROM drift"
+            " WHERE resolved_at IS NULL ORDER BY kind, target, user_name, role"
+        )
+        return [DriftFinding(*row) for row in rows]
+
+    async def start_run(self, job: str, now: datetime) -> int:
+        async with (
+            self.db.transaction() as conn,
+            conn.execute(
+                "INSERT INTO runs (job, started_at) VALUES (?, ?) RETURNING id",
+                (job, format_timestamp(now)),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def finish_run(
+        self,
+        run_id: int,
+        now: datetime,
+        outcome: str,
+        counts: dict[str, int] | None = None,
+        detail: str | None = None,
+    ) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, detail = ? WHERE id = ?",
+                (format_timestamp(now), outcome, json.dumps(counts or {}), detail, run_id),
+            )
+
+    async def last_runs(self) -> list[RunRecord]:
+        """The newest run of each job."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT job, started_at, finished_at, outcome, counts, detail FROM runs"
+            " WHERE id IN (SELECT max(id) FROM runs GROUP BY job) ORDER BY job"
+        )
+        return [
+            RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5]) for r in rows
+        ]
+
+    async def open_breaches(self) -> int:
+        async with self.db.reader.execute(
+            "SELECT count(*) FROM leavers WHERE breached_at IS NOT NULL AND verified_at IS NULL"
+            " AND cancelled_at IS NULL"
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def housekeeping(self, now: datetime, keep: timedelta) -> dict[str, int]:
+        """Prune history older than ``keep``: runs, resolved drift, movers' revocations,
+        verified or cancelled leaver events, and the oldest audit rows (their last hash is kept
+        as the chain's anchor, so `audit verify` still checks what remains)."""
+        cutoff = format_timestamp(now - keep)
+        pruned: dict[str, int] = {}
+        async with self.db.transaction() as conn:
+            for table, where in (
+                ("runs", "started_at < ?"),
+                ("drift", "resolved_at IS NOT NULL AND resolved_at < ?"),
+                ("mover_revocations", "requested_at < ?"),
+                ("leavers", "(verified_at < ? OR cancelled_at < ?)"),
+            ):
+                params = (cutoff, cutoff) if table == "leavers" else (cutoff,)
+                async with conn.execute(f"DELETE FROM {table} WHERE {where}", params) as cursor:
+                    pruned[table] = cursor.rowcount
+            pruned["audit"] = await _prune_audit(conn, cutoff)
+        return pruned
+
+
+async def _resolve_unseen(
+    conn: aiosqlite.Connection, seen: set[tuple[str, str, str, str]], stamp: str
+) -> None:
+    """Close the open findings this complete run did not find again."""
+    rows = await conn.execute_fetchall(
+        "SELECT id, kind, target, user_name, role FROM drift WHERE resolved_at IS NULL"
+    )
+    gone = [(stamp, row[0]) for row in rows if tuple(row[1:]) not in seen]
+    await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
+
+
+async def _prune_audit(conn: aiosqlite.Connection, cutoff: str) -> int:
+    async with conn.execute(
+        "SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1", (cutoff,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return 0
+    last_seq, last_hash = row[0], row[1]
+    async with conn.execute("DELETE FROM audit WHERE seq <= ?", (last_seq,)) as cursor:
+        count = cursor.rowcount
+    await pipeline_sql.set_state(conn, pipeline_sql.AUDIT_ANCHOR, f"{last_seq}:{last_hash}")
+    return count
