@@ -230,7 +230,7 @@ async def test_the_guard_holds_remediation(rig: Rig) -> None:
     for name in ("dan@x.io", "eve@x.io"):
         await rig.flaky.ledger.grant(name, "admin")
     guarded = replace(rig.assurance, drift_mode="remediate", max_revocations=1)
-    outcome, counts, detail = await guarded.full_reconcile()
+    outcome, _, detail = await guarded.full_reconcile()
     assert outcome == "held"
     assert detail is not None
     assert "revokes 2 grants" in detail

@@ -339,7 +339,7 @@ def test_drift_keeps_its_first_sighting_and_finds_hand_made_grants(world: World)
     assert [(d["kind"], d["user"], d["role"]) for d in document["drift"]] == [
         ("unmanaged", "bob@x.io", "admin")
     ]
-    code, out, _ = world.run("reconcile", "--dry-run")
+    _, out, _ = world.run("reconcile", "--dry-run")
     assert "unmanaged sandbox" in out
 
 
