@@ -8,13 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import pipeline_sql
-from jmlsync.store.database import Database
+from jmlsync.store.database import Conn, Database, WriteConn
 
 
 @dataclass(frozen=True)
@@ -77,33 +75,38 @@ class SqliteAssurance:
         ]
 
     async def mark_verified(self, leaver_id: int, now: datetime) -> None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> None:
             await conn.execute(
                 "UPDATE leavers SET verified_at = ? WHERE id = ? AND verified_at IS NULL",
                 (format_timestamp(now), leaver_id),
             )
 
+        await self.db.write(body)
+
     async def mark_breached(self, leaver_id: int, now: datetime) -> bool:
         """Record the breach; True the first time only (so it is alerted once)."""
-        async with (
-            self.db.transaction() as conn,
-            conn.execute(
+
+        async def body(conn: WriteConn) -> bool:
+            async with conn.execute(
                 "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?"
                 " WHERE id = ? AND breached_at IS NULL",
                 (format_timestamp(now), format_timestamp(now), leaver_id),
-            ) as cursor,
-        ):
-            return cursor.rowcount > 0
+            ) as cursor:
+                return cursor.rowcount > 0
+
+        return await self.db.write(body)
 
     async def record_mover_revocation(
         self, grant: Grant, requested_at: str, revoked_at: datetime
     ) -> None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> None:
             await conn.execute(
                 "INSERT INTO mover_revocations (user_name, target, role, requested_at,"
                 " revoked_at) VALUES (?, ?, ?, ?, ?)",
                 (grant.user, grant.target, grant.role, requested_at, format_timestamp(revoked_at)),
             )
+
+        await self.db.write(body)
 
     async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
         """Leaver events (not cancelled) that started in the window, with per-target detail."""
@@ -168,7 +171,8 @@ class SqliteAssurance:
         stamp = format_timestamp(now)
         new: list[DriftFinding] = []
         seen: set[tuple[str, str, str, str]] = set()
-        async with self.db.transaction() as conn:
+
+        async def body(conn: WriteConn) -> None:
             for kind, grant in findings:
                 key = (kind, grant.target, grant.user, grant.role)
                 seen.add(key)
@@ -187,6 +191,8 @@ class SqliteAssurance:
                 new.append(DriftFinding(*key, stamp, stamp))
             if scope_complete:
                 await _resolve_unseen(conn, seen, stamp)
+
+        await self.db.write(body)
         return new, await self.open_drift()
 
     async def open_drift(self) -> list[DriftFinding]:
@@ -197,16 +203,17 @@ class SqliteAssurance:
         return [DriftFinding(*row) for row in rows]
 
     async def start_run(self, job: str, now: datetime) -> int:
-        async with (
-            self.db.transaction() as conn,
-            conn.execute(
+
+        async def body(conn: WriteConn) -> int:
+            async with conn.execute(
                 "INSERT INTO runs (job, started_at) VALUES (?, ?) RETURNING id",
                 (job, format_timestamp(now)),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return await self.db.write(body)
 
     async def finish_run(
         self,
@@ -216,11 +223,13 @@ class SqliteAssurance:
         counts: dict[str, int] | None = None,
         detail: str | None = None,
     ) -> None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> None:
             await conn.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, detail = ? WHERE id = ?",
                 (format_timestamp(now), outcome, json.dumps(counts or {}), detail, run_id),
             )
+
+        await self.db.write(body)
 
     async def last_runs(self) -> list[RunRecord]:
         """The newest run of each job."""
@@ -246,7 +255,8 @@ class SqliteAssurance:
         as the chain's anchor, so `audit verify` still checks what remains)."""
         cutoff = format_timestamp(now - keep)
         pruned: dict[str, int] = {}
-        async with self.db.transaction() as conn:
+
+        async def body(conn: WriteConn) -> None:
             for table, where in (
                 ("runs", "started_at < ?"),
                 ("drift", "resolved_at IS NOT NULL AND resolved_at < ?"),
@@ -257,12 +267,12 @@ class SqliteAssurance:
                 async with conn.execute(f"DELETE FROM {table} WHERE {where}", params) as cursor:
                     pruned[table] = cursor.rowcount
             pruned["audit"] = await _prune_audit(conn, cutoff)
+
+        await self.db.write(body)
         return pruned
 
 
-async def _resolve_unseen(
-    conn: aiosqlite.Connection, seen: set[tuple[str, str, str, str]], stamp: str
-) -> None:
+async def _resolve_unseen(conn: Conn, seen: set[tuple[str, str, str, str]], stamp: str) -> None:
     """Close the open findings this complete run did not find again."""
     rows = await conn.execute_fetchall(
         "SELECT id, kind, target, user_name, role FROM drift WHERE resolved_at IS NULL"
@@ -271,7 +281,7 @@ async def _resolve_unseen(
     await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
 
 
-async def _prune_audit(conn: aiosqlite.Connection, cutoff: str) -> int:
+async def _prune_audit(conn: Conn, cutoff: str) -> int:
     async with conn.execute(
         "SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1", (cutoff,)
     ) as cursor:

@@ -1,22 +1,36 @@
-"""One SQLite database: a writer and a query-only reader in WAL mode, migrations, transactions.
+"""One SQLite database: migrations, a query-only reader, and group-committed writes.
 
-Writes are serialised by an asyncio lock around ``BEGIN IMMEDIATE ... COMMIT`` on the writer
-connection; reads go to the reader, which WAL lets run beside a write.
+Reads go through aiosqlite on a reader connection, which WAL lets run beside a write.
+
+Writes are *transaction bodies*: ``async def body(conn)`` functions that touch nothing but
+``conn``. They run whole in one writer thread, so a transaction costs one hop from the event
+loop instead of one per statement, and the writer takes every body queued meanwhile into the
+same ``BEGIN IMMEDIATE ... COMMIT``: each body inside its own SAVEPOINT (a failing body rolls
+back alone), one commit and one fsync for the batch. A write returns only after the commit of
+its batch, so an acknowledged change is durable; concurrent writers share the cost of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
+T = TypeVar("T")
+MAX_BATCH = 256
 
-def _fold(value: object) -> object:
+
+SqlValue = str | bytes | int | float | None
+
+
+def _fold(value: SqlValue) -> SqlValue:
     return value.casefold() if isinstance(value, str) else value
 
 
@@ -30,75 +44,229 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.create_function("fold", 1, _fold, deterministic=True)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    for number, name, script in _migrations():
+        if number in applied:
+            continue
+        statements = f"BEGIN IMMEDIATE;\n{script}\n"
+        statements += "INSERT INTO schema_migrations VALUES"
+        statements += f" ({number}, '{name}', strftime('%Y-%m-%dT%H:%M:%fZ'));\nCOMMIT;"
+        conn.executescript(statements)
+
+
+class WriteCursor:
+    """A cursor of the writer connection, with aiosqlite's (awaitable) surface."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    async def fetchone(self) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._cursor.fetchone()
+        return row
+
+    async def fetchall(self) -> list[sqlite3.Row]:
+        return list(self._cursor.fetchall())
+
+    def __aiter__(self) -> AsyncIterator[sqlite3.Row]:
+        return self._rows()
+
+    async def _rows(self) -> AsyncIterator[sqlite3.Row]:
+        for row in self._cursor:
+            yield row
+
+
+class _Statement(Generic[T]):
+    """A statement result usable as ``await conn.execute(...)`` or ``async with``."""
+
+    def __init__(self, run: Callable[[], T]) -> None:
+        self._run = run
+
+    def __await__(self) -> Any:
+        return self._result().__await__()
+
+    async def _result(self) -> T:
+        return self._run()
+
+    async def __aenter__(self) -> T:
+        return self._run()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+
+class WriteConn:
+    """The writer connection as transaction bodies see it: the subset of aiosqlite's
+    Connection they use, executed synchronously in the writer thread."""
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement[WriteCursor]:
+        return _Statement(lambda: WriteCursor(self._raw.execute(sql, params)))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> WriteCursor:
+        return WriteCursor(self._raw.executemany(sql, rows))
+
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(self._raw.execute(sql, params).fetchall())
+
+
+Body = Callable[[WriteConn], Coroutine[Any, Any, T]]
+
+
+def _run_body(body: Body[T], conn: WriteConn) -> T:
+    """Drive a transaction body to its end: it may await only ``conn``, which never suspends."""
+    coroutine = body(conn)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a transaction body awaited something other than its connection")
+
+
+async def _nothing(_conn: WriteConn) -> None:
+    return None
+
+
+@dataclass
+class _Write:
+    body: Body[Any]
+    future: asyncio.Future[Any]
+    notify: bool
+
+
 class Database:
     """The connections to one SQLite file, and the one way to write to it."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        self.writer = writer
+    def __init__(
+        self, raw: sqlite3.Connection, executor: ThreadPoolExecutor, reader: aiosqlite.Connection
+    ) -> None:
+        self._raw = raw
+        self._conn = WriteConn(raw)
+        self._executor = executor
         self.reader = reader
-        self._write_lock = asyncio.Lock()
+        self._queue: list[_Write] = []
+        self._queued = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
         self._after_commit: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "full") -> Database:
         """Open (creating if needed) the database at ``path`` and apply pending migrations."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await cls._connect(path, synchronous)
-        await cls._migrate(writer)
-        reader = await cls._connect(path, synchronous)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jmlsync-sqlite-writer")
+
+        def connect() -> sqlite3.Connection:
+            raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            _configure(raw, synchronous)
+            _migrate(raw)
+            return raw
+
+        raw = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        reader.row_factory = sqlite3.Row
+        await reader.execute("PRAGMA journal_mode = WAL")
+        await reader.execute("PRAGMA busy_timeout = 10000")
         await reader.execute("PRAGMA query_only = ON")
-        return cls(writer, reader)
-
-    @staticmethod
-    async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        await conn.create_function("fold", 1, _fold, deterministic=True)
-        return conn
-
-    @staticmethod
-    async def _migrate(conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        async with conn.execute("SELECT version FROM schema_migrations") as cursor:
-            applied = {row[0] async for row in cursor}
-        for number, name, script in _migrations():
-            if number in applied:
-                continue
-            statements = f"BEGIN IMMEDIATE;\n{script}\n"
-            statements += "INSERT INTO schema_migrations VALUES"
-            statements += f" ({number}, '{name}', strftime('%Y-%m-%dT%H:%M:%fZ'));\nCOMMIT;"
-            await conn.executescript(statements)
+        await reader.create_function("fold", 1, _fold, deterministic=True)
+        return cls(raw, executor, reader)
 
     async def close(self) -> None:
+        """Finish queued writes, then close both connections."""
+        if self._writer is not None:
+            await self.write(_nothing)  # writes are FIFO: this lands after every queued one
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         await self.reader.close()
-        async with self._write_lock:
-            await self.writer.close()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._raw.close)
+        self._executor.shutdown(wait=True)
 
     def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` after each committed transaction opened with ``notify=True``
-        (writes that may have made queue rows due: it wakes the workers)."""
+        """Call ``callback`` after each committed batch holding a ``notify=True`` write (one
+        that may have made queue rows due: it wakes the workers)."""
         self._after_commit.append(callback)
 
-    @asynccontextmanager
-    async def transaction(self, *, notify: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; committed on exit, rolled back on any exception."""
-        async with self._write_lock:
-            # BEGIN sits inside the try: a cancellation while it runs must still roll back,
-            # or the connection would stay inside a transaction for every later write.
-            try:
-                await self.writer.execute("BEGIN IMMEDIATE")
-                yield self.writer
-                await self.writer.execute("COMMIT")
-            except BaseException:
-                await self.writer.rollback()
-                raise
+    def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]:
+        """Run ``body`` in a transaction of its own (a savepoint of the batch); its result,
+        once the batch is committed. An exception in ``body`` rolls back only ``body``."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(body, future, notify))
+        self._queued.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain(), name="jmlsync-sqlite-writer")
+        return future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    results = await loop.run_in_executor(self._executor, self._commit, batch)
+                except BaseException as exc:  # the commit itself failed: nothing was written
+                    results = [(False, exc)] * len(batch)
+                self._settle(batch, results)
+
+    def _settle(self, batch: list[_Write], results: list[tuple[bool, Any]]) -> None:
+        notify = False
+        for write, (ok, value) in zip(batch, results, strict=True):
+            if write.future.done():
+                continue
+            if ok:
+                write.future.set_result(value)
+                notify = notify or write.notify
+            else:
+                write.future.set_exception(value)
         if notify:
             for callback in self._after_commit:
                 callback()
+
+    def _commit(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
+        """In the writer thread: one transaction, one savepoint per body, one commit."""
+        raw = self._raw
+        raw.execute("BEGIN IMMEDIATE")
+        results: list[tuple[bool, Any]] = []
+        try:
+            for write in batch:
+                raw.execute("SAVEPOINT body")
+                try:
+                    value = _run_body(write.body, self._conn)
+                except Exception as exc:
+                    raw.execute("ROLLBACK TO body")
+                    raw.execute("RELEASE body")
+                    results.append((False, exc))
+                else:
+                    raw.execute("RELEASE body")
+                    results.append((True, value))
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        return results
+
+
+#: What SQL helpers take: the reader (aiosqlite) or, inside a transaction body, the writer.
+Conn = aiosqlite.Connection | WriteConn

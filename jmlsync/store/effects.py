@@ -11,11 +11,10 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import format_timestamp
 from jmlsync.store import pipeline_sql
+from jmlsync.store.database import Conn
 
 _CHUNK = 500
 
@@ -24,7 +23,7 @@ def _active(doc: Mapping[str, Any] | None) -> bool:
     return doc is not None and doc.get("active", True) is not False
 
 
-async def user_names(conn: aiosqlite.Connection, user_ids: Collection[str]) -> list[str]:
+async def user_names(conn: Conn, user_ids: Collection[str]) -> list[str]:
     """The userNames of these user ids (unknown ids are skipped)."""
     ids = sorted(user_ids)
     names: list[str] = []
@@ -37,7 +36,7 @@ async def user_names(conn: aiosqlite.Connection, user_ids: Collection[str]) -> l
 
 
 async def audit(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     now: datetime,
     action: str,
     subject: str,
@@ -57,7 +56,7 @@ async def audit(
 
 
 async def user_written(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     user_id: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
@@ -89,7 +88,7 @@ async def user_written(
 
 
 async def group_written(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     group_id: str,
     action: str,
     affected_user_ids: Collection[str],
@@ -105,7 +104,7 @@ async def group_written(
     await audit(conn, now, action, f"group {subject} ({group_id})", detail=detail)
 
 
-async def members_of(conn: aiosqlite.Connection, group_id: str) -> set[str]:
+async def members_of(conn: Conn, group_id: str) -> set[str]:
     async with conn.execute(
         "SELECT user_id FROM memberships WHERE group_id = ?", (group_id,)
     ) as cursor:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
 from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
+from jmlsync.store.database import Conn
 
 AUDIT_HEAD = "audit_head"
 #: "seq:hash" of the newest pruned audit row: where verification of the kept rows starts.
@@ -20,7 +19,7 @@ AUDIT_ANCHOR = "audit_anchor"
 
 
 async def enqueue(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     user_names: Iterable[str],
     *,
     cause: str,
@@ -47,7 +46,7 @@ async def enqueue(
     return len(rows)
 
 
-async def enqueue_everyone(conn: aiosqlite.Connection, *, cause: str, now: datetime) -> int:
+async def enqueue_everyone(conn: Conn, *, cause: str, now: datetime) -> int:
     """Enqueue every principal jmlsync knows: each user, and each name it granted to."""
     async with conn.execute(
         "SELECT user_name FROM users UNION SELECT user_name FROM applied_grants"
@@ -57,7 +56,7 @@ async def enqueue_everyone(conn: aiosqlite.Connection, *, cause: str, now: datet
 
 
 async def lease(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     owner: str,
     now: datetime,
     lease_for: timedelta,
@@ -81,7 +80,7 @@ async def lease(
     return Job(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
 
 
-async def ack(conn: aiosqlite.Connection, job: Job) -> bool:
+async def ack(conn: Conn, job: Job) -> bool:
     """Finish ``job``: delete its row unless a newer change coalesced into it meanwhile
     (then release the lease so the row runs again). True when the row was deleted.
     """
@@ -96,7 +95,7 @@ async def ack(conn: aiosqlite.Connection, job: Job) -> bool:
     return deleted
 
 
-async def release(conn: aiosqlite.Connection, job_ids: Collection[int]) -> None:
+async def release(conn: Conn, job_ids: Collection[int]) -> None:
     """Give leases back untouched (graceful shutdown): the rows are due again at once."""
     await conn.executemany(
         "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?",
@@ -104,9 +103,7 @@ async def release(conn: aiosqlite.Connection, job_ids: Collection[int]) -> None:
     )
 
 
-async def renew(
-    conn: aiosqlite.Connection, job_ids: Collection[int], owner: str, until: datetime
-) -> None:
+async def renew(conn: Conn, job_ids: Collection[int], owner: str, until: datetime) -> None:
     """Extend the leases ``owner`` holds on these rows (a heartbeat while jobs run)."""
     stamp = format_timestamp(until)
     await conn.executemany(
@@ -115,7 +112,7 @@ async def renew(
     )
 
 
-async def release_all(conn: aiosqlite.Connection) -> int:
+async def release_all(conn: Conn) -> int:
     """Drop every lease: at the start of the only process using the database, any lease
     left is from a process that died."""
     async with conn.execute(
@@ -125,7 +122,7 @@ async def release_all(conn: aiosqlite.Connection) -> int:
 
 
 async def fail(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     job: Job,
     error: str,
     now: datetime,
@@ -151,7 +148,7 @@ async def fail(
     return dead
 
 
-async def queue_rows(conn: aiosqlite.Connection, *, failed_only: bool) -> list[QueueRow]:
+async def queue_rows(conn: Conn, *, failed_only: bool) -> list[QueueRow]:
     sql = (
         "SELECT id, user_name, leaver, cause, enqueued_at, next_attempt_at, attempts,"
         " leased_until, last_error, failed_at FROM queue"
@@ -164,7 +161,7 @@ async def queue_rows(conn: aiosqlite.Connection, *, failed_only: bool) -> list[Q
     ]
 
 
-async def retry_failed(conn: aiosqlite.Connection, now: datetime, job_id: int | None = None) -> int:
+async def retry_failed(conn: Conn, now: datetime, job_id: int | None = None) -> int:
     """Re-drive dead letters (one by id, or all): attempts start again, due now."""
     sql = (
         "UPDATE queue SET failed_at = NULL, attempts = 0, last_error = NULL,"
@@ -178,7 +175,7 @@ async def retry_failed(conn: aiosqlite.Connection, now: datetime, job_id: int | 
         return cursor.rowcount
 
 
-async def queue_stats(conn: aiosqlite.Connection) -> QueueStats:
+async def queue_stats(conn: Conn) -> QueueStats:
     """Pending rows, dead letters, and when the oldest pending row was enqueued."""
     async with conn.execute(
         "SELECT count(*) FILTER (WHERE failed_at IS NULL),"
@@ -191,9 +188,7 @@ async def queue_stats(conn: aiosqlite.Connection) -> QueueStats:
     return QueueStats(int(row[0]), int(row[1]), row[2])
 
 
-async def open_leaver(
-    conn: aiosqlite.Connection, user_name: str, user_id: str | None, now: datetime
-) -> None:
+async def open_leaver(conn: Conn, user_name: str, user_id: str | None, now: datetime) -> None:
     """Record a leaver event at ``now`` unless one is already open for this userName."""
     await conn.execute(
         "INSERT INTO leavers (user_name, user_id, left_at)"
@@ -203,7 +198,7 @@ async def open_leaver(
     )
 
 
-async def cancel_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime) -> None:
+async def cancel_leaver(conn: Conn, user_name: str, now: datetime) -> None:
     """A re-activation before clearing cancels the open leaver event."""
     await conn.execute(
         "UPDATE leavers SET cancelled_at = ? WHERE user_name = ? AND cleared_at IS NULL"
@@ -212,7 +207,7 @@ async def cancel_leaver(conn: aiosqlite.Connection, user_name: str, now: datetim
     )
 
 
-async def clear_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime) -> list[str]:
+async def clear_leaver(conn: Conn, user_name: str, now: datetime) -> list[str]:
     """Mark the open leaver event of ``user_name`` cleared; return the ``left_at`` of each."""
     async with conn.execute(
         "UPDATE leavers SET cleared_at = ? WHERE user_name = ? AND cleared_at IS NULL"
@@ -222,7 +217,7 @@ async def clear_leaver(conn: aiosqlite.Connection, user_name: str, now: datetime
         return [row[0] async for row in cursor]
 
 
-async def leaver_events_since(conn: aiosqlite.Connection, since: datetime) -> int:
+async def leaver_events_since(conn: Conn, since: datetime) -> int:
     async with conn.execute(
         "SELECT count(*) FROM leavers WHERE left_at >= ?", (format_timestamp(since),)
     ) as cursor:
@@ -230,7 +225,7 @@ async def leaver_events_since(conn: aiosqlite.Connection, since: datetime) -> in
     return int(row[0]) if row else 0
 
 
-async def append_audit(conn: aiosqlite.Connection, entry: AuditEntry) -> None:
+async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     """Append ``entry`` to the chain; the caller's transaction makes this serial."""
     async with conn.execute("SELECT value FROM service_state WHERE key = ?", (AUDIT_HEAD,)) as c:
         row = await c.fetchone()
@@ -255,13 +250,13 @@ async def append_audit(conn: aiosqlite.Connection, entry: AuditEntry) -> None:
     await set_state(conn, AUDIT_HEAD, digest)
 
 
-async def get_state(conn: aiosqlite.Connection, key: str) -> str | None:
+async def get_state(conn: Conn, key: str) -> str | None:
     async with conn.execute("SELECT value FROM service_state WHERE key = ?", (key,)) as cursor:
         row = await cursor.fetchone()
     return None if row is None else str(row[0])
 
 
-async def set_state(conn: aiosqlite.Connection, key: str, value: str) -> None:
+async def set_state(conn: Conn, key: str, value: str) -> None:
     await conn.execute(
         "INSERT INTO service_state (key, value) VALUES (?, ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -10,23 +10,20 @@ import json
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 
-import aiosqlite
-
 from jmlsync.domain.grants import Grant, GroupInfo, UserState
 from jmlsync.domain.models import format_timestamp
+from jmlsync.store.database import Conn
 
 _CHUNK = 500
 
 
-async def list_groups(conn: aiosqlite.Connection) -> list[GroupInfo]:
+async def list_groups(conn: Conn) -> list[GroupInfo]:
     """Every group's id, displayName and externalId."""
     rows = await conn.execute_fetchall("SELECT id, display_name, external_id FROM groups")
     return [GroupInfo(id=r[0], display_name=r[1], external_id=r[2]) for r in rows]
 
 
-async def _memberships(
-    conn: aiosqlite.Connection, group_ids: Collection[str]
-) -> dict[str, set[str]]:
+async def _memberships(conn: Conn, group_ids: Collection[str]) -> dict[str, set[str]]:
     """user id → the ids among ``group_ids`` it belongs to."""
     groups_of: dict[str, set[str]] = {}
     ids = sorted(group_ids)
@@ -43,7 +40,7 @@ async def _memberships(
 
 
 async def policy_users(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     group_ids: Collection[str],
     *,
     with_resource: bool,
@@ -74,9 +71,7 @@ async def policy_users(
             )
 
 
-async def policy_user(
-    conn: aiosqlite.Connection, user_name: str
-) -> tuple[UserState | None, list[GroupInfo]]:
+async def policy_user(conn: Conn, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
     """The user whose userName is exactly ``user_name`` (with its resource), and its groups."""
     async with conn.execute(
         "SELECT id, user_name, active, doc FROM users WHERE user_name_key = ?",
@@ -101,9 +96,7 @@ async def policy_user(
     return user, groups
 
 
-async def applied_grants(
-    conn: aiosqlite.Connection, user_names: Collection[str] | None = None
-) -> set[Grant]:
+async def applied_grants(conn: Conn, user_names: Collection[str] | None = None) -> set[Grant]:
     """The grants jmlsync applied and has not revoked since (of the users named, if given)."""
     sql = "SELECT target, user_name, role FROM applied_grants"
     params: list[str] = []
@@ -115,9 +108,7 @@ async def applied_grants(
     return {Grant(target=r[0], user=r[1], role=r[2]) for r in rows}
 
 
-async def record_applied(
-    conn: aiosqlite.Connection, grant: Grant, reason: str, now: datetime
-) -> None:
+async def record_applied(conn: Conn, grant: Grant, reason: str, now: datetime) -> None:
     """Remember that jmlsync applied ``grant``: it is managed from now on."""
     await conn.execute(
         "INSERT INTO applied_grants (target, user_name, role, reason, applied_at)"
@@ -126,7 +117,7 @@ async def record_applied(
     )
 
 
-async def forget_applied(conn: aiosqlite.Connection, grant: Grant) -> None:
+async def forget_applied(conn: Conn, grant: Grant) -> None:
     """Forget an applied grant once it is revoked."""
     await conn.execute(
         "DELETE FROM applied_grants WHERE target = ? AND user_name = ? AND role = ?",

@@ -9,7 +9,7 @@ from typing import Any
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
-from jmlsync.store.database import Database
+from jmlsync.store.database import Database, WriteConn
 
 
 class SqliteQueue:
@@ -21,55 +21,76 @@ class SqliteQueue:
     async def enqueue(
         self, user_names: Iterable[str], *, cause: str, now: datetime, leaver: bool = False
     ) -> int:
-        async with self.db.transaction(notify=True) as conn:
+        async def body(conn: WriteConn) -> int:
             return await pipeline_sql.enqueue(conn, user_names, cause=cause, now=now, leaver=leaver)
 
+        return await self.db.write(body, notify=True)
+
     async def enqueue_everyone(self, *, cause: str, now: datetime) -> int:
-        async with self.db.transaction(notify=True) as conn:
+        async def body(conn: WriteConn) -> int:
             return await pipeline_sql.enqueue_everyone(conn, cause=cause, now=now)
+
+        return await self.db.write(body, notify=True)
 
     async def lease(
         self, owner: str, now: datetime, lease_for: timedelta, *, include_leavers: bool = True
     ) -> Job | None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> Job | None:
             return await pipeline_sql.lease(
                 conn, owner, now, lease_for, include_leavers=include_leavers
             )
+
+        return await self.db.write(body)
 
     async def leaver_events_since(self, since: datetime) -> int:
         return await pipeline_sql.leaver_events_since(self.db.reader, since)
 
     async def ack(self, job: Job) -> bool:
-        async with self.db.transaction(notify=True) as conn:
+        async def body(conn: WriteConn) -> bool:
             return await pipeline_sql.ack(conn, job)
+
+        return await self.db.write(body, notify=True)
 
     async def fail(
         self, job: Job, error: str, now: datetime, *, retry_in: timedelta | None
     ) -> bool:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> bool:
             return await pipeline_sql.fail(conn, job, error, now, retry_in=retry_in)
+
+        return await self.db.write(body)
 
     async def release(self, job_ids: Collection[int]) -> None:
         if job_ids:
-            async with self.db.transaction(notify=True) as conn:
+
+            async def body(conn: WriteConn) -> None:
                 await pipeline_sql.release(conn, job_ids)
+
+            await self.db.write(body, notify=True)
 
     async def renew(self, job_ids: Collection[int], owner: str, until: datetime) -> None:
         if job_ids:
-            async with self.db.transaction() as conn:
+
+            async def body(conn: WriteConn) -> None:
                 await pipeline_sql.renew(conn, job_ids, owner, until)
+
+            await self.db.write(body)
 
     async def recover(self) -> int:
         """Release the leases of a process that died: SQLite serves one process at a time."""
-        async with self.db.transaction(notify=True) as conn:
+
+        async def body(conn: WriteConn) -> int:
             return await pipeline_sql.release_all(conn)
+
+        return await self.db.write(body, notify=True)
 
     async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:
         return await pipeline_sql.queue_rows(self.db.reader, failed_only=failed_only)
 
     async def retry_failed(self, now: datetime, job_id: int | None = None) -> int:
-        async with self.db.transaction(notify=True) as conn:
+        async def body(conn: WriteConn) -> int:
             return await pipeline_sql.retry_failed(conn, now, job_id)
+
+        return await self.db.write(body, notify=True)
 
     async def depth(self) -> tuple[int, int]:
         stats = await pipeline_sql.queue_stats(self.db.reader)
@@ -79,12 +100,16 @@ class SqliteQueue:
         return await pipeline_sql.queue_stats(self.db.reader)
 
     async def clear_leaver(self, user_name: str, now: datetime) -> list[str]:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> list[str]:
             return await pipeline_sql.clear_leaver(conn, user_name, now)
 
+        return await self.db.write(body)
+
     async def audit(self, entry: AuditEntry) -> None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> None:
             await pipeline_sql.append_audit(conn, entry)
+
+        await self.db.write(body)
 
     async def audit_rows(self, *, last: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Audit rows in ``seq`` order (only the ``last`` ones, if given)."""
@@ -104,8 +129,10 @@ class SqliteQueue:
         return await pipeline_sql.get_state(self.db.reader, key)
 
     async def set_state(self, key: str, value: str | None) -> None:
-        async with self.db.transaction(notify=value is None) as conn:
+        async def body(conn: WriteConn) -> None:
             if value is None:
                 await conn.execute("DELETE FROM service_state WHERE key = ?", (key,))
             else:
                 await pipeline_sql.set_state(conn, key, value)
+
+        await self.db.write(body, notify=value is None)

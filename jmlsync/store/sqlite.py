@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.errors import (
     DuplicateUserName,
@@ -33,7 +31,7 @@ from jmlsync.domain.models import (
 )
 from jmlsync.ports import Query
 from jmlsync.store import effects, pipeline_sql, policy_reads
-from jmlsync.store.database import Database
+from jmlsync.store.database import Conn, Database, WriteConn
 from jmlsync.store.filter_sql import GROUPS_TABLE, USERS_TABLE, compile_filter, sort_expression
 
 #: SQLite accepts at most 32766 parameters per statement; stay well below.
@@ -72,7 +70,8 @@ class SqliteStore:
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
         resource_id = str(uuid.uuid4())
         stamp = format_timestamp(now)
-        async with self.db.transaction(notify=True) as conn:
+
+        async def body(conn: WriteConn) -> StoredResource:
             if kind == "User":
                 await self._insert_user(conn, resource_id, change.doc, stamp)
                 await effects.user_written(conn, resource_id, None, change.doc, now)
@@ -84,6 +83,8 @@ class SqliteStore:
                     conn, resource_id, "group.create", affected, name, now, _members_detail(change)
                 )
             return await self._read(conn, kind, resource_id, with_members=True)
+
+        return await self.db.write(body, notify=True)
 
     async def get(
         self, kind: ResourceKind, resource_id: str, *, with_members: bool = True
@@ -101,7 +102,8 @@ class SqliteStore:
         with_members: bool = True,
     ) -> StoredResource:
         stamp = format_timestamp(now)
-        async with self.db.transaction(notify=True) as conn:
+
+        async def body(conn: WriteConn) -> StoredResource:
             current = await self._read(conn, kind, resource_id, with_members=False)
             if expected_version is not None and current.version != expected_version:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
@@ -121,6 +123,8 @@ class SqliteStore:
                 )
             return await self._read(conn, kind, resource_id, with_members=with_members)
 
+        return await self.db.write(body, notify=True)
+
     async def delete(
         self,
         kind: ResourceKind,
@@ -130,7 +134,8 @@ class SqliteStore:
         expected_version: int | None = None,
     ) -> None:
         table = "users" if kind == "User" else "groups"
-        async with self.db.transaction(notify=True) as conn:
+
+        async def body(conn: WriteConn) -> None:
             current = await self._read(conn, kind, resource_id, with_members=False)
             if expected_version is not None and current.version != expected_version:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
@@ -142,6 +147,8 @@ class SqliteStore:
                 name = str(current.doc.get("displayName"))
                 await effects.group_written(conn, resource_id, "group.delete", members, name, now)
             await conn.execute(f"DELETE FROM {table} WHERE id = ?", (resource_id,))
+
+        await self.db.write(body, notify=True)
 
     async def search(self, kind: ResourceKind, query: Query) -> Page:
         table = USERS_TABLE if kind == "User" else GROUPS_TABLE
@@ -196,20 +203,24 @@ class SqliteStore:
     async def record_applied(
         self, grant: Grant, reason: str, now: datetime, audit: AuditEntry | None = None
     ) -> None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> None:
             await policy_reads.record_applied(conn, grant, reason, now)
             if audit is not None:
                 await pipeline_sql.append_audit(conn, audit)
 
+        await self.db.write(body)
+
     async def forget_applied(self, grant: Grant, audit: AuditEntry | None = None) -> None:
-        async with self.db.transaction() as conn:
+        async def body(conn: WriteConn) -> None:
             await policy_reads.forget_applied(conn, grant)
             if audit is not None:
                 await pipeline_sql.append_audit(conn, audit)
 
+        await self.db.write(body)
+
     async def _read(
         self,
-        conn: aiosqlite.Connection,
+        conn: Conn,
         kind: ResourceKind,
         resource_id: str,
         *,
@@ -237,7 +248,7 @@ class SqliteStore:
         )
 
     async def _attach_relations(
-        self, conn: aiosqlite.Connection, kind: ResourceKind, items: list[StoredResource]
+        self, conn: Conn, kind: ResourceKind, items: list[StoredResource]
     ) -> list[StoredResource]:
         """Fill Group.members or User.groups for ``items`` with one query per chunk of ids."""
         if not items:
@@ -270,9 +281,7 @@ class SqliteStore:
                 result.append(replace(item, groups=groups))
         return result
 
-    async def _insert_user(
-        self, conn: aiosqlite.Connection, user_id: str, doc: dict[str, Any], stamp: str
-    ) -> None:
+    async def _insert_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
         try:
             await conn.execute(
                 "INSERT INTO users (id, user_name, user_name_key, external_id, display_name,"
@@ -283,9 +292,7 @@ class SqliteStore:
         except sqlite3.IntegrityError as exc:
             raise DuplicateUserName(f"userName {doc.get('userName')!r} is already taken") from exc
 
-    async def _update_user(
-        self, conn: aiosqlite.Connection, user_id: str, doc: dict[str, Any], stamp: str
-    ) -> None:
+    async def _update_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
         try:
             await conn.execute(
                 "UPDATE users SET user_name = ?, user_name_key = ?, external_id = ?,"
@@ -297,7 +304,7 @@ class SqliteStore:
             raise DuplicateUserName(f"userName {doc.get('userName')!r} is already taken") from exc
 
     async def _insert_group(
-        self, conn: aiosqlite.Connection, group_id: str, doc: dict[str, Any], stamp: str
+        self, conn: Conn, group_id: str, doc: dict[str, Any], stamp: str
     ) -> None:
         await conn.execute(
             "INSERT INTO groups (id, display_name, display_name_key, external_id, doc, created,"
@@ -306,7 +313,7 @@ class SqliteStore:
         )
 
     async def _update_group(
-        self, conn: aiosqlite.Connection, group_id: str, doc: dict[str, Any], stamp: str
+        self, conn: Conn, group_id: str, doc: dict[str, Any], stamp: str
     ) -> None:
         await conn.execute(
             "UPDATE groups SET display_name = ?, display_name_key = ?, external_id = ?, doc = ?,"
@@ -314,7 +321,7 @@ class SqliteStore:
             (*_group_columns(doc), stamp, group_id),
         )
 
-    async def _touch_groups_of(self, conn: aiosqlite.Connection, user_id: str) -> None:
+    async def _touch_groups_of(self, conn: Conn, user_id: str) -> None:
         """A deleted user leaves its groups: their version moves so cached ETags go stale."""
         await conn.execute(
             "UPDATE groups SET version = version + 1 WHERE id IN"
@@ -323,7 +330,7 @@ class SqliteStore:
         )
 
     async def _apply_member_ops(
-        self, conn: aiosqlite.Connection, group_id: str, ops: Sequence[MemberOp]
+        self, conn: Conn, group_id: str, ops: Sequence[MemberOp]
     ) -> set[str]:
         """Apply the membership operations in order; return the user ids they may affect."""
         affected: set[str] = set()
@@ -345,9 +352,7 @@ class SqliteStore:
                     )
         return affected
 
-    async def _add_members(
-        self, conn: aiosqlite.Connection, group_id: str, items: Sequence[Member]
-    ) -> None:
+    async def _add_members(self, conn: Conn, group_id: str, items: Sequence[Member]) -> None:
         if not items:
             return
         ids = sorted({item.value for item in items})
