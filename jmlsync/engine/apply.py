@@ -109,29 +109,69 @@ class Applier:
         actor: str,
         specs: Mapping[str, PrincipalSpec] | None = None,
         progress: Callable[[int], None] | None = None,
+        parallel: int = 1,
     ) -> list[Outcome]:
-        """Apply ``operations`` in order; a failure is recorded and the rest still run."""
-        outcomes = []
+        """Apply ``operations``; a failure is recorded and the rest still run.
+
+        With ``parallel`` > 1, the operations of different (target, user) pairs run
+        concurrently (each target's ``max_concurrency`` still bounds its calls), while the
+        operations of one pair keep their order: a user's revocations still come first.
+        Outcomes are returned in the order of ``operations``.
+        """
+        ordered = list(operations)
+        outcomes: list[Outcome | None] = [None] * len(ordered)
         ensured: set[tuple[str, str]] = set()
-        for count, operation in enumerate(operations, 1):
-            started = time.perf_counter()
-            try:
-                await self._apply_one(operation, ensured, specs or {}, actor)
-            except TargetError as exc:
-                outcome = Outcome(operation, False, str(exc), isinstance(exc, PermanentTargetError))
-                await self._audit(operation, actor, "failed", str(exc))
-            else:
-                outcome = Outcome(operation, ok=True)
-            outcomes.append(outcome)
-            _log(outcome, actor, time.perf_counter() - started)
-            if self.metrics is not None:
-                result = "applied" if outcome.ok else "failed"
-                self.metrics.operations.labels(operation.target, operation.action, result).inc()
-            if outcome.ok and operation.privileged and operation.action == "grant":
-                await self._privileged_alert(operation, actor)
-            if progress is not None:
-                progress(count)
-        return outcomes
+        done = 0
+
+        async def run(indexes: list[int]) -> None:
+            nonlocal done
+            for index in indexes:
+                outcomes[index] = await self._apply_recorded(
+                    ordered[index], ensured, specs or {}, actor
+                )
+                done += 1
+                if progress is not None:
+                    progress(done)
+
+        lanes: dict[tuple[str, str], list[int]] = {}
+        for index, operation in enumerate(ordered):
+            lanes.setdefault((operation.target, operation.user), []).append(index)
+        if parallel <= 1:
+            await run(list(range(len(ordered))))
+        else:
+            limit = asyncio.Semaphore(parallel)
+
+            async def lane(indexes: list[int]) -> None:
+                async with limit:
+                    await run(indexes)
+
+            async with asyncio.TaskGroup() as group:
+                for indexes in lanes.values():
+                    group.create_task(lane(indexes))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _apply_recorded(
+        self,
+        operation: Operation,
+        ensured: set[tuple[str, str]],
+        specs: Mapping[str, PrincipalSpec],
+        actor: str,
+    ) -> Outcome:
+        started = time.perf_counter()
+        try:
+            await self._apply_one(operation, ensured, specs, actor)
+        except TargetError as exc:
+            outcome = Outcome(operation, False, str(exc), isinstance(exc, PermanentTargetError))
+            await self._audit(operation, actor, "failed", str(exc))
+        else:
+            outcome = Outcome(operation, ok=True)
+        _log(outcome, actor, time.perf_counter() - started)
+        if self.metrics is not None:
+            result = "applied" if outcome.ok else "failed"
+            self.metrics.operations.labels(operation.target, operation.action, result).inc()
+        if outcome.ok and operation.privileged and operation.action == "grant":
+            await self._privileged_alert(operation, actor)
+        return outcome
 
     async def _apply_one(
         self,

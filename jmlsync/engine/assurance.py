@@ -167,7 +167,7 @@ class Assurance:
             message = guard_message(held, self.max_revocations)
             await self.alerts.alert("guard_tripped", message, revocations=held, key="full")
             return "held", message
-        outcomes = await self.applier.apply(operations, actor="reconcile")
+        outcomes = await self.reconciler.apply(operations)
         counts["applied"] = sum(1 for o in outcomes if o.ok)
         counts["failed"] = sum(1 for o in outcomes if not o.ok)
         return ("ok" if not counts["failed"] else "failed"), None

@@ -31,6 +31,9 @@ log = logging.getLogger("jmlsync.reconcile")
 
 Progress = Callable[[str, int], None]
 
+#: Principals applied at once by a reconciliation (each target's max_concurrency still holds).
+RECONCILE_PARALLEL = 32
+
 
 def _no_progress(_stage: str, _count: int) -> None:
     return None
@@ -201,7 +204,10 @@ class Reconciler:
     ) -> list[Outcome]:
         """Apply operations in order; a failure is recorded and the run goes on."""
         return await self.applier.apply(
-            operations, actor="reconcile", progress=lambda count: progress("applying", count)
+            operations,
+            actor="reconcile",
+            progress=lambda count: progress("applying", count),
+            parallel=RECONCILE_PARALLEL,
         )
 
 
