@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
@@ -69,3 +70,16 @@ class FlakyLedgerFake:
 
     async def close(self) -> None:
         await self.ledger.close()
+
+
+class RecordingAlerts:
+    """An alert sink that keeps what it is sent, for assertions."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def alert(self, kind: str, text: str, **fields: Any) -> None:
+        self.sent.append((kind, text, fields))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.sent]

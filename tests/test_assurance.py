@@ -30,7 +30,7 @@ from jmlsync.scheduling import Scheduler
 from jmlsync.service import Runtime, open_runtime
 from jmlsync.store.assurance import SqliteAssurance
 from tests.conftest import write_config
-from tests.fakes import FlakyLedgerFake
+from tests.fakes import FlakyLedgerFake, RecordingAlerts
 from tests.test_pipeline import PIPELINE
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -43,17 +43,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class RecordingAlerts:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def alert(self, kind: str, text: str, **fields: Any) -> None:
-        self.sent.append((kind, text, fields))
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _, _ in self.sent]
 
 
 async def _no_sleep(_seconds: float) -> None:

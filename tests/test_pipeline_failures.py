@@ -23,19 +23,11 @@ from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
-from tests.fakes import FlakyLedgerFake
+from tests.fakes import FlakyLedgerFake, RecordingAlerts
 from tests.test_pipeline import PIPELINE
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-
-
-class RecordingAlerts:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def alert(self, kind: str, text: str, **fields: Any) -> None:
-        self.sent.append((kind, text, fields))
 
 
 async def _no_sleep(_seconds: float) -> None:

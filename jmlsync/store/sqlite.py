@@ -30,7 +30,7 @@ from jmlsync.domain.models import (
     format_timestamp,
 )
 from jmlsync.ports import Query
-from jmlsync.store import effects, pipeline_sql, policy_reads
+from jmlsync.store import effects, pipeline_sql, policy_reads, rows
 from jmlsync.store.database import Conn, Database, WriteConn
 from jmlsync.store.filter_sql import GROUPS_TABLE, USERS_TABLE, compile_filter, sort_expression
 
@@ -80,7 +80,13 @@ class SqliteStore:
                 affected = await self._apply_member_ops(conn, resource_id, change.members)
                 name = str(change.doc["displayName"])
                 await effects.group_written(
-                    conn, resource_id, "group.create", affected, name, now, _members_detail(change)
+                    conn,
+                    resource_id,
+                    "group.create",
+                    affected,
+                    name,
+                    now,
+                    rows.members_detail(change),
                 )
             return await self._read(conn, kind, resource_id, with_members=True)
 
@@ -114,12 +120,18 @@ class SqliteStore:
             else:
                 await self._update_group(conn, resource_id, change.doc, stamp)
                 affected = await self._apply_member_ops(conn, resource_id, change.members)
-                if _group_identity(current.doc) != _group_identity(change.doc):
+                if rows.group_identity(current.doc) != rows.group_identity(change.doc):
                     # Rules match on displayName (or externalId): every member may move.
                     affected |= await effects.members_of(conn, resource_id)
                 name = str(change.doc["displayName"])
                 await effects.group_written(
-                    conn, resource_id, "group.update", affected, name, now, _members_detail(change)
+                    conn,
+                    resource_id,
+                    "group.update",
+                    affected,
+                    name,
+                    now,
+                    rows.members_detail(change),
                 )
             return await self._read(conn, kind, resource_id, with_members=with_members)
 
@@ -287,7 +299,7 @@ class SqliteStore:
                 "INSERT INTO users (id, user_name, user_name_key, external_id, display_name,"
                 " active, doc, created, last_modified, version)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                (user_id, *_user_columns(doc), stamp, stamp),
+                (user_id, *rows.user_columns(doc), stamp, stamp),
             )
         except sqlite3.IntegrityError as exc:
             raise DuplicateUserName(f"userName {doc.get('userName')!r} is already taken") from exc
@@ -298,7 +310,7 @@ class SqliteStore:
                 "UPDATE users SET user_name = ?, user_name_key = ?, external_id = ?,"
                 " display_name = ?, active = ?, doc = ?, last_modified = ?,"
                 " version = version + 1 WHERE id = ?",
-                (*_user_columns(doc), stamp, user_id),
+                (*rows.user_columns(doc), stamp, user_id),
             )
         except sqlite3.IntegrityError as exc:
             raise DuplicateUserName(f"userName {doc.get('userName')!r} is already taken") from exc
@@ -309,7 +321,7 @@ class SqliteStore:
         await conn.execute(
             "INSERT INTO groups (id, display_name, display_name_key, external_id, doc, created,"
             " last_modified, version) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-            (group_id, *_group_columns(doc), stamp, stamp),
+            (group_id, *rows.group_columns(doc), stamp, stamp),
         )
 
     async def _update_group(
@@ -318,7 +330,7 @@ class SqliteStore:
         await conn.execute(
             "UPDATE groups SET display_name = ?, display_name_key = ?, external_id = ?, doc = ?,"
             " last_modified = ?, version = version + 1 WHERE id = ?",
-            (*_group_columns(doc), stamp, group_id),
+            (*rows.group_columns(doc), stamp, group_id),
         )
 
     async def _touch_groups_of(self, conn: Conn, user_id: str) -> None:
@@ -371,39 +383,3 @@ class SqliteStore:
             " SET display = coalesce(excluded.display, memberships.display)",
             [(group_id, item.value, item.display) for item in items],
         )
-
-
-def _group_identity(doc: dict[str, Any]) -> tuple[Any, Any]:
-    return (str(doc.get("displayName", "")).casefold(), doc.get("externalId"))
-
-
-def _members_detail(change: Change) -> str | None:
-    """A short account of membership operations for the audit row."""
-    parts = []
-    for op in change.members:
-        count = len(op.items) if op.action in ("add", "replace") else len(op.ids)
-        parts.append(op.action if op.action == "clear" else f"{op.action} {count}")
-    return ", ".join(parts) or None
-
-
-def _user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
-    user_name = str(doc["userName"])
-    active = doc.get("active", True)
-    return (
-        user_name,
-        user_name.casefold(),
-        doc.get("externalId"),
-        doc.get("displayName"),
-        1 if active else 0,
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
-    )
-
-
-def _group_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
-    display_name = str(doc["displayName"])
-    return (
-        display_name,
-        display_name.casefold(),
-        doc.get("externalId"),
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
-    )

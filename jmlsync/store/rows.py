@@ -1,0 +1,47 @@
+"""How a resource document becomes the columns of its row, and how a write is summarised."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jmlsync.domain.models import Change
+
+
+def group_identity(doc: dict[str, Any]) -> tuple[Any, Any]:
+    """What rules match a group on: its casefolded displayName and its externalId."""
+    return (str(doc.get("displayName", "")).casefold(), doc.get("externalId"))
+
+
+def members_detail(change: Change) -> str | None:
+    """A short account of membership operations for the audit row."""
+    parts = []
+    for op in change.members:
+        count = len(op.items) if op.action in ("add", "replace") else len(op.ids)
+        parts.append(op.action if op.action == "clear" else f"{op.action} {count}")
+    return ", ".join(parts) or None
+
+
+def user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """user_name, user_name_key, external_id, display_name, active, doc."""
+    user_name = str(doc["userName"])
+    active = doc.get("active", True)
+    return (
+        user_name,
+        user_name.casefold(),
+        doc.get("externalId"),
+        doc.get("displayName"),
+        1 if active else 0,
+        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+    )
+
+
+def group_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """display_name, display_name_key, external_id, doc."""
+    display_name = str(doc["displayName"])
+    return (
+        display_name,
+        display_name.casefold(),
+        doc.get("externalId"),
+        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+    )
