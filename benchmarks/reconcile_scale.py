@@ -162,6 +162,12 @@ async def plan_once(config: Path, apply: bool) -> dict[str, object]:
                 target_calls_equal_diff=write_calls == len(operations),
                 ensure_principal_calls=counting.calls["ensure_principal"],
             )
+            again = time.perf_counter()
+            converged = await runtime.reconciler.snapshot(Scope())
+            result.update(
+                converged_reconcile_s=round(time.perf_counter() - again, 2),
+                converged_operations=len(converged.operations),
+            )
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
 
