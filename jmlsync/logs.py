@@ -55,5 +55,7 @@ def setup_logging(*, stream: TextIO | None = None, json_lines: bool | None = Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    # aiohttp's access log would repeat our request lines without our fields.
+    # aiohttp's access log would repeat our request lines without our fields, and the
+    # scheduler's per-run chatter repeats our own line per scheduled run.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
