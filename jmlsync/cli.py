@@ -12,6 +12,7 @@ import click
 from jmlsync import __version__
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.cli_config import config
+from jmlsync.cli_db import db
 from jmlsync.cli_ops import audit, queue
 from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.cli_status import sla_report, status
@@ -28,6 +29,7 @@ def main() -> None:
 main.add_command(reconcile)
 main.add_command(explain)
 main.add_command(config)
+main.add_command(db)
 main.add_command(queue)
 main.add_command(audit)
 main.add_command(status)

@@ -23,7 +23,7 @@ def config() -> None:
 
 async def _known_groups(settings: Settings) -> list[GroupInfo] | None:
     """The groups the IdP has pushed so far; None when there is no store yet."""
-    if not settings.store.sqlite_path.exists():
+    if not settings.store.is_postgres and not settings.store.sqlite_path.exists():
         return None
     store = await open_store(settings)
     try:

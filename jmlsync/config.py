@@ -73,9 +73,16 @@ class StoreSettings(_Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError(f"unsupported store URL {value!r}: expected sqlite:///PATH")
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                f"unsupported store URL scheme in {value.split('://')[0]!r}:"
+                " expected sqlite:///PATH or postgresql://..."
+            )
         return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
 
     @field_validator("synchronous")
     @classmethod

@@ -37,9 +37,12 @@ def check_cron(expression: str) -> None:
 class Scheduler:
     """Owns the APScheduler instance and the jobs registered on it."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(
+        self, recorder: Recorder, gate: Callable[[], Awaitable[bool]] | None = None
+    ) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._start_run, self._finish_run = recorder
+        self._gate = gate
 
     def add_cron(self, name: str, expression: str, job: Job) -> None:
         self._add(name, CronTrigger.from_crontab(expression, timezone=UTC), job)
@@ -49,7 +52,9 @@ class Scheduler:
 
     def _add(self, name: str, trigger: CronTrigger | IntervalTrigger, job: Job) -> None:
         async def run() -> None:
-            await self.run_now(name, job)
+            # With several replicas only the leader runs scheduled jobs; the others skip.
+            if self._gate is None or await self._gate():
+                await self.run_now(name, job)
 
         self._scheduler.add_job(
             run,

@@ -8,13 +8,16 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from jmlsync import systemd
@@ -34,6 +37,7 @@ from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.store.assurance import SqliteAssurance
+from jmlsync.store.postgres import LeaderLock, PgDatabase
 from jmlsync.store.queue import SqliteQueue
 from jmlsync.store.sqlite import SqliteStore
 from jmlsync.targets.registry import open_target
@@ -44,7 +48,9 @@ RULES_FINGERPRINT = "rules_fingerprint"
 
 
 async def open_store(settings: Settings) -> SqliteStore:
-    """The store named by ``[store].url``, migrated and ready."""
+    """The store named by ``[store].url`` (SQLite or PostgreSQL), migrated and ready."""
+    if settings.store.is_postgres:
+        return await SqliteStore.open_postgres(settings.store.url)
     return await SqliteStore.open(
         settings.store.sqlite_path, synchronous=settings.store.synchronous
     )
@@ -164,18 +170,25 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await store.close()
 
 
-def build_scheduler(runtime: Runtime) -> Scheduler:
+#: The advisory lock whose holder runs the scheduled jobs, among replicas on PostgreSQL.
+LEADER_LOCK = 7_263_002
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_scheduler(
+    runtime: Runtime, gate: Callable[[], Awaitable[bool]] | None = None
+) -> Scheduler:
     """The scheduled jobs of a serving process, recorded in the store's runs."""
     assurance = runtime.assurance
     store = assurance.store
 
     async def start(job: str) -> int:
-        return await store.start_run(job, now_utc())
+        return await store.start_run(job, now_utc(), RUNNER)
 
     async def finish(run_id: int, outcome: str, counts: dict[str, int], detail: str | None) -> None:
         await store.finish_run(run_id, now_utc(), outcome, counts, detail)
 
-    scheduler = Scheduler((start, finish))
+    scheduler = Scheduler((start, finish), gate)
     settings = runtime.settings
     if settings.reconcile.schedule:
         scheduler.add_cron("full-reconcile", settings.reconcile.schedule, assurance.full_reconcile)
@@ -263,7 +276,18 @@ async def build_app(settings: Settings) -> web.Application:
             return "workers are not running"
         return None
 
-    scheduler = build_scheduler(runtime)
+    leadership: list[LeaderLock] = []
+
+    async def leader() -> bool:
+        if not leadership:
+            return True
+        try:
+            return await leadership[0].try_acquire()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot check scheduler leadership: %s", exc)
+            return False
+
+    scheduler = build_scheduler(runtime, leader)
 
     async def scheduler_ready() -> str | None:
         return None if scheduler.running else "scheduler is not running"
@@ -272,6 +296,9 @@ async def build_app(settings: Settings) -> web.Application:
     app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        if isinstance(runtime.store.db, PgDatabase):
+            leadership.append(await runtime.store.db.acquire_leadership(LEADER_LOCK))
+            stack.push_async_callback(leadership[0].close)
         await replan_if_rules_changed(runtime)
         if runtime.webhook is not None:
             runtime.webhook.start()

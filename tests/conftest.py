@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from jmlsync.config import load_settings
 from jmlsync.service import build_app
+from tests.postgres import fresh_database
 
 TOKENS = ("t0-" + "a" * 40, "t1-" + "b" * 40)
 BASE_PATH = "/scim/v2"
@@ -43,9 +44,17 @@ url = "sqlite:///state/jmlsync.db"
     return config
 
 
-@pytest.fixture
-def config_path(tmp_path: Path) -> Path:
-    return write_config(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def config_path(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Path]:
+    """A configuration on each store backend: every test of the service runs on both."""
+    config = write_config(tmp_path)
+    if request.param == "sqlite":
+        yield config
+        return
+    async with fresh_database() as url:
+        text = config.read_text().replace('url = "sqlite:///state/jmlsync.db"', f'url = "{url}"')
+        config.write_text(text)
+        yield config
 
 
 @dataclass

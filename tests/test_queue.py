@@ -12,19 +12,34 @@ import pytest
 from jmlsync.domain.models import Change
 from jmlsync.store.queue import SqliteQueue
 from jmlsync.store.sqlite import SqliteStore
+from tests.postgres import fresh_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = await SqliteStore.open(tmp_path / "jmlsync.db")
-    try:
-        yield store
-    finally:
-        await store.close()
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """The store on each backend: the same queue contract holds on both."""
+    if backend == "sqlite":
+        store = await SqliteStore.open(tmp_path / "jmlsync.db")
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    async with fresh_database() as url:
+        store = await SqliteStore.open_postgres(url)
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 @pytest.fixture

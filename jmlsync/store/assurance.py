@@ -12,7 +12,7 @@ from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import pipeline_sql
-from jmlsync.store.database import Conn, Database, WriteConn
+from jmlsync.store.database import Backend, Conn, WriteConn
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _when(text: str | None) -> datetime | None:
 class SqliteAssurance:
     """Leaver verification, drift, runs and housekeeping on the store's database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
 
     async def unverified_leavers(self) -> list[OpenLeaver]:
@@ -202,12 +202,12 @@ class SqliteAssurance:
         )
         return [DriftFinding(*row) for row in rows]
 
-    async def start_run(self, job: str, now: datetime) -> int:
+    async def start_run(self, job: str, now: datetime, runner: str | None = None) -> int:
 
         async def body(conn: WriteConn) -> int:
             async with conn.execute(
-                "INSERT INTO runs (job, started_at) VALUES (?, ?) RETURNING id",
-                (job, format_timestamp(now)),
+                "INSERT INTO runs (job, started_at, runner) VALUES (?, ?, ?) RETURNING id",
+                (job, format_timestamp(now), runner),
             ) as cursor:
                 row = await cursor.fetchone()
             assert row is not None
@@ -277,7 +277,7 @@ async def _resolve_unseen(conn: Conn, seen: set[tuple[str, str, str, str]], stam
     rows = await conn.execute_fetchall(
         "SELECT id, kind, target, user_name, role FROM drift WHERE resolved_at IS NULL"
     )
-    gone = [(stamp, row[0]) for row in rows if tuple(row[1:]) not in seen]
+    gone = [(stamp, row[0]) for row in rows if tuple(row)[1:] not in seen]
     await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
 
 
@@ -290,6 +290,6 @@ async def _prune_audit(conn: Conn, cutoff: str) -> int:
         return 0
     last_seq, last_hash = row[0], row[1]
     async with conn.execute("DELETE FROM audit WHERE seq <= ?", (last_seq,)) as cursor:
-        count = cursor.rowcount
+        count = int(cursor.rowcount)
     await pipeline_sql.set_state(conn, pipeline_sql.AUDIT_ANCHOR, f"{last_seq}:{last_hash}")
     return count

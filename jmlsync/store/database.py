@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 
@@ -268,5 +268,39 @@ class Database:
         return results
 
 
-#: What SQL helpers take: the reader (aiosqlite) or, inside a transaction body, the writer.
-Conn = aiosqlite.Connection | WriteConn
+#: What SQL helpers take: the reader, or inside a transaction body, the writer.
+Conn = Any
+
+
+class Backend(Protocol):
+    """What the store, queue and assurance classes need of a database (SQLite or
+    PostgreSQL): a reader, transaction bodies, commit callbacks, and closing."""
+
+    @property
+    def reader(self) -> Any: ...
+
+    def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]: ...
+
+    def on_commit(self, callback: Callable[[], None]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+#: A constraint was violated (a duplicate unique key): the one class every backend raises.
+IntegrityError = sqlite3.IntegrityError
+
+
+def dialect(conn: Conn) -> str:
+    """``sqlite`` or ``postgresql``: which SQL the connection speaks."""
+    return str(getattr(conn, "dialect", "sqlite"))
+
+
+def for_update(conn: Conn) -> str:
+    """`` FOR UPDATE`` where a read inside a transaction must lock its rows (PostgreSQL, where
+    transactions run side by side); nothing on SQLite, whose writes are already serial."""
+    return " FOR UPDATE" if dialect(conn) == "postgresql" else ""
+
+
+def skip_locked(conn: Conn) -> str:
+    """`` FOR UPDATE SKIP LOCKED`` for queue claims on PostgreSQL: replicas take different rows."""
+    return " FOR UPDATE SKIP LOCKED" if dialect(conn) == "postgresql" else ""

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
 from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
-from jmlsync.store.database import Conn
+from jmlsync.store.database import Conn, for_update, skip_locked
 
 AUDIT_HEAD = "audit_head"
 #: "seq:hash" of the newest pruned audit row: where verification of the kept rows starts.
@@ -33,14 +33,15 @@ async def enqueue(
     does not delete it.
     """
     stamp = format_timestamp(now)
-    rows = [(name, int(leaver), cause, stamp, stamp) for name in set(user_names)]
+    rows = [(name, bool(leaver), cause, stamp, stamp) for name in set(user_names)]
     await conn.executemany(
         "INSERT INTO queue (user_name, leaver, cause, enqueued_at, next_attempt_at)"
         " VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (user_name) DO UPDATE SET"
-        " generation = generation + 1, leaver = max(leaver, excluded.leaver),"
+        " generation = queue.generation + 1, leaver = (queue.leaver OR excluded.leaver),"
         " cause = excluded.cause, next_attempt_at = excluded.next_attempt_at,"
-        " attempts = CASE WHEN failed_at IS NULL THEN attempts ELSE 0 END, failed_at = NULL",
+        " attempts = CASE WHEN queue.failed_at IS NULL THEN queue.attempts ELSE 0 END,"
+        " failed_at = NULL",
         rows,
     )
     return len(rows)
@@ -65,12 +66,12 @@ async def lease(
 ) -> Job | None:
     """Take the next due job, leavers first, for ``lease_for``; None when nothing is due."""
     stamp = format_timestamp(now)
-    leavers = "" if include_leavers else " AND leaver = 0"
+    leavers = "" if include_leavers else " AND NOT leaver"
     async with conn.execute(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id = ("
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
         f" AND (leased_until IS NULL OR leased_until < ?){leavers}"
-        " ORDER BY leaver DESC, next_attempt_at, id LIMIT 1)"
+        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{skip_locked(conn)})"
         " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at",
         (format_timestamp(now + lease_for), owner, stamp, stamp),
     ) as cursor:
@@ -87,7 +88,7 @@ async def ack(conn: Conn, job: Job) -> bool:
     async with conn.execute(
         "DELETE FROM queue WHERE id = ? AND generation = ?", (job.id, job.generation)
     ) as cursor:
-        deleted = cursor.rowcount > 0
+        deleted = bool(cursor.rowcount > 0)
     if not deleted:
         await conn.execute(
             "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?", (job.id,)
@@ -118,7 +119,7 @@ async def release_all(conn: Conn) -> int:
     async with conn.execute(
         "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE leased_until IS NOT NULL"
     ) as cursor:
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
 
 async def fail(
@@ -172,7 +173,7 @@ async def retry_failed(conn: Conn, now: datetime, job_id: int | None = None) -> 
         sql += " AND id = ?"
         params.append(job_id)
     async with conn.execute(sql, params) as cursor:
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
 
 async def queue_stats(conn: Conn) -> QueueStats:
@@ -192,7 +193,8 @@ async def open_leaver(conn: Conn, user_name: str, user_id: str | None, now: date
     """Record a leaver event at ``now`` unless one is already open for this userName."""
     await conn.execute(
         "INSERT INTO leavers (user_name, user_id, left_at)"
-        " SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM leavers WHERE user_name = ?"
+        " SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
+        " WHERE NOT EXISTS (SELECT 1 FROM leavers WHERE user_name = ?"
         " AND cleared_at IS NULL AND cancelled_at IS NULL)",
         (user_name, user_id, format_timestamp(now), user_name),
     )
@@ -227,14 +229,26 @@ async def leaver_events_since(conn: Conn, since: datetime) -> int:
 
 async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     """Append ``entry`` to the chain; the caller's transaction makes this serial."""
-    async with conn.execute("SELECT value FROM service_state WHERE key = ?", (AUDIT_HEAD,)) as c:
+    # Locked, so appends from several processes on one database chain one after another.
+    async with conn.execute(
+        f"SELECT value FROM service_state WHERE key = ?{for_update(conn)}", (AUDIT_HEAD,)
+    ) as c:
         row = await c.fetchone()
     previous = row[0] if row else GENESIS
     digest = chain_hash(previous, entry)
+    # The next seq is taken under the head's lock, so the numbering has no gaps to mistake
+    # for deleted rows (a sequence would skip numbers on rollback).
+    async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
+        seq_row = await c.fetchone()
+    seq = int(seq_row[0]) if seq_row else 1
+    anchor = await get_state(conn, AUDIT_ANCHOR)
+    if anchor and seq == 1:
+        seq = int(anchor.partition(":")[0]) + 1
     await conn.execute(
-        "INSERT INTO audit (at, actor, action, subject, target, role, outcome, detail,"
-        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
+        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
+            seq,
             entry.at,
             entry.actor,
             entry.action,

@@ -112,7 +112,8 @@ async def record_applied(conn: Conn, grant: Grant, reason: str, now: datetime) -
     """Remember that jmlsync applied ``grant``: it is managed from now on."""
     await conn.execute(
         "INSERT INTO applied_grants (target, user_name, role, reason, applied_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET reason = excluded.reason",
+        " VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (target, user_name, role) DO UPDATE SET reason = excluded.reason",
         (grant.target, grant.user, grant.role, reason, format_timestamp(now)),
     )
 

@@ -9,13 +9,13 @@ from typing import Any
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
-from jmlsync.store.database import Database, WriteConn
+from jmlsync.store.database import Backend, WriteConn
 
 
 class SqliteQueue:
     """The provisioning queue and its companions, on the store's database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
 
     async def enqueue(
@@ -76,7 +76,10 @@ class SqliteQueue:
             await self.db.write(body)
 
     async def recover(self) -> int:
-        """Release the leases of a process that died: SQLite serves one process at a time."""
+        """Release the leases of a process that died: SQLite serves one process at a time.
+        On PostgreSQL other replicas may hold live leases: there leases simply expire."""
+        if getattr(self.db, "dialect", "sqlite") == "postgresql":
+            return 0
 
         async def body(conn: WriteConn) -> int:
             return await pipeline_sql.release_all(conn)
@@ -116,7 +119,10 @@ class SqliteQueue:
         sql = "SELECT * FROM audit ORDER BY seq"
         params: list[int] = []
         if last is not None:
-            sql = "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+            sql = (
+                "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) AS recent"
+                " ORDER BY seq"
+            )
             params = [last]
         async with self.db.reader.execute(sql, params) as cursor:
             async for row in cursor:

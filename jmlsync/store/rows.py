@@ -31,7 +31,7 @@ def user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
         user_name.casefold(),
         doc.get("externalId"),
         doc.get("displayName"),
-        1 if active else 0,
+        active is not False,
         json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
     )
 

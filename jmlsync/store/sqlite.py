@@ -18,6 +18,7 @@ from jmlsync.domain.errors import (
     UnknownMembers,
     VersionMismatch,
 )
+from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.grants import Grant, GroupInfo, UserState
 from jmlsync.domain.models import (
     Change,
@@ -31,8 +32,22 @@ from jmlsync.domain.models import (
 )
 from jmlsync.ports import Query
 from jmlsync.store import effects, pipeline_sql, policy_reads, rows
-from jmlsync.store.database import Conn, Database, WriteConn
-from jmlsync.store.filter_sql import GROUPS_TABLE, USERS_TABLE, compile_filter, sort_expression
+from jmlsync.store.database import (
+    Backend,
+    Conn,
+    Database,
+    IntegrityError,
+    WriteConn,
+    dialect,
+    for_update,
+)
+from jmlsync.store.filter_sql import (
+    GROUPS_TABLE,
+    USERS_TABLE,
+    Table,
+    compile_filter,
+    sort_expression,
+)
 
 #: SQLite accepts at most 32766 parameters per statement; stay well below.
 _CHUNK = 500
@@ -50,7 +65,7 @@ def _marks(count: int) -> str:
 class SqliteStore:
     """The Store port on one SQLite file."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
         self._reader = db.reader
 
@@ -58,6 +73,14 @@ class SqliteStore:
     async def open(cls, path: Path, *, synchronous: str = "full") -> SqliteStore:
         """Open (creating if needed) the database at ``path`` and apply pending migrations."""
         return cls(await Database.open(path, synchronous=synchronous))
+
+    @classmethod
+    async def open_postgres(cls, dsn: str) -> SqliteStore:
+        """Open the PostgreSQL database at ``dsn`` (migrating it): the same store, on the
+        PostgreSQL backend."""
+        from jmlsync.store.postgres import PgDatabase
+
+        return cls(await PgDatabase.open(dsn))
 
     async def close(self) -> None:
         await self.db.close()
@@ -110,7 +133,7 @@ class SqliteStore:
         stamp = format_timestamp(now)
 
         async def body(conn: WriteConn) -> StoredResource:
-            current = await self._read(conn, kind, resource_id, with_members=False)
+            current = await self._read(conn, kind, resource_id, with_members=False, lock=True)
             if expected_version is not None and current.version != expected_version:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
             change = mutate(current)
@@ -148,7 +171,7 @@ class SqliteStore:
         table = "users" if kind == "User" else "groups"
 
         async def body(conn: WriteConn) -> None:
-            current = await self._read(conn, kind, resource_id, with_members=False)
+            current = await self._read(conn, kind, resource_id, with_members=False, lock=True)
             if expected_version is not None and current.version != expected_version:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
             if kind == "User":
@@ -164,7 +187,7 @@ class SqliteStore:
 
     async def search(self, kind: ResourceKind, query: Query) -> Page:
         table = USERS_TABLE if kind == "User" else GROUPS_TABLE
-        where, params = ("1", []) if query.filter is None else compile_filter(query.filter, table)
+        where, params = ("TRUE", []) if query.filter is None else self._compile(query.filter, table)
         async with self._reader.execute(
             f"SELECT count(*) FROM {table.name} WHERE {where}", params
         ) as cursor:
@@ -175,8 +198,11 @@ class SqliteStore:
         order = "id"
         if query.sort_by is not None:
             direction = "DESC" if query.descending else "ASC"
-            order = f"{sort_expression(query.sort_by, table)} {direction} NULLS LAST, id"
-        sql = f"SELECT * FROM {table.name} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+            order = f"{self._sort(query.sort_by, table)} {direction} NULLS LAST, id"
+        window = "LIMIT ? OFFSET ?"
+        if dialect(self._reader) == "postgresql":
+            window = f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+        sql = f"SELECT * FROM {table.name} WHERE {where} ORDER BY {order} {window}"
         rows = await self._reader.execute_fetchall(
             sql, [*params, query.count, query.start_index - 1]
         )
@@ -184,6 +210,20 @@ class SqliteStore:
         if query.with_members:
             resources_ = await self._attach_relations(self._reader, kind, resources_)
         return Page(total=total, resources=tuple(resources_))
+
+    def _compile(self, expr: Expr, table: Table) -> tuple[str, list[Any]]:
+        if dialect(self._reader) == "postgresql":
+            from jmlsync.store.filter_pg import compile_filter_pg
+
+            return compile_filter_pg(expr, table)
+        return compile_filter(expr, table)
+
+    def _sort(self, attr: Attr, table: Table) -> str:
+        if dialect(self._reader) == "postgresql":
+            from jmlsync.store.filter_pg import sort_expression_pg
+
+            return sort_expression_pg(attr, table)
+        return sort_expression(attr, table)
 
     async def list_groups(self) -> list[GroupInfo]:
         return await policy_reads.list_groups(self._reader)
@@ -237,9 +277,12 @@ class SqliteStore:
         resource_id: str,
         *,
         with_members: bool,
+        lock: bool = False,
     ) -> StoredResource:
         table = "users" if kind == "User" else "groups"
-        async with conn.execute(f"SELECT * FROM {table} WHERE id = ?", (resource_id,)) as cursor:
+        suffix = for_update(conn) if lock else ""
+        sql = f"SELECT * FROM {table} WHERE id = ?{suffix}"
+        async with conn.execute(sql, (resource_id,)) as cursor:
             row = await cursor.fetchone()
         if row is None:
             raise ResourceNotFound(f"{kind} {resource_id} not found")
@@ -301,7 +344,7 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                 (user_id, *rows.user_columns(doc), stamp, stamp),
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise DuplicateUserName(f"userName {doc.get('userName')!r} is already taken") from exc
 
     async def _update_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
@@ -312,7 +355,7 @@ class SqliteStore:
                 " version = version + 1 WHERE id = ?",
                 (*rows.user_columns(doc), stamp, user_id),
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise DuplicateUserName(f"userName {doc.get('userName')!r} is already taken") from exc
 
     async def _insert_group(
