@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,8 @@ def parse_etags(header: str) -> list[int | None]:
 def to_scim(resource: StoredResource, resource_type: ResourceType, base_url: str) -> dict[str, Any]:
     """The full SCIM representation of a stored resource (before projection)."""
     location = f"{base_url}{resource_type.endpoint}/{resource.id}"
-    body: dict[str, Any] = {"id": resource.id, **copy.deepcopy(resource.doc)}
+    # A shallow copy: projection builds new containers and never changes the document's own.
+    body: dict[str, Any] = {"id": resource.id, **resource.doc}
     body.setdefault("schemas", [resource_type.schema.id])
     if resource.members is not None:
         body["members"] = [
