@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 
 from jmlsync.config import load_settings
 from jmlsync.service import build_app
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 
 TOKEN = "bench-" + "x" * 40
 STAMP = "2026-01-01T00:00:00.000000Z"
@@ -37,7 +37,7 @@ async def populate(
     db_path: Path, members: int, group_name: str = "everyone"
 ) -> tuple[str, list[str]]:
     """Create a migrated store holding ``members`` users, all in one group; return the ids."""
-    store = await SqliteStore.open(db_path)
+    store = await SqlStore.open(db_path)
     await store.close()
     group_id = str(uuid.uuid4())
     user_ids = [str(uuid.uuid4()) for _ in range(members)]

@@ -30,7 +30,7 @@ from typing import Any
 from jmlsync.config import load_settings
 from jmlsync.engine.reconcile import Scope
 from jmlsync.service import open_runtime
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 from jmlsync.targets.ledger import LedgerTarget
 
 STAMP = "2026-01-01T00:00:00.000000Z"
@@ -67,7 +67,7 @@ def generate(folder: Path, users: int, groups: int, memberships: int, rules: int
     config = load_settings(folder / "jmlsync.toml")
 
     async def migrate() -> None:
-        store = await SqliteStore.open(config.store.sqlite_path)
+        store = await SqlStore.open(config.store.sqlite_path)
         await store.close()
         ledger = await LedgerTarget.open("ledger", folder / "ledger.db")
         await ledger.close()

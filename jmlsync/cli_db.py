@@ -10,15 +10,15 @@ import click
 
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.store.copy import CopyError, copy_store
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 
 
-async def open_url(url: str) -> SqliteStore:
+async def open_url(url: str) -> SqlStore:
     """The store at a ``sqlite:///PATH`` or ``postgresql://...`` URL, migrated."""
     if url.startswith(("postgresql://", "postgres://")):
-        return await SqliteStore.open_postgres(url)
+        return await SqlStore.open_postgres(url)
     if url.startswith("sqlite:///"):
-        return await SqliteStore.open(Path(url.removeprefix("sqlite:///")))
+        return await SqlStore.open(Path(url.removeprefix("sqlite:///")))
     raise click.BadParameter(f"expected sqlite:///PATH or postgresql://..., got {url!r}")
 
 

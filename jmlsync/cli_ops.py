@@ -20,16 +20,16 @@ from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
 from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
-from jmlsync.store.queue import SqliteQueue
+from jmlsync.store.queue import SqlQueue
 
 T = TypeVar("T")
 
 
-def _with_queue(settings: Settings, action: Callable[[SqliteQueue], Awaitable[T]]) -> T:
+def _with_queue(settings: Settings, action: Callable[[SqlQueue], Awaitable[T]]) -> T:
     async def run() -> T:
         store = await open_store(settings)
         try:
-            return await action(SqliteQueue(store.db))
+            return await action(SqlQueue(store.db))
         finally:
             await store.close()
 
@@ -87,7 +87,7 @@ def queue_retry(config_path: Path, job_id: int | None, all_failed: bool) -> None
 def queue_resume_leavers(config_path: Path) -> None:
     """Resume leaver processing paused by [pipeline].max_leavers_per_minute."""
 
-    async def resume(q: SqliteQueue) -> str | None:
+    async def resume(q: SqlQueue) -> str | None:
         reason = await q.get_state(LEAVERS_PAUSED)
         await q.set_state(LEAVERS_RESUMED_AT, format_timestamp(now_utc()))
         await q.set_state(LEAVERS_PAUSED, None)
@@ -107,7 +107,7 @@ def audit() -> None:
 def audit_verify(config_path: Path) -> None:
     """Check the whole chain; exit 1 at the first edited, inserted or deleted row."""
 
-    async def check(q: SqliteQueue) -> tuple[int, str | None]:
+    async def check(q: SqlQueue) -> tuple[int, str | None]:
         rows = [row async for row in q.audit_rows()]
         count, broken = verify_chain(rows, await q.get_state(AUDIT_ANCHOR))
         if broken is not None:
@@ -132,7 +132,7 @@ def audit_verify(config_path: Path) -> None:
 def audit_tail(config_path: Path, count: int, output_format: str) -> None:
     """The newest audit rows, oldest first."""
 
-    async def read(q: SqliteQueue) -> list[dict[str, object]]:
+    async def read(q: SqlQueue) -> list[dict[str, object]]:
         return [row async for row in q.audit_rows(last=count)]
 
     rows = _with_queue(settings_or_exit(config_path), read)

@@ -18,8 +18,8 @@ from jmlsync.engine.worker import LEAVERS_PAUSED
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
 from jmlsync.sla_html import render_html
-from jmlsync.store.assurance import SqliteAssurance
-from jmlsync.store.queue import SqliteQueue
+from jmlsync.store.assurance import SqlAssurance
+from jmlsync.store.queue import SqlQueue
 
 RENDERERS = {
     "table": sla.render_table,
@@ -32,7 +32,7 @@ RENDERERS = {
 async def _status(settings: Settings) -> dict[str, Any]:
     store = await open_store(settings)
     try:
-        queue, assurance = SqliteQueue(store.db), SqliteAssurance(store.db)
+        queue, assurance = SqlQueue(store.db), SqlAssurance(store.db)
         stats = await queue.stats()
         drift = await assurance.open_drift()
         unverified = await assurance.unverified_leavers()
@@ -108,7 +108,7 @@ def status(config_path: Path, output_format: str) -> None:
 async def _report(settings: Settings, since: datetime, now: datetime) -> sla.SlaReport:
     store = await open_store(settings)
     try:
-        assurance = SqliteAssurance(store.db)
+        assurance = SqlAssurance(store.db)
         return sla.build_report(
             await assurance.leaver_records(since, now),
             await assurance.mover_revocations(since, now),

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from jmlsync.metrics import Metrics
-from jmlsync.store.queue import SqliteQueue
+from jmlsync.store.queue import SqlQueue
 
 #: A readiness check answers None when ready, else the reason it is not.
 Check = Callable[[], Awaitable[str | None]]
 
 
 def ops_routes(
-    metrics: Metrics, queue: SqliteQueue, checks: Mapping[str, Check]
+    metrics: Metrics, queue: SqlQueue, checks: Mapping[str, Check]
 ) -> list[web.RouteDef]:
     """The /readyz and /metrics routes of a running service."""
 

@@ -36,10 +36,10 @@ from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
-from jmlsync.store.assurance import SqliteAssurance
+from jmlsync.store.assurance import SqlAssurance
+from jmlsync.store.directory import SqlStore
 from jmlsync.store.postgres import LeaderLock, PgDatabase
-from jmlsync.store.queue import SqliteQueue
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.registry import open_target
 
 log = logging.getLogger("jmlsync.service")
@@ -47,13 +47,11 @@ log = logging.getLogger("jmlsync.service")
 RULES_FINGERPRINT = "rules_fingerprint"
 
 
-async def open_store(settings: Settings) -> SqliteStore:
+async def open_store(settings: Settings) -> SqlStore:
     """The store named by ``[store].url`` (SQLite or PostgreSQL), migrated and ready."""
     if settings.store.is_postgres:
-        return await SqliteStore.open_postgres(settings.store.url)
-    return await SqliteStore.open(
-        settings.store.sqlite_path, synchronous=settings.store.synchronous
-    )
+        return await SqlStore.open_postgres(settings.store.url)
+    return await SqlStore.open(settings.store.sqlite_path, synchronous=settings.store.synchronous)
 
 
 @dataclass
@@ -61,8 +59,8 @@ class Runtime:
     """Everything one process runs on: the store and queue, the targets and the engine."""
 
     settings: Settings
-    store: SqliteStore
-    queue: SqliteQueue
+    store: SqlStore
+    queue: SqlQueue
     targets: dict[str, Target]
     applier: Applier
     reconciler: Reconciler
@@ -102,7 +100,7 @@ def _webhook(settings: Settings, http: aiohttp.ClientSession) -> WebhookAlerts |
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Open the store and every configured target; close them all on exit."""
     store = await open_store(settings)
-    queue = SqliteQueue(store.db)
+    queue = SqlQueue(store.db)
     targets: dict[str, Target] = {}
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     metrics = Metrics()
@@ -140,7 +138,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             reconciler=reconciler,
             applier=applier,
             queue=queue,
-            store=SqliteAssurance(store.db),
+            store=SqlAssurance(store.db),
             alerts=alerts,
             metrics=metrics,
             clock=now_utc,

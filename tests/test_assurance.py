@@ -28,7 +28,7 @@ from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.scheduling import Scheduler
 from jmlsync.service import Runtime, open_runtime
-from jmlsync.store.assurance import SqliteAssurance
+from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
 from tests.test_pipeline import PIPELINE
@@ -209,7 +209,7 @@ async def test_drift_is_recorded_alerted_and_remediated(rig: Rig) -> None:
     assert await rig.flaky.ledger.grants_of("cat@x.io") == {"developer"}
     outcome, counts, _ = await remediate.full_reconcile()
     assert counts["unmanaged"] == 0
-    assert await SqliteAssurance(rig.runtime.store.db).open_drift() == []
+    assert await SqlAssurance(rig.runtime.store.db).open_drift() == []
 
 
 async def test_the_guard_holds_remediation(rig: Rig) -> None:
@@ -271,7 +271,7 @@ async def test_an_implausible_wave_of_leavers_pauses_them(tmp_path: Path) -> Non
 
 
 async def test_scheduled_runs_are_recorded(rig: Rig) -> None:
-    store = SqliteAssurance(rig.runtime.store.db)
+    store = SqlAssurance(rig.runtime.store.db)
 
     async def start(job: str) -> int:
         return await store.start_run(job, rig.clock())

@@ -23,7 +23,7 @@ from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.ports import Target
 from jmlsync.scim.resources import now_utc
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 from jmlsync.targets.aws_iam import IamTarget
 from jmlsync.targets.aws_identity_center import IdentityCenterTarget
 from tests.moto_server import (  # noqa: F401 (fixtures)
@@ -144,14 +144,14 @@ async def fault_proxy(upstream: str) -> AsyncIterator[tuple[str, FaultProxy]]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await SqliteStore.open(tmp_path / "jmlsync.db")
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened = await SqlStore.open(tmp_path / "jmlsync.db")
     yield opened
     await opened.close()
 
 
 async def _drive(
-    store: SqliteStore, target: Target, role_of: Callable[[int], str]
+    store: SqlStore, target: Target, role_of: Callable[[int], str]
 ) -> tuple[dict[str, str], list[Outcome]]:
     """Grant each user one role, then revoke half of them; the roles kept and every outcome."""
     applier = Applier(
@@ -183,7 +183,7 @@ def _assert_faults_were_injected(proxy: FaultProxy) -> None:
     assert max(proxy.writes.values()) == 1, [w for w, n in proxy.writes.items() if n > 1]
 
 
-async def test_identity_center_converges_through_faults(moto: Moto, store: SqliteStore) -> None:
+async def test_identity_center_converges_through_faults(moto: Moto, store: SqlStore) -> None:
     arns = moto.permission_sets([f"team-{i}" for i in range(4)])
     async with fault_proxy(moto.url) as (url, proxy):
         target = await IdentityCenterTarget.open("aws", identity_center_settings(url))
@@ -200,7 +200,7 @@ async def test_identity_center_converges_through_faults(moto: Moto, store: Sqlit
     _assert_faults_were_injected(proxy)
 
 
-async def test_iam_converges_through_faults(moto: Moto, store: SqliteStore) -> None:
+async def test_iam_converges_through_faults(moto: Moto, store: SqlStore) -> None:
     groups = [f"team-{i}" for i in range(4)]
     moto.iam_groups(groups)
     async with fault_proxy(moto.url) as (url, proxy):

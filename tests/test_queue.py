@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from jmlsync.domain.models import Change
-from jmlsync.store.queue import SqliteQueue
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
+from jmlsync.store.queue import SqlQueue
 from tests.postgres import fresh_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -25,17 +25,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqliteStore]:
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
     """The store on each backend: the same queue contract holds on both."""
     if backend == "sqlite":
-        store = await SqliteStore.open(tmp_path / "jmlsync.db")
+        store = await SqlStore.open(tmp_path / "jmlsync.db")
         try:
             yield store
         finally:
             await store.close()
         return
     async with fresh_database() as url:
-        store = await SqliteStore.open_postgres(url)
+        store = await SqlStore.open_postgres(url)
         try:
             yield store
         finally:
@@ -43,17 +43,15 @@ async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 @pytest.fixture
-def queue(store: SqliteStore) -> SqliteQueue:
-    return SqliteQueue(store.db)
+def queue(store: SqlStore) -> SqlQueue:
+    return SqlQueue(store.db)
 
 
 def user(name: str, **attrs: Any) -> Change:
     return Change(doc={"schemas": [USER], "userName": name, **attrs})
 
 
-async def test_a_hundred_changes_to_one_user_are_one_job(
-    store: SqliteStore, queue: SqliteQueue
-) -> None:
+async def test_a_hundred_changes_to_one_user_are_one_job(store: SqlStore, queue: SqlQueue) -> None:
     created = await store.create("User", user("ann", active=True), T0)
     for i in range(100):
         await store.update(
@@ -69,7 +67,7 @@ async def test_a_hundred_changes_to_one_user_are_one_job(
     assert await queue.rows() == []
 
 
-async def test_leavers_are_leased_first(store: SqliteStore, queue: SqliteQueue) -> None:
+async def test_leavers_are_leased_first(store: SqlStore, queue: SqlQueue) -> None:
     for name in ("a", "b", "c"):
         await store.create("User", user(name, active=True), T0)
     leaver = await store.create("User", user("z", active=True), T0)
@@ -82,7 +80,7 @@ async def test_leavers_are_leased_first(store: SqliteStore, queue: SqliteQueue) 
     assert [tuple(r) for r in rows] == [("z", "2026-01-01T00:00:05.000000Z")]
 
 
-async def test_a_change_during_a_lease_is_not_lost(store: SqliteStore, queue: SqliteQueue) -> None:
+async def test_a_change_during_a_lease_is_not_lost(store: SqlStore, queue: SqlQueue) -> None:
     created = await store.create("User", user("bea"), T0)
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
@@ -94,7 +92,7 @@ async def test_a_change_during_a_lease_is_not_lost(store: SqliteStore, queue: Sq
     assert await queue.ack(again) is True
 
 
-async def test_expired_leases_are_taken_again(store: SqliteStore, queue: SqliteQueue) -> None:
+async def test_expired_leases_are_taken_again(store: SqlStore, queue: SqlQueue) -> None:
     await store.create("User", user("cy"), T0)
     assert await queue.lease("crashed", T0, LEASE) is not None
     assert await queue.lease("other", T0 + timedelta(seconds=29), LEASE) is None
@@ -104,7 +102,7 @@ async def test_expired_leases_are_taken_again(store: SqliteStore, queue: SqliteQ
 
 
 async def test_failures_reschedule_then_dead_letter_and_redrive(
-    store: SqliteStore, queue: SqliteQueue
+    store: SqlStore, queue: SqlQueue
 ) -> None:
     await store.create("User", user("dan"), T0)
     job = await queue.lease("w", T0, LEASE)
@@ -126,7 +124,7 @@ async def test_failures_reschedule_then_dead_letter_and_redrive(
     assert revived.attempts == 0
 
 
-async def test_a_new_change_revives_a_dead_letter(store: SqliteStore, queue: SqliteQueue) -> None:
+async def test_a_new_change_revives_a_dead_letter(store: SqlStore, queue: SqlQueue) -> None:
     created = await store.create("User", user("eve"), T0)
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
@@ -138,7 +136,7 @@ async def test_a_new_change_revives_a_dead_letter(store: SqliteStore, queue: Sql
 
 
 async def test_group_writes_enqueue_the_members_they_touch(
-    store: SqliteStore, queue: SqliteQueue
+    store: SqlStore, queue: SqlQueue
 ) -> None:
     from jmlsync.domain.models import Member, MemberOp
 

@@ -17,7 +17,7 @@ from jmlsync.cli import main
 from jmlsync.config import load_settings
 from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.domain.models import Change, Member, MemberOp
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 from jmlsync.targets.ledger import LedgerTarget
 
 RULES = """
@@ -67,7 +67,7 @@ class World:
     def store(self, action: Any) -> Any:
         async def go() -> Any:
             settings = load_settings(self.config)
-            store = await SqliteStore.open(settings.store.sqlite_path)
+            store = await SqlStore.open(settings.store.sqlite_path)
             try:
                 return await action(store)
             finally:
@@ -121,7 +121,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     ids: dict[str, str] = {}
     world = World(config, ids)
 
-    async def populate(store: SqliteStore) -> None:
+    async def populate(store: SqlStore) -> None:
         for name, dept in (("alice@x.io", "SRE"), ("bob@x.io", None), ("carol@x.io", None)):
             ids[name] = (await store.create("User", _user(name, dept), NOW)).id
         for group, members in (

@@ -27,7 +27,7 @@ from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 from jmlsync.targets.registry import open_target
 from jmlsync.targets.scim import ScimTarget
 from jmlsync.targets.scim_http import retry_after
@@ -578,7 +578,7 @@ async def test_faults_under_the_applier_leave_the_exact_state(
 
     proxy.fault = faults
     proxy.delay = lambda number: 0.02 if number % 5 == 0 else 0.0
-    store = await SqliteStore.open(tmp_path / "jmlsync.db")
+    store = await SqlStore.open(tmp_path / "jmlsync.db")
     try:
         applier = Applier(
             store,

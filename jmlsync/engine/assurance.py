@@ -15,7 +15,7 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler, Scope, Snapshot
 from jmlsync.metrics import Metrics
 from jmlsync.ports import Queue
-from jmlsync.store.assurance import DriftFinding, OpenLeaver, SqliteAssurance
+from jmlsync.store.assurance import DriftFinding, OpenLeaver, SqlAssurance
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -67,7 +67,7 @@ class Assurance:
     reconciler: Reconciler
     applier: Applier
     queue: Queue
-    store: SqliteAssurance
+    store: SqlAssurance
     alerts: AlertSink
     metrics: Metrics
     clock: Callable[[], datetime]

@@ -1,4 +1,4 @@
-"""What proves jmlsync's work on SQLite: leaver verification and breaches, movers' revocations,
+"""What proves jmlsync's work (SQLite or PostgreSQL): leaver verification and breaches, movers' revocations,
 drift findings, the record of scheduled runs, and housekeeping."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _when(text: str | None) -> datetime | None:
     return parse_timestamp(text) if text else None
 
 
-class SqliteAssurance:
+class SqlAssurance:
     """Leaver verification, drift, runs and housekeeping on the store's database."""
 
     def __init__(self, db: Backend) -> None:

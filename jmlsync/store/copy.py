@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from jmlsync.store.database import WriteConn
-from jmlsync.store.sqlite import SqliteStore
+from jmlsync.store.directory import SqlStore
 
 #: In dependency order (groups and users before memberships).
 TABLES = (
@@ -32,7 +32,7 @@ class CopyError(Exception):
     """The copy cannot be made (e.g. the destination already holds data)."""
 
 
-async def copy_store(source: SqliteStore, destination: SqliteStore) -> dict[str, int]:
+async def copy_store(source: SqlStore, destination: SqlStore) -> dict[str, int]:
     """Copy every row of every table; the destination must hold no users and no audit."""
     for table in ("users", "audit"):
         rows = await destination.db.reader.execute_fetchall(f"SELECT count(*) FROM {table}")
@@ -57,7 +57,7 @@ def _convert(table: str, column: str, value: Any) -> Any:
 
 
 async def _insert(
-    destination: SqliteStore, table: str, columns: list[str], values: list[tuple[Any, ...]]
+    destination: SqlStore, table: str, columns: list[str], values: list[tuple[Any, ...]]
 ) -> None:
     marks = ", ".join("?" * len(columns))
     names = ", ".join(columns)
@@ -75,7 +75,7 @@ async def _insert(
     await _bump_sequence(destination, table)
 
 
-async def _bump_sequence(destination: SqliteStore, table: str) -> None:
+async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
     if getattr(destination.db, "dialect", "sqlite") != "postgresql":
         return

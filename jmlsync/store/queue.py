@@ -1,4 +1,4 @@
-"""The Queue port on SQLite: leases, acks, retries and dead letters, leaver records, audit."""
+"""The Queue port on SQL: leases, acks, retries and dead letters, leaver records, audit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, WriteConn
 
 
-class SqliteQueue:
+class SqlQueue:
     """The provisioning queue and its companions, on the store's database."""
 
     def __init__(self, db: Backend) -> None:

@@ -1,4 +1,4 @@
-"""The embedded store: the directory (users, groups, memberships) on SQLite."""
+"""The directory store: users, groups and memberships, on SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -62,20 +62,20 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
-class SqliteStore:
-    """The Store port on one SQLite file."""
+class SqlStore:
+    """The Store port on a SQL database (SQLite by default, PostgreSQL for replicas)."""
 
     def __init__(self, db: Backend) -> None:
         self.db = db
         self._reader = db.reader
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "full") -> SqliteStore:
+    async def open(cls, path: Path, *, synchronous: str = "full") -> SqlStore:
         """Open (creating if needed) the database at ``path`` and apply pending migrations."""
         return cls(await Database.open(path, synchronous=synchronous))
 
     @classmethod
-    async def open_postgres(cls, dsn: str) -> SqliteStore:
+    async def open_postgres(cls, dsn: str) -> SqlStore:
         """Open the PostgreSQL database at ``dsn`` (migrating it): the same store, on the
         PostgreSQL backend."""
         from jmlsync.store.postgres import PgDatabase
