@@ -1,5 +1,5 @@
-"""What proves jmlsync's work (SQLite or PostgreSQL): leaver verification and breaches, movers' revocations,
-drift findings, the record of scheduled runs, and housekeeping."""
+"""What proves jmlsync's work, on SQLite or PostgreSQL: leaver verification and breaches,
+movers' revocations, drift findings, the record of scheduled runs, and housekeeping."""
 
 from __future__ import annotations
 
