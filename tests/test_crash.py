@@ -97,7 +97,8 @@ async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: 
         await acknowledged.wait()
         service.process.send_signal(signal.SIGKILL)
         await running
-        assert await stop_service(service) == -signal.SIGKILL
+        code = await stop_service(service)
+        assert code == -signal.SIGKILL, "".join(service.log[-40:])
 
     assert KILL_AFTER <= len(joined) < USERS, "the kill must land mid-burst"
     restarted = await start_service(config)

@@ -102,7 +102,8 @@ async def test_a_replica_dies_mid_burst_and_the_other_finishes(tmp_path: Path) -
             )
             doomed.process.send_signal(signal.SIGKILL)
             await burst
-            assert await stop_service(doomed) == -signal.SIGKILL
+            code = await stop_service(doomed)
+            assert code == -signal.SIGKILL, "".join(doomed.log[-40:])
         assert KILL_AFTER <= len(joined) < USERS
         try:
             async with asyncio.timeout(90):
