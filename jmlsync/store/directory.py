@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +15,6 @@ from jmlsync.audit import AuditEntry
 from jmlsync.domain.errors import (
     DuplicateUserName,
     ResourceNotFound,
-    UnknownMembers,
     VersionMismatch,
 )
 from jmlsync.domain.filters import Attr, Expr
@@ -24,14 +23,13 @@ from jmlsync.domain.models import (
     Change,
     GroupRef,
     Member,
-    MemberOp,
     Page,
     ResourceKind,
     StoredResource,
     format_timestamp,
 )
 from jmlsync.ports import Query
-from jmlsync.store import effects, pipeline_sql, policy_reads, rows
+from jmlsync.store import effects, memberships, pipeline_sql, policy_reads, rows
 from jmlsync.store.database import (
     Backend,
     Conn,
@@ -48,18 +46,7 @@ from jmlsync.store.filter_sql import (
     compile_filter,
     sort_expression,
 )
-
-#: SQLite accepts at most 32766 parameters per statement; stay well below.
-_CHUNK = 500
-
-
-def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
+from jmlsync.store.memberships import chunks, marks
 
 
 class SqlStore:
@@ -100,7 +87,7 @@ class SqlStore:
                 await effects.user_written(conn, resource_id, None, change.doc, now)
             else:
                 await self._insert_group(conn, resource_id, change.doc, stamp)
-                affected = await self._apply_member_ops(conn, resource_id, change.members)
+                affected = await memberships.apply(conn, resource_id, change.members)
                 name = str(change.doc["displayName"])
                 await effects.group_written(
                     conn,
@@ -142,7 +129,7 @@ class SqlStore:
                 await effects.user_written(conn, resource_id, current.doc, change.doc, now)
             else:
                 await self._update_group(conn, resource_id, change.doc, stamp)
-                affected = await self._apply_member_ops(conn, resource_id, change.members)
+                affected = await memberships.apply(conn, resource_id, change.members)
                 if rows.group_identity(current.doc) != rows.group_identity(change.doc):
                     # Rules match on displayName (or externalId): every member may move.
                     affected |= await effects.members_of(conn, resource_id)
@@ -310,17 +297,17 @@ class SqlStore:
             return items
         ids = [item.id for item in items]
         found: dict[str, list[Any]] = {item_id: [] for item_id in ids}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             if kind == "Group":
                 sql = (
                     "SELECT group_id AS owner, user_id AS ref, display FROM memberships"
-                    f" WHERE group_id IN ({_marks(len(chunk))})"
+                    f" WHERE group_id IN ({marks(len(chunk))})"
                 )
             else:
                 sql = (
                     "SELECT m.user_id AS owner, m.group_id AS ref, g.display_name AS display"
                     " FROM memberships m JOIN groups g ON g.id = m.group_id"
-                    f" WHERE m.user_id IN ({_marks(len(chunk))})"
+                    f" WHERE m.user_id IN ({marks(len(chunk))})"
                 )
             async with conn.execute(sql, chunk) as cursor:
                 async for row in cursor:
@@ -382,47 +369,4 @@ class SqlStore:
             "UPDATE groups SET version = version + 1 WHERE id IN"
             " (SELECT group_id FROM memberships WHERE user_id = ?)",
             (user_id,),
-        )
-
-    async def _apply_member_ops(
-        self, conn: Conn, group_id: str, ops: Sequence[MemberOp]
-    ) -> set[str]:
-        """Apply the membership operations in order; return the user ids they may affect."""
-        affected: set[str] = set()
-        for op in ops:
-            if op.action in ("clear", "replace"):
-                affected |= await effects.members_of(conn, group_id)
-                await conn.execute("DELETE FROM memberships WHERE group_id = ?", (group_id,))
-            if op.action in ("add", "replace"):
-                await self._add_members(conn, group_id, op.items)
-                affected.update(item.value for item in op.items)
-            if op.action == "remove":
-                affected |= op.ids
-                ids = sorted(op.ids)
-                for chunk in _chunks(ids):
-                    await conn.execute(
-                        f"DELETE FROM memberships WHERE group_id = ? AND user_id IN"
-                        f" ({_marks(len(chunk))})",
-                        (group_id, *chunk),
-                    )
-        return affected
-
-    async def _add_members(self, conn: Conn, group_id: str, items: Sequence[Member]) -> None:
-        if not items:
-            return
-        ids = sorted({item.value for item in items})
-        existing: set[str] = set()
-        for chunk in _chunks(ids):
-            async with conn.execute(
-                f"SELECT id FROM users WHERE id IN ({_marks(len(chunk))})", chunk
-            ) as cursor:
-                existing.update([row[0] async for row in cursor])
-        missing = [i for i in ids if i not in existing]
-        if missing:
-            raise UnknownMembers(missing)
-        await conn.executemany(
-            "INSERT INTO memberships (group_id, user_id, display) VALUES (?, ?, ?)"
-            " ON CONFLICT (group_id, user_id) DO UPDATE"
-            " SET display = coalesce(excluded.display, memberships.display)",
-            [(group_id, item.value, item.display) for item in items],
         )
