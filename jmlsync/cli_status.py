@@ -18,13 +18,14 @@ from jmlsync.engine.worker import LEAVERS_PAUSED
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
 from jmlsync.sla_html import render_html
+from jmlsync.sla_text import render_csv, render_table
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.queue import SqlQueue
 
 RENDERERS = {
-    "table": sla.render_table,
+    "table": render_table,
     "json": sla.render_json,
-    "csv": sla.render_csv,
+    "csv": render_csv,
     "html": render_html,
 }
 

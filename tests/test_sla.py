@@ -12,17 +12,9 @@ from html.parser import HTMLParser
 import pytest
 
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
-from jmlsync.sla import (
-    CSV_COLUMNS,
-    SlaReport,
-    build_report,
-    parse_since,
-    percentile,
-    render_csv,
-    render_json,
-    render_table,
-)
+from jmlsync.sla import SlaReport, build_report, parse_since, percentile, render_json
 from jmlsync.sla_html import render_html
+from jmlsync.sla_text import CSV_COLUMNS, render_csv, render_table
 
 SLA = 900
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

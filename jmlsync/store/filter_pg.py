@@ -44,29 +44,25 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
 from decimal import Decimal
 from typing import Any, TypeAlias
 
 from jmlsync.domain.filters import (
-    And,
     Attr,
-    Compare,
     Expr,
-    Not,
-    Or,
-    Present,
     Scalar,
     ValuePath,
-    parse_datetime,
 )
 from jmlsync.scim.errors import InvalidFilter
 from jmlsync.store.filter_sql import (
     GROUPS_TABLE,
     USERS_TABLE,
     Column,
+    FilterWalker,
     Membership,
     Table,
+    attr_key,
+    storage_datetime,
 )
 
 __all__ = [
@@ -99,7 +95,7 @@ def sort_expression_pg(attr: Attr, table: Table) -> str:
     multi-valued attribute sorts by its primary value, else its first; an attribute nobody may
     filter on sorts as NULL.
     """
-    key, doc = _key(attr), f"{table.name}.{table.doc}"
+    key, doc = attr_key(attr), f"{table.name}.{table.doc}"
     column = table.columns.get(key)
     if column is not None:
         if column.sql in BOOLEAN_COLUMNS:
@@ -198,25 +194,7 @@ def _doc_keys(attr: Attr) -> tuple[str, ...]:
     return (attr.name,) if attr.uri is None else (attr.uri, attr.name)
 
 
-def _negate(sql: str) -> str:
-    # SQL NULL means "no match" here; COALESCE keeps NOT from turning it into another NULL.
-    return f"NOT COALESCE(({sql}), false)"
-
-
-def _key(attr: Attr) -> str:
-    key = attr.name if attr.sub is None else f"{attr.name}.{attr.sub}"
-    return key if attr.uri is None else f"{attr.uri}:{key}"
-
-
-def _storage_datetime(value: str) -> str:
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise InvalidFilter(f"{value!r} is not a valid dateTime")
-    naive = parsed.astimezone(UTC).replace(tzinfo=None)
-    return naive.isoformat(timespec="microseconds") + "Z"
-
-
-class _Compiler:
+class _Compiler(FilterWalker[_Operand]):
     """Walks one filter, collecting the parameters in the order of their numbers."""
 
     def __init__(self, table: Table, start: int) -> None:
@@ -241,37 +219,13 @@ class _Compiler:
         self.aliases += 1
         return "e" if self.aliases == 1 else f"e{self.aliases}"
 
-    def expr(self, expr: Expr) -> str:
-        """The SQL for ``expr``, a boolean; NULL counts as false."""
-        if isinstance(expr, And):
-            return f"({self.expr(expr.left)}) AND ({self.expr(expr.right)})"
-        if isinstance(expr, Or):
-            return f"({self.expr(expr.left)}) OR ({self.expr(expr.right)})"
-        if isinstance(expr, Not):
-            return _negate(self.expr(expr.expr))
-        if isinstance(expr, Present):
-            return self._leaf(expr.attr, self._present)
-        if isinstance(expr, ValuePath):
-            return self._value_path(expr)
-        return self._compare(expr)
-
-    def _compare(self, expr: Compare) -> str:
-        attr, value = expr.attr, expr.value
-        if value is None:
-            present = self._leaf(attr, self._present)
-            return present if expr.op == "ne" else _negate(present)
-        if expr.op == "ne":
-            # Negating eq as a whole: a missing attribute, or no equal value, matches.
-            return _negate(self._leaf(attr, lambda o: self._test(o, "eq", value, attr)))
-        return self._leaf(attr, lambda o: self._test(o, expr.op, value, attr))
-
     def _leaf(self, attr: Attr, build: _Build) -> str:
         """``build``'s test applied to ``attr``, true when any of its values passes."""
         if self.inner_membership is not None:
             return build(self._membership_operand(self.inner_membership, attr.name))
         if self.inner_object is not None:
             return self._json_leaf(self.inner_object, (attr.name,), attr, build)
-        table, key = self.table, _key(attr)
+        table, key = self.table, attr_key(attr)
         column = table.columns.get(key)
         if column is not None:
             return build(_column_operand(column))
@@ -304,8 +258,8 @@ class _Compiler:
         if self.in_value_path:
             raise InvalidFilter("nested value filters are not supported")
         attr, table = expr.attr, self.table
-        if attr.name in table.unfilterable or _key(attr) in table.unfilterable:
-            raise InvalidFilter(f"cannot filter on {_key(attr)!r}")
+        if attr.name in table.unfilterable or attr_key(attr) in table.unfilterable:
+            raise InvalidFilter(f"cannot filter on {attr_key(attr)!r}")
         membership = table.memberships.get(attr.name) if attr.uri is None else None
         keys = _doc_keys(attr)
         guard = ""
@@ -380,7 +334,7 @@ class _Compiler:
     def _text_test(self, operand: _Operand, op: str, value: str, attr: Attr) -> str:
         actual, fold_wanted = operand.sql, False
         if attr.type == "dateTime" and op not in _TEXT_OPS:
-            value = _storage_datetime(value)
+            value = storage_datetime(value)
         elif operand.folded:
             value = value.casefold()
         elif not attr.case_exact:

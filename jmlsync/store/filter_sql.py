@@ -22,10 +22,11 @@ normalised storage format ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; ``password``, ``meta`
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from jmlsync.domain.filters import (
     And,
@@ -137,7 +138,7 @@ def sort_expression(attr: Attr, table: Table) -> str:
     Case-insensitive strings sort by their folded form; a multi-valued attribute sorts by its
     primary value, else its first; an attribute nobody may filter on sorts as NULL.
     """
-    key, doc = _key(attr), f"{table.name}.{table.doc}"
+    key, doc = attr_key(attr), f"{table.name}.{table.doc}"
     column = table.columns.get(key)
     if column is not None:
         return _sort_key(column.sql, attr, folded=column.folded)
@@ -215,17 +216,20 @@ def _item(sub: str | None) -> _Operand:
     )
 
 
-def _negate(sql: str) -> str:
-    # SQL NULL means "no match" here; COALESCE keeps NOT from turning it into another NULL.
-    return f"NOT COALESCE(({sql}), 0)"
+def negate(sql: str) -> str:
+    """NOT of a test where SQL NULL means "no match": COALESCE keeps NOT from turning it into
+    another NULL. (``false`` is a keyword in both SQLite and PostgreSQL.)"""
+    return f"NOT COALESCE(({sql}), false)"
 
 
-def _key(attr: Attr) -> str:
+def attr_key(attr: Attr) -> str:
+    """The key of ``attr`` in a table's column and unfilterable maps."""
     key = attr.name if attr.sub is None else f"{attr.name}.{attr.sub}"
     return key if attr.uri is None else f"{attr.uri}:{key}"
 
 
-def _storage_datetime(value: str) -> str:
+def storage_datetime(value: str) -> str:
+    """A dateTime comparand in the stores' fixed-width UTC text form."""
     parsed = parse_datetime(value)
     if parsed is None:
         raise InvalidFilter(f"{value!r} is not a valid dateTime")
@@ -233,23 +237,25 @@ def _storage_datetime(value: str) -> str:
     return naive.isoformat(timespec="microseconds") + "Z"
 
 
-class _Compiler:
-    """Walks one filter, collecting the parameters in the order their ``?`` appear."""
+#: How a dialect represents one value under test.
+Operand = TypeVar("Operand")
 
-    def __init__(self, table: Table) -> None:
-        self.table = table
-        self.params: list[Any] = []
-        self.inner: Callable[[Attr], _Operand] | None = None
-        self.doc = f"{table.name}.{table.doc}"
+
+class FilterWalker(ABC, Generic[Operand]):
+    """The walk over a filter that both SQL dialects share: logic, ``ne``, ``eq null``.
+
+    A dialect says how one attribute reaches its values (``_leaf``), how presence and a
+    comparison read in SQL (``_present``, ``_test``), and how ``attr[...]`` is written.
+    """
 
     def expr(self, expr: Expr) -> str:
-        """The SQL for ``expr``; NULL counts as false."""
+        """The SQL for ``expr``, a boolean; NULL counts as false."""
         if isinstance(expr, And):
             return f"({self.expr(expr.left)}) AND ({self.expr(expr.right)})"
         if isinstance(expr, Or):
             return f"({self.expr(expr.left)}) OR ({self.expr(expr.right)})"
         if isinstance(expr, Not):
-            return _negate(self.expr(expr.expr))
+            return negate(self.expr(expr.expr))
         if isinstance(expr, Present):
             return self._leaf(expr.attr, self._present)
         if isinstance(expr, ValuePath):
@@ -260,17 +266,40 @@ class _Compiler:
         attr, value = expr.attr, expr.value
         if value is None:
             present = self._leaf(attr, self._present)
-            return present if expr.op == "ne" else _negate(present)
+            return present if expr.op == "ne" else negate(present)
         if expr.op == "ne":
             # Negating eq as a whole: a missing attribute, or no equal value, matches.
-            return _negate(self._leaf(attr, lambda o: self._test(o, "eq", value, attr)))
+            return negate(self._leaf(attr, lambda o: self._test(o, "eq", value, attr)))
         return self._leaf(attr, lambda o: self._test(o, expr.op, value, attr))
+
+    @abstractmethod
+    def _leaf(self, attr: Attr, build: Callable[[Operand], str]) -> str:
+        """``build``'s test applied to ``attr``, true when any of its values passes."""
+
+    @abstractmethod
+    def _present(self, operand: Operand) -> str: ...
+
+    @abstractmethod
+    def _test(self, operand: Operand, op: str, value: Scalar, attr: Attr) -> str: ...
+
+    @abstractmethod
+    def _value_path(self, expr: ValuePath) -> str: ...
+
+
+class _Compiler(FilterWalker["_Operand"]):
+    """Walks one filter, collecting the parameters in the order their ``?`` appear."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.params: list[Any] = []
+        self.inner: Callable[[Attr], _Operand] | None = None
+        self.doc = f"{table.name}.{table.doc}"
 
     def _leaf(self, attr: Attr, build: Callable[[_Operand], str]) -> str:
         """``build``'s test applied to ``attr``, true when any of its values passes."""
         if self.inner is not None:
             return build(self.inner(attr))
-        table, key = self.table, _key(attr)
+        table, key = self.table, attr_key(attr)
         column = table.columns.get(key)
         if column is not None:
             return build(_Operand(column.sql, folded=column.folded))
@@ -359,7 +388,7 @@ class _Compiler:
         if not isinstance(value, str):
             return operand.sql, value
         if attr.type == "dateTime":
-            return operand.sql, _storage_datetime(value)
+            return operand.sql, storage_datetime(value)
         if attr.case_exact:
             return operand.sql, value
         folded = operand.sql if operand.folded else f"fold({operand.sql})"

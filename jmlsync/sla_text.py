@@ -1,0 +1,103 @@
+"""The SLA report as text: a table for people and CSV for spreadsheets."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+from jmlsync.sla import (
+    LeaverOutcome,
+    SlaReport,
+    SlaSummary,
+    format_percent,
+    format_seconds,
+    human_time,
+)
+
+CSV_COLUMNS = (
+    "user",
+    "left_at",
+    "cleared_at",
+    "verified_at",
+    "seconds_to_clear",
+    "seconds_to_verify",
+    "within_sla",
+    "breached_at",
+    "targets",
+)
+
+
+def render_csv(report: SlaReport) -> str:
+    """One row per leaver after a header row; targets as ``name:revocations`` joined by ``;``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_csv_row(outcome) for outcome in report.leavers)
+    return buffer.getvalue()
+
+
+def _csv_row(outcome: LeaverOutcome) -> list[str]:
+    row = outcome.as_dict()
+    verdict = row["within_sla"]
+    row["within_sla"] = "" if verdict is None else str(verdict).lower()
+    row["targets"] = ";".join(f"{t.target}:{t.revocations}" for t in outcome.record.targets)
+    return ["" if row[column] is None else str(row[column]) for column in CSV_COLUMNS]
+
+
+def render_table(report: SlaReport) -> str:
+    """The report for people: header, one line per leaver (breaches first), then the summaries."""
+    lines = [
+        f"Leaver SLA report: SLA {report.sla_seconds} s,"
+        f" window {human_time(report.since)} .. {human_time(report.until)}",
+        f"Generated {human_time(report.generated_at)}",
+        "",
+    ]
+    if report.leavers:
+        lines.extend(_leaver_table(report.leavers))
+    else:
+        lines.append("No leaver in this window.")
+    lines.append("")
+    lines.extend(_summary_lines("Leavers", "time to clear", report.summary))
+    lines.append("")
+    lines.extend(_summary_lines("Movers' revocations", "time to revoke", report.movers_summary))
+    return "\n".join(lines)
+
+
+def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:
+    header = ("STATUS", "USER", "LEFT", "CLEARED", "VERIFIED", "TO CLEAR (s)", "TO VERIFY (s)")
+    rows = [header, *(_table_row(o) for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _table_row(outcome: LeaverOutcome) -> tuple[str, ...]:
+    record = outcome.record
+    return (
+        outcome.mark,
+        _printable(record.user),
+        human_time(record.left_at),
+        human_time(record.cleared_at),
+        human_time(record.verified_at),
+        format_seconds(outcome.seconds_to_clear),
+        format_seconds(outcome.seconds_to_verify),
+    )
+
+
+def _summary_lines(title: str, measure: str, summary: SlaSummary) -> list[str]:
+    return [
+        f"{title}: {summary.count}, cleared {summary.cleared}, verified {summary.verified},"
+        f" pending {summary.pending}, breaches {summary.breaches},"
+        f" compliance {format_percent(summary.compliance_percent)}",
+        f"  {measure}: p50 {format_seconds(summary.p50_seconds)} s,"
+        f" p95 {format_seconds(summary.p95_seconds)} s,"
+        f" max {format_seconds(summary.max_seconds)} s",
+    ]
+
+
+def _printable(text: str) -> str:
+    """Control characters in a user name must not move a terminal's cursor."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
