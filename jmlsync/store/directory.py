@@ -88,15 +88,8 @@ class SqlStore:
             else:
                 await self._insert_group(conn, resource_id, change.doc, stamp)
                 affected = await memberships.apply(conn, resource_id, change.members)
-                name = str(change.doc["displayName"])
                 await effects.group_written(
-                    conn,
-                    resource_id,
-                    "group.create",
-                    affected,
-                    name,
-                    now,
-                    rows.members_detail(change),
+                    conn, resource_id, "group.create", affected, change, now
                 )
             return await self._read(conn, kind, resource_id, with_members=True)
 
@@ -133,15 +126,8 @@ class SqlStore:
                 if rows.group_identity(current.doc) != rows.group_identity(change.doc):
                     # Rules match on displayName (or externalId): every member may move.
                     affected |= await effects.members_of(conn, resource_id)
-                name = str(change.doc["displayName"])
                 await effects.group_written(
-                    conn,
-                    resource_id,
-                    "group.update",
-                    affected,
-                    name,
-                    now,
-                    rows.members_detail(change),
+                    conn, resource_id, "group.update", affected, change, now
                 )
             return await self._read(conn, kind, resource_id, with_members=with_members)
 
@@ -166,8 +152,8 @@ class SqlStore:
                 await effects.user_written(conn, resource_id, current.doc, None, now)
             else:
                 members = await effects.members_of(conn, resource_id)
-                name = str(current.doc.get("displayName"))
-                await effects.group_written(conn, resource_id, "group.delete", members, name, now)
+                gone = Change(doc=current.doc)
+                await effects.group_written(conn, resource_id, "group.delete", members, gone, now)
             await conn.execute(f"DELETE FROM {table} WHERE id = ?", (resource_id,))
 
         await self.db.write(body, notify=True)

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp
-from jmlsync.store import pipeline_sql
+from jmlsync.domain.models import Change, format_timestamp
+from jmlsync.store import pipeline_sql, rows
 from jmlsync.store.database import Conn
 
 _CHUNK = 500
@@ -92,16 +92,16 @@ async def group_written(
     group_id: str,
     action: str,
     affected_user_ids: Collection[str],
-    subject: str,
+    change: Change,
     now: datetime,
-    detail: str | None = None,
 ) -> None:
     """Enqueue every user whose membership of the group changed (or every member, when the
-    group's name or existence changed) and audit the write."""
+    group's name or existence changed) and audit the write, with its membership operations."""
     names = await user_names(conn, affected_user_ids)
     if names:
         await pipeline_sql.enqueue(conn, names, cause=action, now=now)
-    await audit(conn, now, action, f"group {subject} ({group_id})", detail=detail)
+    subject = f"group {change.doc.get('displayName')} ({group_id})"
+    await audit(conn, now, action, subject, detail=rows.members_detail(change))
 
 
 async def members_of(conn: Conn, group_id: str) -> set[str]:
