@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -229,9 +229,18 @@ class Queue(Protocol):
         ...
 
     async def fail(
-        self, job: Job, error: str, now: datetime, *, retry_in: timedelta | None
+        self,
+        job: Job,
+        error: str,
+        now: datetime,
+        *,
+        retry_in: timedelta | None,
+        pending_targets: Collection[str] | None = None,
     ) -> bool:
         """Count a failed attempt and reschedule it, or dead-letter it (``retry_in`` None).
+
+        ``pending_targets``: the only targets the next attempt plans (the others are done);
+        None keeps the row's set. A change coalesced meanwhile plans every target again.
         True when dead-lettered."""
         ...
 
@@ -267,6 +276,19 @@ class Queue(Protocol):
     async def clear_leaver(self, user_name: str, now: datetime) -> list[str]:
         """Mark the open leaver record of ``user_name`` cleared at ``now``; return the
         ``left_at`` of each record cleared."""
+        ...
+
+    async def record_leaver_targets(
+        self,
+        user_name: str,
+        outcomes: Mapping[str, str | None],
+        every_target: Collection[str],
+        now: datetime,
+    ) -> list[str]:
+        """Record per-target outcomes (None: cleared; else the error keeping it pending) for
+        the open leaver record(s) of ``user_name``. A record whose targets in
+        ``every_target`` are all cleared is cleared overall at ``now``; returns the
+        ``left_at`` of each record so cleared. Idempotent: a target keeps its first clear."""
         ...
 
     async def audit(self, entry: AuditEntry) -> None:

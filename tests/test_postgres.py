@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -117,6 +118,7 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
         code, out, err = await asyncio.to_thread(cli, "db", "copy", "--from", source, "--to", url)
         assert code == 0, err
         assert "users              1" in out
+        assert re.search(r"^leaver_targets +1$", out, re.MULTILINE), out
         code, _, err = await asyncio.to_thread(cli, "db", "copy", "--from", source, "--to", url)
         assert code == 1
         assert "empty store" in err
@@ -126,7 +128,7 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
         assert code == 0, out
         assert "intact" in out
         code, out, _ = await asyncio.to_thread(cli, "db", "upgrade", "--config", str(pg_config))
-        assert (code, out.strip()) == (0, "store at schema version 5")
+        assert (code, out.strip()) == (0, "store at schema version 6")
         code, out, _ = await asyncio.to_thread(
             cli, "sla-report", "--format", "json", "--config", str(pg_config)
         )

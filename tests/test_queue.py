@@ -156,3 +156,47 @@ async def test_group_writes_enqueue_the_members_they_touch(
     renamed = Change({**doc, "displayName": "platform"}, ())
     await store.update("Group", group.id, lambda _c: renamed, T0)
     assert sorted(r.user_name for r in await queue.rows()) == ["f", "g"]
+
+
+async def test_a_retry_plans_only_the_pending_targets(store: SqlStore, queue: SqlQueue) -> None:
+    created = await store.create("User", user("fay"), T0)
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    assert job.pending_targets is None
+    await queue.fail(job, "read b: down", T0, retry_in=timedelta(0), pending_targets=["b"])
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    assert job.pending_targets == {"b"}
+    # A failure that is not a target's keeps the pending set.
+    await queue.fail(job, "internal error", T0, retry_in=timedelta(0))
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    assert job.pending_targets == {"b"}
+    # A change coalesced while the job runs wins: the next attempt plans every target.
+    await store.update("User", created.id, lambda c: Change({**c.doc, "title": "x"}), T0)
+    await queue.fail(job, "read b: down", T0, retry_in=timedelta(0), pending_targets=["b"])
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+    assert job.pending_targets is None
+
+
+async def test_leaver_records_keep_per_target_outcomes(store: SqlStore, queue: SqlQueue) -> None:
+    created = await store.create("User", user("gil", active=True), T0)
+    await store.update("User", created.id, lambda c: Change({**c.doc, "active": False}), T0)
+    later = T0 + timedelta(seconds=3)
+    cleared = await queue.record_leaver_targets("gil", {"a": None, "b": "down"}, ["a", "b"], later)
+    assert cleared == []
+    last = T0 + timedelta(seconds=9)
+    cleared = await queue.record_leaver_targets("gil", {"b": None}, ["a", "b"], last)
+    assert cleared == ["2026-01-01T00:00:00.000000Z"]
+    rows = await store.db.reader.execute_fetchall(
+        "SELECT target, cleared_at, last_error FROM leaver_targets ORDER BY target"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("a", "2026-01-01T00:00:03.000000Z", None),
+        ("b", "2026-01-01T00:00:09.000000Z", None),
+    ]
+    (leaver,) = await store.db.reader.execute_fetchall("SELECT cleared_at FROM leavers")
+    assert leaver[0] == "2026-01-01T00:00:09.000000Z"
+    # Nothing open any more: a late outcome changes nothing.
+    assert await queue.record_leaver_targets("gil", {"a": "x"}, ["a", "b"], last) == []

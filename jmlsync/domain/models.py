@@ -91,6 +91,8 @@ class Job:
     generation: int
     attempts: int
     enqueued_at: str
+    #: The targets still to plan after an earlier attempt failed on them; None: every target.
+    pending_targets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.errors import PermanentTargetError, TargetError
-from jmlsync.domain.grants import Grant, Operation, Rule
+from jmlsync.domain.grants import Grant, Reason, Rule
 from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
@@ -46,11 +47,16 @@ class PipelineOptions:
 
 
 class JobFailed(Exception):
-    """A job's plan could not be applied completely."""
+    """A job's plan could not be applied completely.
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    ``targets`` names the targets that failed (the next attempt plans only those); empty when
+    the failure is not a target's (the next attempt plans what was pending before).
+    """
+
+    def __init__(self, message: str, *, permanent: bool, targets: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.targets = tuple(targets)
 
 
 class Pipeline:
@@ -217,7 +223,12 @@ class Pipeline:
             pass
 
     async def process(self, job: Job) -> None:
-        """Plan the job's principal against every target and apply the plan."""
+        """Plan and apply the job's principal on each target independently.
+
+        A target that cannot be read or written keeps only its own operations pending: the
+        job is retried (or dead-lettered) for those targets alone, while every healthy target
+        got its grants and revocations in this attempt.
+        """
         if job.user_name.casefold() in self.protected:
             # A break-glass account: never changed by jmlsync; the IdP touched it, so tell.
             await self.alerts.alert(
@@ -229,32 +240,46 @@ class Pipeline:
             )
             await self.queue.ack(job)
             return
-        try:
-            operations, leaver = await self._plan(job)
-            outcomes = await self.applier.apply(operations, actor="pipeline")
-            failures = [o for o in outcomes if not o.ok]
-            if failures:
-                raise JobFailed(
-                    "; ".join(
-                        f"{o.operation.action} {o.operation.target}: {o.error}" for o in failures
-                    ),
-                    permanent=any(o.permanent for o in failures),
-                )
-        except JobFailed as exc:
-            await self._failed(job, exc)
+        work = await self._plan(job)
+        if work is None:
+            await self.queue.ack(job)
             return
-        except TargetError as exc:
+        results = await asyncio.gather(
+            *(self._run_target(work, name) for name in self._targets_of(job))
+        )
+        failed = [result for result in results if result.error is not None]
+        if work.leaver:
+            now = self.clock()
+            cleared = await self.queue.record_leaver_targets(
+                job.user_name,
+                {result.target: result.error for result in results},
+                list(self.applier.targets),
+                now,
+            )
+            for left_at in cleared:
+                self.on_cleared(job.user_name, (now - parse_timestamp(left_at)).total_seconds())
+        if failed:
             await self._failed(
-                job, JobFailed(str(exc), permanent=isinstance(exc, PermanentTargetError))
+                job,
+                JobFailed(
+                    "; ".join(str(result.error) for result in failed),
+                    permanent=all(result.permanent for result in failed),
+                    targets=tuple(result.target for result in failed),
+                ),
             )
             return
-        if leaver:
-            now = self.clock()
-            for left_at in await self.queue.clear_leaver(job.user_name, now):
-                self.on_cleared(job.user_name, (now - parse_timestamp(left_at)).total_seconds())
         await self.queue.ack(job)
 
-    async def _plan(self, job: Job) -> tuple[list[Operation], bool]:
+    def _targets_of(self, job: Job) -> list[str]:
+        """The targets this attempt plans: those still pending from an earlier attempt (that
+        are still configured), or every target."""
+        names = sorted(self.applier.targets)
+        if job.pending_targets is None:
+            return names
+        return [name for name in names if name in job.pending_targets]
+
+    async def _plan(self, job: Job) -> _Work | None:
+        """What the directory wants for the principal; None when no target needs asking."""
         user, groups = await self.store.policy_user(job.user_name)
         by_group = rules_by_group(self.rules, groups)
         desired = desired_grants([user] if user else [], by_group)
@@ -263,49 +288,90 @@ class Pipeline:
         if not desired and not applied and not leaver:
             # Nothing to grant and nothing of ours to take back: no need to ask the targets.
             # (Access granted by hand on a managed role is drift: full reconciliation finds it.)
-            return [], False
-        actual: set[Grant] = set()
-        principals: dict[tuple[str, str], bool] = {}
-        for name in self.applier.targets:
-            roles, found = await self.applier.read_user(name, job.user_name)
-            actual.update(Grant(name, job.user_name, role) for role in roles)
-            if found is not None:
-                principals[(name, job.user_name)] = found.disableable
+            return None
+        return _Work(job.user_name, user.active if user else None, desired, applied, leaver)
+
+    async def _run_target(self, work: _Work, name: str) -> _TargetResult:
+        """Read, plan and apply one target; its failure is returned, never raised, so it
+        cannot hold up the other targets of the job."""
+        try:
+            roles, found = await self.applier.read_user(name, work.user_name)
+        except TargetError as exc:
+            return _TargetResult(name, f"read {name}: {exc}", isinstance(exc, PermanentTargetError))
+        principals = {(name, work.user_name): found.disableable} if found is not None else {}
         inp = PlanInput(
-            desired=desired,
-            actual=actual,
+            desired=work.desired,
+            actual={Grant(name, work.user_name, role) for role in roles},
             managed=self._managed,
             privileged=self._privileged,
-            applied=applied,
-            users={user.user_name: user.active} if user else {},
-            leavers=frozenset({job.user_name}) if leaver else frozenset(),
+            applied=work.applied,
+            users={} if work.active is None else {work.user_name: work.active},
+            leavers=frozenset({work.user_name}) if work.leaver else frozenset(),
             principals=principals,
-            only_users=frozenset({job.user_name}),
+            targets=frozenset({name}),
+            only_users=frozenset({work.user_name}),
         )
-        return plan(inp), leaver
+        outcomes = await self.applier.apply(plan(inp), actor="pipeline")
+        failures = [o for o in outcomes if not o.ok]
+        if not failures:
+            return _TargetResult(name)
+        return _TargetResult(
+            name,
+            "; ".join(f"{o.operation.action} {name}: {o.error}" for o in failures),
+            any(o.permanent for o in failures),
+        )
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
         attempts = job.attempts + 1
+        pending = error.targets or None
+        where = f" on {', '.join(error.targets)}" if error.targets else ""
         if error.permanent or attempts >= self.options.max_attempts:
-            await self.queue.fail(job, str(error), self.clock(), retry_in=None)
+            await self.queue.fail(
+                job, str(error), self.clock(), retry_in=None, pending_targets=pending
+            )
             await self.alerts.alert(
                 "dead_letter",
-                f"job for {job.user_name} dead-lettered after {attempts} attempt(s): {error}",
+                f"job for {job.user_name} dead-lettered after {attempts} attempt(s){where}:"
+                f" {error}",
                 user=job.user_name,
                 job=job.id,
                 leaver=job.leaver,
+                targets=list(error.targets),
             )
             return
         delay = min(self.options.retry_base * 2 ** (attempts - 1), self.options.retry_max)
-        await self.queue.fail(job, str(error), self.clock(), retry_in=delay)
+        await self.queue.fail(
+            job, str(error), self.clock(), retry_in=delay, pending_targets=pending
+        )
         log.warning(
-            "job %d for %s failed (attempt %d), retrying in %.0fs: %s",
+            "job %d for %s failed%s (attempt %d), retrying in %.0fs: %s",
             job.id,
             job.user_name,
+            where,
             attempts,
             delay.total_seconds(),
             error,
         )
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One job's desired state, shared by the plans of its targets."""
+
+    user_name: str
+    active: bool | None
+    desired: Mapping[Grant, Reason]
+    applied: AbstractSet[Grant]
+    leaver: bool
+
+
+@dataclass(frozen=True)
+class _TargetResult:
+    """How one target of a job went: ``error`` None when every operation was applied."""
+
+    target: str
+    error: str | None = None
+    permanent: bool = False
 
 
 def options_from(settings: Mapping[str, Any]) -> PipelineOptions:

@@ -1,6 +1,6 @@
 """Copy a whole store from one database to another (SQLite to PostgreSQL, typically), history
-included: directory, queue, leaver records, applied grants, drift, runs and the audit chain,
-row for row, so `jmlsync audit verify` passes on the copy."""
+included: directory, queue, leaver records and their per-target outcomes, applied grants,
+drift, runs and the audit chain, row for row, so `jmlsync audit verify` passes on the copy."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ TABLES = (
     "applied_grants",
     "queue",
     "leavers",
+    "leaver_targets",
     "audit",
     "service_state",
     "mover_revocations",

@@ -6,7 +6,8 @@ rows it causes and its audit row commit together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import json
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
@@ -29,8 +30,8 @@ async def enqueue(
     """Add (or coalesce into) one pending row per userName; return how many were touched.
 
     A coalesced row keeps its place, becomes due now, forgets a dead letter (a new change
-    deserves new attempts), and bumps its generation so that a worker holding an older lease
-    does not delete it.
+    deserves new attempts), plans every target again (``pending_targets`` back to NULL), and
+    bumps its generation so that a worker holding an older lease does not delete it.
     """
     stamp = format_timestamp(now)
     rows = [(name, bool(leaver), cause, stamp, stamp) for name in set(user_names)]
@@ -41,7 +42,7 @@ async def enqueue(
         " generation = queue.generation + 1, leaver = (queue.leaver OR excluded.leaver),"
         " cause = excluded.cause, next_attempt_at = excluded.next_attempt_at,"
         " attempts = CASE WHEN queue.failed_at IS NULL THEN queue.attempts ELSE 0 END,"
-        " failed_at = NULL",
+        " failed_at = NULL, pending_targets = NULL",
         rows,
     )
     return len(rows)
@@ -72,13 +73,15 @@ async def lease(
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
         f" AND (leased_until IS NULL OR leased_until < ?){leavers}"
         f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{skip_locked(conn)})"
-        " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at",
+        " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at,"
+        " pending_targets",
         (format_timestamp(now + lease_for), owner, stamp, stamp),
     ) as cursor:
         row = await cursor.fetchone()
     if row is None:
         return None
-    return Job(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
+    pending = frozenset(json.loads(row[7])) if row[7] is not None else None
+    return Job(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], pending)
 
 
 async def ack(conn: Conn, job: Job) -> bool:
@@ -129,22 +132,40 @@ async def fail(
     now: datetime,
     *,
     retry_in: timedelta | None,
+    pending_targets: Collection[str] | None = None,
 ) -> bool:
     """Record a failed attempt: reschedule after ``retry_in``, or dead-letter when None.
 
-    A newer change coalesced into the row meanwhile is retried at once instead. Returns
-    True when the row was dead-lettered.
+    ``pending_targets`` names the targets the next attempt must plan (the others are done);
+    None keeps the row's current set. A newer change coalesced into the row meanwhile is
+    retried at once, on every target (its enqueue reset the set). Returns True when the row
+    was dead-lettered.
     """
     stamp = format_timestamp(now)
     dead = retry_in is None
     next_at = stamp if retry_in is None else format_timestamp(now + retry_in)
+    pending = None if pending_targets is None else json.dumps(sorted(pending_targets))
     await conn.execute(
         "UPDATE queue SET attempts = attempts + 1, last_error = ?, leased_until = NULL,"
         " lease_owner = NULL,"
         " next_attempt_at = CASE WHEN generation = ? THEN ? ELSE ? END,"
-        " failed_at = CASE WHEN generation = ? AND ? THEN ? ELSE NULL END"
+        " failed_at = CASE WHEN generation = ? AND ? THEN ? ELSE NULL END,"
+        " pending_targets = CASE WHEN generation = ? AND CAST(? AS TEXT) IS NOT NULL"
+        " THEN CAST(? AS TEXT) ELSE pending_targets END"
         " WHERE id = ?",
-        (error[:2000], job.generation, next_at, stamp, job.generation, dead, stamp, job.id),
+        (
+            error[:2000],
+            job.generation,
+            next_at,
+            stamp,
+            job.generation,
+            dead,
+            stamp,
+            job.generation,
+            pending,
+            pending,
+            job.id,
+        ),
     )
     return dead
 
@@ -217,6 +238,50 @@ async def clear_leaver(conn: Conn, user_name: str, now: datetime) -> list[str]:
         (format_timestamp(now), user_name),
     ) as cursor:
         return [row[0] async for row in cursor]
+
+
+async def record_leaver_targets(
+    conn: Conn,
+    user_name: str,
+    outcomes: Mapping[str, str | None],
+    every_target: Collection[str],
+    now: datetime,
+) -> list[str]:
+    """Record one attempt's outcome per target for the open leaver event(s) of ``user_name``.
+
+    ``outcomes`` maps a target to None (its revocations and disable were all applied: it is
+    cleared) or to the error that keeps it pending. A target keeps the time it was first
+    cleared. An event is cleared overall once every target in ``every_target`` is; returns
+    the ``left_at`` of each event this call cleared.
+    """
+    stamp = format_timestamp(now)
+    events = await conn.execute_fetchall(
+        "SELECT id, left_at FROM leavers WHERE user_name = ? AND cleared_at IS NULL"
+        " AND cancelled_at IS NULL",
+        (user_name,),
+    )
+    cleared = []
+    for leaver_id, left_at in events:
+        await conn.executemany(
+            "INSERT INTO leaver_targets (leaver_id, target, attempted_at, cleared_at, last_error)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (leaver_id, target) DO UPDATE SET"
+            " attempted_at = excluded.attempted_at,"
+            " cleared_at = coalesce(leaver_targets.cleared_at, excluded.cleared_at),"
+            " last_error = CASE WHEN leaver_targets.cleared_at IS NULL"
+            " THEN excluded.last_error END",
+            [
+                (leaver_id, target, stamp, stamp if error is None else None, error)
+                for target, error in sorted(outcomes.items())
+            ],
+        )
+        rows = await conn.execute_fetchall(
+            "SELECT target FROM leaver_targets WHERE leaver_id = ? AND cleared_at IS NOT NULL",
+            (leaver_id,),
+        )
+        if set(every_target) <= {row[0] for row in rows}:
+            await conn.execute("UPDATE leavers SET cleared_at = ? WHERE id = ?", (stamp, leaver_id))
+            cleared.append(str(left_at))
+    return cleared
 
 
 async def leaver_events_since(conn: Conn, since: datetime) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,10 +52,18 @@ class SqlQueue:
         return await self.db.write(body, notify=True)
 
     async def fail(
-        self, job: Job, error: str, now: datetime, *, retry_in: timedelta | None
+        self,
+        job: Job,
+        error: str,
+        now: datetime,
+        *,
+        retry_in: timedelta | None,
+        pending_targets: Collection[str] | None = None,
     ) -> bool:
         async def body(conn: WriteConn) -> bool:
-            return await pipeline_sql.fail(conn, job, error, now, retry_in=retry_in)
+            return await pipeline_sql.fail(
+                conn, job, error, now, retry_in=retry_in, pending_targets=pending_targets
+            )
 
         return await self.db.write(body)
 
@@ -105,6 +113,20 @@ class SqlQueue:
     async def clear_leaver(self, user_name: str, now: datetime) -> list[str]:
         async def body(conn: WriteConn) -> list[str]:
             return await pipeline_sql.clear_leaver(conn, user_name, now)
+
+        return await self.db.write(body)
+
+    async def record_leaver_targets(
+        self,
+        user_name: str,
+        outcomes: Mapping[str, str | None],
+        every_target: Collection[str],
+        now: datetime,
+    ) -> list[str]:
+        async def body(conn: WriteConn) -> list[str]:
+            return await pipeline_sql.record_leaver_targets(
+                conn, user_name, outcomes, every_target, now
+            )
 
         return await self.db.write(body)
 

@@ -1,0 +1,15 @@
+-- Per-target isolation: a job that failed on some targets retries only those (JSON array of
+-- target names); NULL means every target. A new change for the principal sets it back to NULL.
+ALTER TABLE queue ADD COLUMN pending_targets TEXT;
+
+-- Each leaver event's outcome per target: cleared_at once that target's revocations and
+-- disable were applied; last_error while it is still pending. leavers.cleared_at (overall)
+-- is set when every configured target is cleared.
+CREATE TABLE leaver_targets (
+    leaver_id    INTEGER NOT NULL REFERENCES leavers (id) ON DELETE CASCADE,
+    target       TEXT NOT NULL,
+    attempted_at TEXT NOT NULL,
+    cleared_at   TEXT,
+    last_error   TEXT,
+    PRIMARY KEY (leaver_id, target)
+);

@@ -1,0 +1,237 @@
+"""Per-target isolation in the pipeline: one target that cannot be read or written holds up
+only its own operations, and its retries plan that target alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jmlsync.config import load_settings
+from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.engine.apply import Applier
+from jmlsync.engine.retry import RetryPolicy
+from jmlsync.engine.rules import rules_from_settings
+from jmlsync.engine.worker import Pipeline, PipelineOptions
+from jmlsync.scim.resources import now_utc
+from jmlsync.service import open_runtime
+from tests.conftest import write_config
+from tests.fakes import FlakyLedgerFake, RecordingAlerts
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+TWO_TARGETS = """
+[pipeline]
+workers = 2
+poll_seconds = 0.05
+
+[targets.sandbox]
+kind = "ledger"
+path = "ledger.db"
+
+[targets.downstream]
+kind = "ledger"
+path = "downstream.db"
+
+[[rules]]
+group = "engineering"
+grants = [
+  { target = "sandbox", role = "developer" },
+  { target = "downstream", role = "developer" },
+]
+"""
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+@dataclass
+class Rig:
+    runtime: Any
+    sandbox: FlakyLedgerFake
+    downstream: FlakyLedgerFake
+    pipeline: Pipeline
+    alerts: RecordingAlerts
+
+    async def join(self, name: str) -> str:
+        store = self.runtime.store
+        created = await store.create(
+            "User", Change({"schemas": [USER], "userName": name, "active": True}), now_utc()
+        )
+        groups = await store.list_groups()
+        add = MemberOp("add", items=(Member(created.id),))
+        if groups:
+            await store.update("Group", groups[0].id, lambda c: Change(c.doc, (add,)), now_utc())
+        else:
+            doc = {"schemas": [GROUP], "displayName": "engineering"}
+            await store.create("Group", Change(doc, (add,)), now_utc())
+        return str(created.id)
+
+    async def leave(self, user_id: str) -> None:
+        store = self.runtime.store
+
+        def deactivate(current: Any) -> Change:
+            return Change({**current.doc, "active": False})
+
+        await store.update("User", user_id, deactivate, now_utc())
+
+    async def run_until_drained(self) -> None:
+        task = asyncio.create_task(self.pipeline.run())
+        await self.pipeline.wait_drained()
+        self.pipeline.stop()
+        await task
+
+    async def leaver_targets(self) -> dict[str, dict[str, Any]]:
+        rows = await self.runtime.store.db.reader.execute_fetchall(
+            "SELECT target, cleared_at, last_error FROM leaver_targets"
+        )
+        return {row[0]: {"cleared_at": row[1], "last_error": row[2]} for row in rows}
+
+    async def leaver(self) -> dict[str, Any]:
+        (row,) = await self.runtime.store.db.reader.execute_fetchall(
+            "SELECT user_name, cleared_at FROM leavers"
+        )
+        return dict(row)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = load_settings(write_config(tmp_path, extra=TWO_TARGETS))
+    async with open_runtime(settings) as runtime:
+        sandbox = FlakyLedgerFake(runtime.targets["sandbox"])
+        downstream = FlakyLedgerFake(runtime.targets["downstream"])
+        downstream.failing = {"grants_of", "grant", "revoke"}
+        applier = Applier(
+            runtime.store,
+            runtime.queue,
+            {"sandbox": sandbox, "downstream": downstream},
+            clock=now_utc,
+            retry=RetryPolicy(attempts=2, sleep=_no_sleep),
+        )
+        alerts = RecordingAlerts()
+        pipeline = Pipeline(
+            runtime.store,
+            runtime.queue,
+            applier,
+            rules_from_settings(settings),
+            clock=now_utc,
+            alerts=alerts,
+            # A retry is due a minute later: each drain is exactly one attempt.
+            options=PipelineOptions(
+                workers=2, max_attempts=3, retry_base=timedelta(minutes=1), poll_seconds=0.05
+            ),
+        )
+        yield Rig(runtime, sandbox, downstream, pipeline, alerts)
+
+
+async def _due_now(rig: Rig) -> None:
+    """Make the waiting retry due (instead of waiting out its backoff)."""
+
+    async def body(conn: Any) -> None:
+        await conn.execute("UPDATE queue SET next_attempt_at = '2000-01-01T00:00:00Z'")
+
+    await rig.runtime.store.db.write(body)
+
+
+async def test_a_target_that_cannot_be_read_holds_up_only_itself(rig: Rig) -> None:
+    rig.downstream.fail_next = 1000
+    await rig.join("ann@x.io")
+    await rig.run_until_drained()
+    assert await rig.sandbox.ledger.grants_of("ann@x.io") == {"developer"}
+    assert await rig.downstream.ledger.grants_of("ann@x.io") == frozenset()
+    (row,) = await rig.runtime.queue.rows()
+    assert row.failed_at is None
+    assert row.attempts == 1
+    assert "read downstream" in (row.last_error or "")
+    assert "throttled" in (row.last_error or "")
+
+    # The retry plans only the pending target: the healthy one is not even read again.
+    reads = rig.sandbox.calls["grants_of"]
+    rig.downstream.fail_next = 0
+    await _due_now(rig)
+    await rig.run_until_drained()
+    assert rig.sandbox.calls["grants_of"] == reads
+    assert await rig.downstream.ledger.grants_of("ann@x.io") == {"developer"}
+    assert await rig.runtime.queue.rows() == []
+    assert rig.alerts.sent == []
+
+
+async def test_a_leaver_is_cleared_per_target_then_overall(rig: Rig) -> None:
+    ann = await rig.join("ann@x.io")
+    await rig.run_until_drained()
+    assert await rig.downstream.ledger.grants_of("ann@x.io") == {"developer"}
+
+    rig.downstream.fail_next = 1000
+    await rig.leave(ann)
+    await rig.run_until_drained()
+    assert await rig.sandbox.ledger.grants_of("ann@x.io") == frozenset()
+    sandbox_principal = await rig.sandbox.ledger.principal("ann@x.io")
+    assert sandbox_principal is not None
+    assert sandbox_principal.enabled is False
+    assert await rig.downstream.ledger.grants_of("ann@x.io") == {"developer"}
+    targets = await rig.leaver_targets()
+    assert targets["sandbox"]["cleared_at"] is not None
+    assert targets["downstream"]["cleared_at"] is None
+    assert "throttled" in targets["downstream"]["last_error"]
+    assert (await rig.leaver())["cleared_at"] is None
+
+    rig.downstream.fail_next = 0
+    await _due_now(rig)
+    await rig.run_until_drained()
+    assert await rig.downstream.ledger.grants_of("ann@x.io") == frozenset()
+    targets = await rig.leaver_targets()
+    assert targets["downstream"]["cleared_at"] is not None
+    assert targets["downstream"]["last_error"] is None
+    record = await rig.leaver()
+    assert record["cleared_at"] == max(t["cleared_at"] for t in targets.values())
+    assert await rig.runtime.queue.rows() == []
+
+
+async def test_a_new_change_replans_every_target(rig: Rig) -> None:
+    rig.downstream.fail_next = 1000
+    await rig.join("bob@x.io")
+    await rig.run_until_drained()
+    rows = await rig.runtime.store.db.reader.execute_fetchall("SELECT pending_targets FROM queue")
+    assert [row[0] for row in rows] == ['["downstream"]']
+    await rig.runtime.queue.enqueue(["bob@x.io"], cause="test", now=now_utc())
+    rows = await rig.runtime.store.db.reader.execute_fetchall("SELECT pending_targets FROM queue")
+    assert [row[0] for row in rows] == [None]
+    reads = rig.sandbox.calls["grants_of"]
+    await rig.run_until_drained()
+    assert rig.sandbox.calls["grants_of"] == reads + 1
+
+
+async def test_the_failing_target_is_dead_lettered_by_name(rig: Rig) -> None:
+    rig.downstream.fail_next = 1000
+    await rig.join("cat@x.io")
+    for _ in range(3):
+        await _due_now(rig)
+        await rig.run_until_drained()
+    (dead,) = await rig.runtime.queue.rows(failed_only=True)
+    assert dead.attempts == 3
+    assert "downstream" in (dead.last_error or "")
+    assert "sandbox" not in (dead.last_error or "")
+    (alert,) = rig.alerts.sent
+    assert alert[0] == "dead_letter"
+    assert "on downstream" in alert[1]
+    assert alert[2]["targets"] == ["downstream"]
+    assert await rig.sandbox.ledger.grants_of("cat@x.io") == {"developer"}
+
+
+async def test_a_target_that_refuses_writes_holds_up_only_itself(rig: Rig) -> None:
+    rig.downstream.failing = {"grant"}
+    rig.downstream.fail_next = 1000
+    await rig.join("dan@x.io")
+    await rig.run_until_drained()
+    assert await rig.sandbox.ledger.grants_of("dan@x.io") == {"developer"}
+    (row,) = await rig.runtime.queue.rows()
+    assert "grant downstream" in (row.last_error or "")
