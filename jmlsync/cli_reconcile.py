@@ -12,7 +12,7 @@ from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.assurance import drift_json, drift_of, guard_message, revocations_over
-from jmlsync.engine.reconcile import Progress, Scope
+from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_engine, open_runtime
@@ -54,13 +54,16 @@ async def run_reconcile(
         findings = drift_of(snapshot)
         store = runtime.assurance.store
         complete = scope.targets is None and scope.users is None
-        await store.record_drift(findings, now_utc(), scope_complete=complete)
+        await store.record_drift(
+            findings, now_utc(), scope_complete=complete, unreadable=snapshot.unreadable
+        )
         report = RunReport(
             dry_run=dry_run,
             operations=snapshot.operations,
             counts=snapshot.counts,
             seconds=snapshot.seconds,
             drift=drift_json(findings, await store.open_drift(), format_timestamp(now_utc())),
+            unreadable=snapshot.unreadable,
         )
         held = revocations_over(snapshot.operations, max_revocations)
         if held is not None:
@@ -79,7 +82,8 @@ async def run_reconcile(
 def reconcile_exit_code(report: RunReport, detailed: bool) -> int:
     if report.held and not report.dry_run:
         return EXIT_HELD
-    if report.failed:
+    if report.failed or report.unreadable:
+        # An unreadable target is an error even though the rest was planned and applied.
         return EXIT_ERROR
     if detailed and report.dry_run and report.operations:
         return EXIT_PENDING
@@ -141,6 +145,8 @@ def reconcile(
     click.echo(plan_json(report) if output_format == "json" else plan_table(report))
     if report.held:
         click.echo(f"jmlsync: {report.held}", err=True)
+    for name in sorted(report.unreadable):
+        click.echo(f"jmlsync: target {name} could not be read; left out of the plan", err=True)
     sys.exit(reconcile_exit_code(report, detailed_exitcode))
 
 
@@ -152,13 +158,17 @@ def explain(config_path: Path, user: str, output_format: str) -> None:
     """Why does this person have that access?
 
     Every desired grant with the rules and groups causing it, every actual grant in the
-    targets, and the difference.
+    targets, and the difference. Exits 1 when a target could not be read (the others are
+    still shown).
     """
     settings = settings_or_exit(config_path)
 
-    async def run() -> str:
+    async def run() -> Explanation:
         async with open_engine(settings) as reconciler:
-            explanation = await reconciler.explain(user)
-        return explain_json(explanation) if output_format == "json" else explain_table(explanation)
+            return await reconciler.explain(user)
 
-    click.echo(asyncio.run(run()))
+    explanation = asyncio.run(run())
+    click.echo(explain_json(explanation) if output_format == "json" else explain_table(explanation))
+    for name in sorted(explanation.unreadable):
+        click.echo(f"jmlsync: target {name} could not be read", err=True)
+    sys.exit(EXIT_ERROR if explanation.unreadable else EXIT_OK)

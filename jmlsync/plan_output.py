@@ -27,6 +27,8 @@ class RunReport:
     counts: dict[str, int] = field(default_factory=dict)
     drift: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Targets that could not be read (after retries), with the error: left out of the plan.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -69,11 +71,24 @@ def plan_json(report: RunReport) -> str:
             for op, outcome in zip(report.operations, outcomes, strict=True)
         ],
         "drift": report.drift,
+        "unreadable": _unreadable_json(report.unreadable),
         "summary": report.summary(),
     }
     if report.held:
         document["held"] = report.held
     return json.dumps(document, indent=2)
+
+
+def _unreadable_json(unreadable: dict[str, str]) -> list[dict[str, str]]:
+    return [{"target": name, "error": error} for name, error in sorted(unreadable.items())]
+
+
+def _unreadable_lines(unreadable: dict[str, str]) -> list[str]:
+    if not unreadable:
+        return []
+    lines = ["", f"unreadable targets ({len(unreadable)}), left out of the plan:"]
+    lines.extend(f"  {name:<16} {error}" for name, error in sorted(unreadable.items()))
+    return lines
 
 
 def _line(operation: Operation, outcome: Outcome | None) -> str:
@@ -96,7 +111,8 @@ def plan_table(report: RunReport) -> str:
         f" {summary['disable']} to disable ({mode})"
     ]
     if not report.operations:
-        lines.append("Nothing to do: the targets match the directory.")
+        read = "the targets read" if report.unreadable else "the targets"
+        lines.append(f"Nothing to do: {read} match the directory.")
     outcomes: Sequence[Outcome | None] = report.outcomes or [None] * len(report.operations)
     pairs = sorted(zip(report.operations, outcomes, strict=True), key=lambda p: p[0].target)
     for target, items in groupby(pairs, key=lambda p: p[0].target):
@@ -111,6 +127,7 @@ def plan_table(report: RunReport) -> str:
             f"  (first seen {d['first_seen']})"
             for d in report.drift
         )
+    lines.extend(_unreadable_lines(report.unreadable))
     if report.outcomes:
         lines.append("")
         lines.append(f"{summary['applied']} applied, {summary['failed']} failed")
@@ -144,10 +161,16 @@ def explain_json(explanation: Explanation) -> str:
                 for grant, managed in explanation.actual
             ],
             "principals": [
-                {"target": target, "exists": enabled is not None, "enabled": bool(enabled)}
+                {
+                    "target": target,
+                    "exists": enabled is not None,
+                    "enabled": bool(enabled),
+                    "readable": target not in explanation.unreadable,
+                }
                 for target, enabled in sorted(explanation.principals.items())
             ],
             "operations": [_operation_json(op, None) for op in explanation.operations],
+            "unreadable": _unreadable_json(explanation.unreadable),
         },
         indent=2,
     )
@@ -176,10 +199,13 @@ def explain_table(explanation: Explanation) -> str:
         lines.append("  nothing")
     for target, enabled in sorted(explanation.principals.items()):
         status = "absent" if enabled is None else ("enabled" if enabled else "disabled")
+        if target in explanation.unreadable:
+            status = "unknown: the target could not be read"
         lines.append(f"  principal in {target}: {status}")
     lines.append("")
     lines.append("difference (what reconcile would do):")
     lines.extend(_line(op, None) for op in explanation.operations)
     if not explanation.operations:
-        lines.append("  nothing: in sync")
+        lines.append("  nothing: in sync" if not explanation.unreadable else "  nothing")
+    lines.extend(_unreadable_lines(explanation.unreadable))
     return "\n".join(lines)

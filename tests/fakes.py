@@ -37,8 +37,17 @@ class FlakyLedgerFake:
                 f"{method} throttled (injected)", retry_after=self.retry_after
             )
 
-    def list_grants(self) -> AsyncIterator[Grant]:
-        return self.ledger.list_grants()
+    async def list_grants(self) -> AsyncIterator[Grant]:
+        # Fails half-way through (after the first grant), as a throttled page would: a
+        # retry must start the listing again.
+        listed = 0
+        async for grant in self.ledger.list_grants():
+            yield grant
+            listed += 1
+            if listed == 1:
+                self._maybe_fail("list_grants")
+        if listed == 0:
+            self._maybe_fail("list_grants")
 
     def list_principals(self) -> AsyncIterator[Principal]:
         return self.ledger.list_principals()

@@ -15,11 +15,14 @@ import pytest
 from jmlsync.config import load_settings
 from jmlsync.domain.models import Change, Member, MemberOp
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.assurance import Assurance
+from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
+from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
 
@@ -61,6 +64,7 @@ class Rig:
     downstream: FlakyLedgerFake
     pipeline: Pipeline
     alerts: RecordingAlerts
+    assurance: Assurance
 
     async def join(self, name: str) -> str:
         store = self.runtime.store
@@ -130,7 +134,20 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 workers=2, max_attempts=3, retry_base=timedelta(minutes=1), poll_seconds=0.05
             ),
         )
-        yield Rig(runtime, sandbox, downstream, pipeline, alerts)
+        rules = rules_from_settings(settings)
+        assurance = Assurance(
+            reconciler=Reconciler(runtime.store, applier.targets, rules, applier),
+            applier=applier,
+            queue=runtime.queue,
+            store=SqlAssurance(runtime.store.db),
+            alerts=alerts,
+            metrics=runtime.metrics,
+            clock=now_utc,
+            sla=timedelta(minutes=15),
+            drift_mode="report",
+            max_revocations=50,
+        )
+        yield Rig(runtime, sandbox, downstream, pipeline, alerts, assurance)
 
 
 async def _due_now(rig: Rig) -> None:
@@ -235,3 +252,35 @@ async def test_a_target_that_refuses_writes_holds_up_only_itself(rig: Rig) -> No
     assert await rig.sandbox.ledger.grants_of("dan@x.io") == {"developer"}
     (row,) = await rig.runtime.queue.rows()
     assert "grant downstream" in (row.last_error or "")
+
+
+async def test_a_throttled_listing_is_retried_and_the_run_completes(rig: Rig) -> None:
+    await rig.join("eve@x.io")
+    await rig.run_until_drained()
+    rig.downstream.failing = {"list_grants"}
+    rig.downstream.fail_next = 1  # the rig's retry policy makes two attempts
+    outcome, counts, detail = await rig.assurance.full_reconcile()
+    assert (outcome, counts["unreadable"], detail) == ("ok", 0, None)
+    assert rig.downstream.calls["list_grants"] == 2
+    assert counts["actual"] == 2
+
+
+async def test_an_unreadable_listing_marks_only_that_target(rig: Rig) -> None:
+    await rig.join("fay@x.io")
+    await rig.run_until_drained()
+    await rig.sandbox.ledger.revoke("fay@x.io", "developer")
+    await rig.downstream.ledger.revoke("fay@x.io", "developer")
+    outcome, counts, _ = await rig.assurance.full_reconcile()
+    assert (outcome, counts["missing"]) == ("ok", 2)
+
+    rig.downstream.failing = {"list_grants"}
+    rig.downstream.fail_next = 1000
+    await rig.sandbox.ledger.grant("fay@x.io", "developer")
+    outcome, counts, detail = await rig.assurance.full_reconcile()
+    assert outcome == "partial"
+    assert (counts["unreadable"], counts["missing"]) == (1, 0)
+    assert detail is not None
+    assert detail.startswith("unreadable: downstream (")
+    # The sandbox finding is resolved (it was read); the unread target's finding stays open.
+    still_open = await rig.assurance.store.open_drift()
+    assert [(d.kind, d.target) for d in still_open] == [("missing", "downstream")]

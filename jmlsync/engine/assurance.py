@@ -4,7 +4,7 @@ targets match the directory (drift), with the mass-revocation guard on remediati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -129,7 +129,7 @@ class Assurance:
         snapshot = await self.reconciler.snapshot(Scope())
         findings = drift_of(snapshot)
         new, open_findings = await self.store.record_drift(
-            findings, self.clock(), scope_complete=True
+            findings, self.clock(), scope_complete=True, unreadable=snapshot.unreadable
         )
         for kind in ("missing", "unmanaged"):
             self.metrics.drift_findings.labels(kind).set(
@@ -155,6 +155,11 @@ class Assurance:
         outcome, detail = "ok", None
         if self.drift_mode == "remediate" and snapshot.operations:
             outcome, detail = await self._remediate(snapshot.operations, counts)
+        if snapshot.unreadable:
+            # The other targets were read (and remediated); this run is not a clean bill.
+            unread = unreadable_detail(snapshot.unreadable)
+            outcome = "partial" if outcome == "ok" else outcome
+            detail = unread if detail is None else f"{detail}; {unread}"
         self.metrics.last_reconcile.set(self.clock().timestamp())
         self.metrics.last_reconcile_ok.set(1 if outcome == "ok" else 0)
         return outcome, counts, detail
@@ -175,6 +180,13 @@ class Assurance:
     async def housekeeping(self, keep: timedelta) -> RunResult:
         pruned = await self.store.housekeeping(self.clock(), keep)
         return "ok", pruned, None
+
+
+def unreadable_detail(unreadable: Mapping[str, str]) -> str:
+    """A run's detail naming each target that could not be read, with its error."""
+    return "unreadable: " + "; ".join(
+        f"{name} ({error})" for name, error in sorted(unreadable.items())
+    )
 
 
 def guard_message(revocations: int, limit: int) -> str:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import (
     Grant,
     Operation,
@@ -49,12 +50,22 @@ class Scope:
 
 @dataclass
 class Snapshot:
-    """Everything a plan was computed from, kept for reports (explain, drift)."""
+    """Everything a plan was computed from, kept for reports (explain, drift).
+
+    ``unreadable`` maps each target that could not be read (after the retry policy) to its
+    error: the plan and the drift leave it out, the other targets are complete.
+    """
 
     plan_input: PlanInput
     operations: list[Operation]
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> frozenset[str]:
+        """The targets the plan covers (every target in scope that could be read)."""
+        return frozenset(self.plan_input.targets or ())
 
 
 @dataclass
@@ -68,6 +79,7 @@ class Explanation:
     actual: list[tuple[Grant, bool]]
     principals: dict[str, bool | None]
     operations: list[Operation]
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -114,7 +126,7 @@ class Reconciler:
         )
         desired = desired_grants(await _collect(stream, users, progress), by_group)
         applied = await self.store.applied_grants(scope.users)
-        actual, principals = await self._actual(scope, progress)
+        actual, principals, unreadable = await self._actual(scope, progress)
         leavers = {u for u, active in users.items() if not active}
         leavers |= {g.user for g in applied if g.user not in users}
         if scope.users is not None:
@@ -128,7 +140,7 @@ class Reconciler:
             users=users,
             leavers=frozenset(leavers),
             principals=principals,
-            targets=frozenset(self._target_names(scope)),
+            targets=frozenset(n for n in self._target_names(scope) if n not in unreadable),
             only_users=None,
         )
         operations = [op for op in plan(plan_input) if not self.is_protected(op.user)]
@@ -137,8 +149,10 @@ class Reconciler:
             "groups": len(groups),
             "desired": len(desired),
             "actual": len(actual),
+            "unreadable": len(unreadable),
         }
-        return Snapshot(plan_input, operations, time.perf_counter() - started, counts)
+        seconds = time.perf_counter() - started
+        return Snapshot(plan_input, operations, seconds, counts, unreadable)
 
     async def _canonical(self, names: frozenset[str]) -> frozenset[str]:
         """The directory's spelling of each userName; unknown names stay as given."""
@@ -175,29 +189,62 @@ class Reconciler:
                 name: inp.principals.get((name, canonical)) for name in self._target_names(Scope())
             },
             operations=snapshot.operations,
+            unreadable=snapshot.unreadable,
         )
 
     async def _actual(
         self, scope: Scope, progress: Progress
-    ) -> tuple[set[Grant], dict[tuple[str, str], bool]]:
+    ) -> tuple[set[Grant], dict[tuple[str, str], bool], dict[str, str]]:
+        """What each target holds; a target that cannot be read is reported, not raised."""
         actual: set[Grant] = set()
         principals: dict[tuple[str, str], bool] = {}
+        unreadable: dict[str, str] = {}
         for name in self._target_names(scope):
-            target = self.targets[name]
-            if scope.users is not None:
-                for user in sorted(scope.users):
-                    roles, found = await self.applier.read_user(name, user)
-                    actual.update(Grant(name, user, role) for role in roles)
-                    if found is not None:
-                        principals[(name, found.user)] = found.disableable
+            try:
+                if scope.users is not None:
+                    grants, found = await self._read_users(name, scope.users)
+                else:
+                    grants, found = await self._list(name, len(actual), progress)
+            except TargetError as exc:
+                log.warning("cannot read target %s: %s", name, exc, extra={"target": name})
+                unreadable[name] = str(exc)
                 continue
+            actual |= grants
+            principals.update(found)
+        return actual, principals, unreadable
+
+    async def _read_users(
+        self, name: str, users: frozenset[str]
+    ) -> tuple[set[Grant], dict[tuple[str, str], bool]]:
+        grants: set[Grant] = set()
+        principals: dict[tuple[str, str], bool] = {}
+        for user in sorted(users):
+            roles, found = await self.applier.read_user(name, user)
+            grants.update(Grant(name, user, role) for role in roles)
+            if found is not None:
+                principals[(name, found.user)] = found.disableable
+        return grants, principals
+
+    async def _list(
+        self, name: str, before: int, progress: Progress
+    ) -> tuple[set[Grant], dict[tuple[str, str], bool]]:
+        """List one target whole, each listing retried from its start by the targets'
+        retry policy (a throttle half-way through a listing must not end the run)."""
+        target = self.targets[name]
+
+        async def grants() -> set[Grant]:
+            listed: set[Grant] = set()
             async for grant in target.list_grants():
-                actual.add(grant)
-                if len(actual) % 10_000 == 0:
-                    progress("reading targets", len(actual))
-            async for principal in target.list_principals():
-                principals[(name, principal.user)] = principal.disableable
-        return actual, principals
+                listed.add(grant)
+                if (before + len(listed)) % 10_000 == 0:
+                    progress("reading targets", before + len(listed))
+            return listed
+
+        async def principals() -> dict[tuple[str, str], bool]:
+            return {(name, p.user): p.disableable async for p in target.list_principals()}
+
+        listed = await self.applier.call(name, "list grants", grants)
+        return listed, await self.applier.call(name, "list principals", principals)
 
     async def apply(
         self, operations: Sequence[Operation], progress: Progress = _no_progress

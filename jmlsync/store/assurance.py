@@ -4,7 +4,7 @@ movers' revocations, drift findings, the record of scheduled runs, and housekeep
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -164,10 +164,16 @@ class SqlAssurance:
         ]
 
     async def record_drift(
-        self, findings: Iterable[tuple[str, Grant]], now: datetime, *, scope_complete: bool
+        self,
+        findings: Iterable[tuple[str, Grant]],
+        now: datetime,
+        *,
+        scope_complete: bool,
+        unreadable: Collection[str] = (),
     ) -> tuple[list[DriftFinding], list[DriftFinding]]:
         """Upsert what this run found; resolve what it no longer finds (when it looked at
-        everything). Returns (new findings, all open findings)."""
+        everything), except on the ``unreadable`` targets: not reading a target is not
+        finding it clean. Returns (new findings, all open findings)."""
         stamp = format_timestamp(now)
         new: list[DriftFinding] = []
         seen: set[tuple[str, str, str, str]] = set()
@@ -190,7 +196,7 @@ class SqlAssurance:
                 )
                 new.append(DriftFinding(*key, stamp, stamp))
             if scope_complete:
-                await _resolve_unseen(conn, seen, stamp)
+                await _resolve_unseen(conn, seen, stamp, frozenset(unreadable))
 
         await self.db.write(body)
         return new, await self.open_drift()
@@ -272,12 +278,14 @@ class SqlAssurance:
         return pruned
 
 
-async def _resolve_unseen(conn: Conn, seen: set[tuple[str, str, str, str]], stamp: str) -> None:
-    """Close the open findings this complete run did not find again."""
+async def _resolve_unseen(
+    conn: Conn, seen: set[tuple[str, str, str, str]], stamp: str, unread: frozenset[str]
+) -> None:
+    """Close the open findings this complete run did not find again (on targets it read)."""
     rows = await conn.execute_fetchall(
         "SELECT id, kind, target, user_name, role FROM drift WHERE resolved_at IS NULL"
     )
-    gone = [(stamp, row[0]) for row in rows if tuple(row)[1:] not in seen]
+    gone = [(stamp, row[0]) for row in rows if tuple(row)[1:] not in seen and row[2] not in unread]
     await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
 
 
