@@ -11,11 +11,12 @@ import click
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.assurance import drift_json, drift_of, guard_message, revocations_over
 from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
 from jmlsync.scim.resources import now_utc
-from jmlsync.service import open_engine, open_runtime
+from jmlsync.service import open_runtime
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
@@ -163,12 +164,15 @@ def explain(config_path: Path, user: str, output_format: str) -> None:
     """
     settings = settings_or_exit(config_path)
 
-    async def run() -> Explanation:
-        async with open_engine(settings) as reconciler:
-            return await reconciler.explain(user)
+    async def run() -> tuple[Explanation, LeaverRecord | None]:
+        async with open_runtime(settings) as runtime:
+            explanation = await runtime.reconciler.explain(user)
+            leaver = await runtime.assurance.store.latest_leaver(explanation.user)
+        return explanation, leaver.with_targets(settings.targets) if leaver else None
 
-    explanation = asyncio.run(run())
-    click.echo(explain_json(explanation) if output_format == "json" else explain_table(explanation))
+    explanation, leaver = asyncio.run(run())
+    render = explain_json if output_format == "json" else explain_table
+    click.echo(render(explanation, leaver))
     for name in sorted(explanation.unreadable):
         click.echo(f"jmlsync: target {name} could not be read", err=True)
     sys.exit(EXIT_ERROR if explanation.unreadable else EXIT_OK)

@@ -61,6 +61,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
                 "not_cleared": sum(1 for leaver in unverified if leaver.cleared_at is None),
                 "not_verified": len(unverified),
                 "sla_breaches": await assurance.open_breaches(),
+                "pending_by_target": await assurance.pending_by_target(settings.targets),
             },
         }
     finally:
@@ -79,6 +80,11 @@ def _status_table(status: dict[str, Any]) -> str:
         f"leavers: {leavers['not_cleared']} not cleared, {leavers['not_verified']} not verified,"
         f" {leavers['sla_breaches']} SLA breach(es) open"
     )
+    waiting = {t: n for t, n in leavers["pending_by_target"].items() if n}
+    if waiting:
+        lines.append(
+            "         not cleared on: " + ", ".join(f"{t} ({n})" for t, n in waiting.items())
+        )
     lines.append(f"drift:   {drift['missing']} missing, {drift['unmanaged']} unmanaged")
     lines.append("last runs:")
     for job, run in sorted(status["runs"].items()):
@@ -117,6 +123,7 @@ async def _report(settings: Settings, since: datetime, now: datetime) -> sla.Sla
             since=since,
             until=now,
             now=now,
+            targets=sorted(settings.targets),
         )
     finally:
         await store.close()

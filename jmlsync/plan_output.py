@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import groupby
 from typing import Any
 
 from jmlsync.domain.grants import Operation
+from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.plan import summarize
+from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.reconcile import Explanation
 
@@ -137,7 +140,45 @@ def plan_table(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-def explain_json(explanation: Explanation) -> str:
+def _leaver_json(leaver: LeaverRecord | None) -> dict[str, Any] | None:
+    if leaver is None:
+        return None
+    return {
+        "left_at": _stamp(leaver.left_at),
+        "cleared_at": _stamp(leaver.cleared_at),
+        "verified_at": _stamp(leaver.verified_at),
+        "pending_targets": list(leaver.pending_targets),
+        "targets": [
+            {
+                "target": detail.target,
+                "state": leaver.target_state(detail),
+                "cleared_at": _stamp(detail.cleared_at),
+                "last_error": detail.last_error,
+            }
+            for detail in leaver.targets
+        ],
+    }
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else format_timestamp(moment)
+
+
+def _leaver_lines(leaver: LeaverRecord | None) -> list[str]:
+    if leaver is None:
+        return []
+    overall = "cleared " + str(_stamp(leaver.cleared_at)) if leaver.cleared_at else "not cleared"
+    lines = ["", f"leaver since {_stamp(leaver.left_at)}: {overall}"]
+    for detail in leaver.targets:
+        state = leaver.target_state(detail)
+        when = f" {_stamp(detail.cleared_at)}" if detail.cleared_at else ""
+        error = f" ({detail.last_error})" if detail.last_error and state == "pending" else ""
+        lines.append(f"  {detail.target:<16} {state}{when}{error}")
+    return lines
+
+
+def explain_json(explanation: Explanation, leaver: LeaverRecord | None = None) -> str:
+    """The explanation as JSON; ``leaver`` is the user's newest leaver record, if any."""
     return json.dumps(
         {
             "user": explanation.user,
@@ -171,12 +212,14 @@ def explain_json(explanation: Explanation) -> str:
             ],
             "operations": [_operation_json(op, None) for op in explanation.operations],
             "unreadable": _unreadable_json(explanation.unreadable),
+            "leaver": _leaver_json(leaver),
         },
         indent=2,
     )
 
 
-def explain_table(explanation: Explanation) -> str:
+def explain_table(explanation: Explanation, leaver: LeaverRecord | None = None) -> str:
+    """The explanation for people; ``leaver`` as for :func:`explain_json`."""
     if explanation.active is None:
         state = "not in the directory"
     else:
@@ -208,4 +251,5 @@ def explain_table(explanation: Explanation) -> str:
     if not explanation.operations:
         lines.append("  nothing: in sync" if not explanation.unreadable else "  nothing")
     lines.extend(_unreadable_lines(explanation.unreadable))
+    lines.extend(_leaver_lines(leaver))
     return "\n".join(lines)

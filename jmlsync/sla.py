@@ -53,7 +53,8 @@ class LeaverOutcome:
             "within_sla": self.within_sla,
             "seconds_to_verify": self.seconds_to_verify,
             "breached_at": _iso_or_none(record.breached_at),
-            "targets": [_target_dict(detail) for detail in record.targets],
+            "targets": [_target_dict(record, detail) for detail in record.targets],
+            "pending_targets": list(record.pending_targets),
         }
 
 
@@ -152,12 +153,14 @@ def build_report(
     since: datetime,
     until: datetime,
     now: datetime,
+    targets: Sequence[str] = (),
 ) -> SlaReport:
     """Measure the leavers who left, and the mover revocations requested, within the window.
 
     The window is inclusive at both ends; records outside it are left out. Naive datetimes are
-    taken as UTC. Raises ValueError if ``sla_seconds`` is not positive or ``since`` is after
-    ``until``.
+    taken as UTC. ``targets`` are the configured targets: a leaver not cleared yet shows each
+    one it has no outcome for as pending. Raises ValueError if ``sla_seconds`` is not positive
+    or ``since`` is after ``until``.
     """
     since, until, now = _utc(since), _utc(until), _utc(now)
     if sla_seconds <= 0:
@@ -166,7 +169,7 @@ def build_report(
         raise ValueError(f"the window starts ({iso_z(since)}) after it ends ({iso_z(until)})")
     limit = timedelta(seconds=sla_seconds)
     chosen = sorted(
-        (r for r in leavers if since <= _utc(r.left_at) <= until),
+        (r.with_targets(targets) for r in leavers if since <= _utc(r.left_at) <= until),
         key=lambda r: (_utc(r.left_at), r.user),
     )
     revocations = sorted(
@@ -318,13 +321,16 @@ def format_percent(percent: float) -> str:
     return f"{percent:.2f} %"
 
 
-def _target_dict(detail: TargetDetail) -> dict[str, Any]:
+def _target_dict(record: LeaverRecord, detail: TargetDetail) -> dict[str, Any]:
     return {
         "target": detail.target,
         "revocations": detail.revocations,
         "disabled": detail.disabled,
         "failures": detail.failures,
         "last_change_at": _iso_or_none(detail.last_change_at),
+        "state": record.target_state(detail),
+        "cleared_at": _iso_or_none(detail.cleared_at),
+        "last_error": detail.last_error,
     }
 
 

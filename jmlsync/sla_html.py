@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from jmlsync.domain.sla import TargetDetail
+from jmlsync.domain.sla import LeaverRecord, TargetDetail
 from jmlsync.sla import (
     LeaverOutcome,
     SlaReport,
@@ -170,16 +170,20 @@ def _leaver_cells(outcome: LeaverOutcome) -> list[str]:
         _cell(format_seconds(outcome.seconds_to_clear), "num"),
         _cell(format_seconds(outcome.seconds_to_verify), "num"),
         _cell(human_time(record.breached_at), "time"),
-        _cell("; ".join(_target_text(t) for t in record.targets) or "-"),
+        _cell("; ".join(_target_text(record, t) for t in record.targets) or "-"),
     ]
 
 
-def _target_text(detail: TargetDetail) -> str:
+def _target_text(record: LeaverRecord, detail: TargetDetail) -> str:
     parts = [f"{detail.revocations} revoked"]
     if detail.disabled:
         parts.append("disabled")
     if detail.failures:
         parts.append(f"{detail.failures} failed")
+    if record.target_state(detail) == "pending":
+        parts.append("PENDING" + (f" ({detail.last_error})" if detail.last_error else ""))
+    elif detail.cleared_at is not None:
+        parts.append(f"cleared {human_time(detail.cleared_at)}")
     return f"{detail.target}: {', '.join(parts)}"
 
 

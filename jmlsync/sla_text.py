@@ -13,6 +13,7 @@ from jmlsync.sla import (
     format_percent,
     format_seconds,
     human_time,
+    iso_z,
 )
 
 CSV_COLUMNS = (
@@ -25,6 +26,8 @@ CSV_COLUMNS = (
     "within_sla",
     "breached_at",
     "targets",
+    "pending_targets",
+    "targets_cleared_at",
 )
 
 
@@ -41,7 +44,12 @@ def _csv_row(outcome: LeaverOutcome) -> list[str]:
     row = outcome.as_dict()
     verdict = row["within_sla"]
     row["within_sla"] = "" if verdict is None else str(verdict).lower()
-    row["targets"] = ";".join(f"{t.target}:{t.revocations}" for t in outcome.record.targets)
+    record = outcome.record
+    row["targets"] = ";".join(f"{t.target}:{t.revocations}" for t in record.targets)
+    row["pending_targets"] = ";".join(record.pending_targets)
+    row["targets_cleared_at"] = ";".join(
+        f"{t.target}={iso_z(t.cleared_at)}" for t in record.targets if t.cleared_at is not None
+    )
     return ["" if row[column] is None else str(row[column]) for column in CSV_COLUMNS]
 
 
@@ -65,7 +73,16 @@ def render_table(report: SlaReport) -> str:
 
 
 def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:
-    header = ("STATUS", "USER", "LEFT", "CLEARED", "VERIFIED", "TO CLEAR (s)", "TO VERIFY (s)")
+    header = (
+        "STATUS",
+        "USER",
+        "LEFT",
+        "CLEARED",
+        "VERIFIED",
+        "TO CLEAR (s)",
+        "TO VERIFY (s)",
+        "PENDING ON",
+    )
     rows = [header, *(_table_row(o) for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return [
@@ -84,6 +101,7 @@ def _table_row(outcome: LeaverOutcome) -> tuple[str, ...]:
         human_time(record.verified_at),
         format_seconds(outcome.seconds_to_clear),
         format_seconds(outcome.seconds_to_verify),
+        _printable(", ".join(record.pending_targets)),
     )
 
 

@@ -240,6 +240,7 @@ LEAVER_KEYS = {
     "seconds_to_verify",
     "breached_at",
     "targets",
+    "pending_targets",
 }
 SUMMARY_KEYS = {
     "count",
@@ -280,6 +281,9 @@ def test_json_shape(mixed: SlaReport) -> None:
         "disabled": True,
         "failures": 0,
         "last_change_at": "2024-05-20T08:01:40.000000Z",
+        "state": "cleared",
+        "cleared_at": None,
+        "last_error": None,
     }
     assert first["left_at"] == "2024-05-20T08:00:00.000000Z"
     assert (first["seconds_to_clear"], first["within_sla"]) == (100.0, True)
@@ -312,6 +316,8 @@ def test_csv(mixed: SlaReport) -> None:
         "within_sla",
         "breached_at",
         "targets",
+        "pending_targets",
+        "targets_cleared_at",
     ]
     assert len(rows) == 1 + len(mixed.leavers)
     assert rows[1] == [
@@ -324,9 +330,11 @@ def test_csv(mixed: SlaReport) -> None:
         "true",
         "",
         "aws:3;gcp:1",
+        "",
+        "",
     ]
     pending = next(row for row in rows if row[0] == "pending@x.io")
-    assert pending[2:] == ["", "", "", "", "", "", ""]
+    assert pending[2:] == ["", "", "", "", "", "", "", "", ""]
 
 
 def test_table_marks_breaches_first(mixed: SlaReport) -> None:
@@ -492,3 +500,40 @@ def test_html_escapes_every_value() -> None:
     assert page.errors == []
     assert "script" not in page.seen
     assert HOSTILE in " ".join(page.text)
+
+
+def test_a_leaver_pending_on_one_target_shows_that_target_pending() -> None:
+    left = NOW - timedelta(seconds=60)
+    ledger = TargetDetail("ledger", 1, True, 0, left, cleared_at=left + timedelta(seconds=2))
+    scim = TargetDetail("scim", 0, False, 0, None, last_error="read scim: connection refused")
+    record = leaver("half@x.io", left=left, targets=(ledger, scim))
+    built = build_report(
+        [record, leaver("done@x.io", 5, 9)],
+        [],
+        sla_seconds=SLA,
+        since=SINCE,
+        until=NOW,
+        now=NOW,
+        targets=["aws", "ledger", "scim"],
+    )
+    half, done = sorted(built.as_dict()["leavers"], key=lambda row: row["user"] != "half@x.io")
+    assert half["pending_targets"] == ["aws", "scim"]
+    states = {t["target"]: (t["state"], t["cleared_at"], t["last_error"]) for t in half["targets"]}
+    assert states == {
+        "aws": ("pending", None, None),
+        "ledger": ("cleared", "2024-06-01T11:59:02.000000Z", None),
+        "scim": ("pending", None, "read scim: connection refused"),
+    }
+    # A cleared leaver is not given pending targets it never had.
+    assert (done["pending_targets"], done["targets"]) == ([], [])
+    (row,) = [r for r in csv.DictReader(io.StringIO(render_csv(built))) if r["user"] == "half@x.io"]
+    assert (row["pending_targets"], row["targets_cleared_at"]) == (
+        "aws;scim",
+        "ledger=2024-06-01T11:59:02.000000Z",
+    )
+    table = render_table(built)
+    assert "PENDING ON" in table
+    assert next(line for line in table.splitlines() if "half@x.io" in line).endswith("aws, scim")
+    page = render_html(built)
+    assert "scim: 0 revoked, PENDING (read scim: connection refused)" in page
+    assert "ledger: 1 revoked, disabled, cleared 2024-06-01 11:59:02Z" in page

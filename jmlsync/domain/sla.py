@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 
 @dataclass(frozen=True)
 class TargetDetail:
-    """What happened to one leaver in one target: operations applied, and when the last was."""
+    """What happened to one leaver in one target: operations applied, and when the last was;
+    when the target was cleared (None while pending) and the error keeping it pending."""
 
     target: str
     revocations: int
     disabled: bool
     failures: int
     last_change_at: datetime | None
+    cleared_at: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,29 @@ class LeaverRecord:
     verified_at: datetime | None
     breached_at: datetime | None
     targets: tuple[TargetDetail, ...] = field(default=())
+
+    def target_state(self, detail: TargetDetail) -> str:
+        """``cleared`` or ``pending``: a target is cleared once its own clear is recorded, or
+        when the whole event is (records from before per-target outcomes were kept)."""
+        cleared = detail.cleared_at is not None or self.cleared_at is not None
+        return "cleared" if cleared else "pending"
+
+    @property
+    def pending_targets(self) -> tuple[str, ...]:
+        """The targets this leaver still waits on (empty once cleared)."""
+        return tuple(t.target for t in self.targets if self.target_state(t) == "pending")
+
+    def with_targets(self, names: Iterable[str]) -> LeaverRecord:
+        """The record with an (empty, pending) detail for each configured target it has no
+        detail for yet, while it is not cleared: a target never reached is pending too."""
+        if self.cleared_at is not None:
+            return self
+        known = {t.target for t in self.targets}
+        missing = [TargetDetail(n, 0, False, 0, None) for n in sorted(set(names) - known)]
+        if not missing:
+            return self
+        merged = sorted((*self.targets, *missing), key=lambda t: t.target)
+        return replace(self, targets=tuple(merged))
 
 
 @dataclass(frozen=True)

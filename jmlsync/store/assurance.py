@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
@@ -111,24 +112,61 @@ class SqlAssurance:
     async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
         """Leaver events (not cancelled) that started in the window, with per-target detail."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            "SELECT id, user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
             " WHERE cancelled_at IS NULL AND left_at >= ? AND left_at < ? ORDER BY left_at",
             (format_timestamp(since), format_timestamp(until)),
         )
-        records = []
-        for user, left_at, cleared_at, verified_at, breached_at in rows:
-            details = await self._target_details(user, left_at)
-            records.append(
-                LeaverRecord(
-                    user=user,
-                    left_at=parse_timestamp(left_at),
-                    cleared_at=_when(cleared_at),
-                    verified_at=_when(verified_at),
-                    breached_at=_when(breached_at),
-                    targets=tuple(details),
-                )
-            )
-        return records
+        return [await self._record(tuple(row)) for row in rows]
+
+    async def latest_leaver(self, user_name: str) -> LeaverRecord | None:
+        """The newest leaver event of ``user_name`` (not cancelled), with per-target detail."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT id, user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            " WHERE user_name = ? AND cancelled_at IS NULL ORDER BY left_at DESC, id DESC"
+            " LIMIT 1",
+            (user_name,),
+        )
+        return await self._record(tuple(rows[0])) if rows else None
+
+    async def pending_by_target(self, targets: Iterable[str]) -> dict[str, int]:
+        """For each target, the open leaver events (not cleared, not cancelled) that still
+        wait on it: no clear recorded there yet."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT l.id, t.target FROM leavers l LEFT JOIN leaver_targets t"
+            " ON t.leaver_id = l.id AND t.cleared_at IS NOT NULL"
+            " WHERE l.cleared_at IS NULL AND l.cancelled_at IS NULL"
+        )
+        cleared: dict[int, set[str]] = {}
+        for leaver_id, target in rows:
+            done = cleared.setdefault(int(leaver_id), set())
+            if target is not None:
+                done.add(str(target))
+        return {
+            name: sum(1 for done in cleared.values() if name not in done)
+            for name in sorted(targets)
+        }
+
+    async def _record(self, row: tuple[Any, ...]) -> LeaverRecord:
+        """A leaver row (id, user_name, left_at, cleared_at, verified_at, breached_at) with
+        its per-target detail: operations from the audit log, outcomes from leaver_targets."""
+        leaver_id, user, left_at, cleared_at, verified_at, breached_at = row
+        details = await self._target_details(user, left_at)
+        states = await self.db.reader.execute_fetchall(
+            "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
+            (leaver_id,),
+        )
+        by_target = {t.target: t for t in details}
+        for target, target_cleared, error in states:
+            detail = by_target.get(target) or TargetDetail(target, 0, False, 0, None)
+            by_target[target] = replace(detail, cleared_at=_when(target_cleared), last_error=error)
+        return LeaverRecord(
+            user=user,
+            left_at=parse_timestamp(left_at),
+            cleared_at=_when(cleared_at),
+            verified_at=_when(verified_at),
+            breached_at=_when(breached_at),
+            targets=tuple(by_target[name] for name in sorted(by_target)),
+        )
 
     async def _target_details(self, user: str, left_at: str) -> list[TargetDetail]:
         rows = await self.db.reader.execute_fetchall(
