@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.filters import Attr, Expr
@@ -18,6 +19,23 @@ from jmlsync.domain.models import (
     QueueStats,
     ResourceKind,
     StoredResource,
+)
+
+T = TypeVar("T")
+
+
+class ReadRetry(Protocol):
+    """Runs one read request of a connector under the targets' retry policy."""
+
+    def __call__(self, what: str, action: Callable[[], Awaitable[T]]) -> Awaitable[T]: ...
+
+
+#: Set by the engine while it drains a whole listing (``list_grants``, ``list_principals``):
+#: a connector's request plumbing runs each *read* request through it, so one throttled page
+#: is retried on its own instead of failing, and restarting, the whole listing. Unset (None)
+#: everywhere else: single calls are already retried whole by the engine.
+LISTING_READ_RETRY: ContextVar[ReadRetry | None] = ContextVar(
+    "jmlsync_listing_read_retry", default=None
 )
 
 

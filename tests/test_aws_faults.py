@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier, Outcome
+from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.ports import Target
 from jmlsync.scim.resources import now_utc
@@ -220,3 +221,34 @@ async def test_iam_converges_through_faults(moto: Moto, store: SqlStore) -> None
         group: sorted(u for u, role in kept.items() if role == group) for group in groups
     }
     _assert_faults_were_injected(proxy)
+
+
+async def test_a_reconcile_listing_is_retried_request_by_request(
+    moto: Moto, store: SqlStore
+) -> None:
+    """Every fourth request of the listing throttled or refused: the listing still completes,
+    each failed read retried on its own (restarting a listing of ~60 requests whole could
+    never get through)."""
+    groups = [f"team-{i}" for i in range(4)]
+    moto.iam_groups(groups)
+    direct = await IamTarget.open("aws", iam_settings(moto.url))
+    try:
+        kept, _ = await _drive(store, direct, lambda i: f"team-{i % 4}")
+    finally:
+        await direct.close()
+    async with fault_proxy(moto.url) as (url, proxy):
+        target = await IamTarget.open("aws", iam_settings(url), page_size=3)
+        try:
+            applier = Applier(
+                store,
+                None,
+                {"aws": target},
+                clock=now_utc,
+                retry=RetryPolicy(attempts=3, initial_wait=0, max_wait=0),
+            )
+            snapshot = await Reconciler(store, {"aws": target}, [], applier).snapshot(Scope())
+        finally:
+            await target.close()
+    assert snapshot.unreadable == {}
+    assert snapshot.plan_input.actual == {Grant("aws", u, r) for u, r in kept.items()}
+    assert proxy.faults.total() == proxy.requests // FAULT_EVERY >= 10

@@ -26,6 +26,7 @@ from jmlsync.config import ConfigError
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.registry import open_target
@@ -612,3 +613,38 @@ async def test_faults_under_the_applier_leave_the_exact_state(
     ]
     assert len(added) == len(set(added)) == 20
     _assert_no_member_replace(proxy)
+
+
+class TestListingRetries:
+    async def test_a_throttled_listing_completes_read_by_read(
+        self, proxy: Proxy, scim_peer: ScimPeer, tmp_path: Path
+    ) -> None:
+        """Every third read throttled (Retry-After 0) while reconciliation lists the target
+        in pages of two: every read is retried on its own and the listing completes."""
+        scim_peer.create_groups(["admin", "dev"])
+        settings = scim_settings(ScimPeer(proxy.url, scim_peer.token), tmp_path, timeout_seconds=5)
+        target = await ScimTarget.open("peer", settings, page_size=2)
+        store = await SqlStore.open(tmp_path / "jmlsync.db")
+        try:
+            held = {Grant("peer", f"u{i}", "admin" if i % 2 else "dev") for i in range(6)}
+            for grant in sorted(held):
+                await target.ensure_principal(PrincipalSpec(grant.user))
+                await target.grant(grant.user, grant.role)
+            proxy.fault = lambda n, _seen: (
+                (429, {"Retry-After": "0"}, False) if n % 3 == 0 else None
+            )
+            applier = Applier(
+                store,
+                None,
+                {"peer": target},
+                clock=lambda: datetime.now(UTC),
+                retry=RetryPolicy(attempts=3, initial_wait=0, max_wait=0),
+            )
+            snapshot = await Reconciler(store, {"peer": target}, [], applier).snapshot(Scope())
+        finally:
+            await target.close()
+            await store.close()
+        assert snapshot.unreadable == {}
+        assert snapshot.plan_input.actual == held
+        assert {user for _, user in snapshot.plan_input.principals} == {g.user for g in held}
+        assert proxy.injected["429"] >= 3

@@ -19,11 +19,12 @@ from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.metrics import Metrics
-from jmlsync.ports import Queue, Store, Target
+from jmlsync.ports import LISTING_READ_RETRY, Queue, Store, Target
 
 log = logging.getLogger("jmlsync.apply")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,30 @@ class Applier:
                 self.metrics.retries.labels(target).inc()
 
         return await self.retry.call(f"{what} on {target}", limited, count_retry)
+
+    async def listing(self, target: str, what: str, drain: Callable[[], Awaitable[T]]) -> T:
+        """Drain a whole listing of ``target`` (``drain`` iterates it), under the target's
+        retry policy twice over: each read request inside is retried on its own (connectors
+        that send requests see ``LISTING_READ_RETRY``), and a listing that still fails
+        half-way is started again, within the same bounds."""
+
+        def count_retry() -> None:
+            if self.metrics is not None:
+                self.metrics.retries.labels(target).inc()
+
+        listing = f"{what} on {target}"
+
+        def read_retry(what: str, action: Callable[[], Awaitable[R]]) -> Awaitable[R]:
+            return self.retry.call(f"{what} ({listing})", action, count_retry)
+
+        async def drained() -> T:
+            token = LISTING_READ_RETRY.set(read_retry)
+            try:
+                return await drain()
+            finally:
+                LISTING_READ_RETRY.reset(token)
+
+        return await self.call(target, what, drained)
 
     async def read_user(self, target: str, user: str) -> tuple[frozenset[str], Principal | None]:
         """The roles ``user`` holds in ``target`` and its principal, read back from the target."""

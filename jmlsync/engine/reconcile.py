@@ -228,8 +228,8 @@ class Reconciler:
     async def _list(
         self, name: str, before: int, progress: Progress
     ) -> tuple[set[Grant], dict[tuple[str, str], bool]]:
-        """List one target whole, each listing retried from its start by the targets'
-        retry policy (a throttle half-way through a listing must not end the run)."""
+        """List one target whole under the targets' retry policy: each read request, and
+        the listing itself (see :meth:`Applier.listing`): a throttle must not end the run."""
         target = self.targets[name]
 
         async def grants() -> set[Grant]:
@@ -243,8 +243,8 @@ class Reconciler:
         async def principals() -> dict[tuple[str, str], bool]:
             return {(name, p.user): p.disableable async for p in target.list_principals()}
 
-        listed = await self.applier.call(name, "list grants", grants)
-        return listed, await self.applier.call(name, "list principals", principals)
+        listed = await self.applier.listing(name, "list grants", grants)
+        return listed, await self.applier.listing(name, "list principals", principals)
 
     async def apply(
         self, operations: Sequence[Operation], progress: Progress = _no_progress

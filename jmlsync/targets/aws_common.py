@@ -41,6 +41,7 @@ from botocore.loaders import create_loader
 from botocore.parsers import ResponseParserError
 
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
+from jmlsync.ports import LISTING_READ_RETRY
 
 #: A response of an AWS API call, as botocore parses it (botocore is untyped).
 Response: TypeAlias = dict[str, Any]
@@ -133,6 +134,21 @@ def translated(what: str, transient_codes: Collection[str] = ()) -> Iterator[Non
         raise PermanentTargetError(f"{what}: {exc}") from exc
 
 
+async def _read(operation: str, what: str, once: Callable[[], Awaitable[T]]) -> T:
+    """``once()``, retried by the engine's listing retry when a listing is being drained and
+    ``operation`` only reads (never a write: those are retried whole by the engine)."""
+    retry = LISTING_READ_RETRY.get()
+    if retry is None or not operation.startswith(_READS):
+        return await once()
+    return await retry(what, once)
+
+
+#: Items per chunk of a listing (``MaxItems``; see :meth:`AwsClients.items`).
+LISTING_CHUNK = 100
+#: Operation names that only read, whatever the service.
+_READS = ("list_", "get_", "describe_")
+
+
 @functools.cache
 def _service_models() -> Any:
     """One loader of service models for the process: each model is a large JSON file, read
@@ -203,35 +219,68 @@ class AwsClients:
         return f"{service} {operation}"
 
     async def call(self, service: str, operation: str, **params: Any) -> Response:
-        """Call ``operation`` of ``service`` once; failures translated."""
-        with translated(self._what(service, operation), self._transient.get(service, ())):
-            response: Response = await getattr(self._clients[service], operation)(**params)
-        return response
+        """Call ``operation`` of ``service`` once (a read inside a listing: under the listing's
+        retry); failures translated."""
+
+        async def once() -> Response:
+            with translated(self._what(service, operation), self._transient.get(service, ())):
+                response: Response = await getattr(self._clients[service], operation)(**params)
+            return response
+
+        return await _read(operation, self._what(service, operation), once)
 
     async def call_or_none(
         self, service: str, operation: str, *, absent: Collection[str], **params: Any
     ) -> Response | None:
         """Like :meth:`call`, but None when AWS answers one of the ``absent`` error codes
         (``NoSuchEntity``, ``ResourceNotFoundException``): what is looked for is not there."""
-        with translated(self._what(service, operation), self._transient.get(service, ())):
-            try:
-                response: Response = await getattr(self._clients[service], operation)(**params)
-            except ClientError as exc:
-                if error_code(exc) in absent:
-                    return None
-                raise
-        return response
+
+        async def once() -> Response | None:
+            with translated(self._what(service, operation), self._transient.get(service, ())):
+                try:
+                    response: Response = await getattr(self._clients[service], operation)(**params)
+                except ClientError as exc:
+                    if error_code(exc) in absent:
+                        return None
+                    raise
+            return response
+
+        return await _read(operation, self._what(service, operation), once)
 
     async def items(
         self, service: str, operation: str, key: str, **params: Any
     ) -> AsyncIterator[Any]:
-        """Every item under ``key`` of every page of ``operation``, page by page."""
+        """Every item under ``key`` of every page of ``operation``, a page at a time.
+
+        Items are fetched in chunks (``MaxItems``, about a page) continued from the
+        paginator's resume token, so inside a listing each chunk is retried on its own by the
+        listing's retry, never the chunks before it.
+        """
         paginator = self._clients[service].get_paginator(operation)
-        with translated(self._what(service, operation), self._transient.get(service, ())):
-            config = {"PageSize": self.page_size} if self.page_size else {}
-            async for page in paginator.paginate(**params, PaginationConfig=config):
-                for item in page.get(key) or ():
-                    yield item
+        what = self._what(service, operation)
+        transient = self._transient.get(service, ())
+        size = self.page_size or LISTING_CHUNK
+        token: str | None = None
+        while True:
+
+            async def chunk(start: str | None = token) -> tuple[list[Any], str | None]:
+                # MaxItems cuts client-side (the service's page size stays its default, which
+                # each operation bounds differently): a chunk is a page or a few.
+                config: dict[str, Any] = {"MaxItems": size}
+                if self.page_size:
+                    config["PageSize"] = self.page_size
+                if start is not None:
+                    config["StartingToken"] = start
+                with translated(what, transient):
+                    pages = paginator.paginate(**params, PaginationConfig=config)
+                    found = [item async for page in pages for item in page.get(key) or ()]
+                return found, pages.resume_token
+
+            found, token = await _read(operation, what, chunk)
+            for item in found:
+                yield item
+            if token is None:
+                return
 
     async def all_items(self, service: str, operation: str, key: str, **params: Any) -> list[Any]:
         """:meth:`items` gathered in a list, for the short ones (a user's groups)."""

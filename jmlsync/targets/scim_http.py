@@ -21,6 +21,7 @@ import aiohttp
 
 from jmlsync.config import ConfigError
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.ports import LISTING_READ_RETRY
 
 log = logging.getLogger("jmlsync.targets.scim")
 
@@ -120,7 +121,20 @@ class ScimClient:
         params: Mapping[str, str] | None = None,
         body: Json | None = None,
     ) -> Json | None:
-        """Send one request; the JSON answer, or None when it has no body (204)."""
+        """Send one request; the JSON answer, or None when it has no body (204).
+
+        A GET inside a listing runs under the listing's retry (see ``LISTING_READ_RETRY``).
+        """
+        retry = LISTING_READ_RETRY.get()
+        if retry is None or method != "GET":
+            return await self._send(method, path, params, body)
+        return await retry(
+            self._where(method, path, "read"), lambda: self._send(method, path, params, body)
+        )
+
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, str] | None, body: Json | None
+    ) -> Json | None:
         headers = dict(self._headers)
         data = None
         if body is not None:
