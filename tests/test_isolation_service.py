@@ -149,6 +149,10 @@ async def test_an_unreachable_target_holds_up_only_itself(config_path: Path) -> 
         assert status["leavers"]["not_cleared"] == 1
         assert status["leavers"]["pending_by_target"] == {"downstream": 1, "sandbox": 0}
 
+        code, out, _ = await _cli(config_path, "status")
+        assert code == 0, out
+        assert "not cleared on: downstream (1)" in out
+
         explained = await _json(config_path, "explain", "--user", "bob@x.io", code=1)
         assert [u["target"] for u in explained["unreadable"]] == ["downstream"]
         assert explained["leaver"]["pending_targets"] == ["downstream"]
