@@ -235,6 +235,7 @@ async def test_the_failing_target_is_dead_lettered_by_name(rig: Rig) -> None:
         await rig.run_until_drained()
     (dead,) = await rig.runtime.queue.rows(failed_only=True)
     assert dead.attempts == 3
+    assert dead.pending_targets == ("downstream",)
     assert "downstream" in (dead.last_error or "")
     assert "sandbox" not in (dead.last_error or "")
     (alert,) = rig.alerts.sent

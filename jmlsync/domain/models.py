@@ -109,6 +109,8 @@ class QueueRow:
     leased_until: str | None
     last_error: str | None
     failed_at: str | None
+    #: The targets still to plan (an earlier attempt failed only on them); None: every target.
+    pending_targets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

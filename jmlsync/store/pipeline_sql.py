@@ -173,13 +173,26 @@ async def fail(
 async def queue_rows(conn: Conn, *, failed_only: bool) -> list[QueueRow]:
     sql = (
         "SELECT id, user_name, leaver, cause, enqueued_at, next_attempt_at, attempts,"
-        " leased_until, last_error, failed_at FROM queue"
+        " leased_until, last_error, failed_at, pending_targets FROM queue"
     )
     if failed_only:
         sql += " WHERE failed_at IS NOT NULL"
     rows = await conn.execute_fetchall(sql + " ORDER BY leaver DESC, next_attempt_at, id")
     return [
-        QueueRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows
+        QueueRow(
+            r[0],
+            r[1],
+            bool(r[2]),
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            None if r[10] is None else tuple(json.loads(r[10])),
+        )
+        for r in rows
     ]
 
 
