@@ -285,3 +285,15 @@ async def test_an_unreadable_listing_marks_only_that_target(rig: Rig) -> None:
     # The sandbox finding is resolved (it was read); the unread target's finding stays open.
     still_open = await rig.assurance.store.open_drift()
     assert [(d.kind, d.target) for d in still_open] == [("missing", "downstream")]
+
+
+async def test_an_error_that_is_not_a_targets_reaches_the_worker_as_itself(rig: Rig) -> None:
+    async def broken(_user: str, _role: str) -> None:
+        raise RuntimeError("a bug, not a target failure")
+
+    rig.downstream.grant = broken  # type: ignore[method-assign]
+    await rig.join("gus@x.io")
+    job = await rig.runtime.queue.lease("test", now_utc(), timedelta(seconds=30))
+    assert job is not None
+    with pytest.raises(RuntimeError, match="a bug"):
+        await rig.pipeline.process(job)

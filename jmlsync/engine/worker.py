@@ -11,18 +11,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.alerts import AlertSink
-from jmlsync.domain.errors import PermanentTargetError, TargetError
-from jmlsync.domain.grants import Grant, Reason, Rule
+from jmlsync.domain.grants import Rule
 from jmlsync.domain.models import Job, parse_timestamp
-from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
 from jmlsync.ports import Queue, Store
 
 log = logging.getLogger("jmlsync.worker")
@@ -84,8 +82,7 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.on_cleared = on_cleared or (lambda _user, _seconds: None)
         self.protected = frozenset(name.casefold() for name in protected)
-        self._managed = managed_roles(rules)
-        self._privileged = privileged_roles(rules)
+        self._roles = RoleSets(managed_roles(rules), privileged_roles(rules))
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._owner = f"worker-{uuid.uuid4().hex[:8]}"
@@ -244,9 +241,7 @@ class Pipeline:
         if work is None:
             await self.queue.ack(job)
             return
-        results = await asyncio.gather(
-            *(self._run_target(work, name) for name in self._targets_of(job))
-        )
+        results = await run_targets(self.applier, self._roles, work, self._targets_of(job))
         failed = [result for result in results if result.error is not None]
         if work.leaver:
             now = self.clock()
@@ -278,7 +273,7 @@ class Pipeline:
             return names
         return [name for name in names if name in job.pending_targets]
 
-    async def _plan(self, job: Job) -> _Work | None:
+    async def _plan(self, job: Job) -> JobWork | None:
         """What the directory wants for the principal; None when no target needs asking."""
         user, groups = await self.store.policy_user(job.user_name)
         by_group = rules_by_group(self.rules, groups)
@@ -289,37 +284,7 @@ class Pipeline:
             # Nothing to grant and nothing of ours to take back: no need to ask the targets.
             # (Access granted by hand on a managed role is drift: full reconciliation finds it.)
             return None
-        return _Work(job.user_name, user.active if user else None, desired, applied, leaver)
-
-    async def _run_target(self, work: _Work, name: str) -> _TargetResult:
-        """Read, plan and apply one target; its failure is returned, never raised, so it
-        cannot hold up the other targets of the job."""
-        try:
-            roles, found = await self.applier.read_user(name, work.user_name)
-        except TargetError as exc:
-            return _TargetResult(name, f"read {name}: {exc}", isinstance(exc, PermanentTargetError))
-        principals = {(name, work.user_name): found.disableable} if found is not None else {}
-        inp = PlanInput(
-            desired=work.desired,
-            actual={Grant(name, work.user_name, role) for role in roles},
-            managed=self._managed,
-            privileged=self._privileged,
-            applied=work.applied,
-            users={} if work.active is None else {work.user_name: work.active},
-            leavers=frozenset({work.user_name}) if work.leaver else frozenset(),
-            principals=principals,
-            targets=frozenset({name}),
-            only_users=frozenset({work.user_name}),
-        )
-        outcomes = await self.applier.apply(plan(inp), actor="pipeline")
-        failures = [o for o in outcomes if not o.ok]
-        if not failures:
-            return _TargetResult(name)
-        return _TargetResult(
-            name,
-            "; ".join(f"{o.operation.action} {name}: {o.error}" for o in failures),
-            any(o.permanent for o in failures),
-        )
+        return JobWork(job.user_name, user.active if user else None, desired, applied, leaver)
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
         attempts = job.attempts + 1
@@ -352,26 +317,6 @@ class Pipeline:
             delay.total_seconds(),
             error,
         )
-
-
-@dataclass(frozen=True)
-class _Work:
-    """One job's desired state, shared by the plans of its targets."""
-
-    user_name: str
-    active: bool | None
-    desired: Mapping[Grant, Reason]
-    applied: AbstractSet[Grant]
-    leaver: bool
-
-
-@dataclass(frozen=True)
-class _TargetResult:
-    """How one target of a job went: ``error`` None when every operation was applied."""
-
-    target: str
-    error: str | None = None
-    permanent: bool = False
 
 
 def options_from(settings: Mapping[str, Any]) -> PipelineOptions:
