@@ -181,6 +181,10 @@ async def test_an_unreachable_target_holds_up_only_itself(config_path: Path) -> 
         assert "unreadable targets (1), left out of the plan:" in out
         assert "target downstream could not be read" in err
         assert "Traceback" not in err
+        # Applied: the ledger is repaired all the same, and the exit code still says 1.
+        applied = await _json(config_path, "reconcile", code=1)
+        assert [op["outcome"] for op in applied["operations"]] == ["applied"]
+        assert ledger("ann@x.io") == ({"developer"}, True)
     finally:
         await stop_service(service)
     assert "Traceback" not in "".join(service.log)
