@@ -90,11 +90,7 @@ class Applier:
             async with self._slots[target]:
                 return await action()
 
-        def count_retry() -> None:
-            if self.metrics is not None:
-                self.metrics.retries.labels(target).inc()
-
-        return await self.retry.call(f"{what} on {target}", limited, count_retry)
+        return await self.retry.call(f"{what} on {target}", limited, self._retry_counter(target))
 
     async def listing(self, target: str, what: str, drain: Callable[[], Awaitable[T]]) -> T:
         """Drain a whole listing of ``target`` (``drain`` iterates it), under the target's
@@ -102,10 +98,7 @@ class Applier:
         that send requests see ``LISTING_READ_RETRY``), and a listing that still fails
         half-way is started again, within the same bounds."""
 
-        def count_retry() -> None:
-            if self.metrics is not None:
-                self.metrics.retries.labels(target).inc()
-
+        count_retry = self._retry_counter(target)
         listing = f"{what} on {target}"
 
         def read_retry(what: str, action: Callable[[], Awaitable[R]]) -> Awaitable[R]:
@@ -118,7 +111,18 @@ class Applier:
             finally:
                 LISTING_READ_RETRY.reset(token)
 
-        return await self.call(target, what, drained)
+        # Not under the target's concurrency slot: a listing can take minutes, and holding a
+        # slot that long would hold up the pipeline's leavers (with max_concurrency = 1, all).
+        return await self.retry.call(listing, drained, count_retry)
+
+    def _retry_counter(self, target: str) -> Callable[[], None]:
+        """Counts each retry on ``target`` (``jmlsync_target_call_retries``)."""
+
+        def count_retry() -> None:
+            if self.metrics is not None:
+                self.metrics.retries.labels(target).inc()
+
+        return count_retry
 
     async def read_user(self, target: str, user: str) -> tuple[frozenset[str], Principal | None]:
         """The roles ``user`` holds in ``target`` and its principal, read back from the target."""
