@@ -297,3 +297,21 @@ async def test_an_error_that_is_not_a_targets_reaches_the_worker_as_itself(rig: 
     assert job is not None
     with pytest.raises(RuntimeError, match="a bug"):
         await rig.pipeline.process(job)
+
+
+async def test_a_permanent_failure_waits_for_a_transient_one_then_both_dead_letter(
+    rig: Rig,
+) -> None:
+    rig.sandbox.failing, rig.sandbox.permanent, rig.sandbox.fail_next = {"grant"}, True, 1000
+    rig.downstream.fail_next = 1000
+    await rig.join("hal@x.io")
+    await rig.run_until_drained()
+    (row,) = await rig.runtime.queue.rows()
+    assert (row.failed_at, row.pending_targets) == (None, ("downstream", "sandbox"))
+    rig.downstream.fail_next = 0
+    await _due_now(rig)
+    await rig.run_until_drained()
+    (dead,) = await rig.runtime.queue.rows(failed_only=True)
+    assert (dead.attempts, dead.pending_targets) == (2, ("sandbox",))
+    assert "grant sandbox" in (dead.last_error or "")
+    assert await rig.downstream.ledger.grants_of("hal@x.io") == {"developer"}
