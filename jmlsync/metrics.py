@@ -11,6 +11,8 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: The kinds of drift a full reconciliation finds (the ``kind`` label of drift findings).
+DRIFT_KINDS = ("missing", "unmanaged")
 CLEAR_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -68,6 +70,10 @@ class Metrics:
         self.drift_findings = Gauge(
             "jmlsync_drift_findings", "Open drift findings, by kind", ["kind"], registry=r
         )
+        # Both kinds from the start, at 0: a dashboard or alert sees the series before the
+        # first full reconciliation instead of no data.
+        for kind in DRIFT_KINDS:
+            self.drift_findings.labels(kind)
         self.last_reconcile = Gauge(
             "jmlsync_last_full_reconcile_timestamp_seconds",
             "When the last full reconciliation finished (Unix time)",
