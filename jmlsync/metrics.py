@@ -7,8 +7,11 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     generate_latest,
 )
+
+from jmlsync import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: The kinds of drift a full reconciliation finds (the ``kind`` label of drift findings).
@@ -79,6 +82,9 @@ class Metrics:
             "When the last full reconciliation finished (Unix time)",
             registry=r,
         )
+        # jmlsync_build_info{version="..."} 1: which release each instance runs.
+        self.build_info = Info("jmlsync_build", "The jmlsync release this process runs", registry=r)
+        self.build_info.info({"version": __version__})
         self.last_reconcile_ok = Gauge(
             "jmlsync_last_full_reconcile_success",
             "1 when the last full reconciliation succeeded, 0 otherwise",

@@ -9,18 +9,20 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 
-from jmlsync import systemd
+from jmlsync import __version__, systemd
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, WebhookAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
@@ -211,6 +213,19 @@ async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
         yield runtime.reconciler
 
 
+def redacted_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``: fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None and "password=" not in parts.query.lower():
+        return url  # untouched: urlunsplit would not give back sqlite:////path
+    # libpq also takes the password as a query parameter.
+    parts = parts._replace(query=re.sub(r"(?i)\b(password=)[^&]*", r"\1***", parts.query))
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + parts.netloc.rpartition("@")[2])
+    return urlunsplit(parts)
+
+
 def rules_fingerprint(settings: Settings) -> str:
     """A digest of what decides grants: the rules and the targets they name."""
     document = {
@@ -343,12 +358,14 @@ async def serve(settings: Settings) -> None:
         for address in runner.addresses:
             host, port = address[0], address[1]
             log.info(
-                "serving SCIM on %s://%s:%s%s (store %s)",
+                "jmlsync %s serving SCIM on %s://%s:%s%s (store %s)",
+                __version__,
                 "https" if tls else "http",
                 f"[{host}]" if ":" in host else host,
                 port,
                 server.base_path,
-                settings.store.url,
+                redacted_url(settings.store.url),
+                extra={"fields": {"version": __version__}},
             )
         systemd.notify("READY=1")
         interval = systemd.watchdog_interval()
