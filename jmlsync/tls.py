@@ -41,6 +41,8 @@ def _context(certificate: Path, key: Path) -> ssl.SSLContext:
             f"{certificate} and {key}: not a PEM certificate chain and its private key"
             f" ({exc.reason or exc})"
         ) from exc
+    except OSError as exc:  # replaced between the check above and the load
+        raise TlsFileError(f"{certificate} or {key}: cannot read: {exc.strerror}") from exc
     return context
 
 
