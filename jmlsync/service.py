@@ -9,14 +9,12 @@ import hashlib
 import json
 import logging
 import os
-import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -32,6 +30,7 @@ from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.forwarded import forwarded_middleware
+from jmlsync.logs import redacted_url
 from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
@@ -211,19 +210,6 @@ async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
     """The reconciler over the store and every configured target (for the CLI)."""
     async with open_runtime(settings) as runtime:
         yield runtime.reconciler
-
-
-def redacted_url(url: str) -> str:
-    """The URL with its password, if any, replaced by ``***``: fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None and "password=" not in parts.query.lower():
-        return url  # untouched: urlunsplit would not give back sqlite:////path
-    # libpq also takes the password as a query parameter.
-    parts = parts._replace(query=re.sub(r"(?i)\b(password=)[^&]*", r"\1***", parts.query))
-    if parts.password is not None:
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        parts = parts._replace(netloc=user + parts.netloc.rpartition("@")[2])
-    return urlunsplit(parts)
 
 
 def rules_fingerprint(settings: Settings) -> str:
