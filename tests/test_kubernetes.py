@@ -8,7 +8,9 @@ overlay ships as its ConfigMap passes the real ``jmlsync config check``.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,10 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.conftest import start_service, stop_service
 from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.timeout(60)
@@ -272,3 +276,52 @@ def test_config_check_refuses_a_broken_configmap(tmp_path: Path) -> None:
     done = _config_check(broken, _plain_env("sqlite"))
     assert done.returncode == 1
     assert "unknown target 'ledgr'" in done.stderr
+
+
+# --- the configuration serves -------------------------------------------------------------------
+
+
+def _as_mounted(overlay: str, root: Path, store_url: str | None = None) -> Path:
+    """The overlay's jmlsync.toml with the pod's mount points moved under ``root``."""
+    state, tokens = root / "var-lib-jmlsync", root / "etc-jmlsync-tokens"
+    state.mkdir()
+    tokens.mkdir()
+    (tokens / "tokens").write_text("k8s-" + "c" * 40 + "\n")
+    (tokens / "tokens").chmod(0o600)
+    text = (KUBERNETES / overlay / "jmlsync.toml").read_text()
+    text = text.replace("/var/lib/jmlsync", str(state)).replace("/etc/jmlsync-tokens", str(tokens))
+    text = text.replace('listen = "0.0.0.0:8080"', 'listen = "127.0.0.1:0"')
+    if store_url is not None:
+        text = re.sub(r'^url = ".*"$', f'url = "{store_url}"', text, count=1, flags=re.M)
+    config = root / "jmlsync.toml"
+    config.write_text(text)
+    return config
+
+
+async def _serves_and_is_ready(config: Path) -> None:
+    running = await start_service(config)
+    try:
+        root = running.url.removesuffix("/scim/v2")
+        headers = {"Authorization": "Bearer k8s-" + "c" * 40}
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(30):
+                while True:
+                    async with session.get(root + "/readyz") as response:
+                        if response.status == 200:
+                            break
+                    await asyncio.sleep(0.1)  # another process is getting ready
+            async with session.get(running.url + "/Users", headers=headers) as response:
+                assert response.status == 200
+    finally:
+        assert await stop_service(running) == 0
+
+
+async def test_sqlite_configmap_serves(tmp_path: Path) -> None:
+    config = _as_mounted("sqlite", tmp_path)
+    await _serves_and_is_ready(config)
+    assert (tmp_path / "var-lib-jmlsync" / "jmlsync.db").exists()  # on the volume
+
+
+async def test_postgresql_configmap_serves(tmp_path: Path) -> None:
+    async with fresh_database() as url:
+        await _serves_and_is_ready(_as_mounted("postgresql", tmp_path, url))
