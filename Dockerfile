@@ -9,7 +9,8 @@
 #
 # The image runs as uid 10001, keeps its state in the /var/lib/jmlsync volume and reads
 # /etc/jmlsync/jmlsync.toml (a copy of config/jmlsync.production.toml; mount your own over it)
-# with JMLSYNC_<SECTION>__<KEY> environment overrides on top.
+# with JMLSYNC_<SECTION>__<KEY> environment overrides on top. JMLSYNC_CONFIG names that file
+# for every command, so `docker exec jmlsync jmlsync status` needs no --config.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -34,6 +35,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PATH=/opt/jmlsync/bin:$PATH \
+    JMLSYNC_CONFIG=/etc/jmlsync/jmlsync.toml \
     JMLSYNC_SERVER__LISTEN=0.0.0.0:8080
 
 RUN groupadd --system --gid 10001 jmlsync \

@@ -18,6 +18,7 @@ from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.cli_status import sla_report, status
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
+from jmlsync.tls import TlsFileError
 
 
 @click.group()
@@ -48,6 +49,9 @@ def serve(config_path: Path) -> None:
         asyncio.run(run(settings))
     except TokenFileError as exc:
         click.echo(f"jmlsync: {exc} ([server].tokens_file in {config_path})", err=True)
+        sys.exit(1)
+    except TlsFileError as exc:
+        click.echo(f"jmlsync: {exc} ([server].tls_certificate_file in {config_path})", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"jmlsync: cannot serve on {settings.server.listen}: {exc}", err=True)

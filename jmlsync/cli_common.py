@@ -9,11 +9,16 @@ import click
 
 from jmlsync.config import ConfigError, Settings, load_settings
 
+#: The environment variable that names the configuration file when --config is not given.
+CONFIG_ENVVAR = "JMLSYNC_CONFIG"
+
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=Path("config/jmlsync.toml"),
+    envvar=CONFIG_ENVVAR,
+    show_envvar=True,
     show_default=True,
     help="Configuration file (TOML).",
 )

@@ -16,9 +16,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 DEFAULT_BASE_PATH = "/scim/v2"
@@ -41,6 +43,9 @@ class ServerSettings(_Section):
     default_page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     public_url: str | None = None
     metrics_token_file: Path | None = None
+    tls_certificate_file: Path | None = None
+    tls_key_file: Path | None = None
+    trusted_proxies: list[IPvAnyNetwork] = []
 
     @field_validator("listen")
     @classmethod
@@ -56,6 +61,12 @@ class ServerSettings(_Section):
         if not value.startswith("/"):
             raise ValueError(f"must start with '/', got {value!r}")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ServerSettings:
+        if (self.tls_certificate_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_certificate_file and tls_key_file are set together or not at all")
+        return self
 
     @property
     def host(self) -> str:
@@ -274,7 +285,7 @@ def _resolve(base: Path, path: Path) -> Path:
 def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative file paths relative to the configuration file's directory."""
     server = raw.get("server")
-    for key in ("tokens_file", "metrics_token_file"):
+    for key in ("tokens_file", "metrics_token_file", "tls_certificate_file", "tls_key_file"):
         if isinstance(server, dict) and isinstance(server.get(key), str):
             server[key] = str(_resolve(base, Path(server[key])))
     alerts = raw.get("alerts")

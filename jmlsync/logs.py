@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,3 +61,16 @@ def setup_logging(*, stream: TextIO | None = None, json_lines: bool | None = Non
     # scheduler's per-run chatter repeats our own line per scheduled run.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def redacted_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``: fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None and "password=" not in parts.query.lower():
+        return url  # untouched: urlunsplit would not give back sqlite:////path
+    # libpq also takes the password as a query parameter.
+    parts = parts._replace(query=re.sub(r"(?i)\b(password=)[^&]*", r"\1***", parts.query))
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + parts.netloc.rpartition("@")[2])
+    return urlunsplit(parts)

@@ -7,10 +7,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     generate_latest,
 )
 
+from jmlsync import __version__
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: The kinds of drift a full reconciliation finds (the ``kind`` label of drift findings).
+DRIFT_KINDS = ("missing", "unmanaged")
 CLEAR_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -68,11 +73,18 @@ class Metrics:
         self.drift_findings = Gauge(
             "jmlsync_drift_findings", "Open drift findings, by kind", ["kind"], registry=r
         )
+        # Both kinds from the start, at 0: a dashboard or alert sees the series before the
+        # first full reconciliation instead of no data.
+        for kind in DRIFT_KINDS:
+            self.drift_findings.labels(kind)
         self.last_reconcile = Gauge(
             "jmlsync_last_full_reconcile_timestamp_seconds",
             "When the last full reconciliation finished (Unix time)",
             registry=r,
         )
+        # jmlsync_build_info{version="..."} 1: which release each instance runs.
+        self.build_info = Info("jmlsync_build", "The jmlsync release this process runs", registry=r)
+        self.build_info.info({"version": __version__})
         self.last_reconcile_ok = Gauge(
             "jmlsync_last_full_reconcile_success",
             "1 when the last full reconciliation succeeded, 0 otherwise",

@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from jmlsync import systemd
+from jmlsync import __version__, systemd
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, WebhookAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
@@ -29,6 +29,8 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, options_from
+from jmlsync.forwarded import forwarded_middleware
+from jmlsync.logs import redacted_url
 from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
@@ -41,6 +43,7 @@ from jmlsync.store.directory import SqlStore
 from jmlsync.store.postgres import LeaderLock, PgDatabase
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.registry import open_target
+from jmlsync.tls import ReloadingTls
 
 log = logging.getLogger("jmlsync.service")
 
@@ -259,6 +262,10 @@ async def build_app(settings: Settings) -> web.Application:
             runtime.alerts, settings.alerts.auth_failures_per_minute
         ).record,
     )
+    if settings.server.trusted_proxies:
+        # First, so that the error answers, the request log and the auth check all see the
+        # client behind the proxy.
+        app.middlewares.insert(0, forwarded_middleware(settings.server.trusted_proxies))
     background = runtime.tasks
 
     async def store_ready() -> str | None:
@@ -317,6 +324,11 @@ async def build_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly."""
+    server = settings.server
+    tls = None
+    if server.tls_certificate_file is not None and server.tls_key_file is not None:
+        # Loaded before anything is opened: a bad certificate stops the start at once.
+        tls = ReloadingTls(server.tls_certificate_file, server.tls_key_file)
     app = await build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -325,16 +337,21 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port)
+        site = web.TCPSite(
+            runner, server.host, server.port, ssl_context=tls.context if tls else None
+        )
         await site.start()
         for address in runner.addresses:
             host, port = address[0], address[1]
             log.info(
-                "serving SCIM on http://%s:%s%s (store %s)",
+                "jmlsync %s serving SCIM on %s://%s:%s%s (store %s)",
+                __version__,
+                "https" if tls else "http",
                 f"[{host}]" if ":" in host else host,
                 port,
-                settings.server.base_path,
-                settings.store.url,
+                server.base_path,
+                redacted_url(settings.store.url),
+                extra={"fields": {"version": __version__}},
             )
         systemd.notify("READY=1")
         interval = systemd.watchdog_interval()

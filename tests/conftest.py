@@ -164,7 +164,7 @@ class ServiceProcess:
     drained: asyncio.Task[None]
 
 
-_SERVING = re.compile(r"serving SCIM on (http://\S+)")
+_SERVING = re.compile(r"serving SCIM on (https?://\S+)")
 
 
 async def start_service(config: Path) -> ServiceProcess:

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from aiohttp import web
 
+from jmlsync import __version__
 from jmlsync.domain.errors import (
     DomainError,
     DuplicateUserName,
@@ -168,7 +169,7 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "version": __version__})
 
 
 def _discovery_routes(base: str) -> list[web.RouteDef]:
