@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ import asyncpg
 from aiohttp import web
 
 from jmlsync import systemd
-from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, WebhookAlerts
+from jmlsync.alert_delivery import Deliverer, DeliveryPolicy
+from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
@@ -38,6 +40,7 @@ from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
+from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.postgres import LeaderLock, PgDatabase
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.registry import open_target
@@ -68,7 +71,8 @@ class Runtime:
     metrics: Metrics
     alerts: Alerts
     assurance: Assurance
-    webhook: WebhookAlerts | None = None
+    outbox: OutboxAlerts
+    deliverer: Deliverer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -85,15 +89,65 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def _webhook(settings: Settings, http: aiohttp.ClientSession) -> WebhookAlerts | None:
-    """The alert webhook, when configured (its URL from the file wins over the inline one)."""
+#: How long a CLI command waits, before it exits, for the webhook to take its alerts.
+CLI_ALERT_SECONDS = 10.0
+
+
+def webhook_url(settings: Settings) -> str | None:
+    """The alert webhook's URL, when configured (from the file, which wins over the inline
+    one). A secret: never logged."""
     alerts = settings.alerts
     url = alerts.webhook_url.get_secret_value() if alerts.webhook_url else None
     if alerts.webhook_url_file is not None:
         url = alerts.webhook_url_file.read_text("utf-8").strip() or None
-    if not url:
-        return None
-    return WebhookAlerts(http, url, dedupe_seconds=alerts.dedupe_seconds)
+    return url or None
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    alerts = settings.alerts
+    return DeliveryPolicy(
+        timeout=alerts.timeout_seconds,
+        initial_wait=min(0.5, alerts.retry_max_wait_seconds),
+        max_wait=alerts.retry_max_wait_seconds,
+    )
+
+
+def _alert_sinks(
+    settings: Settings, store: SqlStore, http: aiohttp.ClientSession
+) -> tuple[OutboxAlerts, Deliverer | None]:
+    """The outbox sink, and its deliverer when a webhook is configured."""
+    outbox = SqlOutbox(store.db)
+    url = webhook_url(settings)
+    deliverer = None
+    if url is not None:
+        deliverer = Deliverer(
+            outbox, http, url, owner=RUNNER, clock=now_utc, policy=delivery_policy(settings)
+        )
+    sink = OutboxAlerts(
+        outbox,
+        clock=now_utc,
+        dedupe=timedelta(seconds=settings.alerts.dedupe_seconds),
+        routed=deliverer is not None,
+        on_written=deliverer.wake if deliverer is not None else None,
+    )
+    return sink, deliverer
+
+
+async def _deliver_before_exit(runtime: Runtime) -> None:
+    """A command that raised alerts delivers them before it exits (a bounded wait); what
+    is left is the service's to deliver."""
+    if runtime.deliverer is None or "alerts" in runtime.tasks or not runtime.outbox.written:
+        return
+    try:
+        left = await runtime.deliverer.flush(runtime.outbox.written, CLI_ALERT_SECONDS)
+    except Exception as exc:  # the store went away: the rows are written, the service has them
+        log.warning("cannot deliver alerts before exiting: %s", type(exc).__name__)
+        left = len(runtime.outbox.written)
+    if left:
+        print(
+            f"jmlsync: {left} alert(s) not delivered yet: queued for the service to deliver",
+            file=sys.stderr,
+        )
 
 
 @asynccontextmanager
@@ -104,9 +158,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     targets: dict[str, Target] = {}
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     metrics = Metrics()
-    webhook = _webhook(settings, http)
-    alerts = Alerts(LogAlerts(), webhook) if webhook else Alerts(LogAlerts())
+    outbox, deliverer = _alert_sinks(settings, store, http)
+    alerts = Alerts(LogAlerts(), outbox)
     protected = settings.safety.protected_users
+    runtime: Runtime | None = None
     try:
         for name, target_settings in settings.targets.items():
             targets[name] = await open_target(name, target_settings, http=http)
@@ -146,7 +201,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             drift_mode=settings.reconcile.drift,
             max_revocations=settings.reconcile.max_revocations,
         )
-        yield Runtime(
+        runtime = Runtime(
             settings,
             store,
             queue,
@@ -157,11 +212,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             metrics,
             alerts,
             assurance,
-            webhook,
+            outbox,
+            deliverer,
         )
+        yield runtime
     finally:
-        if webhook is not None:
-            await webhook.close()
+        if runtime is not None:
+            await _deliver_before_exit(runtime)
         for target in targets.values():
             await target.close()
         await http.close()
@@ -291,15 +348,18 @@ async def build_app(settings: Settings) -> web.Application:
         return None if scheduler.running else "scheduler is not running"
 
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
-    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks))
+    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.outbox.outbox))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         if isinstance(runtime.store.db, PgDatabase):
             leadership.append(await runtime.store.db.acquire_leadership(LEADER_LOCK))
             stack.push_async_callback(leadership[0].close)
         await replan_if_rules_changed(runtime)
-        if runtime.webhook is not None:
-            runtime.webhook.start()
+        if runtime.deliverer is not None:
+            runtime.deliverer.only_when(leader)
+            background["alerts"] = asyncio.create_task(
+                runtime.deliverer.run(), name="jmlsync-alert-delivery"
+            )
         background["pipeline"] = asyncio.create_task(
             runtime.pipeline.run(), name="jmlsync-pipeline"
         )
@@ -308,6 +368,9 @@ async def build_app(settings: Settings) -> web.Application:
         scheduler.shutdown()
         runtime.pipeline.stop()
         await background["pipeline"]
+        if "alerts" in background:
+            background["alerts"].cancel()
+            await asyncio.gather(background["alerts"], return_exceptions=True)
         await stack.aclose()
 
     app[RUNTIME] = runtime

@@ -1,0 +1,214 @@
+"""Delivery of the alert outbox to the webhook: claim a due row, post it, mark it delivered.
+
+Each row is posted with tenacity (exponential backoff with jitter, bounded attempts); when a
+round of attempts fails, the row keeps its place and is due again later, with a longer wait
+after each failed round, so an alert is never dropped. The webhook URL is a secret (Slack and
+Teams put the credential in it): it is never logged, and errors are stored without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_exponential_jitter as backoff
+
+from jmlsync.store.outbox import AlertRow, SqlOutbox
+
+log = logging.getLogger("jmlsync.alerts")
+
+#: How long a deliverer sleeps at most between looks at the outbox (rows other replicas
+#: wrote, retries coming due); rows this process writes wake it at once.
+POLL_SECONDS = 5.0
+#: Added to every lease beyond the post's own timeout, for the write that settles the row.
+LEASE_MARGIN_SECONDS = 2.0
+#: The longest wait before a row that failed a round of attempts is tried again.
+MAX_ROUND_WAIT_SECONDS = 3600.0
+
+
+class WebhookError(Exception):
+    """The webhook answered with an error status."""
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How one row is posted: ``attempts`` posts of at most ``timeout`` seconds each, waits
+    growing from ``initial_wait`` to ``max_wait``. Tests pass zero waits instead of sleeping."""
+
+    attempts: int = 5
+    timeout: float = 10.0
+    initial_wait: float = 0.5
+    max_wait: float = 60.0
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
+
+    def round_wait(self, failed_rounds: int) -> timedelta:
+        """The wait before the next round, after ``failed_rounds`` rounds failed."""
+        seconds = max(self.max_wait, 0.1) * 2 ** min(max(failed_rounds - 1, 0), 12)
+        return timedelta(seconds=min(seconds, MAX_ROUND_WAIT_SECONDS))
+
+
+def payload_of(row: AlertRow) -> dict[str, Any]:
+    """The JSON body posted for a row; ``text`` makes Slack-compatible hooks show it, and
+    ``alert_id`` lets a receiver drop the rare repeat (a crash after the post, before the
+    row was marked delivered)."""
+    return {
+        "text": f"[jmlsync] {row.text}",
+        "kind": row.kind,
+        **row.fields,
+        "alert_id": row.id,
+        "created_at": row.created_at,
+    }
+
+
+def describe(exc: BaseException) -> str:
+    """A failed post in words that never carry the URL (aiohttp errors may quote it)."""
+    if isinstance(exc, WebhookError):
+        return f"webhook answered {exc}"
+    if isinstance(exc, TimeoutError):
+        return "webhook timed out"
+    return f"webhook unreachable ({type(exc).__name__})"
+
+
+class Deliverer:
+    """Posts due outbox rows to one webhook, as ``owner`` (leases carry it)."""
+
+    def __init__(
+        self,
+        outbox: SqlOutbox,
+        http: aiohttp.ClientSession,
+        url: str,
+        *,
+        owner: str,
+        clock: Callable[[], datetime],
+        policy: DeliveryPolicy | None = None,
+        gate: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self._http = http
+        self._url = url
+        self._owner = owner
+        self._clock = clock
+        self._policy = policy or DeliveryPolicy()
+        self._gate = gate
+        self._woken = asyncio.Event()
+        self._failing = False
+
+    def only_when(self, gate: Callable[[], Awaitable[bool]]) -> None:
+        """Deliver in :meth:`run` only while ``gate`` says so (the scheduler's leadership)."""
+        self._gate = gate
+
+    def wake(self, _alert_id: int | None = None) -> None:
+        """A row was written: look at the outbox now."""
+        self._woken.set()
+
+    async def _post(self, payload: dict[str, Any]) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
+        async with self._http.post(self._url, json=payload, timeout=timeout) as reply:
+            if reply.status >= 300:
+                raise WebhookError(f"status {reply.status}")
+
+    async def deliver(self, row: AlertRow) -> bool:
+        """Post one leased row through a round of attempts and settle it; True if delivered."""
+        policy = self._policy
+        tries = 0
+
+        async def sleep(seconds: float) -> None:
+            # The lease must outlast the wait and the next post, or another deliverer
+            # would take the row meanwhile and post it too.
+            lease = timedelta(seconds=seconds + policy.timeout + LEASE_MARGIN_SECONDS)
+            await self.outbox.renew(row.id, self._owner, self._clock() + lease)
+            await policy.sleep(seconds)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError, WebhookError)),
+            stop=stop_after_attempt(policy.attempts),
+            wait=backoff(
+                multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
+            ),
+            sleep=sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    tries += 1
+                    await self._post(payload_of(row))
+        except asyncio.CancelledError:
+            # Stopped mid-post (shutdown, or a CLI's bounded wait): free the row at once.
+            await self.outbox.failed(row.id, self._owner, "interrupted", tries, self._clock())
+            raise
+        except Exception as exc:
+            rounds = (row.attempts + tries) // max(policy.attempts, 1)
+            retry_at = self._clock() + policy.round_wait(rounds)
+            await self.outbox.failed(row.id, self._owner, describe(exc), tries, retry_at)
+            log.error(
+                "alert %d (%s) not delivered after %d attempt(s): %s; next try at %s",
+                row.id,
+                row.kind,
+                tries,
+                describe(exc),
+                retry_at.isoformat(timespec="seconds"),
+            )
+            return False
+        await self.outbox.delivered(row.id, self._owner, self._clock(), tries)
+        log.info("alert %d (%s) delivered", row.id, row.kind)
+        return True
+
+    async def deliver_due(self, only: Collection[int] | None = None) -> int:
+        """Deliver due rows, oldest first, until none is due or one fails a round (the
+        webhook is down: the rest wait for their turn). How many were delivered."""
+        lease = timedelta(seconds=self._policy.timeout + LEASE_MARGIN_SECONDS)
+        delivered = 0
+        while True:
+            row = await self.outbox.claim(self._owner, self._clock(), lease, only=only)
+            if row is None:
+                return delivered
+            if not await self.deliver(row):
+                return delivered
+            delivered += 1
+
+    async def flush(self, ids: Collection[int], seconds: float) -> int:
+        """Deliver these rows within ``seconds``; how many are still undelivered after."""
+        if not ids:
+            return 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.deliver_due(only=ids)
+        states = await self.outbox.states(ids)
+        return sum(1 for state in states.values() if state == "pending")
+
+    async def run(self) -> None:
+        """Deliver the outbox until cancelled (when ``gate`` allows: the scheduler leader)."""
+        while True:
+            self._woken.clear()
+            delay = POLL_SECONDS
+            if self._gate is None or await self._gate():
+                delay = await self._pass()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._woken.wait()
+
+    async def _pass(self) -> float:
+        """One look at the outbox; how long to wait before the next."""
+        try:
+            await self.deliver_due()
+            due = await self.outbox.next_due()
+        except Exception as exc:  # the store is unreachable: log it once, and keep trying
+            if not self._failing:
+                log.error("cannot deliver alerts: %s: %s", type(exc).__name__, exc)
+                self._failing = True
+            return POLL_SECONDS
+        if self._failing:
+            log.info("alert delivery resumed")
+            self._failing = False
+        if due is None:
+            return POLL_SECONDS
+        wait = (due - self._clock()).total_seconds()
+        return min(max(wait, 0.05), POLL_SECONDS)
