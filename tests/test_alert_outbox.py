@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from jmlsync.alert_delivery import Deliverer, DeliveryPolicy
 from jmlsync.alerts import Alerts, LogAlerts, OutboxAlerts
@@ -22,6 +18,7 @@ from jmlsync.service import open_store
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
+from tests.webhook import SECRET, Receiver, webhook_receiver
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,39 +34,10 @@ class Clock:
         return self.now
 
 
-@dataclass
-class Receiver:
-    """A webhook on loopback: answers each post with the next status of ``statuses`` (200
-    once they run out), keeping the bodies it accepted."""
-
-    url: str
-    statuses: list[int] = field(default_factory=list)
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    refused: int = 0
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    state = Receiver("")
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.json()
-        status = state.statuses.pop(0) if state.statuses else 200
-        if status >= 300:
-            state.refused += 1
-        else:
-            state.accepted.append(body)
-        return web.Response(status=status)
-
-    app = web.Application()
-    app.router.add_post("/hook/secret-part", hook)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    state.url = str(server.make_url("/hook/secret-part"))
-    try:
-        yield state
-    finally:
-        await server.close()
+    async with webhook_receiver() as running:
+        yield running
 
 
 @pytest.fixture
@@ -157,7 +125,7 @@ async def test_delivery_posts_each_row_once_with_retries(
         deliverer = Deliverer(outbox, http, receiver.url, owner="me", clock=clock, policy=NO_WAIT)
         assert await deliverer.deliver_due() == 2
         assert await deliverer.deliver_due() == 0
-    assert receiver.refused == 1
+    assert len(receiver.refused) == 1
     assert [r["user"] for r in receiver.accepted] == ["gus@x.io", "hal@x.io"]
     first = receiver.accepted[0]
     assert first["text"] == "[jmlsync] leaver late"
@@ -187,7 +155,7 @@ async def test_a_failed_round_waits_and_never_stores_the_url(
         assert await deliverer.deliver_due() == 1
     assert len(receiver.accepted) == 1
     everything = json.dumps([r.__dict__ for r in await outbox.rows()])
-    assert "secret-part" not in everything
+    assert SECRET not in everything
 
 
 async def test_a_command_flushes_only_its_own_rows_within_a_bound(

@@ -1,0 +1,56 @@
+"""A webhook receiver on loopback for alert tests: refuses or accepts posts on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+#: A part of the webhook's path standing for the credential Slack and Teams put in theirs:
+#: tests check that it is never logged or stored.
+SECRET = "T000-secret-B000"
+
+
+class Receiver:
+    """Answers each post with the next of ``statuses``, else ``status``; keeps the bodies it
+    accepted (2xx) and counts those it refused."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.status = 200
+        self.statuses: list[int] = []
+        self.accepted: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        status = self.statuses.pop(0) if self.statuses else self.status
+        (self.refused if status >= 300 else self.accepted).append(body)
+        self._changed.set()
+        return web.Response(status=status)
+
+    async def wait_until(self, condition: Callable[[], bool], seconds: float = 30) -> None:
+        """Return once ``condition()`` holds after a post (TimeoutError after ``seconds``)."""
+        async with asyncio.timeout(seconds):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post(f"/services/{SECRET}", receiver.handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    receiver.url = str(server.make_url(f"/services/{SECRET}"))
+    try:
+        yield receiver
+    finally:
+        await server.close()
