@@ -1,6 +1,7 @@
 """Durable alerts through real processes: the guard alert of `jmlsync reconcile` reaches the
 webhook before the command exits, an alert survives SIGKILL of `jmlsync serve` and is
-delivered once after the restart, and the de-duplication window survives a restart."""
+delivered once after the restart, the de-duplication window survives a restart, and among
+replicas one posts each alert once."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from jmlsync.domain.models import Change, Member, MemberOp
 from jmlsync.service import open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 from jmlsync.targets.ledger import LedgerTarget
-from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service
+from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service, write_config
+from tests.postgres import fresh_database
 from tests.webhook import SECRET, Receiver, webhook_receiver
 
 pytestmark = pytest.mark.timeout(120)
@@ -215,15 +217,17 @@ async def settled(config: Path, state: str, count: int = 1) -> list[AlertRow]:
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("webhook", ["refusing", "hanging"])
 async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
-    config_path: Path, receiver: Receiver
+    config_path: Path, receiver: Receiver, webhook: str
 ) -> None:
     configure(config_path, alerting(receiver.url))
     receiver.status = 503
+    receiver.hang = webhook == "hanging"
     service = await start_service(config_path)
     try:
         await refuse_tokens(service)
-        await receiver.wait_until(lambda: len(receiver.refused) >= 2)
+        await receiver.wait_until(lambda: len(receiver.refused) >= 2 or len(receiver.hung) >= 1)
         assert await metric(service, "jmlsync_alerts_undelivered") == 1
         assert await metric(service, "jmlsync_alerts_oldest_undelivered_age_seconds") > 0
         service.process.send_signal(signal.SIGKILL)
@@ -232,6 +236,7 @@ async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
         await stop_service(service)
     assert receiver.accepted == []
     receiver.status = 200
+    receiver.release()  # a post held at the kill is answered now, to a dead process
 
     service = await start_service(config_path)
     try:
@@ -242,7 +247,7 @@ async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
         assert await stop_service(service) == 0
     (alert,) = receiver.accepted
     assert (alert["kind"], alert["alert_id"]) == ("auth_failures", row.id)
-    assert {a["alert_id"] for a in receiver.refused} == {row.id}
+    assert {a["alert_id"] for a in receiver.refused + receiver.hung} == {row.id}
     assert SECRET not in "".join(service.log)
 
 
@@ -267,3 +272,27 @@ async def test_no_duplicate_after_a_restart_inside_the_dedupe_window(
     assert [a["kind"] for a in receiver.accepted] == ["auth_failures"]
     assert suppressed.key == "auth_failures"
     assert receiver.refused == []
+
+
+async def test_among_replicas_one_delivers_each_alert_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async with fresh_database() as url:
+        config = write_config(tmp_path, extra=alerting(receiver.url))
+        config.write_text(
+            config.read_text().replace('url = "sqlite:///state/jmlsync.db"', f'url = "{url}"')
+        )
+        first = await start_service(config)
+        second = await start_service(config)
+        try:
+            # The second replica raises it; whichever holds the leadership posts it.
+            await refuse_tokens(second)
+            await receiver.wait_until(lambda: len(receiver.accepted) >= 1)
+            (row,) = await settled(config, "delivered")
+        finally:
+            assert await stop_service(second) == 0
+            assert await stop_service(first) == 0
+    assert [a["alert_id"] for a in receiver.accepted] == [row.id]
+    delivered = f"alert {row.id} (auth_failures) delivered"
+    logs = ["".join(first.log), "".join(second.log)]
+    assert sum(1 for log in logs if delivered in log) == 1

@@ -17,7 +17,8 @@ SECRET = "T000-secret-B000"
 
 class Receiver:
     """Answers each post with the next of ``statuses``, else ``status``; keeps the bodies it
-    accepted (2xx) and counts those it refused."""
+    accepted (2xx) and those it refused. With ``hang`` set, it never answers (until
+    :meth:`release`) and keeps the bodies in ``hung``."""
 
     def __init__(self) -> None:
         self.url = ""
@@ -25,10 +26,23 @@ class Receiver:
         self.statuses: list[int] = []
         self.accepted: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        self.hang = False
+        self.hung: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        """Stop hanging; the posts held so far are answered 503."""
+        self.hang = False
+        self._released.set()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.hang:
+            self.hung.append(body)
+            self._changed.set()
+            await self._released.wait()
+            return web.Response(status=503)
         status = self.statuses.pop(0) if self.statuses else self.status
         (self.refused if status >= 300 else self.accepted).append(body)
         self._changed.set()
@@ -53,4 +67,5 @@ async def webhook_receiver() -> AsyncIterator[Receiver]:
     try:
         yield receiver
     finally:
+        receiver.release()
         await server.close()
