@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential_jitter as backoff
 
+from jmlsync.config import Settings
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 
 log = logging.getLogger("jmlsync.alerts")
@@ -212,3 +214,45 @@ class Deliverer:
             return POLL_SECONDS
         wait = (due - self._clock()).total_seconds()
         return min(max(wait, 0.05), POLL_SECONDS)
+
+
+#: How long a CLI command waits, before it exits, for the webhook to take its alerts.
+CLI_ALERT_SECONDS = 10.0
+
+
+def webhook_url(settings: Settings) -> str | None:
+    """The alert webhook's URL, when configured (from the file, which wins over the inline
+    one). A secret: never logged."""
+    alerts = settings.alerts
+    url = alerts.webhook_url.get_secret_value() if alerts.webhook_url else None
+    if alerts.webhook_url_file is not None:
+        url = alerts.webhook_url_file.read_text("utf-8").strip() or None
+    return url or None
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    """How this configuration wants alerts posted ([alerts].timeout_seconds and
+    retry_max_wait_seconds)."""
+    alerts = settings.alerts
+    return DeliveryPolicy(
+        timeout=alerts.timeout_seconds,
+        initial_wait=min(0.5, alerts.retry_max_wait_seconds),
+        max_wait=alerts.retry_max_wait_seconds,
+    )
+
+
+async def deliver_before_exit(deliverer: Deliverer, ids: Collection[int]) -> None:
+    """What a command does with the alerts it raised: deliver them within
+    :data:`CLI_ALERT_SECONDS`, and say on stderr that the rest is queued for the service."""
+    if not ids:
+        return
+    try:
+        left = await deliverer.flush(ids, CLI_ALERT_SECONDS)
+    except Exception as exc:  # the store went away: the rows are written, the service has them
+        log.warning("cannot deliver alerts before exiting: %s", type(exc).__name__)
+        left = len(ids)
+    if left:
+        print(
+            f"jmlsync: {left} alert(s) not delivered yet: queued for the service to deliver",
+            file=sys.stderr,
+        )

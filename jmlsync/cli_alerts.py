@@ -13,17 +13,11 @@ from typing import TypeVar
 import aiohttp
 import click
 
-from jmlsync.alert_delivery import Deliverer
+from jmlsync.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.scim.resources import now_utc
-from jmlsync.service import (
-    CLI_ALERT_SECONDS,
-    RUNNER,
-    delivery_policy,
-    open_store,
-    webhook_url,
-)
+from jmlsync.service import RUNNER, open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 
 T = TypeVar("T")

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from jmlsync import systemd
-from jmlsync.alert_delivery import Deliverer, DeliveryPolicy
+from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
@@ -71,7 +70,7 @@ class Runtime:
     metrics: Metrics
     alerts: Alerts
     assurance: Assurance
-    outbox: OutboxAlerts
+    alert_sink: OutboxAlerts
     deliverer: Deliverer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
@@ -86,29 +85,6 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         total_seconds=pipeline.call_max_seconds,
         initial_wait=pipeline.call_initial_wait_seconds,
         max_wait=pipeline.call_max_wait_seconds,
-    )
-
-
-#: How long a CLI command waits, before it exits, for the webhook to take its alerts.
-CLI_ALERT_SECONDS = 10.0
-
-
-def webhook_url(settings: Settings) -> str | None:
-    """The alert webhook's URL, when configured (from the file, which wins over the inline
-    one). A secret: never logged."""
-    alerts = settings.alerts
-    url = alerts.webhook_url.get_secret_value() if alerts.webhook_url else None
-    if alerts.webhook_url_file is not None:
-        url = alerts.webhook_url_file.read_text("utf-8").strip() or None
-    return url or None
-
-
-def delivery_policy(settings: Settings) -> DeliveryPolicy:
-    alerts = settings.alerts
-    return DeliveryPolicy(
-        timeout=alerts.timeout_seconds,
-        initial_wait=min(0.5, alerts.retry_max_wait_seconds),
-        max_wait=alerts.retry_max_wait_seconds,
     )
 
 
@@ -134,20 +110,10 @@ def _alert_sinks(
 
 
 async def _deliver_before_exit(runtime: Runtime) -> None:
-    """A command that raised alerts delivers them before it exits (a bounded wait); what
-    is left is the service's to deliver."""
-    if runtime.deliverer is None or "alerts" in runtime.tasks or not runtime.outbox.written:
-        return
-    try:
-        left = await runtime.deliverer.flush(runtime.outbox.written, CLI_ALERT_SECONDS)
-    except Exception as exc:  # the store went away: the rows are written, the service has them
-        log.warning("cannot deliver alerts before exiting: %s", type(exc).__name__)
-        left = len(runtime.outbox.written)
-    if left:
-        print(
-            f"jmlsync: {left} alert(s) not delivered yet: queued for the service to deliver",
-            file=sys.stderr,
-        )
+    """A command that raised alerts delivers them before it exits (a serving process leaves
+    them to its delivery task)."""
+    if runtime.deliverer is not None and "alerts" not in runtime.tasks:
+        await deliver_before_exit(runtime.deliverer, runtime.alert_sink.written)
 
 
 @asynccontextmanager
@@ -348,7 +314,7 @@ async def build_app(settings: Settings) -> web.Application:
         return None if scheduler.running else "scheduler is not running"
 
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
-    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.outbox.outbox))
+    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         if isinstance(runtime.store.db, PgDatabase):
