@@ -1,6 +1,6 @@
 """Copy a whole store from one database to another (SQLite to PostgreSQL, typically), history
-included: directory, queue, leaver records, applied grants, drift, runs and the audit chain,
-row for row, so `jmlsync audit verify` passes on the copy."""
+included: directory, queue, leaver records, applied grants, drift, runs, alerts and the audit
+chain, row for row, so `jmlsync audit verify` passes on the copy."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ TABLES = (
     "mover_revocations",
     "drift",
     "runs",
+    "alert_outbox",
+    "alert_windows",
 )
 #: Flags SQLite keeps as 0/1 and PostgreSQL as booleans.
 BOOLEANS = {("users", "active"), ("queue", "leaver")}
@@ -79,7 +81,7 @@ async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
     if getattr(destination.db, "dialect", "sqlite") != "postgresql":
         return
-    if table not in ("queue", "leavers", "mover_revocations", "drift", "runs"):
+    if table not in ("queue", "leavers", "mover_revocations", "drift", "runs", "alert_outbox"):
         return
 
     async def body(conn: WriteConn) -> None:
