@@ -31,6 +31,8 @@ log = logging.getLogger("jmlsync.alerts")
 POLL_SECONDS = 5.0
 #: Added to every lease beyond the post's own timeout, for the write that settles the row.
 LEASE_MARGIN_SECONDS = 2.0
+#: How often a command waiting for another deliverer's post looks at the outbox.
+FLUSH_POLL_SECONDS = 0.2
 #: The longest wait before a row that failed a round of attempts is tried again.
 MAX_ROUND_WAIT_SECONDS = 3600.0
 
@@ -183,6 +185,11 @@ class Deliverer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self.deliver_due(only=ids)
+                # A row another deliverer (the running service) is posting: wait for it,
+                # polling, as that process cannot tell this one when it is done.
+                while await self.outbox.in_flight(ids, self._owner, self._clock()):
+                    await asyncio.sleep(FLUSH_POLL_SECONDS)
+                    await self.deliver_due(only=ids)
         states = await self.outbox.states(ids)
         return sum(1 for state in states.values() if state == "pending")
 

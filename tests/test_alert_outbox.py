@@ -3,6 +3,7 @@ webhook with retries, metrics and housekeeping."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -186,3 +187,26 @@ async def test_housekeeping_prunes_settled_alerts(store: SqlStore) -> None:
     assert pruned["alert_outbox"] == 1
     assert pruned["alert_windows"] == 2
     assert [r.text for r in await outbox.rows()] == ["old, never delivered"]
+
+
+async def test_a_command_waits_for_a_row_the_service_is_posting(
+    store: SqlStore, receiver: Receiver
+) -> None:
+    outbox, clock = SqlOutbox(store.db), Clock()
+    mine = sink(outbox, clock)
+    await mine.alert("guard_tripped", "held", key="cli")
+    await mine.alert("guard_tripped", "held too", key="cli2")
+    first = await outbox.claim("service", clock(), timedelta(seconds=30))
+    second = await outbox.claim("service", clock(), timedelta(seconds=30))
+    assert first is not None and second is not None
+    async with aiohttp.ClientSession() as http:
+        deliverer = Deliverer(outbox, http, receiver.url, owner="cli", clock=clock, policy=NO_WAIT)
+        flushing = asyncio.create_task(deliverer.flush(mine.written, 10))
+        await outbox.delivered(first.id, "service", clock(), 1)
+        await outbox.failed(second.id, "service", "webhook timed out", 1, clock())
+        assert await flushing == 0  # the second, released, was posted by the command
+        await mine.alert("guard_tripped", "held again", key="cli3")
+        third = await outbox.claim("service", clock(), timedelta(seconds=30))
+        assert third is not None
+        assert await deliverer.flush([third.id], 0.5) == 1  # bounded: the service still holds it
+    assert [a["text"] for a in receiver.accepted] == ["[jmlsync] held too"]

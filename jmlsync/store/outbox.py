@@ -271,6 +271,21 @@ class SqlOutbox:
         )
         return {int(row[0]): row[1] for row in rows}
 
+    async def in_flight(self, ids: Collection[int], owner: str, now: datetime) -> int:
+        """How many of these rows are still to be posted now: pending and either leased by
+        another deliverer or due (not waiting after a failed round)."""
+        if not ids:
+            return 0
+        stamp = format_timestamp(now)
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT count(*) FROM alert_outbox WHERE state = ? AND ("
+            " (leased_until > ? AND leased_by <> ?)"
+            " OR (next_attempt_at <= ? AND (leased_until IS NULL OR leased_until <= ?)))"
+            f" AND id IN ({', '.join('?' for _ in ids)})",
+            (PENDING, stamp, owner, stamp, stamp, *sorted(ids)),
+        )
+        return int(rows[0][0])
+
     async def next_due(self) -> datetime | None:
         """When the soonest pending row can next be claimed (its retry time, or the end of
         its lease); None when nothing is pending."""
