@@ -192,7 +192,7 @@ async def refuse_tokens(service: ServiceProcess, count: int = 2) -> None:
     async with aiohttp.ClientSession(headers=headers) as http:
         for _ in range(count):
             async with http.get(f"{service.url}/Users") as reply:
-                assert reply.status == 401
+                assert reply.status in (401, 429)
 
 
 async def metric(service: ServiceProcess, name: str) -> float:
@@ -266,9 +266,9 @@ async def test_no_duplicate_after_a_restart_inside_the_dedupe_window(
     try:
         await refuse_tokens(service)
         (suppressed,) = await settled(config_path, "suppressed")
-        assert any("ALERT auth_failures" in line for line in service.log)
     finally:
         assert await stop_service(service) == 0
+    assert any("ALERT auth_failures" in line for line in service.log)  # logged all the same
     assert [a["kind"] for a in receiver.accepted] == ["auth_failures"]
     assert suppressed.key == "auth_failures"
     assert receiver.refused == []
