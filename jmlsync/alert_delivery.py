@@ -103,6 +103,7 @@ class Deliverer:
         self._gate = gate
         self._woken = asyncio.Event()
         self._failing = False
+        self._webhook_down = False
 
     def only_when(self, gate: Callable[[], Awaitable[bool]]) -> None:
         """Deliver in :meth:`run` only while ``gate`` says so (the scheduler's leadership)."""
@@ -152,16 +153,22 @@ class Deliverer:
             rounds = (row.attempts + tries) // max(policy.attempts, 1)
             retry_at = self._clock() + policy.round_wait(rounds)
             await self.outbox.failed(row.id, self._owner, describe(exc), tries, retry_at)
-            log.error(
-                "alert %d (%s) not delivered after %d attempt(s): %s; next try at %s",
+            # The outage is logged once, and its end once; each row keeps its own last error.
+            log.log(
+                logging.DEBUG if self._webhook_down else logging.ERROR,
+                "alert %d (%s) not delivered after %d attempt(s): %s; kept, next try at %s",
                 row.id,
                 row.kind,
                 tries,
                 describe(exc),
                 retry_at.isoformat(timespec="seconds"),
             )
+            self._webhook_down = True
             return False
         await self.outbox.delivered(row.id, self._owner, self._clock(), tries)
+        if self._webhook_down:
+            log.info("the alert webhook takes alerts again")
+            self._webhook_down = False
         log.info("alert %d (%s) delivered", row.id, row.kind)
         return True
 

@@ -234,6 +234,7 @@ async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
         assert await stop_service(service) == -signal.SIGKILL
     finally:
         await stop_service(service)
+    killed = "".join(service.log)
     assert receiver.accepted == []
     receiver.status = 200
     receiver.release()  # a post held at the kill is answered now, to a dead process
@@ -248,7 +249,7 @@ async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
     (alert,) = receiver.accepted
     assert (alert["kind"], alert["alert_id"]) == ("auth_failures", row.id)
     assert {a["alert_id"] for a in receiver.refused + receiver.hung} == {row.id}
-    assert SECRET not in "".join(service.log)
+    assert SECRET not in killed + "".join(service.log)
 
 
 async def test_no_duplicate_after_a_restart_inside_the_dedupe_window(
