@@ -255,13 +255,14 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
     )
 
 
-async def deliver_before_exit(deliverer: Deliverer, ids: Collection[int]) -> None:
+async def deliver_before_exit(deliverer: Deliverer | None, ids: Collection[int]) -> None:
     """What a command does with the alerts it raised: deliver them within
-    :data:`CLI_ALERT_SECONDS`, and say on stderr that the rest is queued for the service."""
+    :data:`CLI_ALERT_SECONDS` (when it can), and say on stderr that the rest is queued for
+    the service."""
     if not ids:
         return
     try:
-        left = await deliverer.flush(ids, CLI_ALERT_SECONDS)
+        left = len(ids) if deliverer is None else await deliverer.flush(ids, CLI_ALERT_SECONDS)
     except Exception as exc:  # the store went away: the rows are written, the service has them
         log.warning("cannot deliver alerts before exiting: %s", type(exc).__name__)
         left = len(ids)

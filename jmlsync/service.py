@@ -91,9 +91,15 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 def _alert_sinks(
     settings: Settings, store: SqlStore, http: aiohttp.ClientSession
 ) -> tuple[OutboxAlerts, Deliverer | None]:
-    """The outbox sink, and its deliverer when a webhook is configured."""
+    """The outbox sink, and its deliverer when a webhook is configured (and this process can
+    read its URL: a command that cannot leaves its alerts to the service)."""
     outbox = SqlOutbox(store.db)
-    url = webhook_url(settings)
+    unreadable = False
+    try:
+        url = webhook_url(settings)
+    except OSError as exc:
+        log.error("cannot read [alerts].webhook_url_file: %s", exc.strerror)
+        url, unreadable = None, True
     deliverer = None
     if url is not None:
         deliverer = Deliverer(
@@ -103,7 +109,7 @@ def _alert_sinks(
         outbox,
         clock=now_utc,
         dedupe=timedelta(seconds=settings.alerts.dedupe_seconds),
-        routed=deliverer is not None,
+        routed=deliverer is not None or unreadable,
         on_written=deliverer.wake if deliverer is not None else None,
     )
     return sink, deliverer
@@ -112,7 +118,7 @@ def _alert_sinks(
 async def _deliver_before_exit(runtime: Runtime) -> None:
     """A command that raised alerts delivers them before it exits (a serving process leaves
     them to its delivery task)."""
-    if runtime.deliverer is not None and "alerts" not in runtime.tasks:
+    if "alerts" not in runtime.tasks:
         await deliver_before_exit(runtime.deliverer, runtime.alert_sink.written)
 
 
@@ -266,6 +272,10 @@ async def build_app(settings: Settings) -> web.Application:
     auth = BearerAuth(settings.server.tokens_file)
     metrics_token = settings.server.metrics_token_file
     metrics_auth = BearerAuth(metrics_token) if metrics_token else None
+    try:  # a service that cannot read its webhook fails now, not silently
+        webhook_url(settings)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot read [alerts].webhook_url_file: {exc.strerror}") from exc
     stack = contextlib.AsyncExitStack()
     runtime = await stack.enter_async_context(open_runtime(settings))
     app = build_scim_app(

@@ -186,6 +186,26 @@ async def test_an_undelivered_alert_is_listed_and_retried(
     assert code == 1
 
 
+async def test_a_command_that_cannot_read_the_webhook_leaves_the_alert_queued(
+    config_path: Path,
+) -> None:
+    (config_path.parent / "hook").mkdir()  # unreadable as a file, whoever runs the test
+    configure(config_path, RULES + '[alerts]\nwebhook_url_file = "hook"\n')
+    group = await engineers_granted(config_path)
+    await everyone_leaves(config_path, group)
+    code, _, err = await cli(config_path, "reconcile")
+    assert code == 3
+    assert "cannot read [alerts].webhook_url_file: Is a directory" in err
+    assert "1 alert(s) not delivered yet: queued for the service to deliver" in err
+    assert "Traceback" not in err
+    (row,) = await outbox_rows(config_path)
+    assert (row.kind, row.state) == ("guard_tripped", "pending")
+    code, _, err = await cli(config_path, "serve")  # the service must not run deaf
+    assert code == 1
+    assert "cannot read [alerts].webhook_url_file: Is a directory" in err
+    assert "Traceback" not in err
+
+
 async def refuse_tokens(service: ServiceProcess, count: int = 2) -> None:
     """Requests with a bad token: more than `auth_failures_per_minute` raise an alert."""
     headers = {"Authorization": "Bearer not-a-valid-token-at-all-xxxxxxxxxx"}
