@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential_jitter as backoff
 
 from jmlsync.config import Settings
@@ -38,7 +38,18 @@ MAX_ROUND_WAIT_SECONDS = 3600.0
 
 
 class WebhookError(Exception):
-    """The webhook answered with an error status."""
+    """The webhook answered with an error status (and maybe a ``Retry-After``, in seconds)."""
+
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        super().__init__(f"status {status}")
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date, or junk: the computed backoff will do
+        return None
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,7 @@ class Deliverer:
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
         async with self._http.post(self._url, json=payload, timeout=timeout) as reply:
             if reply.status >= 300:
-                raise WebhookError(f"status {reply.status}")
+                raise WebhookError(reply.status, _retry_after(reply.headers.get("Retry-After")))
 
     async def deliver(self, row: AlertRow) -> bool:
         """Post one leased row through a round of attempts and settle it; True if delivered."""
@@ -131,12 +142,21 @@ class Deliverer:
             await self.outbox.renew(row.id, self._owner, self._clock() + lease)
             await policy.sleep(seconds)
 
+        computed = backoff(
+            multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
+        )
+
+        def wait(state: RetryCallState) -> float:
+            # A throttling webhook (Slack answers 429) says how long: honour it, capped.
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, WebhookError) and error.retry_after is not None:
+                return min(error.retry_after, policy.max_wait)
+            return float(computed(state))
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError, WebhookError)),
             stop=stop_after_attempt(policy.attempts),
-            wait=backoff(
-                multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
-            ),
+            wait=wait,
             sleep=sleep,
             reraise=True,
         )

@@ -210,3 +210,22 @@ async def test_a_command_waits_for_a_row_the_service_is_posting(
         assert third is not None
         assert await deliverer.flush([third.id], 0.5) == 1  # bounded: the service still holds it
     assert [a["text"] for a in receiver.accepted] == ["[jmlsync] held too"]
+
+
+async def test_a_throttling_webhook_is_waited_for_as_it_asks(
+    store: SqlStore, receiver: Receiver
+) -> None:
+    outbox, clock = SqlOutbox(store.db), Clock()
+    await sink(outbox, clock).alert("privileged_grant", "admin granted", user="ann@x.io")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    receiver.statuses, receiver.retry_after = [429, 429], "0.75"
+    policy = DeliveryPolicy(attempts=3, timeout=5, initial_wait=0, max_wait=0.5, sleep=sleep)
+    async with aiohttp.ClientSession() as http:
+        deliverer = Deliverer(outbox, http, receiver.url, owner="me", clock=clock, policy=policy)
+        assert await deliverer.deliver_due() == 1
+    assert waits == [0.5, 0.5]  # Retry-After, capped by max_wait
+    assert len(receiver.accepted) == 1

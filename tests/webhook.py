@@ -27,6 +27,8 @@ class Receiver:
         self.accepted: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self.hang = False
+        #: Sent with every refusal, when set (a throttling hook's ``Retry-After``).
+        self.retry_after: str | None = None
         self.hung: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
         self._released = asyncio.Event()
@@ -46,7 +48,8 @@ class Receiver:
         status = self.statuses.pop(0) if self.statuses else self.status
         (self.refused if status >= 300 else self.accepted).append(body)
         self._changed.set()
-        return web.Response(status=status)
+        headers = {"Retry-After": self.retry_after} if self.retry_after and status >= 300 else {}
+        return web.Response(status=status, headers=headers)
 
     async def wait_until(self, condition: Callable[[], bool], seconds: float = 30) -> None:
         """Return once ``condition()`` holds after a post (TimeoutError after ``seconds``)."""
