@@ -1,9 +1,10 @@
 """Alerts: what an operator must hear about, in the log and, when configured, on a webhook.
 
 Kinds: ``privileged_grant``, ``unmanaged_drift``, ``sla_breach``, ``guard_tripped``,
-``dead_letter``, ``protected_user``, ``auth_failures``, ``leavers_paused``. Alerts with the same
-kind and key are sent once per dedupe window. Sending never blocks the caller: webhook posts
-go through a bounded in-memory queue drained by one task, retried with backoff.
+``dead_letter``, ``protected_user``, ``auth_failures``, ``leavers_paused``. Every alert is an
+ERROR log line at once and a row of the store's outbox (:mod:`jmlsync.store.outbox`), which
+:mod:`jmlsync.alert_delivery` posts to the webhook: an alert survives exit and crash, and
+alerts with the same kind and key are posted once per de-duplication window.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from jmlsync.store.outbox import PENDING, SqlOutbox
 
 log = logging.getLogger("jmlsync.alerts")
 
@@ -33,85 +35,51 @@ class LogAlerts:
         log.error("ALERT %s: %s", kind, text, extra={"fields": {"alert": kind, **fields}})
 
 
-class WebhookError(Exception):
-    """The webhook answered with an error status."""
+def alert_key(fields: Mapping[str, Any]) -> str:
+    """What tells two alerts of one kind apart for de-duplication: ``key``, else ``user``."""
+    return str(fields.get("key") or fields.get("user") or "")
 
 
-class WebhookAlerts:
-    """Alerts posted as JSON to a webhook; ``text`` makes Slack-compatible hooks show them.
+class OutboxAlerts:
+    """Alerts written as rows of the store's outbox, for the deliverer to post.
 
-    The URL is a secret (Slack and Teams put the credential in it): it is never logged.
+    A duplicate (same kind and key) inside ``dedupe`` is written as suppressed and never
+    posted; the window is in the store, so it holds across restarts and replicas. ``routed``
+    is false when no webhook is configured: the row is kept as history, with nothing to
+    deliver. ``on_written`` hears the id of every row to deliver (to wake the deliverer).
     """
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
-        url: str,
+        outbox: SqlOutbox,
         *,
-        dedupe_seconds: float = 3600.0,
-        attempts: int = 5,
-        max_wait: float = 30.0,
-        queue_size: int = 1000,
+        clock: Callable[[], datetime],
+        dedupe: timedelta,
+        routed: bool,
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
-        self._http = http
-        self._url = url
-        self._dedupe_seconds = dedupe_seconds
-        self._attempts = attempts
-        self._max_wait = max_wait
-        self._sent: dict[tuple[str, str], float] = {}
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
-        self._sender: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the task that posts queued alerts."""
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._drain(), name="jmlsync-alert-webhook")
-
-    async def close(self) -> None:
-        """Stop sending; alerts still queued are dropped (they are in the log already)."""
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
-            self._sender = None
-
-    def _duplicate(self, kind: str, key: str) -> bool:
-        now = time.monotonic()
-        last = self._sent.get((kind, key))
-        if last is not None and now - last < self._dedupe_seconds:
-            return True
-        self._sent[(kind, key)] = now
-        return False
+        self.outbox = outbox
+        self._clock = clock
+        self._dedupe = dedupe
+        self._routed = routed
+        self._on_written = on_written
+        #: The rows this process wrote to deliver: a CLI command delivers them before it exits.
+        self.written: list[int] = []
 
     async def alert(self, kind: str, text: str, **fields: Any) -> None:
-        key = str(fields.get("key") or fields.get("user") or "")
-        if self._duplicate(kind, key):
-            return
-        payload = {"text": f"[jmlsync] {text}", "kind": kind, **fields}
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            log.error("alert webhook queue is full; dropped a %s alert", kind)
-
-    async def _drain(self) -> None:
-        while True:
-            payload = await self._queue.get()
-            try:
-                await self._post(payload)
-            except Exception as exc:
-                log.error("alert webhook failed after retries: %s", type(exc).__name__)
-
-    async def _post(self, payload: dict[str, Any]) -> None:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError, WebhookError)),
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential(multiplier=0.5, max=self._max_wait),
-            reraise=True,
+        alert_id, state = await self.outbox.add(
+            kind,
+            alert_key(fields),
+            text,
+            fields,
+            now=self._clock(),
+            dedupe=self._dedupe,
+            routed=self._routed,
         )
-        async for attempt in retrying:
-            with attempt:
-                async with self._http.post(self._url, json=payload) as reply:
-                    if reply.status >= 300:
-                        raise WebhookError(f"status {reply.status}")
+        if state == PENDING:
+            self.written.append(alert_id)
+            if self._on_written is not None:
+                self._on_written(alert_id)
 
 
 class Alerts:

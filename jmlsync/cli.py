@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from jmlsync import __version__
+from jmlsync.cli_alerts import alerts
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.cli_config import config
 from jmlsync.cli_db import db
@@ -35,6 +36,7 @@ main.add_command(queue)
 main.add_command(audit)
 main.add_command(status)
 main.add_command(sla_report)
+main.add_command(alerts)
 
 
 @main.command()

@@ -247,6 +247,8 @@ class AlertSettings(_Section):
     webhook_url: SecretStr | None = None
     webhook_url_file: Path | None = None
     dedupe_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    retry_max_wait_seconds: Annotated[float, Field(ge=0)] = 60.0
     auth_failures_per_minute: Annotated[int, Field(ge=1)] = 20
 
 

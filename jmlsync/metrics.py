@@ -49,6 +49,16 @@ class Metrics:
         self.dead_letters = Gauge(
             "jmlsync_dead_letters", "Jobs dead-lettered and waiting for an operator", registry=r
         )
+        self.alerts_undelivered = Gauge(
+            "jmlsync_alerts_undelivered",
+            "Alerts in the outbox not yet delivered to the webhook",
+            registry=r,
+        )
+        self.alerts_oldest_age = Gauge(
+            "jmlsync_alerts_oldest_undelivered_age_seconds",
+            "Age of the oldest undelivered alert (0 when every alert is delivered)",
+            registry=r,
+        )
         self.operations = Counter(
             "jmlsync_operations",
             "Operations applied to targets, by target, action and outcome",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from jmlsync.metrics import Metrics
+from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
 
 #: A readiness check answers None when ready, else the reason it is not.
@@ -15,7 +16,10 @@ Check = Callable[[], Awaitable[str | None]]
 
 
 def ops_routes(
-    metrics: Metrics, queue: SqlQueue, checks: Mapping[str, Check]
+    metrics: Metrics,
+    queue: SqlQueue,
+    checks: Mapping[str, Check],
+    outbox: SqlOutbox | None = None,
 ) -> list[web.RouteDef]:
     """The /readyz and /metrics routes of a running service."""
 
@@ -38,6 +42,13 @@ def ops_routes(
             oldest = datetime.fromisoformat(stats.oldest_due.replace("Z", "+00:00"))
             age = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
         metrics.queue_oldest_age.set(age)
+        if outbox is not None:
+            alerts = await outbox.stats()
+            metrics.alerts_undelivered.set(alerts.undelivered)
+            first = alerts.oldest_created_at
+            metrics.alerts_oldest_age.set(
+                max(0.0, (datetime.now(UTC) - first).total_seconds()) if first else 0.0
+            )
         return web.Response(
             body=metrics.exposition(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -21,7 +21,8 @@ import asyncpg
 from aiohttp import web
 
 from jmlsync import __version__, systemd
-from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, WebhookAlerts
+from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
+from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
 from jmlsync.config import Settings
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
@@ -40,6 +41,7 @@ from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
+from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.postgres import LeaderLock, PgDatabase
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.registry import open_target
@@ -71,7 +73,8 @@ class Runtime:
     metrics: Metrics
     alerts: Alerts
     assurance: Assurance
-    webhook: WebhookAlerts | None = None
+    alert_sink: OutboxAlerts
+    deliverer: Deliverer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -88,15 +91,38 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def _webhook(settings: Settings, http: aiohttp.ClientSession) -> WebhookAlerts | None:
-    """The alert webhook, when configured (its URL from the file wins over the inline one)."""
-    alerts = settings.alerts
-    url = alerts.webhook_url.get_secret_value() if alerts.webhook_url else None
-    if alerts.webhook_url_file is not None:
-        url = alerts.webhook_url_file.read_text("utf-8").strip() or None
-    if not url:
-        return None
-    return WebhookAlerts(http, url, dedupe_seconds=alerts.dedupe_seconds)
+def _alert_sinks(
+    settings: Settings, store: SqlStore, http: aiohttp.ClientSession
+) -> tuple[OutboxAlerts, Deliverer | None]:
+    """The outbox sink, and its deliverer when a webhook is configured (and this process can
+    read its URL: a command that cannot leaves its alerts to the service)."""
+    outbox = SqlOutbox(store.db)
+    unreadable = False
+    try:
+        url = webhook_url(settings)
+    except OSError as exc:
+        log.error("cannot read [alerts].webhook_url_file: %s", exc.strerror)
+        url, unreadable = None, True
+    deliverer = None
+    if url is not None:
+        deliverer = Deliverer(
+            outbox, http, url, owner=RUNNER, clock=now_utc, policy=delivery_policy(settings)
+        )
+    sink = OutboxAlerts(
+        outbox,
+        clock=now_utc,
+        dedupe=timedelta(seconds=settings.alerts.dedupe_seconds),
+        routed=deliverer is not None or unreadable,
+        on_written=deliverer.wake if deliverer is not None else None,
+    )
+    return sink, deliverer
+
+
+async def _deliver_before_exit(runtime: Runtime) -> None:
+    """A command that raised alerts delivers them before it exits (a serving process leaves
+    them to its delivery task)."""
+    if "alerts" not in runtime.tasks:
+        await deliver_before_exit(runtime.deliverer, runtime.alert_sink.written)
 
 
 @asynccontextmanager
@@ -107,9 +133,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     targets: dict[str, Target] = {}
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     metrics = Metrics()
-    webhook = _webhook(settings, http)
-    alerts = Alerts(LogAlerts(), webhook) if webhook else Alerts(LogAlerts())
+    outbox, deliverer = _alert_sinks(settings, store, http)
+    alerts = Alerts(LogAlerts(), outbox)
     protected = settings.safety.protected_users
+    runtime: Runtime | None = None
     try:
         for name, target_settings in settings.targets.items():
             targets[name] = await open_target(name, target_settings, http=http)
@@ -149,7 +176,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             drift_mode=settings.reconcile.drift,
             max_revocations=settings.reconcile.max_revocations,
         )
-        yield Runtime(
+        runtime = Runtime(
             settings,
             store,
             queue,
@@ -160,11 +187,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             metrics,
             alerts,
             assurance,
-            webhook,
+            outbox,
+            deliverer,
         )
+        yield runtime
     finally:
-        if webhook is not None:
-            await webhook.close()
+        if runtime is not None:
+            await _deliver_before_exit(runtime)
         for target in targets.values():
             await target.close()
         await http.close()
@@ -246,6 +275,10 @@ async def build_app(settings: Settings) -> web.Application:
     auth = BearerAuth(settings.server.tokens_file)
     metrics_token = settings.server.metrics_token_file
     metrics_auth = BearerAuth(metrics_token) if metrics_token else None
+    try:  # a service that cannot read its webhook fails now, not silently
+        webhook_url(settings)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot read [alerts].webhook_url_file: {exc.strerror}") from exc
     stack = contextlib.AsyncExitStack()
     runtime = await stack.enter_async_context(open_runtime(settings))
     app = build_scim_app(
@@ -298,15 +331,18 @@ async def build_app(settings: Settings) -> web.Application:
         return None if scheduler.running else "scheduler is not running"
 
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
-    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks))
+    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         if isinstance(runtime.store.db, PgDatabase):
             leadership.append(await runtime.store.db.acquire_leadership(LEADER_LOCK))
             stack.push_async_callback(leadership[0].close)
         await replan_if_rules_changed(runtime)
-        if runtime.webhook is not None:
-            runtime.webhook.start()
+        if runtime.deliverer is not None:
+            runtime.deliverer.only_when(leader)
+            background["alerts"] = asyncio.create_task(
+                runtime.deliverer.run(), name="jmlsync-alert-delivery"
+            )
         background["pipeline"] = asyncio.create_task(
             runtime.pipeline.run(), name="jmlsync-pipeline"
         )
@@ -315,6 +351,9 @@ async def build_app(settings: Settings) -> web.Application:
         scheduler.shutdown()
         runtime.pipeline.stop()
         await background["pipeline"]
+        if "alerts" in background:
+            background["alerts"].cancel()
+            await asyncio.gather(background["alerts"], return_exceptions=True)
         await stack.aclose()
 
     app[RUNTIME] = runtime

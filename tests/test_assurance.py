@@ -9,14 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
-from jmlsync.alerts import WebhookAlerts
 from jmlsync.cli import main
 from jmlsync.config import load_settings
 from jmlsync.domain.models import Change, Member, MemberOp
@@ -292,37 +288,3 @@ async def test_scheduled_runs_are_recorded(rig: Rig) -> None:
     code, out, _ = await _in_thread(rig, "status", "--format", "json")
     assert code == 0
     assert json.loads(out)["runs"]["full-reconcile"]["outcome"] == "failed"
-
-
-async def test_webhook_alerts_are_sent_deduplicated_and_retried() -> None:
-    received: list[dict[str, Any]] = []
-    failures = [500]
-
-    async def hook(request: web.Request) -> web.Response:
-        if failures:
-            return web.Response(status=failures.pop())
-        received.append(await request.json())
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    import aiohttp
-
-    try:
-        async with aiohttp.ClientSession() as http:
-            webhook = WebhookAlerts(http, str(server.make_url("/hook")), max_wait=0)
-            webhook.start()
-            await webhook.alert("sla_breach", "leaver late", user="gus@x.io")
-            await webhook.alert("sla_breach", "leaver late again", user="gus@x.io")
-            await webhook.alert("sla_breach", "another leaver late", user="hal@x.io")
-            async with asyncio.timeout(10):
-                while len(received) < 2:  # noqa: ASYNC110 - the hook runs in this loop
-                    await asyncio.sleep(0.01)
-            await webhook.close()
-    finally:
-        await server.close()
-    assert [r["user"] for r in received] == ["gus@x.io", "hal@x.io"]
-    assert received[0]["text"] == "[jmlsync] leaver late"
-    assert received[0]["kind"] == "sla_breach"

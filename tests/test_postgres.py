@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,6 +107,7 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
             }
             await scim.patch(f"/Users/{bea['id']}", off)
             await app[RUNTIME].pipeline.wait_drained()
+            await app[RUNTIME].alerts.alert("guard_tripped", "held", key="cli")
     finally:
         await server.close()
     source = f"sqlite:///{tmp_path / 'state' / 'jmlsync.db'}"
@@ -128,7 +130,11 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
         assert code == 0, out
         assert "intact" in out
         code, out, _ = await asyncio.to_thread(cli, "db", "upgrade", "--config", str(pg_config))
-        assert (code, out.strip()) == (0, "store at schema version 6")
+        assert (code, out.strip()) == (0, "store at schema version 7")
+        code, out, _ = await asyncio.to_thread(
+            cli, "alerts", "list", "--format", "json", "--config", str(pg_config)
+        )
+        assert [(a["id"], a["kind"]) for a in json.loads(out)] == [(1, "guard_tripped")]
         code, out, _ = await asyncio.to_thread(
             cli, "sla-report", "--format", "json", "--config", str(pg_config)
         )

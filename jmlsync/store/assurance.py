@@ -12,7 +12,7 @@ from typing import Any
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
-from jmlsync.store import pipeline_sql
+from jmlsync.store import outbox, pipeline_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
 
 
@@ -295,8 +295,9 @@ class SqlAssurance:
 
     async def housekeeping(self, now: datetime, keep: timedelta) -> dict[str, int]:
         """Prune history older than ``keep``: runs, resolved drift, movers' revocations,
-        verified or cancelled leaver events, and the oldest audit rows (their last hash is kept
-        as the chain's anchor, so `audit verify` still checks what remains)."""
+        verified or cancelled leaver events, the oldest audit rows (their last hash is kept
+        as the chain's anchor, so `audit verify` still checks what remains), and settled
+        alerts."""
         cutoff = format_timestamp(now - keep)
         pruned: dict[str, int] = {}
 
@@ -311,6 +312,7 @@ class SqlAssurance:
                 async with conn.execute(f"DELETE FROM {table} WHERE {where}", params) as cursor:
                     pruned[table] = cursor.rowcount
             pruned["audit"] = await _prune_audit(conn, cutoff)
+            pruned.update(await outbox.prune(conn, cutoff))
 
         await self.db.write(body)
         return pruned

@@ -1,6 +1,7 @@
 """Copy a whole store from one database to another (SQLite to PostgreSQL, typically), history
 included: directory, queue, leaver records and their per-target outcomes, applied grants,
-drift, runs and the audit chain, row for row, so `jmlsync audit verify` passes on the copy."""
+drift, runs, alerts and the audit chain, row for row, so `jmlsync audit verify` passes on the
+copy."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ TABLES = (
     "mover_revocations",
     "drift",
     "runs",
+    "alert_outbox",
+    "alert_windows",
 )
 #: Flags SQLite keeps as 0/1 and PostgreSQL as booleans.
 BOOLEANS = {("users", "active"), ("queue", "leaver")}
@@ -80,7 +83,7 @@ async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
     if getattr(destination.db, "dialect", "sqlite") != "postgresql":
         return
-    if table not in ("queue", "leavers", "mover_revocations", "drift", "runs"):
+    if table not in ("queue", "leavers", "mover_revocations", "drift", "runs", "alert_outbox"):
         return
 
     async def body(conn: WriteConn) -> None:

@@ -10,6 +10,7 @@ to change them are locked (``FOR UPDATE``), queue claims skip rows other replica
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from importlib import resources
@@ -231,8 +232,14 @@ class LeaderLock:
         self._conn = conn
         self._key = key
         self.held = False
+        # The scheduler and the alert deliverer both ask; one connection runs one query.
+        self._asking = asyncio.Lock()
 
     async def try_acquire(self) -> bool:
+        async with self._asking:
+            return await self._try_acquire()
+
+    async def _try_acquire(self) -> bool:
         if not self.held:
             self.held = bool(
                 await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)
