@@ -251,10 +251,18 @@ class RetentionSettings(_Section):
     days: Annotated[int, Field(ge=1)] = 400
 
 
+class ScimSettings(_Section):
+    """``[scim]``: what the SCIM endpoint does with what its schemas do not define."""
+
+    unknown_attributes: Literal["ignore", "store", "reject"] = "ignore"
+    unknown_members: Literal["skip", "reject"] = "skip"
+
+
 class Settings(_Section):
     """Everything jmlsync reads from its configuration file."""
 
     server: ServerSettings = ServerSettings()
+    scim: ScimSettings = ScimSettings()
     store: StoreSettings = StoreSettings()
     pipeline: PipelineSettings = PipelineSettings()
     reconcile: ReconcileSettings = ReconcileSettings()

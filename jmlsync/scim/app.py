@@ -43,6 +43,7 @@ from jmlsync.scim.resources import (
     search_root,
 )
 from jmlsync.scim.schema import GROUP, USER
+from jmlsync.scim.writes import LENIENCY, Leniency
 
 log = logging.getLogger("jmlsync.scim")
 
@@ -233,8 +234,12 @@ def build_scim_app(
     observer: Observer | None = None,
     metrics_auth: BearerAuth | None = None,
     on_auth_failure: Callable[[str], None] | None = None,
+    leniency: Leniency | None = None,
 ) -> web.Application:
     """The application serving SCIM under ``base_path`` and ``/healthz``.
+
+    ``leniency`` says what to do with attributes and members nobody declared (``[scim]``);
+    by default they are ignored and skipped.
 
     The caller may add routes (readiness, metrics) before the application starts; they get
     the same authentication, error answers and request log.
@@ -252,6 +257,7 @@ def build_scim_app(
     app[PUBLIC_URL] = (public_url or "").rstrip("/")
     app[PAGE_LIMITS] = page_limits
     app[CLOCK] = clock
+    app[LENIENCY] = leniency or Leniency()
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.add_routes(_discovery_routes(base_path))
     app.add_routes(_resource_routes(base_path))
