@@ -147,6 +147,17 @@ async def test_every_refused_form_applies_with_the_default_ignore(
         assert stored.body[ENTERPRISE] == {"department": "Eng"}
         assert CUSTOM not in stored.body and CUSTOM not in stored.body["schemas"]
 
+        # Entra's matching query on the work email: found.
+        found = await scim.get(
+            "/Users", params={"filter": 'emails[type eq "work"].value eq "CYD@work.example"'}
+        )
+        assert found.status == 200, found.body
+        assert [r["id"] for r in found.body["Resources"]] == [cyd["id"]]
+        missed = await scim.get(
+            "/Users", params={"filter": 'emails[type eq "home"].value eq "cyd@work.example"'}
+        )
+        assert missed.body["totalResults"] == 0
+
         # Okta: PUT with an app profile attribute (twice): the update applies.
         for _ in range(2):
             reply = await scim.put(
