@@ -321,3 +321,73 @@ async def test_store_mode_keeps_undeclared_attributes_verbatim(
         assert reply.status == 400 and reply.body["scimType"] == "invalidFilter"
     finally:
         assert await stop_service(service) == 0
+
+
+async def test_paths_as_admins_type_them_and_allow_on_405(
+    config_path: Path, client: aiohttp.ClientSession
+) -> None:
+    service = await start_service(config_path)
+    root = service.url  # .../scim/v2
+    try:
+
+        async def call(method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any, Any]:
+            async with client.request(method, root + path, json=body, **kw) as reply:
+                text = await reply.text()
+                return reply.status, (json.loads(text) if text else None), reply.headers
+
+        status, created, _ = await call("POST", "/users", {"schemas": [USER], "userName": "fi"})
+        assert status == 201, created
+        uid = created["id"]
+        for path in ("/Users/", "//Users", "/users", "//users/", "/USERS"):
+            status, listed, _ = await call("GET", path)
+            assert status == 200, (path, listed)
+            assert [r["id"] for r in listed["Resources"]] == [uid], path
+        for path in (f"/users/{uid}/", f"//Users/{uid}"):
+            status, got, _ = await call("GET", path)
+            assert (status, got["id"]) == (200, uid), path
+        status, got, _ = await call(
+            "PATCH", f"/users/{uid}/", patch({"op": "replace", "path": "active", "value": False})
+        )
+        assert (status, got["active"]) == (200, False)
+        status, found, _ = await call("POST", "/users/.search", {"filter": 'userName eq "FI"'})
+        assert (status, found["totalResults"]) == (200, 1)
+        status, group, _ = await call("POST", "//groups/", {"displayName": "g"})
+        assert status == 201, group
+        for path in ("/schemas/", "//ServiceProviderConfig", "/resourcetypes/User/", "/groups"):
+            status, _body, _ = await call("GET", path)
+            assert status == 200, path
+        # Unknown paths stay 404; the query string survives the rewrite.
+        assert (await call("GET", "/Nope/"))[0] == 404
+        status, listed, _ = await call("GET", "/users/", params={"filter": 'userName eq "x"'})
+        assert (status, listed["totalResults"]) == (200, 0)
+
+        # Every 405 names what is allowed.
+        for method, path, allowed in (
+            ("POST", "/Schemas", "GET, HEAD"),
+            ("PUT", "/serviceproviderconfig/", "GET, HEAD"),
+            ("DELETE", "/Users", "GET, POST"),
+            ("POST", f"/Users/{uid}", "DELETE, GET, PATCH, PUT"),
+        ):
+            status, error, headers = await call(method, path, {})
+            assert (status, error["status"]) == (405, "405"), (method, path)
+            assert headers["Allow"] == allowed, (method, path)
+
+        # Authentication still applies on the tolerated forms.
+        async with aiohttp.ClientSession() as anonymous:
+            for path in ("/users", "//Users/", f"/users/{uid}/"):
+                async with anonymous.get(root + path) as reply:
+                    assert reply.status == 401, path
+            async with anonymous.post(root + "/schemas/", json={}) as reply:
+                assert reply.status == 401
+
+        async with client.get(root.rsplit("/scim", 1)[0] + "/metrics") as response:
+            metrics = await response.text()
+        labels = {
+            line.split('resource="')[1].split('"')[0]
+            for line in metrics.splitlines()
+            if line.startswith("jmlsync_scim_requests_total{")
+        }
+        assert labels <= {"Users", "Groups", "discovery", "search", "other"}, labels
+        assert "Users" in labels and "discovery" in labels
+    finally:
+        assert await stop_service(service) == 0

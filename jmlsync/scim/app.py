@@ -43,6 +43,7 @@ from jmlsync.scim.resources import (
     search_root,
 )
 from jmlsync.scim.schema import GROUP, USER
+from jmlsync.scim.tolerant import tolerant_paths
 from jmlsync.scim.writes import LENIENCY, Leniency
 
 log = logging.getLogger("jmlsync.scim")
@@ -244,7 +245,10 @@ def build_scim_app(
     The caller may add routes (readiness, metrics) before the application starts; they get
     the same authentication, error answers and request log.
     """
-    app = web.Application(middlewares=[scim_errors, bearer_auth], client_max_size=max_body_bytes)
+    app = web.Application(
+        middlewares=[tolerant_paths(base_path), scim_errors, bearer_auth],
+        client_max_size=max_body_bytes,
+    )
     if observer is not None:
         app[OBSERVER] = observer
     if metrics_auth is not None:
