@@ -36,6 +36,7 @@ from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
+from jmlsync.scim.schema import schema_set
 from jmlsync.scim.unknown import IgnoredReporter
 from jmlsync.scim.writes import Leniency
 from jmlsync.store.assurance import SqlAssurance
@@ -275,6 +276,7 @@ async def build_app(settings: Settings) -> web.Application:
             runtime.alerts, settings.alerts.auth_failures_per_minute
         ).record,
         leniency=_leniency(settings, runtime.metrics),
+        served=schema_set(settings.scim.extension_documents()),
     )
     background = runtime.tasks
 

@@ -24,7 +24,7 @@ from jmlsync.scim.errors import (
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
-from jmlsync.scim.schema import GROUP, RESOURCE_TYPES, SEARCH_REQUEST_SCHEMA, ResourceType
+from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType, SchemaSet
 from jmlsync.scim.unknown import Unknowns
 from jmlsync.scim.validate import normalize_resource
 from jmlsync.scim.writes import LENIENCY, Write, salvage, salvageable, write_leniently
@@ -39,6 +39,8 @@ PUBLIC_URL = web.AppKey("public_url", str)
 PAGE_LIMITS: web.AppKey[tuple[int, int]] = web.AppKey("page_limits")
 Clock = Callable[[], datetime]
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+#: The resource types and schemas served, declared extensions included.
+SERVED = web.AppKey("served", SchemaSet)
 
 
 def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str) -> web.Response:
@@ -124,7 +126,7 @@ def _members_change(members: list[dict[str, Any]] | None) -> tuple[MemberOp, ...
 
 
 def _wants_relations(resource_type: ResourceType, projection: Projection) -> bool:
-    return projection.wants("members" if resource_type is GROUP else "groups")
+    return projection.wants("members" if resource_type.name == "Group" else "groups")
 
 
 def _int_param(params: Any, name: str, default: int) -> int:
@@ -203,7 +205,8 @@ async def _list(
 
 
 async def search_root(request: web.Request) -> web.Response:
-    return await _list(request, list(RESOURCE_TYPES.values()), await _search_body(request))
+    served = request.app.get(SERVED, BUILT_IN)
+    return await _list(request, list(served.resource_types.values()), await _search_body(request))
 
 
 async def _search_body(request: web.Request) -> dict[str, Any]:
@@ -338,7 +341,7 @@ class ResourceEndpoints:
         asked = "attributes" in request.query or "excludedAttributes" in request.query
         projection = _projection(resource_type, request.query)
         # A group may have 100k members: unless asked, answer 204 rather than list them all.
-        quiet = resource_type is GROUP and not asked
+        quiet = resource_type.name == "Group" and not asked
         stored = await self._update(
             request,
             body,
