@@ -391,3 +391,46 @@ async def test_paths_as_admins_type_them_and_allow_on_405(
         assert "Users" in labels and "discovery" in labels
     finally:
         assert await stop_service(service) == 0
+
+
+async def test_refused_put_still_deactivates(strict_scim: ScimClient) -> None:
+    user = await strict_scim.create_user("gil@example.com", displayName="Gil")
+    reply = await strict_scim.put(
+        f"/Users/{user['id']}",
+        {
+            "schemas": [USER],
+            "userName": "gil@example.com",
+            "displayName": "Gil Left",
+            "active": "False",
+            "costCenter": "7",
+        },
+    )
+    assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+    got = (await strict_scim.get(f"/Users/{user['id']}")).body
+    # Only the deactivation applied: the rest of the refused PUT did not.
+    assert (got["active"], got["displayName"]) == (False, "Gil")
+
+
+async def test_a_bad_value_beside_a_deactivation_does_not_keep_the_user_active(
+    scim: ScimClient,
+) -> None:
+    user = await scim.create_user("hal@example.com", displayName="Hal")
+    reply = await scim.patch(
+        f"/Users/{user['id']}",
+        patch(
+            {"op": "replace", "value": {"active": False, "displayName": 5}},
+            {"op": "replace", "path": "title", "value": "Left"},
+        ),
+    )
+    assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+    got = (await scim.get(f"/Users/{user['id']}")).body
+    assert got["active"] is False
+    assert "title" not in got and got["displayName"] == "Hal"
+    # A refusal that carries no deactivation changes nothing, as before.
+    other = await scim.create_user("ida@example.com")
+    reply = await scim.patch(
+        f"/Users/{other['id']}", patch({"op": "replace", "path": "active", "value": "maybe"})
+    )
+    assert reply.status == 400
+    after = (await scim.get(f"/Users/{other['id']}")).body
+    assert after["meta"]["version"] == other["meta"]["version"]

@@ -10,6 +10,7 @@ such an attribute is dropped, named in the audit row, logged once an hour and co
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -31,8 +32,17 @@ AUDIT_NAMES = 20
 log = logging.getLogger("jmlsync.scim")
 
 
+#: Most ignored names one write logs one by one; the rest are counted in one line.
+LOG_NAMES = 20
+#: What a metric label may hold as sent; any other name counts as ``other``.
+_LABEL = re.compile(r"[A-Za-z0-9_.:$\[\]-]{1,128}")
+
+
 def _shown(name: str) -> str:
-    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
+    """``name`` fit for a log line, an audit row and a database: cut, with NUL and lone
+    surrogates (which JSON allows and UTF-8 and PostgreSQL text do not) escaped."""
+    name = name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 1] + "…"
+    return name.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 @dataclass
@@ -137,27 +147,37 @@ class IgnoredReporter:
         self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._labels: set[str] = set()
 
+    @property
+    def remembered(self) -> int:
+        """How many (resource, name) pairs the once-an-hour log keeps (at most max_names)."""
+        return len(self._logged)
+
     def label(self, name: str) -> str:
-        """The metric label for ``name``: itself while labels remain, then ``other``."""
+        """The metric label for ``name``: itself while labels remain, then ``other``; a name
+        with characters no attribute name has is ``other`` too."""
         if name in self._labels:
             return name
-        if len(self._labels) < self._max_labels:
+        if len(self._labels) < self._max_labels and _LABEL.fullmatch(name):
             self._labels.add(name)
             return name
         return "other"
 
     def report(self, resource: str, names: Iterable[str], *, what: str = "attribute") -> None:
-        """Count each of ``names`` and log those not logged within the hour."""
+        """Count each of ``names`` and log those not logged within the hour: at most
+        :data:`LOG_NAMES` lines for one write (a client can send thousands), then one line
+        counting the rest, which stay due for a later write."""
         now = self._clock()
+        due = []
         for name in names:
             if self._count is not None:
                 self._count(resource, self.label(name))
-            key = (resource, name)
-            last = self._logged.get(key)
-            if last is not None and now - last < self._every:
-                continue
-            self._logged[key] = now
-            self._logged.move_to_end(key)
+            last = self._logged.get((resource, name))
+            if last is None or now - last >= self._every:
+                due.append(name)
+        for name in due[:LOG_NAMES]:
+            self._logged[(resource, name)] = now
+            self._logged.move_to_end((resource, name))
+            # Bounded: past max_names the oldest is forgotten (and may be logged again).
             while len(self._logged) > self._max_names:
                 self._logged.popitem(last=False)
             log.warning(
@@ -166,6 +186,14 @@ class IgnoredReporter:
                 what,
                 name,
                 extra={"fields": {"resource": resource, "ignored": name}},
+            )
+        if len(due) > LOG_NAMES:
+            log.warning(
+                "%s: ignored %d more undeclared %s name(s), not logged one by one",
+                resource,
+                len(due) - LOG_NAMES,
+                what,
+                extra={"fields": {"resource": resource, "ignored_unlogged": len(due) - LOG_NAMES}},
             )
 
     def skipped_members(self, resource: str, resource_id: str, ids: Iterable[str]) -> None:
