@@ -11,7 +11,9 @@ filters are limited to ``value eq "<id>"`` (joined by ``or``): they name ids wit
 What Okta and Entra send beyond the RFC is accepted on purpose (see docs/idp-compatibility.md):
 capitalised ops, booleans as strings, path-less values repeating read-only ``id``, dotted and
 filtered keys in path-less values, ``remove`` of ``members`` with a value list (removes those
-members only), and a filtered ``replace`` that matches nothing (adds the value).
+members only), and a filtered ``replace`` that matches nothing (adds the value). Paths and
+keys naming attributes no schema declares are refused, dropped or kept aside as the caller's
+:class:`~jmlsync.scim.unknown.Unknowns` says (``[scim].unknown_attributes``).
 """
 
 from __future__ import annotations
