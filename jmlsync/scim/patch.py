@@ -204,6 +204,9 @@ class _Patcher:
             if path is not None and not path.read_only:
                 self._apply_path(op, path, item, merge=True)
 
+    def _normalize(self, attribute: Attribute, value: Any, path: PatchPath) -> Any:
+        return normalize_attribute_value(attribute, value, path=path.text, unknowns=self.unknowns)
+
     def _parse(self, op: Op, text: str, value: Any) -> PatchPath | None:
         """The resolved path, or None when it names an undeclared attribute that
         :attr:`unknowns` lets through (stored aside in ``store`` mode)."""
@@ -256,13 +259,13 @@ class _Patcher:
         holder = self._holder(path.urn)
         old = holder.get(attribute.name)
         if path.sub is not None:
-            new = normalize_attribute_value(path.sub, value, path=path.text, unknowns=self.unknowns)
+            new = self._normalize(path.sub, value, path)
             container = dict(old or {})
             _check_immutable(path.sub, container.get(path.sub.name), new, path.text)
             _assign(container, path.sub.name, new)
             _assign(holder, attribute.name, container)
             return
-        new = normalize_attribute_value(attribute, value, path=path.text, unknowns=self.unknowns)
+        new = self._normalize(attribute, value, path)
         if new is None and (op == "add" or merge):
             return
         # An explicit `replace` of a complex attribute replaces it; `add` and path-less values
@@ -276,12 +279,7 @@ class _Patcher:
         holder = self._holder(path.urn)
         items: list[Any] = list(holder.get(attribute.name) or [])
         if path.filter is None and path.sub is None:
-            given = (
-                normalize_attribute_value(
-                    attribute, _as_list(value), path=path.text, unknowns=self.unknowns
-                )
-                or []
-            )
+            given = self._normalize(attribute, _as_list(value), path) or []
             if op == "replace":
                 items = []
             fresh = [item for i, item in enumerate(given) if item not in items + given[:i]]
@@ -301,7 +299,7 @@ class _Patcher:
         expects ``replace emails[type eq "work"].value`` to create the work email.
         """
         if path.sub is not None:
-            sub = normalize_attribute_value(path.sub, value, path=path.text, unknowns=self.unknowns)
+            sub = self._normalize(path.sub, value, path)
             patch = {path.sub.name: sub}
         else:
             patch = self._one_item(attribute, path, value)
@@ -322,12 +320,7 @@ class _Patcher:
         return touched
 
     def _one_item(self, attribute: Attribute, path: PatchPath, value: Any) -> dict[str, Any]:
-        given = (
-            normalize_attribute_value(
-                attribute, _as_list(value), path=path.text, unknowns=self.unknowns
-            )
-            or []
-        )
+        given = self._normalize(attribute, _as_list(value), path) or []
         if len(given) != 1:
             raise InvalidValue(f"'{path.text}' needs exactly one value")
         item: dict[str, Any] = given[0]
@@ -368,12 +361,7 @@ class _Patcher:
         if path.filter is None and path.sub is None:
             if value is None:
                 return []
-            listed = (
-                normalize_attribute_value(
-                    attribute, _as_list(value), path=path.text, unknowns=self.unknowns
-                )
-                or []
-            )
+            listed = self._normalize(attribute, _as_list(value), path) or []
             ids = {i.get("value") for i in listed if isinstance(i, dict) and "value" in i}
             return [
                 item
