@@ -434,3 +434,15 @@ async def test_a_bad_value_beside_a_deactivation_does_not_keep_the_user_active(
     assert reply.status == 400
     after = (await scim.get(f"/Users/{other['id']}")).body
     assert after["meta"]["version"] == other["meta"]["version"]
+
+
+async def test_a_refused_rename_still_deactivates(scim: ScimClient) -> None:
+    await scim.create_user("jo@example.com")
+    kim = await scim.create_user("kim@example.com")
+    reply = await scim.put(
+        f"/Users/{kim['id']}",
+        {"schemas": [USER], "userName": "JO@example.com", "active": False},
+    )
+    assert reply.status == 409 and reply.body["scimType"] == "uniqueness", reply.body
+    got = (await scim.get(f"/Users/{kim['id']}")).body
+    assert (got["userName"], got["active"]) == ("kim@example.com", False)

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync.domain.errors import UnknownMembers
+from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
 from jmlsync.domain.models import Change, Member, MemberOp, StoredResource
 from jmlsync.ports import Query, Store
 from jmlsync.scim.discovery import list_response
@@ -307,7 +307,7 @@ class ResourceEndpoints:
 
         try:
             return await self._write(request, write, build_current)
-        except (ScimError, UnknownMembers) as exc:
+        except (ScimError, UnknownMembers, DuplicateUserName) as exc:
             if salvageable(exc):
                 await self._salvage(request, body, exc, put=put)
             raise

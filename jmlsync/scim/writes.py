@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from jmlsync.domain.errors import UnknownMembers
+from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
 from jmlsync.domain.models import Change, MemberOp, StoredResource
 from jmlsync.ports import Store
 from jmlsync.scim.errors import ScimError
@@ -100,7 +100,7 @@ async def write_leniently(
 def salvageable(error: Exception) -> bool:
     """Whether a write refused with ``error`` may still have its leaving part applied: not
     when the resource is missing or has moved on (If-Match), only when the request was."""
-    return isinstance(error, UnknownMembers) or (
+    return isinstance(error, UnknownMembers | DuplicateUserName) or (
         isinstance(error, ScimError) and error.status in (400, 409)
     )
 
