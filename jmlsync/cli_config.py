@@ -65,6 +65,10 @@ def check(config_path: Path) -> None:
         flags = " [privileged]" if rule.privileged else ""
         narrowed = f" where {rule.user_filter}" if rule.user_filter else ""
         click.echo(f"  [{index}] group {rule.group!r}{narrowed} -> {grants}{flags}")
+    click.echo(f"extension schemas ({len(settings.scim.extensions)}):")
+    for extension in settings.scim.extensions:
+        names = ", ".join(attribute.name for attribute in extension.attributes)
+        click.echo(f"  {extension.urn} ({extension.resource}): {names}")
     for warning in _warnings(settings, asyncio.run(_known_groups(settings))):
         click.echo(f"warning: {warning}", err=True)
 

@@ -23,6 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from jmlsync.config_scim import ScimSettings
+
+__all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
+
 DEFAULT_BASE_PATH = "/scim/v2"
 
 
@@ -200,22 +204,6 @@ class RuleSettings(_Section):
     privileged: bool = False
     user_filter: str | None = None
 
-    @field_validator("user_filter")
-    @classmethod
-    def _filter_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            # Imported here: config is read before anything else and should not pull in
-            # the SCIM adapter unless a rule needs it.
-            from jmlsync.scim.errors import ScimError
-            from jmlsync.scim.filters import parse_filter
-            from jmlsync.scim.schema import USER
-
-            try:
-                parse_filter(value, USER)
-            except ScimError as exc:
-                raise ValueError(exc.detail) from exc
-        return value
-
 
 class ReconcileSettings(_Section):
     """``[reconcile]``: scheduled full reconciliation, drift and the mass-revocation guard."""
@@ -268,6 +256,7 @@ class Settings(_Section):
     """Everything jmlsync reads from its configuration file."""
 
     server: ServerSettings = ServerSettings()
+    scim: ScimSettings = ScimSettings()
     store: StoreSettings = StoreSettings()
     pipeline: PipelineSettings = PipelineSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
@@ -311,10 +300,11 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 def _key(loc: tuple[int | str, ...]) -> str:
     """A pydantic location as the TOML key it names; list items are numbered from 1."""
     key = ""
-    for part in loc:
+    for position, part in enumerate(loc):
         if isinstance(part, int):
             key += f"[{part + 1}]"
-        elif part.startswith("function-after") or part in _KINDS:
+        # The kind a target's settings were chosen by sits third: targets.NAME.<kind>.key
+        elif part.startswith("function-after") or (position == 2 and part in _KINDS):
             continue
         else:
             key += f".{part}" if key else part
@@ -338,8 +328,30 @@ def _describe(error: ValidationError, source: Path) -> str:
     return "\n".join(lines)
 
 
+def _filter_problems(settings: Settings) -> list[str]:
+    """Rules' user_filter must parse against the User schemas, declared extensions included."""
+    # Imported here: config is read before anything else and should not pull in the SCIM
+    # adapter unless a rule needs it.
+    from jmlsync.scim.errors import ScimError
+    from jmlsync.scim.filters import parse_filter
+    from jmlsync.scim.schema import schema_set
+
+    filtered = [(r, rule) for r, rule in enumerate(settings.rules, 1) if rule.user_filter]
+    if not filtered:
+        return []
+    user = schema_set(settings.scim.extension_documents()).resource_types["User"]
+    problems = []
+    for index, rule in filtered:
+        try:
+            parse_filter(rule.user_filter or "", user)
+        except ScimError as exc:
+            problems.append(f"  rules[{index}].user_filter: {exc.detail}")
+    return problems
+
+
 def _cross_check(settings: Settings, source: Path) -> None:
-    """What one field cannot check alone: rules must name configured targets."""
+    """What one field cannot check alone: rules must name configured targets, and their
+    filters the attributes the schemas (declared extensions included) define."""
     problems = [
         f"  rules[{r}].grants[{g}].target: unknown target {grant.target!r}"
         f" (configured: {', '.join(sorted(settings.targets)) or 'none'})"
@@ -347,6 +359,7 @@ def _cross_check(settings: Settings, source: Path) -> None:
         for g, grant in enumerate(rule.grants, 1)
         if grant.target not in settings.targets
     ]
+    problems += _filter_problems(settings)
     if problems:
         raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
 

@@ -38,6 +38,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.ignored_attributes = Counter(
+            "jmlsync_scim_ignored_attributes",
+            "Undeclared attributes a SCIM write ignored, by resource and attribute"
+            " (past 100 distinct names, the rest count as 'other')",
+            ["resource", "attribute"],
+            registry=r,
+        )
+        self.skipped_members = Counter(
+            "jmlsync_scim_skipped_members",
+            "Unknown member ids a SCIM write skipped, by resource",
+            ["resource"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "jmlsync_queue_depth", "Queued jobs not yet done (dead letters excluded)", registry=r
         )

@@ -39,6 +39,9 @@ from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
+from jmlsync.scim.schema import schema_set
+from jmlsync.scim.unknown import IgnoredReporter
+from jmlsync.scim.writes import Leniency
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
@@ -270,6 +273,20 @@ def _observer(metrics: Metrics) -> Observer:
     return observe
 
 
+def _leniency(settings: Settings, metrics: Metrics) -> Leniency:
+    def ignored(resource: str, attribute: str) -> None:
+        metrics.ignored_attributes.labels(resource, attribute).inc()
+
+    def skipped(resource: str, count: int) -> None:
+        metrics.skipped_members.labels(resource).inc(count)
+
+    return Leniency(
+        unknown_attributes=settings.scim.unknown_attributes,
+        unknown_members=settings.scim.unknown_members,
+        reporter=IgnoredReporter(ignored, skipped),
+    )
+
+
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
@@ -294,6 +311,8 @@ async def build_app(settings: Settings) -> web.Application:
         on_auth_failure=AuthFailureWatch(
             runtime.alerts, settings.alerts.auth_failures_per_minute
         ).record,
+        leniency=_leniency(settings, runtime.metrics),
+        served=schema_set(settings.scim.extension_documents()),
     )
     if settings.server.trusted_proxies:
         # First, so that the error answers, the request log and the auth check all see the

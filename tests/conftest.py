@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -129,16 +130,41 @@ class ScimClient:
         return reply.body  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-async def server_url(config_path: Path) -> AsyncIterator[str]:
-    """The base URL of the real application served in-process on a loopback port."""
-    app = await build_app(load_settings(config_path))
+@contextlib.asynccontextmanager
+async def served(config: Path) -> AsyncIterator[str]:
+    """The real application for ``config`` served in-process on a loopback port: its URL."""
+    app = await build_app(load_settings(config))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
         yield str(server.make_url(""))
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def server_url(config_path: Path) -> AsyncIterator[str]:
+    """The base URL of the real application served in-process on a loopback port."""
+    async with served(config_path) as url:
+        yield url
+
+
+#: `[scim]` as RFC 7644 permits: undeclared attributes and unknown members refused.
+STRICT = """
+[scim]
+unknown_attributes = "reject"
+unknown_members = "reject"
+"""
+
+
+@pytest.fixture
+async def strict_scim(config_path: Path) -> AsyncIterator[ScimClient]:
+    """A client of a service that refuses undeclared attributes and unknown members."""
+    with config_path.open("a") as config:
+        config.write(STRICT)
+    headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+    async with served(config_path) as url, aiohttp.ClientSession(headers=headers) as session:
+        yield ScimClient(session, url.rstrip("/") + BASE_PATH)
 
 
 @pytest.fixture

@@ -148,6 +148,24 @@ def _p(name: str) -> Present:
                 Not(Compare(Attr("type"), "eq", "work")),
             ),
         ),
+        # Entra: `attr[filter].sub op value` is `attr[filter and sub op value]`.
+        (
+            'emails[type eq "work"].value eq "x"',
+            ValuePath(
+                Attr("emails", type="complex", multi_valued=True),
+                And(Compare(Attr("type"), "eq", "work"), Compare(Attr("value"), "eq", "x")),
+            ),
+        ),
+        (
+            'emails[type eq "work"].value pr and userName eq "x"',
+            And(
+                ValuePath(
+                    Attr("emails", type="complex", multi_valued=True),
+                    And(Compare(Attr("type"), "eq", "work"), Present(Attr("value"))),
+                ),
+                Compare(USER_NAME, "eq", "x"),
+            ),
+        ),
     ],
 )
 def test_parse_filter(text: str, expected: Expr) -> None:
@@ -260,8 +278,10 @@ def test_parse_value_filter_errors(attribute: str, text: str, problem: str) -> N
         ('meta.created sw "2011"', "sw is not allowed"),
         ('name eq "x"', "needs a sub-attribute"),
         # Value paths
-        ('emails[type eq "work"].value eq "x"', "value filter"),
         ('emails[type eq "work"] eq "x"', "value filter"),
+        ('emails[type eq "work"].nope eq "x"', "'nope' is not a sub-attribute of 'emails'"),
+        ('emails[type eq "work"].value.x eq "x"', "unexpected"),
+        ('title[value eq "x"].value eq "x"', "no sub-attributes"),
         ('title[value eq "x"]', "no sub-attributes"),
         ('emails[foo eq "x"]', "'foo' is not a sub-attribute of 'emails'"),
         ('emails.value[type eq "x"]', "needs an attribute"),
@@ -576,6 +596,12 @@ USER_CASES: list[tuple[str, set[str] | None]] = [
     ('name.givenName ge "ü"', {"u5"}),
     ('emails[type eq "work" and value co "@example.com"]', {"u1", "u4", "u6"}),
     ('emails[type eq "home" and value co "@example.com"]', {"u2"}),
+    # Entra's `attr[filter].sub op value`, read as `attr[filter and sub op value]`.
+    ('emails[type eq "work"].value eq "BJENSEN@example.com"', {"u1"}),
+    ('emails[type eq "home"].value eq "bjensen@example.com"', set()),
+    ('emails[type eq "work"].value co "@example.com"', {"u1", "u4", "u6"}),
+    ('emails[type eq "work"].value pr', None),
+    ('not (emails[type eq "work"].value ew ".org") and active eq true', None),
     ('emails.value ew ".org"', {"u1", "u2", "u7"}),
     ('emails eq "bob@example.com"', {"u4"}),
     ('emails.type sw "WO"', {"u1", "u2", "u4", "u6"}),
@@ -652,6 +678,7 @@ GROUP_CASES: list[tuple[str, set[str]]] = [
     ('members.value eq "U1"', set()),
     ('members.display co "BAR"', {"g1", "g3"}),
     ('members[value eq "u4" or display eq "john"]', {"g1", "g3"}),
+    ('members[value eq "u1"].display co "BAR"', {"g1", "g3"}),
     ("members pr", {"g1", "g3"}),
     ("not (members pr)", {"g2"}),
     ("members.display pr", {"g1", "g3"}),

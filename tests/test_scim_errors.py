@@ -72,7 +72,6 @@ async def test_non_object_body_is_rejected(scim: ScimClient) -> None:
         ({"schemas": [USER], "userName": "x", "active": "maybe"}, "active"),
         ({"schemas": [USER], "userName": "x", "emails": {"value": "a@b"}}, "emails"),
         ({"schemas": [USER], "userName": "x", "name": "Not An Object"}, "name"),
-        ({"schemas": [USER], "userName": "x", "favouriteColour": "blue"}, "favouriteColour"),
     ],
 )
 async def test_wrong_types_and_missing_required_are_invalid_value(
@@ -81,6 +80,16 @@ async def test_wrong_types_and_missing_required_are_invalid_value(
     reply = await scim.post("/Users", body)
     assert_error(reply, 400, "invalidValue")
     assert needle.lower() in reply.body["detail"].lower()
+
+
+async def test_undeclared_attribute_is_invalid_value_in_reject_mode(
+    strict_scim: ScimClient,
+) -> None:
+    body = {"schemas": [USER], "userName": "x", "favouriteColour": "blue"}
+    reply = await strict_scim.post("/Users", body)
+    assert_error(reply, 400, "invalidValue")
+    assert "favouritecolour" in reply.body["detail"].lower()
+    assert (await strict_scim.get("/Users")).body["totalResults"] == 0
 
 
 async def test_password_never_echoed_in_errors(scim: ScimClient) -> None:
@@ -147,7 +156,8 @@ async def test_writes_to_discovery_are_405(scim: ScimClient) -> None:
         assert_error(await scim.put(path, {}), 405)
 
 
-async def test_patch_is_all_or_nothing(scim: ScimClient) -> None:
+async def test_patch_is_all_or_nothing(strict_scim: ScimClient) -> None:
+    scim = strict_scim
     user = await scim.create_user("olga@example.com", displayName="Olga")
     reply = await scim.patch(
         f"/Users/{user['id']}",
@@ -184,7 +194,32 @@ async def test_bad_patch_requests_are_400(scim: ScimClient, operations: object) 
     assert reply.body["scimType"]
 
 
-async def test_member_naming_unknown_user_leaves_group_unchanged(scim: ScimClient) -> None:
+async def test_member_naming_unknown_user_adds_nobody_in_reject_mode(
+    strict_scim: ScimClient,
+) -> None:
+    scim = strict_scim
+    quinn = await scim.create_user("quinn@example.com")
+    rory = await scim.create_user("rory@example.com")
+    group = await scim.create_group("Finance", members=[quinn["id"]])
+    reply = await scim.patch(
+        f"/Groups/{group['id']}",
+        {
+            "schemas": [PATCH_OP],
+            "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": rory["id"]}]},
+                {"op": "add", "path": "members", "value": [{"value": "no-such-user"}]},
+            ],
+        },
+    )
+    assert_error(reply, 400, "invalidValue")
+    got = await scim.get(f"/Groups/{group['id']}")
+    assert [m["value"] for m in got.body["members"]] == [quinn["id"]]
+    assert got.body["meta"]["version"] == group["meta"]["version"]
+
+
+async def test_refused_member_patch_still_removes_members(strict_scim: ScimClient) -> None:
+    # A removal is part of an offboarding: it never waits on another operation's fate.
+    scim = strict_scim
     quinn = await scim.create_user("quinn@example.com")
     group = await scim.create_group("Finance", members=[quinn["id"]])
     reply = await scim.patch(
@@ -197,12 +232,13 @@ async def test_member_naming_unknown_user_leaves_group_unchanged(scim: ScimClien
             ],
         },
     )
-    assert reply.status in (400, 404), reply.body
+    assert_error(reply, 400, "invalidValue")
     got = await scim.get(f"/Groups/{group['id']}")
-    assert [m["value"] for m in got.body["members"]] == [quinn["id"]]
+    assert got.body.get("members", []) == []
 
 
-async def test_create_group_with_unknown_member_is_rejected(scim: ScimClient) -> None:
+async def test_create_group_with_unknown_member_is_rejected(strict_scim: ScimClient) -> None:
+    scim = strict_scim
     reply = await scim.post(
         "/Groups",
         {

@@ -66,10 +66,15 @@ class MemberOp:
 
 @dataclass(frozen=True)
 class Change:
-    """What a write does to one resource: the new document and the membership operations."""
+    """What a write does to one resource: the new document and the membership operations.
+
+    ``notes`` are lines for the write's audit row (what the request carried that was not
+    applied, e.g. undeclared attributes ignored).
+    """
 
     doc: dict[str, Any]
     members: tuple[MemberOp, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

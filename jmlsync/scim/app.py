@@ -37,13 +37,16 @@ from jmlsync.scim.resources import (
     CLOCK,
     PAGE_LIMITS,
     PUBLIC_URL,
+    SERVED,
     STORE,
     ResourceEndpoints,
     base_url,
     scim_response,
     search_root,
 )
-from jmlsync.scim.schema import GROUP, USER
+from jmlsync.scim.schema import BUILT_IN, SchemaSet
+from jmlsync.scim.tolerant import tolerant_paths
+from jmlsync.scim.writes import LENIENCY, Leniency
 
 log = logging.getLogger("jmlsync.scim")
 
@@ -178,19 +181,23 @@ def _discovery_routes(base: str) -> list[web.RouteDef]:
         return scim_response(discovery.service_provider_config(base_url(request), limit))
 
     async def resource_types(request: web.Request) -> web.Response:
-        return scim_response(discovery.resource_type_list(base_url(request)))
+        return scim_response(discovery.resource_type_list(base_url(request), request.app[SERVED]))
 
     async def resource_type(request: web.Request) -> web.Response:
-        doc = discovery.resource_type_document(request.match_info["id"], base_url(request))
+        doc = discovery.resource_type_document(
+            request.match_info["id"], base_url(request), request.app[SERVED]
+        )
         if doc is None:
             raise NotFound(f"no resource type {request.match_info['id']!r}")
         return scim_response(doc)
 
     async def schemas(request: web.Request) -> web.Response:
-        return scim_response(discovery.schema_list(base_url(request)))
+        return scim_response(discovery.schema_list(base_url(request), request.app[SERVED]))
 
     async def schema(request: web.Request) -> web.Response:
-        doc = discovery.schema_document(request.match_info["id"], base_url(request))
+        doc = discovery.schema_document(
+            request.match_info["id"], base_url(request), request.app[SERVED]
+        )
         if doc is None:
             raise NotFound(f"no schema {request.match_info['id']!r}")
         return scim_response(doc)
@@ -204,9 +211,9 @@ def _discovery_routes(base: str) -> list[web.RouteDef]:
     ]
 
 
-def _resource_routes(base: str) -> list[web.RouteDef]:
+def _resource_routes(base: str, served: SchemaSet) -> list[web.RouteDef]:
     routes = []
-    for resource_type in (USER, GROUP):
+    for resource_type in served.resource_types.values():
         endpoints = ResourceEndpoints(resource_type)
         path = f"{base}{resource_type.endpoint}"
         routes += [
@@ -234,13 +241,22 @@ def build_scim_app(
     observer: Observer | None = None,
     metrics_auth: BearerAuth | None = None,
     on_auth_failure: Callable[[str], None] | None = None,
+    leniency: Leniency | None = None,
+    served: SchemaSet = BUILT_IN,
 ) -> web.Application:
     """The application serving SCIM under ``base_path`` and ``/healthz``.
+
+    ``leniency`` says what to do with attributes and members nobody declared (``[scim]``);
+    by default they are ignored and skipped. ``served`` holds the resource types with the
+    declared extension schemas.
 
     The caller may add routes (readiness, metrics) before the application starts; they get
     the same authentication, error answers and request log.
     """
-    app = web.Application(middlewares=[scim_errors, bearer_auth], client_max_size=max_body_bytes)
+    app = web.Application(
+        middlewares=[tolerant_paths(base_path), scim_errors, bearer_auth],
+        client_max_size=max_body_bytes,
+    )
     if observer is not None:
         app[OBSERVER] = observer
     if metrics_auth is not None:
@@ -253,7 +269,9 @@ def build_scim_app(
     app[PUBLIC_URL] = (public_url or "").rstrip("/")
     app[PAGE_LIMITS] = page_limits
     app[CLOCK] = clock
+    app[LENIENCY] = leniency or Leniency()
+    app[SERVED] = served
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.add_routes(_discovery_routes(base_path))
-    app.add_routes(_resource_routes(base_path))
+    app.add_routes(_resource_routes(base_path, served))
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from jmlsync.scim.schema import LIST_RESPONSE_SCHEMA, RESOURCE_TYPES, SCHEMAS
+from jmlsync.scim.schema import BUILT_IN, LIST_RESPONSE_SCHEMA, SchemaSet
 
 
 def service_provider_config(base_url: str, max_results: int) -> dict[str, Any]:
@@ -33,9 +33,11 @@ def service_provider_config(base_url: str, max_results: int) -> dict[str, Any]:
     }
 
 
-def schema_document(schema_id: str, base_url: str) -> dict[str, Any] | None:
+def schema_document(
+    schema_id: str, base_url: str, served: SchemaSet = BUILT_IN
+) -> dict[str, Any] | None:
     """The /Schemas/{id} representation, or None for an unknown schema."""
-    schema = SCHEMAS.get(schema_id)
+    schema = served.schemas.get(schema_id)
     if schema is None:
         return None
     doc = copy.deepcopy(schema.document)
@@ -44,18 +46,20 @@ def schema_document(schema_id: str, base_url: str) -> dict[str, Any] | None:
     return doc
 
 
-def schema_list(base_url: str) -> dict[str, Any]:
-    docs = [schema_document(schema_id, base_url) for schema_id in SCHEMAS]
+def schema_list(base_url: str, served: SchemaSet = BUILT_IN) -> dict[str, Any]:
+    docs = [schema_document(schema_id, base_url, served) for schema_id in served.schemas]
     return list_response([d for d in docs if d is not None])
 
 
-def resource_type_document(name: str, base_url: str) -> dict[str, Any] | None:
-    resource_type = RESOURCE_TYPES.get(name)
+def resource_type_document(
+    name: str, base_url: str, served: SchemaSet = BUILT_IN
+) -> dict[str, Any] | None:
+    resource_type = served.resource_types.get(name)
     return resource_type.document(base_url) if resource_type is not None else None
 
 
-def resource_type_list(base_url: str) -> dict[str, Any]:
-    return list_response([rt.document(base_url) for rt in RESOURCE_TYPES.values()])
+def resource_type_list(base_url: str, served: SchemaSet = BUILT_IN) -> dict[str, Any]:
+    return list_response([rt.document(base_url) for rt in served.resource_types.values()])
 
 
 def list_response(

@@ -7,7 +7,9 @@ every attribute against the schema, so the nodes it returns carry canonical name
   from ``true``: :class:`_Lexer` redefines the value tokens so each arrives as a typed value;
 * its parser gives ``and`` and ``or`` the same precedence, left to right: :func:`_logical`
   re-associates unparenthesised chains so that ``and`` binds tighter, as the RFC requires;
-* it accepts ``emails[type eq "work"].value eq "x"``, which is not in the RFC grammar: rejected.
+* it accepts ``emails[type eq "work"].value eq "x"``, which is not in the RFC grammar but is
+  what Entra sends to match on a work email: read as ``emails[type eq "work" and value eq "x"]``
+  (:func:`_filtered_compare`), so the evaluator and both SQL compilers take it unchanged.
 
 Every problem is answered with :class:`~jmlsync.scim.errors.InvalidFilter`.
 """
@@ -18,6 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import reduce
+from types import SimpleNamespace
 from typing import Any
 
 from scim2_filter_parser import ast
@@ -245,7 +248,27 @@ def _value_path(node: Any, scope: _Scope) -> ValuePath:
     return ValuePath(attr, _convert(node.expr, _Scope(parent=definition)))
 
 
+def _filtered_compare(node: Any, scope: _Scope) -> ValuePath:
+    """``attr[filter].sub op value`` as ``attr[filter and sub op value]``."""
+    filtered = node.attr_path.attr_name
+    namespace = filtered.namespace
+    if scope.parent is not None:
+        raise _Problem("nested value filters are not supported")
+    if namespace is None or namespace.sub_attr is None or node.attr_path.sub_attr is not None:
+        raise _Problem("a value filter can only be followed by '.subAttribute' and a comparison")
+    top = SimpleNamespace(attr_name=namespace.attr_name, uri=namespace.uri, sub_attr=None)
+    attr, definition = scope.resolve(top)
+    if not definition.is_complex:
+        raise _Problem(f"{definition.name!r} has no sub-attributes to filter on")
+    inner = _Scope(parent=definition)
+    sub = SimpleNamespace(attr_name=namespace.sub_attr.value, uri=None, sub_attr=None)
+    comparison = SimpleNamespace(value=node.value, attr_path=sub, comp_value=node.comp_value)
+    return ValuePath(attr, And(_convert(filtered.expr, inner), _attr_expr(comparison, inner)))
+
+
 def _attr_expr(node: Any, scope: _Scope) -> Expr:
+    if not isinstance(node.attr_path.attr_name, str):
+        return _filtered_compare(node, scope)
     op = str(node.value).lower()
     attr, definition = scope.resolve(node.attr_path)
     if node.comp_value is None:

@@ -11,7 +11,9 @@ filters are limited to ``value eq "<id>"`` (joined by ``or``): they name ids wit
 What Okta and Entra send beyond the RFC is accepted on purpose (see docs/idp-compatibility.md):
 capitalised ops, booleans as strings, path-less values repeating read-only ``id``, dotted and
 filtered keys in path-less values, ``remove`` of ``members`` with a value list (removes those
-members only), and a filtered ``replace`` that matches nothing (adds the value).
+members only), and a filtered ``replace`` that matches nothing (adds the value). Paths and
+keys naming attributes no schema declares are refused, dropped or kept aside as the caller's
+:class:`~jmlsync.scim.unknown.Unknowns` says (``[scim].unknown_attributes``).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from jmlsync.scim.errors import (
     Mutability,
     NoTarget,
 )
-from jmlsync.scim.paths import PatchPath, parse_path
+from jmlsync.scim.paths import PatchPath, UnknownPath, parse_path
 from jmlsync.scim.schema import PATCH_OP_SCHEMA, Attribute, ResourceType
+from jmlsync.scim.unknown import Unknowns
 from jmlsync.scim.validate import (
     check_primary,
     finalize_doc,
     is_membership,
+    keep_unknown,
     normalize_attribute_value,
     normalize_members,
 )
@@ -55,17 +59,26 @@ class PatchResult:
     members: tuple[MemberOp, ...] = ()
 
 
-def apply_patch(resource_type: ResourceType, doc: dict[str, Any], body: Any) -> PatchResult:
+def apply_patch(
+    resource_type: ResourceType,
+    doc: dict[str, Any],
+    body: Any,
+    unknowns: Unknowns | None = None,
+) -> PatchResult:
     """Apply a PatchOp ``body`` to ``doc`` (left untouched) and answer the result.
 
     Raises InvalidSyntax for a malformed body, InvalidValue for a bad op or value, InvalidPath
     or InvalidFilter for a bad path, NoTarget for a path-less remove, Mutability for a write
     to a read-only attribute. Required attributes must still be present afterwards.
+
+    Paths and keys naming attributes the schemas do not define are refused (InvalidPath),
+    unless ``unknowns`` says to ignore them (the operation is dropped, everything else
+    applies) or to store them; it records their names either way.
     """
-    patcher = _Patcher(resource_type, copy.deepcopy(doc))
+    patcher = _Patcher(resource_type, copy.deepcopy(doc), unknowns or Unknowns())
     for index, raw in enumerate(_operations(body)):
-        op, path, value = _operation(resource_type, raw, f"Operations[{index}]")
-        patcher.apply(op, path, value)
+        op, text, value = _operation(raw, f"Operations[{index}]")
+        patcher.apply(op, text, value)
     finalize_doc(resource_type, patcher.doc)
     return PatchResult(doc=patcher.doc, members=tuple(patcher.members))
 
@@ -94,9 +107,7 @@ def _operations(body: Any) -> list[Any]:
     return operations
 
 
-def _operation(
-    resource_type: ResourceType, raw: Any, where: str
-) -> tuple[Op, PatchPath | None, Any]:
+def _operation(raw: Any, where: str) -> tuple[Op, str | None, Any]:
     if not isinstance(raw, dict):
         raise InvalidSyntax(f"'{where}' must be an object")
     name = _field(raw, "op")
@@ -111,8 +122,7 @@ def _operation(
         if op != "remove":
             raise InvalidValue(f"'{where}' ({op}) needs a value")
         value = None
-    path = parse_path(resource_type, text) if isinstance(text, str) and text.strip() else None
-    return op, path, value
+    return op, text if isinstance(text, str) and text.strip() else None, value
 
 
 def _member_ids(expr: Expr) -> frozenset[str]:
@@ -164,16 +174,21 @@ class _Patcher:
 
     resource_type: ResourceType
     doc: dict[str, Any]
+    unknowns: Unknowns
     members: list[MemberOp] = field(default_factory=list)
 
-    def apply(self, op: Op, path: PatchPath | None, value: Any) -> None:
-        if path is None:
+    def apply(self, op: Op, text: str | None, value: Any) -> None:
+        if text is None:
             if op == "remove":
                 raise NoTarget("remove needs a path")
             if not isinstance(value, dict):
                 raise InvalidValue(f"{op} without a path needs an object value")
             self._apply_object(op, value, None)
-        elif path.read_only:
+            return
+        path = self._parse(op, text, value)
+        if path is None:
+            return
+        if path.read_only:
             raise Mutability(f"attribute '{path.text}' is read-only")
         else:
             self._apply_path(op, path, value, merge=False)
@@ -184,10 +199,26 @@ class _Patcher:
             # scim2-models serialises an extension object with its own `schemas`: skip it too.
             if key.lower() == "schemas":
                 continue
-            path = parse_path(self.resource_type, key if urn is None else f"{urn}:{key}")
+            path = self._parse(op, key if urn is None else f"{urn}:{key}", item)
             # Okta repeats the group's `id` in every membership update: ignore, don't fail.
-            if not path.read_only:
+            if path is not None and not path.read_only:
                 self._apply_path(op, path, item, merge=True)
+
+    def _normalize(self, attribute: Attribute, value: Any, path: PatchPath) -> Any:
+        return normalize_attribute_value(attribute, value, path=path.text, unknowns=self.unknowns)
+
+    def _parse(self, op: Op, text: str, value: Any) -> PatchPath | None:
+        """The resolved path, or None when it names an undeclared attribute that
+        :attr:`unknowns` lets through (stored aside in ``store`` mode)."""
+        try:
+            return parse_path(self.resource_type, text)
+        except UnknownPath as unknown:
+            name = text.strip()
+            # Refused as the plain InvalidPath it always was.
+            refusal = InvalidPath(unknown.detail)
+            if self.unknowns.meet(name, refusal, storable=unknown.top_level):
+                keep_unknown(self.resource_type, self.doc, name, value, remove=op == "remove")
+            return None
 
     def _apply_path(self, op: Op, path: PatchPath, value: Any, *, merge: bool) -> None:
         attribute = path.attribute
@@ -228,13 +259,13 @@ class _Patcher:
         holder = self._holder(path.urn)
         old = holder.get(attribute.name)
         if path.sub is not None:
-            new = normalize_attribute_value(path.sub, value, path=path.text)
+            new = self._normalize(path.sub, value, path)
             container = dict(old or {})
             _check_immutable(path.sub, container.get(path.sub.name), new, path.text)
             _assign(container, path.sub.name, new)
             _assign(holder, attribute.name, container)
             return
-        new = normalize_attribute_value(attribute, value, path=path.text)
+        new = self._normalize(attribute, value, path)
         if new is None and (op == "add" or merge):
             return
         # An explicit `replace` of a complex attribute replaces it; `add` and path-less values
@@ -248,7 +279,7 @@ class _Patcher:
         holder = self._holder(path.urn)
         items: list[Any] = list(holder.get(attribute.name) or [])
         if path.filter is None and path.sub is None:
-            given = normalize_attribute_value(attribute, _as_list(value), path=path.text) or []
+            given = self._normalize(attribute, _as_list(value), path) or []
             if op == "replace":
                 items = []
             fresh = [item for i, item in enumerate(given) if item not in items + given[:i]]
@@ -268,7 +299,7 @@ class _Patcher:
         expects ``replace emails[type eq "work"].value`` to create the work email.
         """
         if path.sub is not None:
-            sub = normalize_attribute_value(path.sub, value, path=path.text)
+            sub = self._normalize(path.sub, value, path)
             patch = {path.sub.name: sub}
         else:
             patch = self._one_item(attribute, path, value)
@@ -289,7 +320,7 @@ class _Patcher:
         return touched
 
     def _one_item(self, attribute: Attribute, path: PatchPath, value: Any) -> dict[str, Any]:
-        given = normalize_attribute_value(attribute, _as_list(value), path=path.text) or []
+        given = self._normalize(attribute, _as_list(value), path) or []
         if len(given) != 1:
             raise InvalidValue(f"'{path.text}' needs exactly one value")
         item: dict[str, Any] = given[0]
@@ -330,7 +361,7 @@ class _Patcher:
         if path.filter is None and path.sub is None:
             if value is None:
                 return []
-            listed = normalize_attribute_value(attribute, _as_list(value), path=path.text) or []
+            listed = self._normalize(attribute, _as_list(value), path) or []
             ids = {i.get("value") for i in listed if isinstance(i, dict) and "value" in i}
             return [
                 item
@@ -368,9 +399,8 @@ class _Patcher:
         else:
             self._emit(MemberOp("replace", items=items) if items else MemberOp("clear"))
 
-    @staticmethod
-    def _member_items(path: PatchPath, value: Any) -> tuple[Member, ...]:
-        listed = normalize_members(_as_list(value), path=path.text)
+    def _member_items(self, path: PatchPath, value: Any) -> tuple[Member, ...]:
+        listed = normalize_members(_as_list(value), path=path.text, unknowns=self.unknowns)
         return tuple(Member(value=m["value"], display=m.get("display")) for m in listed)
 
     def _emit(self, member_op: MemberOp) -> None:

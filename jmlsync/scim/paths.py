@@ -10,6 +10,18 @@ from jmlsync.scim.filters import parse_value_filter
 from jmlsync.scim.schema import Attribute, ResourceType
 
 
+class UnknownPath(InvalidPath):
+    """The path names an attribute or sub-attribute the schemas do not define.
+
+    ``top_level`` is True when the attribute itself is unknown (its value could be kept
+    aside), False for an unknown sub-attribute of a known attribute.
+    """
+
+    def __init__(self, detail: str, *, top_level: bool) -> None:
+        super().__init__(detail)
+        self.top_level = top_level
+
+
 @dataclass(frozen=True)
 class PatchPath:
     """A parsed path ``[urn:]attr[filter][.sub]``; ``attribute`` is None for a whole extension.
@@ -44,7 +56,7 @@ def parse_path(resource_type: ResourceType, text: str) -> PatchPath:
     if sub_name is not None:
         sub = attribute.sub(sub_name) if attribute.is_complex else None
         if sub is None:
-            raise InvalidPath(f"unknown sub-attribute in path '{stripped}'")
+            raise UnknownPath(f"unknown sub-attribute in path '{stripped}'", top_level=False)
     expr = None
     if filter_text is not None:
         if not (attribute.multi_valued and attribute.is_complex):
@@ -96,5 +108,5 @@ def _resolve(
         if len(found) == 1:
             urn, attribute = found[0]
     if attribute is None:
-        raise InvalidPath(f"unknown attribute in path '{text}'")
+        raise UnknownPath(f"unknown attribute in path '{text}'", top_level=True)
     return attribute, urn

@@ -8,6 +8,7 @@ from typing import Any
 
 from jmlsync.domain.models import StoredResource
 from jmlsync.scim.schema import Attribute, ResourceType
+from jmlsync.scim.unknown import UNRECOGNISED
 
 
 def etag(version: int) -> str:
@@ -107,9 +108,15 @@ class Projection:
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The response body: ``body`` narrowed as asked, ``returned`` rules enforced."""
         result: dict[str, Any] = {}
+        aside: dict[str, Any] = {}
         for key, value in body.items():
             if key in ("id", "schemas"):
                 result[key] = value
+                continue
+            if key.startswith("urn:") and self.resource_type.schema_for(key) is None:
+                # Kept verbatim in `store` mode: undeclared, so returned only by default.
+                if not self.attributes and isinstance(value, dict):
+                    aside.update(value if key == UNRECOGNISED else {key: value})
                 continue
             extension = self.resource_type.extension(key)
             if extension is not None and isinstance(value, dict):
@@ -129,6 +136,8 @@ class Projection:
             narrowed_value = self._narrow(None, attribute, value)
             if narrowed_value is not None:
                 result[key] = narrowed_value
+        for key, value in aside.items():
+            result.setdefault(key, value)
         return result
 
     def _narrow(self, container: str | None, attribute: Attribute, value: Any) -> Any:

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
 from jmlsync.domain.models import Change, Member, MemberOp, StoredResource
 from jmlsync.ports import Query, Store
 from jmlsync.scim.discovery import list_response
-from jmlsync.scim.errors import InvalidFilter, InvalidSyntax, InvalidValue, PreconditionFailed
+from jmlsync.scim.errors import (
+    InvalidFilter,
+    InvalidSyntax,
+    InvalidValue,
+    PreconditionFailed,
+    ScimError,
+)
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
-from jmlsync.scim.schema import GROUP, RESOURCE_TYPES, SEARCH_REQUEST_SCHEMA, ResourceType
+from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType, SchemaSet
+from jmlsync.scim.unknown import Unknowns
 from jmlsync.scim.validate import normalize_resource
+from jmlsync.scim.writes import LENIENCY, Write, salvage, salvageable, write_leniently
+
+log = logging.getLogger("jmlsync.scim")
 
 SCIM_CONTENT_TYPE = "application/scim+json"
 
@@ -27,6 +39,8 @@ PUBLIC_URL = web.AppKey("public_url", str)
 PAGE_LIMITS: web.AppKey[tuple[int, int]] = web.AppKey("page_limits")
 Clock = Callable[[], datetime]
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+#: The resource types and schemas served, declared extensions included.
+SERVED = web.AppKey("served", SchemaSet)
 
 
 def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str) -> web.Response:
@@ -112,7 +126,7 @@ def _members_change(members: list[dict[str, Any]] | None) -> tuple[MemberOp, ...
 
 
 def _wants_relations(resource_type: ResourceType, projection: Projection) -> bool:
-    return projection.wants("members" if resource_type is GROUP else "groups")
+    return projection.wants("members" if resource_type.name == "Group" else "groups")
 
 
 def _int_param(params: Any, name: str, default: int) -> int:
@@ -191,7 +205,8 @@ async def _list(
 
 
 async def search_root(request: web.Request) -> web.Response:
-    return await _list(request, list(RESOURCE_TYPES.values()), await _search_body(request))
+    served = request.app.get(SERVED, BUILT_IN)
+    return await _list(request, list(served.resource_types.values()), await _search_body(request))
 
 
 async def _search_body(request: web.Request) -> dict[str, Any]:
@@ -210,11 +225,39 @@ class ResourceEndpoints:
     def __init__(self, resource_type: ResourceType) -> None:
         self.resource_type = resource_type
 
+    async def _write(
+        self, request: web.Request, write: Write, build: Callable[[Unknowns], Change]
+    ) -> StoredResource:
+        kind = self.resource_type.endpoint.strip("/")
+        return await write_leniently(request.app[LENIENCY], kind, write, build)
+
+    async def _salvage(
+        self, request: web.Request, body: Any, error: Exception, *, put: bool
+    ) -> None:
+        await salvage(
+            request.app[STORE],
+            self.resource_type,
+            request.match_info["id"],
+            body,
+            error,
+            _now(request),
+            put=put,
+        )
+
     async def create(self, request: web.Request) -> web.Response:
         resource_type = self.resource_type
-        doc, members = normalize_resource(resource_type, await read_json(request))
-        change = Change(doc=doc, members=_members_change(members))
-        stored = await request.app[STORE].create(resource_type.kind, change, _now(request))
+        body = await read_json(request)
+
+        def build(unknowns: Unknowns) -> Change:
+            doc, members = normalize_resource(resource_type, body, unknowns)
+            return Change(doc=doc, members=_members_change(members))
+
+        store, now = request.app[STORE], _now(request)
+
+        async def write(change: Callable[[], Change]) -> StoredResource:
+            return await store.create(resource_type.kind, change(), now)
+
+        stored = await self._write(request, write, build)
         return _single(
             request, resource_type, stored, _projection(resource_type, request.query), 201
         )
@@ -232,17 +275,57 @@ class ResourceEndpoints:
             return web.Response(status=304, headers={"ETag": etag(stored.version)})
         return _single(request, resource_type, stored, projection)
 
+    async def _update(
+        self,
+        request: web.Request,
+        body: Any,
+        build: Callable[[StoredResource, Unknowns], Change],
+        *,
+        put: bool,
+        with_members: bool,
+    ) -> StoredResource:
+        resource_type = self.resource_type
+        store, now, expected = request.app[STORE], _now(request), _expected_version(request)
+        current_of: list[StoredResource] = []
+
+        async def write(change: Callable[[], Change]) -> StoredResource:
+            def mutate(current: StoredResource) -> Change:
+                current_of[:] = [current]
+                return change()
+
+            return await store.update(
+                resource_type.kind,
+                request.match_info["id"],
+                mutate,
+                now,
+                expected_version=expected,
+                with_members=with_members,
+            )
+
+        def build_current(unknowns: Unknowns) -> Change:
+            return build(current_of[0], unknowns)
+
+        try:
+            return await self._write(request, write, build_current)
+        except (ScimError, UnknownMembers, DuplicateUserName) as exc:
+            if salvageable(exc):
+                await self._salvage(request, body, exc, put=put)
+            raise
+
     async def replace(self, request: web.Request) -> web.Response:
         resource_type = self.resource_type
-        doc, members = normalize_resource(resource_type, await read_json(request))
-        change = Change(doc=doc, members=_members_change(members))
+        body = await read_json(request)
         projection = _projection(resource_type, request.query)
-        stored = await request.app[STORE].update(
-            resource_type.kind,
-            request.match_info["id"],
-            lambda _current: change,
-            _now(request),
-            expected_version=_expected_version(request),
+
+        def build(_current: StoredResource, unknowns: Unknowns) -> Change:
+            doc, members = normalize_resource(resource_type, body, unknowns)
+            return Change(doc=doc, members=_members_change(members))
+
+        stored = await self._update(
+            request,
+            body,
+            build,
+            put=True,
             with_members=_wants_relations(resource_type, projection),
         )
         return _single(request, resource_type, stored, projection)
@@ -251,20 +334,19 @@ class ResourceEndpoints:
         resource_type = self.resource_type
         body = await read_json(request)
 
-        def mutate(current: StoredResource) -> Change:
-            result = apply_patch(resource_type, current.doc, body)
+        def build(current: StoredResource, unknowns: Unknowns) -> Change:
+            result = apply_patch(resource_type, current.doc, body, unknowns)
             return Change(doc=result.doc, members=result.members)
 
         asked = "attributes" in request.query or "excludedAttributes" in request.query
         projection = _projection(resource_type, request.query)
         # A group may have 100k members: unless asked, answer 204 rather than list them all.
-        quiet = resource_type is GROUP and not asked
-        stored = await request.app[STORE].update(
-            resource_type.kind,
-            request.match_info["id"],
-            mutate,
-            _now(request),
-            expected_version=_expected_version(request),
+        quiet = resource_type.name == "Group" and not asked
+        stored = await self._update(
+            request,
+            body,
+            build,
+            put=False,
             with_members=not quiet and _wants_relations(resource_type, projection),
         )
         if quiet:

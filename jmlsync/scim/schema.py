@@ -7,7 +7,8 @@ spelling and answers with the canonical definition, whose ``name`` is the spelli
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from typing import Any
@@ -187,17 +188,19 @@ class ResourceType:
         return doc
 
 
+def schema_from_document(doc: dict[str, Any]) -> Schema:
+    """A schema from its RFC 7643 §7 representation (as /Schemas publishes it)."""
+    return Schema(
+        id=doc["id"],
+        name=doc["name"],
+        attributes=tuple(_attribute(a, doc["id"]) for a in doc["attributes"]),
+        document=doc,
+    )
+
+
 def _load_schemas() -> dict[str, Schema]:
     raw = json.loads(resources.files("jmlsync.scim").joinpath("schemas.json").read_text("utf-8"))
-    schemas = {}
-    for doc in raw:
-        schemas[doc["id"]] = Schema(
-            id=doc["id"],
-            name=doc["name"],
-            attributes=tuple(_attribute(a, doc["id"]) for a in doc["attributes"]),
-            document=doc,
-        )
-    return schemas
+    return {doc["id"]: schema_from_document(doc) for doc in raw}
 
 
 SCHEMAS: dict[str, Schema] = _load_schemas()
@@ -216,3 +219,30 @@ GROUP = ResourceType(
     schema=SCHEMAS[GROUP_SCHEMA],
 )
 RESOURCE_TYPES: dict[str, ResourceType] = {USER.name: USER, GROUP.name: GROUP}
+
+
+@dataclass(frozen=True)
+class SchemaSet:
+    """The resource types and schemas one service serves: the built-in ones plus the
+    extension schemas its configuration declares (``[[scim.extensions]]``)."""
+
+    resource_types: dict[str, ResourceType]
+    schemas: dict[str, Schema]
+
+
+def schema_set(extensions: Iterable[tuple[str, dict[str, Any]]] = ()) -> SchemaSet:
+    """The built-in resource types with the declared ``(resource type name, schema document)``
+    extensions added; the core schemas stay the very same objects."""
+    added: dict[str, list[Schema]] = {USER.name: [], GROUP.name: []}
+    for resource, document in extensions:
+        added[resource].append(schema_from_document(document))
+    types = {
+        name: replace(base, extensions=(*base.extensions, *added[name]))
+        for name, base in RESOURCE_TYPES.items()
+    }
+    schemas = {**SCHEMAS, **{s.id: s for extra in added.values() for s in extra}}
+    return SchemaSet(resource_types=types, schemas=schemas)
+
+
+#: What a service without declared extensions serves.
+BUILT_IN = SchemaSet(resource_types=RESOURCE_TYPES, schemas=SCHEMAS)

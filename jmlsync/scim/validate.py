@@ -15,6 +15,7 @@ from typing import Any
 
 from jmlsync.scim.errors import InvalidSyntax, InvalidValue
 from jmlsync.scim.schema import GROUP, Attribute, ResourceType
+from jmlsync.scim.unknown import UNRECOGNISED, Unknowns, store_unknown
 
 
 def _members_attribute() -> Attribute:
@@ -44,17 +45,20 @@ def is_membership(attribute: Attribute) -> bool:
 
 
 def normalize_resource(
-    resource_type: ResourceType, body: Any
+    resource_type: ResourceType, body: Any, unknowns: Unknowns | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """Validate a POST or PUT body; answer its doc and, for a Group, its members.
 
     ``members`` is a list of ``{"value": id, "display"?: text}``, or None when the body has no
     ``members``. Read-only attributes (``id``, ``meta``, ``groups``...) are dropped silently.
-    Raises InvalidSyntax when the body is not an object, InvalidValue for any schema violation.
+    Attributes the schemas do not define are refused, unless ``unknowns`` says to ignore or
+    store them (it records their names). Raises InvalidSyntax when the body is not an object,
+    InvalidValue for any schema violation.
     """
     if not isinstance(body, dict):
         raise InvalidSyntax("the request body must be a JSON object")
-    _check_schemas(resource_type, body)
+    unknowns = unknowns or Unknowns()
+    _check_schemas(resource_type, body, unknowns)
     doc: dict[str, Any] = {}
     members: list[dict[str, Any]] | None = None
     for key, value in body.items():
@@ -62,50 +66,90 @@ def normalize_resource(
             continue
         extension = resource_type.extension(key)
         if extension is not None:
-            _put_extension_object(resource_type, doc, extension.id, value, key)
+            _put_extension_object(resource_type, doc, extension.id, value, key, unknowns)
             continue
         urn, name = resource_type.split_urn(key)
         attribute = resource_type.attribute(name, urn)
         if attribute is None:
-            raise InvalidValue(f"unknown attribute '{key}'")
+            error = InvalidValue(f"unknown attribute '{key}'")
+            if unknowns.meet(key, error, storable=True):
+                keep_unknown(resource_type, doc, key, value)
+            continue
         if attribute.read_only:
             continue
         if is_membership(attribute):
-            members = None if value is None else normalize_members(value, path=attribute.name)
+            members = (
+                None
+                if value is None
+                else normalize_members(value, path=attribute.name, unknowns=unknowns)
+            )
             continue
-        _put(doc, urn, attribute, normalize_attribute_value(attribute, value, path=key))
+        normalized = normalize_attribute_value(attribute, value, path=key, unknowns=unknowns)
+        _put(doc, urn, attribute, normalized)
     finalize_doc(resource_type, doc)
     return doc, members
 
 
-def normalize_attribute_value(attribute: Attribute, value: Any, *, path: str) -> Any:
+def keep_unknown(
+    resource_type: ResourceType, doc: dict[str, Any], name: str, value: Any, *, remove: bool = False
+) -> None:
+    """Store (or remove) the undeclared ``name`` verbatim in ``doc`` (``store`` mode).
+
+    Under its URN when the URN is undeclared too; in the unrecognised bag otherwise, so a
+    declared schema's object never holds what its definition does not.
+    """
+    urn, _ = resource_type.split_urn(name)
+    declared_prefix = urn is not None or name.lower().startswith(resource_type.schema.id.lower())
+    if declared_prefix or not name.lower().startswith("urn:"):
+        bag = doc.setdefault(UNRECOGNISED, {})
+        if remove or value is None:
+            bag.pop(name, None)
+        else:
+            bag[name] = value
+        if not bag:
+            del doc[UNRECOGNISED]
+        return
+    store_unknown(doc, name, value, remove=remove)
+
+
+def normalize_attribute_value(
+    attribute: Attribute, value: Any, *, path: str, unknowns: Unknowns | None = None
+) -> Any:
     """Check one attribute's value against its definition and answer its stored form.
 
     None stands for "absent" (JSON null, an empty list, or an object left empty once read-only
-    sub-attributes are dropped). ``path`` names the attribute in error details.
+    sub-attributes are dropped). ``path`` names the attribute in error details. Unknown
+    sub-attributes are refused unless ``unknowns`` says to ignore them.
     """
     if value is None:
         return None
+    unknowns = unknowns or Unknowns()
     if not attribute.multi_valued:
-        return _normalize_single(attribute, value, path)
+        return _normalize_single(attribute, value, path, unknowns)
     if not isinstance(value, list):
         raise InvalidValue(f"attribute '{path}' must be a list")
-    items = [_normalize_single(attribute, item, f"{path}[{i}]") for i, item in enumerate(value)]
+    items = [
+        _normalize_single(attribute, item, f"{path}[{i}]", unknowns, name=path)
+        for i, item in enumerate(value)
+    ]
     kept = [item for item in items if item is not None]
     check_primary(attribute, kept, path=path)
     return kept or None
 
 
-def normalize_members(value: Any, *, path: str) -> list[dict[str, Any]]:
+def normalize_members(
+    value: Any, *, path: str, unknowns: Unknowns | None = None
+) -> list[dict[str, Any]]:
     """Check a list of group members; answer ``{"value", "display"?}`` items, duplicates dropped.
 
     ``$ref`` and ``type`` are dropped: a member is a user id, and the store checks it exists.
     """
     if not isinstance(value, list):
         raise InvalidValue(f"attribute '{path}' must be a list")
+    unknowns = unknowns or Unknowns()
     members: dict[str, dict[str, Any]] = {}
     for index, item in enumerate(value):
-        member = _normalize_member(item, f"{path}[{index}]")
+        member = _normalize_member(item, f"{path}[{index}]", unknowns)
         members.setdefault(member["value"], member)
     return list(members.values())
 
@@ -123,6 +167,13 @@ def finalize_doc(resource_type: ResourceType, doc: dict[str, Any]) -> None:
     for extension in resource_type.extensions:
         if extension.id in doc and not doc[extension.id]:
             del doc[extension.id]
+    declared = {urn.lower() for urn in resource_type.schema_ids}
+    kept_aside = [
+        key
+        for key, value in doc.items()
+        if key.startswith("urn:") and key.lower() not in declared and key != UNRECOGNISED
+        if isinstance(value, dict)
+    ]
     for schema in (resource_type.schema, *resource_type.extensions):
         holder = doc if schema is resource_type.schema else doc.get(schema.id, {})
         for attribute in schema.attributes:
@@ -131,6 +182,7 @@ def finalize_doc(resource_type: ResourceType, doc: dict[str, Any]) -> None:
     doc["schemas"] = [
         resource_type.schema.id,
         *(extension.id for extension in resource_type.extensions if extension.id in doc),
+        *kept_aside,
     ]
 
 
@@ -138,7 +190,7 @@ def _is_blank(value: Any) -> bool:
     return value is None or value == [] or (isinstance(value, str) and not value.strip())
 
 
-def _check_schemas(resource_type: ResourceType, body: dict[str, Any]) -> None:
+def _check_schemas(resource_type: ResourceType, body: dict[str, Any], unknowns: Unknowns) -> None:
     schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
     # Some IdPs omit `schemas`; the endpoint already says which resource type is meant.
     if schemas is None:
@@ -148,13 +200,23 @@ def _check_schemas(resource_type: ResourceType, body: dict[str, Any]) -> None:
     known = {urn.lower() for urn in resource_type.schema_ids}
     for urn in schemas:
         if urn.lower() not in known:
-            raise InvalidValue(f"'schemas' lists '{urn}', which {resource_type.name} does not have")
+            error = InvalidValue(
+                f"'schemas' lists '{urn}', which {resource_type.name} does not have"
+            )
+            # Stored mode keeps the URN with its attributes; the list itself is recomputed.
+            if unknowns.mode != "store":
+                unknowns.meet(urn, error)
     if resource_type.schema.id.lower() not in {urn.lower() for urn in schemas}:
         raise InvalidValue(f"'schemas' must contain '{resource_type.schema.id}'")
 
 
 def _put_extension_object(
-    resource_type: ResourceType, doc: dict[str, Any], urn: str, value: Any, key: str
+    resource_type: ResourceType,
+    doc: dict[str, Any],
+    urn: str,
+    value: Any,
+    key: str,
+    unknowns: Unknowns,
 ) -> None:
     if value is None:
         return
@@ -166,11 +228,15 @@ def _put_extension_object(
             continue
         attribute = resource_type.attribute(name, urn)
         if attribute is None:
-            raise InvalidValue(f"unknown attribute '{urn}:{name}'")
+            full = f"{urn}:{name}"
+            if unknowns.meet(full, InvalidValue(f"unknown attribute '{full}'"), storable=True):
+                keep_unknown(resource_type, doc, full, item)
+            continue
         if attribute.read_only:
             continue
         path = f"{urn}:{attribute.name}"
-        _put(doc, urn, attribute, normalize_attribute_value(attribute, item, path=path))
+        normalized = normalize_attribute_value(attribute, item, path=path, unknowns=unknowns)
+        _put(doc, urn, attribute, normalized)
 
 
 def _put(doc: dict[str, Any], urn: str | None, attribute: Attribute, value: Any) -> None:
@@ -181,15 +247,19 @@ def _put(doc: dict[str, Any], urn: str | None, attribute: Attribute, value: Any)
         holder[attribute.name] = value
 
 
-def _normalize_single(attribute: Attribute, value: Any, path: str) -> Any:
+def _normalize_single(
+    attribute: Attribute, value: Any, path: str, unknowns: Unknowns, *, name: str | None = None
+) -> Any:
     if value is None:
         return None
     if attribute.is_complex:
-        return _normalize_complex(attribute, value, path)
+        return _normalize_complex(attribute, value, path, unknowns, name or path)
     return _normalize_simple(attribute, value, path)
 
 
-def _normalize_complex(attribute: Attribute, value: Any, path: str) -> dict[str, Any] | None:
+def _normalize_complex(
+    attribute: Attribute, value: Any, path: str, unknowns: Unknowns, name_path: str
+) -> dict[str, Any] | None:
     value = _coerce_reference(attribute, value)
     if not isinstance(value, dict):
         raise InvalidValue(f"attribute '{path}' must be an object")
@@ -197,7 +267,9 @@ def _normalize_complex(attribute: Attribute, value: Any, path: str) -> dict[str,
     for name, item in value.items():
         sub = attribute.sub(name)
         if sub is None:
-            raise InvalidValue(f"unknown attribute '{path}.{name}'")
+            # Named without the item index: one name per attribute, whatever the position.
+            unknowns.meet(f"{name_path}.{name}", InvalidValue(f"unknown attribute '{path}.{name}'"))
+            continue
         if sub.read_only or item is None:
             continue
         if sub.name in result:
@@ -251,14 +323,15 @@ def _is_datetime(text: str) -> bool:
     return True
 
 
-def _normalize_member(item: Any, path: str) -> dict[str, Any]:
+def _normalize_member(item: Any, path: str, unknowns: Unknowns) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise InvalidValue(f"'{path}' must be an object")
     member: dict[str, Any] = {}
     for name, value in item.items():
         sub = _MEMBERS.sub(name)
         if sub is None:
-            raise InvalidValue(f"unknown attribute '{path}.{name}'")
+            unknowns.meet(f"members.{name}", InvalidValue(f"unknown attribute '{path}.{name}'"))
+            continue
         if sub.name in ("value", "display") and value is not None:
             member[sub.name] = _normalize_simple(sub, value, f"{path}.{sub.name}")
     if not member.get("value"):

@@ -84,7 +84,9 @@ class SqlStore:
         async def body(conn: WriteConn) -> StoredResource:
             if kind == "User":
                 await self._insert_user(conn, resource_id, change.doc, stamp)
-                await effects.user_written(conn, resource_id, None, change.doc, now)
+                await effects.user_written(
+                    conn, resource_id, None, change.doc, now, notes=change.notes
+                )
             else:
                 await self._insert_group(conn, resource_id, change.doc, stamp)
                 affected = await memberships.apply(conn, resource_id, change.members)
@@ -119,7 +121,9 @@ class SqlStore:
             change = mutate(current)
             if kind == "User":
                 await self._update_user(conn, resource_id, change.doc, stamp)
-                await effects.user_written(conn, resource_id, current.doc, change.doc, now)
+                await effects.user_written(
+                    conn, resource_id, current.doc, change.doc, now, notes=change.notes
+                )
             else:
                 await self._update_group(conn, resource_id, change.doc, stamp)
                 affected = await memberships.apply(conn, resource_id, change.members)

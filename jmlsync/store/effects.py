@@ -61,9 +61,11 @@ async def user_written(
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
     now: datetime,
+    *,
+    notes: tuple[str, ...] = (),
 ) -> None:
     """Enqueue the user's principal(s) and keep the leaver record, for a create, an update
-    (``before`` and ``after``) or a delete (``after`` None)."""
+    (``before`` and ``after``) or a delete (``after`` None); ``notes`` join the audit row."""
     action = "user.create" if before is None else "user.delete" if after is None else "user.update"
     old_name = str(before["userName"]) if before else None
     new_name = str(after["userName"]) if after else None
@@ -84,6 +86,7 @@ async def user_written(
         detail = "deactivated" if after is not None else "deleted"
     elif before is not None and after is not None and not _active(before) and _active(after):
         detail = "reactivated"
+    detail = "; ".join([*([detail] if detail else []), *notes]) or None
     await audit(conn, now, action, f"user {new_name or old_name} ({user_id})", detail=detail)
 
 
@@ -101,7 +104,9 @@ async def group_written(
     if names:
         await pipeline_sql.enqueue(conn, names, cause=action, now=now)
     subject = f"group {change.doc.get('displayName')} ({group_id})"
-    await audit(conn, now, action, subject, detail=rows.members_detail(change))
+    members = rows.members_detail(change)
+    detail = "; ".join([*([members] if members else []), *change.notes]) or None
+    await audit(conn, now, action, subject, detail=detail)
 
 
 async def members_of(conn: Conn, group_id: str) -> set[str]:
