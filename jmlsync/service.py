@@ -318,7 +318,7 @@ async def build_app(settings: Settings) -> web.Application:
             return True
         try:
             return await leadership[0].try_acquire()
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot check scheduler leadership: %s", exc)
             return False
 

@@ -49,7 +49,7 @@ class WriteHealth:
             return
         seconds = time.monotonic() - self._started
         log.warning(
-            "the store takes writes again after %.1fs (%d write(s) refused)",
+            "the store takes writes again after %.1fs (refused %d time(s))",
             seconds,
             self.refusals,
             extra={"fields": {"event": "store_recovered", "outage_seconds": round(seconds, 1)}},

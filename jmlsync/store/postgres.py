@@ -15,6 +15,7 @@ never a hang.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,17 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
             reason = "timed out waiting for the server"
         return StoreUnavailable(f"PostgreSQL: {reason}")
     return None
+
+
+class _PoolFloorFilter(logging.Filter):
+    """asyncpg logs a traceback every second while it cannot reconnect the pool's idle
+    connections; the store's write health already logs the outage once, and its end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to restore the pool connection floor")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorFilter())
 
 
 @dataclass(frozen=True)
