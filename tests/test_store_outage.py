@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_service, stop_service, write_config
-from tests.outage_burst import SETTINGS, assert_outage_logged_once, run_outage
+from tests.outage_burst import SETTINGS, assert_outage_logged_once, run_outage, status
 from tests.pg_cluster import pg_cluster
 
 DISK_BYTES = 16 * 1024 * 1024
@@ -71,6 +71,18 @@ async def test_sqlite_disk_full_mid_burst(tmp_path: Path, small_disk: Path) -> N
         )
     )
     filler = small_disk / "filler"
+
+    async def refuses_writes() -> None:
+        code, out = await status(config)
+        assert code == 1, out
+        assert "REFUSES WRITES: SQLite: database or disk is full" in out, out
+        assert "Traceback" not in out
+
+    async def fine() -> None:
+        code, out = await status(config)
+        assert code == 0, out
+        assert "REFUSES" not in out
+
     service = await start_service(config)
     try:
         burst = await run_outage(
@@ -79,6 +91,8 @@ async def test_sqlite_disk_full_mid_burst(tmp_path: Path, small_disk: Path) -> N
             go_down=lambda: asyncio.to_thread(_fill, filler),
             come_back=lambda: asyncio.to_thread(filler.unlink),
             min_outage_seconds=2,
+            while_down=refuses_writes,
+            after=fine,
         )
     finally:
         code = await stop_service(service)
@@ -102,6 +116,17 @@ async def test_postgres_stopped_mid_burst(tmp_path: Path) -> None:
                 'url = "sqlite:///state/jmlsync.db"', f'url = "{cluster.url}"'
             )
         )
+
+        async def unreachable() -> None:
+            code, out = await status(config)
+            assert code == 1, out
+            assert out.startswith("jmlsync: the store is unreachable: PostgreSQL"), out
+            assert len(out.strip().splitlines()) == 1, out
+
+        async def fine() -> None:
+            code, out = await status(config)
+            assert code == 0, out
+
         service = await start_service(config)
         try:
             burst = await run_outage(
@@ -110,6 +135,8 @@ async def test_postgres_stopped_mid_burst(tmp_path: Path) -> None:
                 go_down=cluster.stop,
                 come_back=cluster.start,
                 min_outage_seconds=3,
+                while_down=unreachable,
+                after=fine,
             )
         finally:
             code = await stop_service(service)

@@ -34,11 +34,13 @@ MIGRATION_LOCK = 7_263_001
 
 #: What means "the server cannot take this now" rather than "this is wrong": a connection
 #: lost or refused, a timeout, an operator or crash shutdown, a server starting up, out of
-#: disk, memory or connections (SQLSTATE classes 08, 57, 53 and 58).
+#: disk, memory or connections (SQLSTATE classes 08, 57, 53 and 58). asyncpg's client-state
+#: errors are here too: a connection the server dropped mid-statement can be left in one.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
