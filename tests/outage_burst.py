@@ -99,6 +99,7 @@ async def run_outage(
                 burst.unavailable += 1
                 if not reply.headers.get("Retry-After", "").isdigit():
                     burst.without_retry_after += 1
+                assert body is not None, "a 503 without a SCIM Error body"
                 assert body["status"] == "503", body
             else:
                 burst.unexpected.append((reply.status, body))

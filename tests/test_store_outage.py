@@ -15,13 +15,22 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import start_service, stop_service, write_config
-from tests.outage_burst import SETTINGS, assert_outage_logged_once, run_outage, status
+from tests.outage_burst import (
+    HEADERS,
+    SETTINGS,
+    USER,
+    assert_outage_logged_once,
+    run_outage,
+    status,
+)
 from tests.pg_cluster import pg_cluster
 
 DISK_BYTES = 16 * 1024 * 1024
@@ -142,3 +151,56 @@ async def test_postgres_stopped_mid_burst(tmp_path: Path) -> None:
             code = await stop_service(service)
         assert code == 0, "".join(service.log[-40:]) + cluster.log_tail()
         assert_outage_logged_once(service.log, burst)
+
+
+@pytest.mark.timeout(90)
+async def test_postgres_frozen_answers_503_in_time_and_readyz_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    async with pg_cluster() as cluster:
+        config = write_config(
+            tmp_path,
+            extra="connect_timeout_seconds = 1\ncommand_timeout_seconds = 1\n"
+            "acquire_timeout_seconds = 1\n",
+        )
+        config.write_text(
+            config.read_text().replace(
+                'url = "sqlite:///state/jmlsync.db"', f'url = "{cluster.url}"'
+            )
+        )
+        service = await start_service(config)
+        root = service.url.split("/scim/")[0]
+        counter = iter(range(1000))
+        try:
+            async with aiohttp.ClientSession(headers=HEADERS) as http:
+
+                async def create() -> tuple[int, dict[str, str], float]:
+                    body = {"schemas": [USER], "userName": f"u{next(counter)}@x.io"}
+                    started = time.monotonic()
+                    async with http.post(f"{service.url}/Users", json=body) as reply:
+                        return reply.status, dict(reply.headers), time.monotonic() - started
+
+                async def readyz() -> tuple[int, float]:
+                    started = time.monotonic()
+                    async with http.get(f"{root}/readyz") as reply:
+                        return reply.status, time.monotonic() - started
+
+                assert (await create())[0] == 201
+                cluster.freeze()
+                try:
+                    status, headers, took = await create()
+                    assert status == 503, status
+                    assert headers["Retry-After"].isdigit()
+                    assert took < 5, f"a frozen database held a request {took:.1f}s"
+                    status, took = await readyz()
+                    assert status == 503
+                    assert took < 5, f"a frozen database held /readyz {took:.1f}s"
+                finally:
+                    cluster.thaw()
+                async with asyncio.timeout(30):
+                    while (await create())[0] != 201 or (await readyz())[0] != 200:  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+        finally:
+            assert await stop_service(service) == 0, "".join(service.log[-30:])
+        crashes = [line for line in service.log if "Traceback" in line]
+        assert crashes == [], crashes[:2]

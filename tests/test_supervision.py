@@ -77,7 +77,7 @@ async def outage_rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, StoreOutageFake
         alerts = RecordingAlerts()
         pipeline = Pipeline(
             runtime.store,
-            outage,  # type: ignore[arg-type]
+            outage,
             applier,
             rules_from_settings(settings),
             clock=now_utc,
