@@ -17,6 +17,7 @@ from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
+from jmlsync.engine.supervision import store_outage
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
@@ -183,3 +184,11 @@ async def test_an_unexpected_error_while_leasing_does_not_shrink_the_pool(
     assert errors[0].exc_info is not None, "the first unexpected error carries its traceback"
     rig.pipeline.stop()
     await task
+
+
+def test_a_store_outage_is_found_inside_a_task_groups_exception_group() -> None:
+    outage = StoreUnavailable("PostgreSQL: connection lost")
+    nested = ExceptionGroup("lanes", [ValueError("other"), ExceptionGroup("inner", [outage])])
+    assert store_outage(nested) is outage
+    assert store_outage(ExceptionGroup("lanes", [ValueError("other")])) is None
+    assert store_outage(RuntimeError("a bug")) is None

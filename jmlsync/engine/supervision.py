@@ -62,3 +62,16 @@ class Outage:
             extra={"fields": {"event": "pipeline_recovered", "outage_seconds": round(seconds, 1)}},
         )
         self.since, self.error, self.failures = None, None, 0
+
+
+def store_outage(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable behind ``exc``, also from inside a task group's exception group
+    (operations applied in parallel), else None."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = store_outage(inner)
+            if found is not None:
+                return found
+    return None

@@ -23,13 +23,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.alerts import AlertSink
-from jmlsync.domain.errors import PermanentTargetError, StoreUnavailable, TargetError
+from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Rule
 from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
 from jmlsync.engine.apply import Applier
-from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth
+from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.ports import Queue, Store
 
 log = logging.getLogger("jmlsync.worker")
@@ -271,12 +271,14 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.queue.release([job.id]))
             raise
-        except StoreUnavailable as exc:
-            # Not the job's fault: it runs again once the store is back, with no attempt
-            # counted (the outage would otherwise dead-letter leavers).
-            self._outage.failed(exc)
-            await self._settle(job, lambda: self.queue.release([job.id]))
-        except Exception:
+        except Exception as exc:
+            outage = store_outage(exc)
+            if outage is not None:
+                # Not the job's fault: it runs again once the store is back, with no attempt
+                # counted (the outage would otherwise dead-letter leavers).
+                self._outage.failed(outage)
+                await self._settle(job, lambda: self.queue.release([job.id]))
+                return
             log.exception("job %d for %s crashed; it will be retried", job.id, job.user_name)
             failure = JobFailed("internal error", permanent=False)
             await self._settle(job, lambda: self._failed(job, failure))
