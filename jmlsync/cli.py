@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from jmlsync import __version__
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli_common import CONFIG_OPTION, Commands, settings_or_exit
 from jmlsync.cli_config import config
 from jmlsync.cli_db import db
 from jmlsync.cli_ops import audit, queue
@@ -20,7 +20,7 @@ from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 
 
-@click.group()
+@click.group(cls=Commands)
 @click.version_option(__version__, prog_name="jmlsync")
 def main() -> None:
     """jmlsync: joiner-mover-leaver sync from your identity provider to your clouds."""

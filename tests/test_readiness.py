@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,24 @@ def test_postgres_timeouts_are_in_the_config_schema() -> None:
     store = json.loads(result.stdout)["$defs"]["StoreSettings"]["properties"]
     for key in ("connect_timeout_seconds", "command_timeout_seconds", "acquire_timeout_seconds"):
         assert store[key]["exclusiveMinimum"] == 0, store[key]
+
+
+@pytest.mark.parametrize("command", [["queue", "list"], ["status"], ["audit", "verify"]])
+def test_cli_commands_on_an_unreachable_store_print_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = write_config(tmp_path, extra="connect_timeout_seconds = 2")
+    config.write_text(
+        config.read_text().replace(
+            'url = "sqlite:///state/jmlsync.db"',
+            f'url = "postgresql://postgres@127.0.0.1:{port}/x"',
+        )
+    )
+    result = CliRunner().invoke(main, [*command, "--config", str(config)])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("jmlsync: the store is") and "PostgreSQL" in line, line
