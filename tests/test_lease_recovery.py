@@ -117,4 +117,5 @@ async def test_a_running_replica_takes_over_a_dead_replicas_job_promptly(tmp_pat
         finally:
             await store.close()
         assert taken < LEASE.total_seconds() / 2, f"took {taken:.1f}s: the lease ran out"
-        assert "took back 1 lease(s) of a replica that is gone" in "".join(survivor.log)
+        # At its start (if A died before the survivor's workers began) or by its heartbeat.
+        assert "took back 1 lease(s)" in "".join(survivor.log)
