@@ -192,3 +192,12 @@ def test_a_store_outage_is_found_inside_a_task_groups_exception_group() -> None:
     assert store_outage(nested) is outage
     assert store_outage(ExceptionGroup("lanes", [ValueError("other")])) is None
     assert store_outage(RuntimeError("a bug")) is None
+
+
+def test_the_backoff_is_capped_however_long_the_outage(
+    outage_rig: tuple[Rig, StoreOutageFake],
+) -> None:
+    rig, _ = outage_rig
+    rig.pipeline.options = PipelineOptions(outage_initial_wait=0.1, outage_max_wait=2.0)
+    waits = [rig.pipeline._backoff(n) for n in (1, 2, 3, 10, 5000)]
+    assert waits == [0.1, 0.2, 0.4, 2.0, 2.0]

@@ -198,7 +198,8 @@ class Pipeline:
             self.wake()
 
     def _backoff(self, failures: int) -> float:
-        wait = self.options.outage_initial_wait * 2.0 ** max(0, failures - 1)
+        # The exponent is capped: an outage of thousands of attempts must not overflow.
+        wait = self.options.outage_initial_wait * 2.0 ** min(max(0, failures - 1), 32)
         return float(min(wait, self.options.outage_max_wait))
 
     async def _pause(self, seconds: float) -> None:
