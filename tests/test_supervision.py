@@ -52,7 +52,7 @@ class StoreOutageFake:
                 self.failures += 1
                 if self.failures >= self.enough_after:
                     self.enough.set()
-                raise self.error
+                raise type(self.error)(*self.error.args)  # a new one, as the backends do
             return await method(*args, **kwargs)
 
         return maybe_fail
