@@ -11,7 +11,7 @@ import click
 
 from jmlsync import __version__
 from jmlsync.cli_alerts import alerts
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli_common import CONFIG_OPTION, Commands, settings_or_exit
 from jmlsync.cli_config import config
 from jmlsync.cli_db import db
 from jmlsync.cli_ops import audit, queue
@@ -22,7 +22,7 @@ from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 from jmlsync.tls import TlsFileError
 
 
-@click.group()
+@click.group(cls=Commands)
 @click.version_option(__version__, prog_name="jmlsync")
 def main() -> None:
     """jmlsync: joiner-mover-leaver sync from your identity provider to your clouds."""

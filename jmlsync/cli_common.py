@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from jmlsync.config import ConfigError, Settings, load_settings
+from jmlsync.domain.errors import StoreUnavailable
 
 #: The environment variable that names the configuration file when --config is not given.
 CONFIG_ENVVAR = "JMLSYNC_CONFIG"
@@ -31,3 +32,15 @@ def settings_or_exit(path: Path) -> Settings:
     except ConfigError as exc:
         click.echo(f"jmlsync: {exc}", err=True)
         sys.exit(1)
+
+
+class Commands(click.Group):
+    """The command group: a store that cannot be reached or refuses a write ends any command
+    with one line on stderr and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailable as exc:
+            click.echo(f"jmlsync: the store is unavailable: {exc}", err=True)
+            sys.exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import click
 from jmlsync import sla
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
+from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.worker import LEAVERS_PAUSED
 from jmlsync.scim.resources import now_utc
-from jmlsync.service import open_store
+from jmlsync.service import open_store, probe_write
 from jmlsync.sla_html import render_html
 from jmlsync.sla_text import render_csv, render_table
 from jmlsync.store.assurance import SqlAssurance
+from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
 
 RENDERERS = {
@@ -31,46 +34,71 @@ RENDERERS = {
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
-    store = await open_store(settings)
+    """The status document; only ``store`` when the store cannot be reached."""
     try:
-        queue, assurance = SqlQueue(store.db), SqlAssurance(store.db)
-        stats = await queue.stats()
-        drift = await assurance.open_drift()
-        unverified = await assurance.unverified_leavers()
-        return {
-            "queue": {
-                "pending": stats.pending,
-                "dead_letters": stats.dead,
-                "oldest_enqueued_at": stats.oldest_due,
-                "leavers_paused": await queue.get_state(LEAVERS_PAUSED),
-            },
-            "runs": {
-                run.job: {
-                    "started_at": run.started_at,
-                    "finished_at": run.finished_at,
-                    "outcome": run.outcome,
-                    "counts": run.counts,
-                }
-                for run in await assurance.last_runs()
-            },
-            "drift": {
-                "missing": sum(1 for d in drift if d.kind == "missing"),
-                "unmanaged": sum(1 for d in drift if d.kind == "unmanaged"),
-            },
-            "leavers": {
-                "not_cleared": sum(1 for leaver in unverified if leaver.cleared_at is None),
-                "not_verified": len(unverified),
-                "sla_breaches": await assurance.open_breaches(),
-                "pending_by_target": await assurance.pending_by_target(settings.targets),
-            },
-        }
+        store = await open_store(settings)
+    except StoreUnavailable as exc:
+        return {"store": {"reachable": False, "writable": False, "error": str(exc)}}
+    try:
+        return await _read_status(store, settings.targets)
+    except StoreUnavailable as exc:  # it went away while we read
+        return {"store": {"reachable": False, "writable": False, "error": str(exc)}}
     finally:
         await store.close()
 
 
+async def _writable(queue: SqlQueue) -> str | None:
+    """Why the store refuses writes, or None: a separate process cannot see the service's
+    own failures, so it writes one harmless row (``service_state.store_probe``) itself."""
+    try:
+        await probe_write(queue)
+    except StoreUnavailable as exc:
+        return str(exc)
+    return None
+
+
+async def _read_status(store: SqlStore, targets: Iterable[str]) -> dict[str, Any]:
+    queue, assurance = SqlQueue(store.db), SqlAssurance(store.db)
+    refused = await _writable(queue)
+    stats = await queue.stats()
+    drift = await assurance.open_drift()
+    unverified = await assurance.unverified_leavers()
+    return {
+        "queue": {
+            "pending": stats.pending,
+            "dead_letters": stats.dead,
+            "oldest_enqueued_at": stats.oldest_due,
+            "leavers_paused": await queue.get_state(LEAVERS_PAUSED),
+        },
+        "runs": {
+            run.job: {
+                "started_at": run.started_at,
+                "finished_at": run.finished_at,
+                "outcome": run.outcome,
+                "counts": run.counts,
+            }
+            for run in await assurance.last_runs()
+        },
+        "drift": {
+            "missing": sum(1 for d in drift if d.kind == "missing"),
+            "unmanaged": sum(1 for d in drift if d.kind == "unmanaged"),
+        },
+        "leavers": {
+            "not_cleared": sum(1 for leaver in unverified if leaver.cleared_at is None),
+            "not_verified": len(unverified),
+            "sla_breaches": await assurance.open_breaches(),
+            "pending_by_target": await assurance.pending_by_target(targets),
+        },
+        "store": {"reachable": True, "writable": refused is None, "error": refused},
+    }
+
+
 def _status_table(status: dict[str, Any]) -> str:
     queue, drift, leavers = status["queue"], status["drift"], status["leavers"]
-    lines = [
+    lines = []
+    if not status["store"]["writable"]:
+        lines.append(f"store:   REFUSES WRITES: {status['store']['error']}")
+    lines += [
         f"queue:   {queue['pending']} pending, {queue['dead_letters']} dead letter(s)"
         + (f", oldest since {queue['oldest_enqueued_at']}" if queue["oldest_enqueued_at"] else ""),
     ]
@@ -104,11 +132,21 @@ def _status_table(status: dict[str, Any]) -> str:
 def status(config_path: Path, output_format: str) -> None:
     """Queue depth, dead letters, last runs, open drift and SLA breaches.
 
-    Exits 1 when an SLA breach is open or leaver processing is paused.
+    Exits 1 when an SLA breach is open, leaver processing is paused, or the store is
+    unreachable or refuses writes (found with one harmless probe write).
     """
     result = asyncio.run(_status(settings_or_exit(config_path)))
+    store = result["store"]
+    if not store["reachable"]:
+        if output_format == "json":
+            click.echo(json.dumps(result, indent=2))
+        else:
+            click.echo(f"jmlsync: the store is unreachable: {store['error']}", err=True)
+        sys.exit(1)
     click.echo(json.dumps(result, indent=2) if output_format == "json" else _status_table(result))
     if result["leavers"]["sla_breaches"] or result["queue"]["leavers_paused"]:
+        sys.exit(1)
+    if not store["writable"]:
         sys.exit(1)
 
 

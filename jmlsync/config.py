@@ -82,8 +82,16 @@ class ServerSettings(_Section):
 
 
 class StoreSettings(_Section):
+    """``[store]``: where the state lives, and (PostgreSQL) how long to wait for it."""
+
     url: str = "sqlite:///jmlsync.db"
     synchronous: str = "full"
+    #: PostgreSQL: the longest wait to open a connection to the server.
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    #: PostgreSQL: the longest wait for one statement's answer.
+    command_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    #: PostgreSQL: the longest wait for a free connection of the pool.
+    acquire_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
 
     @field_validator("url")
     @classmethod

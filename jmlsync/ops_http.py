@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
@@ -15,20 +16,34 @@ from jmlsync.store.queue import SqlQueue
 Check = Callable[[], Awaitable[str | None]]
 
 
+#: The longest a readiness check may take before it counts as failed.
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
 def ops_routes(
     metrics: Metrics,
     queue: SqlQueue,
     checks: Mapping[str, Check],
     outbox: SqlOutbox | None = None,
+    *,
+    check_timeout: float = CHECK_TIMEOUT_SECONDS,
 ) -> list[web.RouteDef]:
     """The /readyz and /metrics routes of a running service."""
 
+    async def bounded(check: Check) -> str | None:
+        try:
+            async with asyncio.timeout(check_timeout):
+                return await check()
+        except TimeoutError:
+            return f"no answer within {check_timeout:g}s"
+
     async def readyz(_request: web.Request) -> web.Response:
-        problems = {}
-        for name, check in checks.items():
-            reason = await check()
-            if reason is not None:
-                problems[name] = reason
+        # Side by side and each bounded: a frozen database answers "not ready" in
+        # check_timeout, never hangs the probe.
+        reasons = await asyncio.gather(*(bounded(check) for check in checks.values()))
+        problems = {
+            name: reason for name, reason in zip(checks, reasons, strict=True) if reason is not None
+        }
         if problems:
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
         return web.json_response({"status": "ready", "checks": sorted(checks)})

@@ -272,7 +272,13 @@ class Queue(Protocol):
 
     async def recover(self) -> int:
         """At start: release leases left by a process that died, where the backend can know
-        (one process per SQLite database); elsewhere a no-op, and leases simply expire."""
+        (one process per SQLite database; on PostgreSQL, leases whose owner's session lock
+        is gone). Returns how many were released."""
+        ...
+
+    async def take_back_orphans(self) -> int:
+        """While running (repeatable): release leases of processes that are gone, where the
+        backend can tell (PostgreSQL: the owner's session lock is gone); 0 elsewhere."""
         ...
 
     async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:

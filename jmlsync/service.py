@@ -24,11 +24,13 @@ from jmlsync import __version__, systemd
 from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
 from jmlsync.config import Settings
+from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
+from jmlsync.engine.supervision import OwnerLock
 from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.forwarded import forwarded_middleware
 from jmlsync.logs import redacted_url
@@ -45,7 +47,7 @@ from jmlsync.scim.writes import Leniency
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
-from jmlsync.store.postgres import LeaderLock, PgDatabase
+from jmlsync.store.postgres import LeaderLock, PgDatabase, PgTimeouts
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.registry import open_target
 from jmlsync.tls import ReloadingTls
@@ -57,8 +59,14 @@ RULES_FINGERPRINT = "rules_fingerprint"
 
 async def open_store(settings: Settings) -> SqlStore:
     """The store named by ``[store].url`` (SQLite or PostgreSQL), migrated and ready."""
-    if settings.store.is_postgres:
-        return await SqlStore.open_postgres(settings.store.url)
+    store = settings.store
+    if store.is_postgres:
+        timeouts = PgTimeouts(
+            connect=store.connect_timeout_seconds,
+            command=store.command_timeout_seconds,
+            acquire=store.acquire_timeout_seconds,
+        )
+        return await SqlStore.open_postgres(store.url, timeouts)
     return await SqlStore.open(settings.store.sqlite_path, synchronous=settings.store.synchronous)
 
 
@@ -265,6 +273,29 @@ async def replan_if_rules_changed(runtime: Runtime) -> None:
         log.info("rules changed: %d principal(s) queued for a full reconciliation", count)
 
 
+#: The service-state row a probe write touches: a write that changes nothing anyone reads.
+STORE_PROBE = "store_probe"
+
+
+async def probe_write(queue: SqlQueue) -> None:
+    """Write one harmless row, to learn whether the store takes writes (StoreUnavailable
+    when it does not)."""
+    await queue.set_state(STORE_PROBE, now_utc().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+async def refusing_writes(runtime: Runtime) -> str | None:
+    """Why the store refuses writes, or None. While it has been refusing, a probe write
+    finds out whether it recovered, so readiness does not wait for the next real write."""
+    health = runtime.store.db.health
+    if health.refusing:
+        with contextlib.suppress(StoreUnavailable):
+            await probe_write(runtime.queue)
+    since = health.since
+    if since is not None:
+        return f"store refuses writes since {since:%Y-%m-%dT%H:%M:%SZ}: {health.error}"
+    return None
+
+
 def _observer(metrics: Metrics) -> Observer:
     def observe(resource: str, method: str, status: int, seconds: float) -> None:
         metrics.scim_requests.labels(resource, method, str(status)).inc()
@@ -325,12 +356,18 @@ async def build_app(settings: Settings) -> web.Application:
             await runtime.store.ping()
         except Exception as exc:
             return f"store unreachable: {exc}"
-        return None
+        return await refusing_writes(runtime)
 
     async def workers_ready() -> str | None:
         task = background.get("pipeline")
         if task is None or task.done():
             return "workers are not running"
+        health = runtime.pipeline.health
+        if health.since is not None:
+            return (
+                f"workers cannot use the store since {health.since:%Y-%m-%dT%H:%M:%SZ}:"
+                f" {health.error}"
+            )
         return None
 
     leadership: list[LeaderLock] = []
@@ -340,7 +377,7 @@ async def build_app(settings: Settings) -> web.Application:
             return True
         try:
             return await leadership[0].try_acquire()
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot check scheduler leadership: %s", exc)
             return False
 
@@ -353,9 +390,12 @@ async def build_app(settings: Settings) -> web.Application:
     app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        owner_lock: OwnerLock | None = None
         if isinstance(runtime.store.db, PgDatabase):
             leadership.append(await runtime.store.db.acquire_leadership(LEADER_LOCK))
             stack.push_async_callback(leadership[0].close)
+            owner_lock = await runtime.store.db.owner_lock(runtime.pipeline.owner_key)
+            stack.push_async_callback(owner_lock.close)
         await replan_if_rules_changed(runtime)
         if runtime.deliverer is not None:
             runtime.deliverer.only_when(leader)
@@ -363,7 +403,7 @@ async def build_app(settings: Settings) -> web.Application:
                 runtime.deliverer.run(), name="jmlsync-alert-delivery"
             )
         background["pipeline"] = asyncio.create_task(
-            runtime.pipeline.run(), name="jmlsync-pipeline"
+            runtime.pipeline.run(owner_lock), name="jmlsync-pipeline"
         )
         scheduler.start()
         yield

@@ -42,3 +42,13 @@ class TransientTargetError(TargetError):
 
 class PermanentTargetError(TargetError):
     """Retrying will not help: denied, invalid role, unknown account."""
+
+
+class StoreUnavailable(DomainError):
+    """The store cannot take the write (or answer) now: disk full, I/O error, database
+    locked, connection lost, timeout. Nothing of the write was applied; retrying later may
+    succeed, ``retry_after`` seconds from now being a sensible first wait."""
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -3,14 +3,21 @@
 Each job is one principal (a userName). Its plan is computed from the directory (desired)
 and the targets themselves (actual, read back per target), so a job that runs twice, after a
 crash or an expired lease, finds the work done and changes nothing.
+
+Workers are supervised: an error of the store (disk full, database gone) or any unexpected
+error while leasing, renewing or settling a job never ends a worker. The outage is logged
+once when it starts and once when it ends, the workers retry with a capped backoff, and a job
+whose outcome could not be written gives its lease back (or lets it expire) so it runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +28,7 @@ from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
+from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.ports import Queue, Store
 
 log = logging.getLogger("jmlsync.worker")
@@ -42,6 +50,10 @@ class PipelineOptions:
     poll_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
     max_leavers_per_minute: int | None = None
+    #: While the store refuses the workers: the first wait between attempts, doubling up
+    #: to the second (tests set both to 0).
+    outage_initial_wait: float = 0.1
+    outage_max_wait: float = 2.0
 
 
 class JobFailed(Exception):
@@ -85,8 +97,14 @@ class Pipeline:
         self._roles = RoleSets(managed_roles(rules), privileged_roles(rules))
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._owner = f"worker-{uuid.uuid4().hex[:8]}"
+        #: Names this process in its leases' owner, and in its OwnerLock on PostgreSQL.
+        self.owner_key = secrets.randbelow(2**31)
+        self._owner = f"worker-{self.owner_key:08x}"
+        self._owner_lock: OwnerLock | None = None
+        self._outage = Outage(clock)
         self._in_flight: dict[int, tuple[str, Job]] = {}
+        #: When each in-flight job's lease ends, as far as this process last wrote it.
+        self._lease_until: dict[int, datetime] = {}
         self._idle_workers = 0
         self._paused = False
         self._drained = asyncio.Event()
@@ -95,20 +113,41 @@ class Pipeline:
         """Tell idle workers that new rows may be due (called after every commit)."""
         self._wake.set()
 
-    async def run(self) -> None:
-        """Run the workers until :meth:`stop`; in-flight jobs finish within the grace time."""
+    @property
+    def health(self) -> PipelineHealth:
+        """The workers' last store error and since when, while they cannot use the store."""
+        return PipelineHealth(self._outage.error, self._outage.since)
+
+    async def run(self, owner_lock: OwnerLock | None = None) -> None:
+        """Run the workers until :meth:`stop`; in-flight jobs finish within the grace time.
+
+        ``owner_lock`` (PostgreSQL) is held while leasing, so other replicas can tell this
+        process's leases from those of a process that died.
+        """
         self._stopping.clear()
-        recovered = await self.queue.recover()
-        if recovered:
-            log.warning("took back %d lease(s) left by a stopped process", recovered)
-        tasks = [
-            asyncio.create_task(self._work(index), name=f"jmlsync-worker-{index}")
+        self._owner_lock = owner_lock
+        await self._recover()
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            f"jmlsync-worker-{index}": functools.partial(self._work, index)
             for index in range(self.options.workers)
-        ]
-        tasks.append(asyncio.create_task(self._heartbeat(), name="jmlsync-lease-heartbeat"))
+        }
+        loops["jmlsync-lease-heartbeat"] = self._heartbeat
+        tasks = {name: asyncio.create_task(loop(), name=name) for name, loop in loops.items()}
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
-            await self._stopping.wait()
-            done, pending = await asyncio.wait(tasks, timeout=self.options.shutdown_grace_seconds)
+            while not self._stopping.is_set():
+                await asyncio.wait([*tasks.values(), stopping], return_when=asyncio.FIRST_COMPLETED)
+                for name, task in list(tasks.items()):
+                    if task.done() and not self._stopping.is_set():
+                        # The loops catch everything; should one end anyway, the pool must
+                        # not shrink: start it again.
+                        error = None if task.cancelled() else task.exception()
+                        log.error("%s ended unexpectedly; restarting it", name, exc_info=error)
+                        await self._pause(self.options.outage_max_wait)
+                        tasks[name] = asyncio.create_task(loops[name](), name=name)
+            done, pending = await asyncio.wait(
+                tasks.values(), timeout=self.options.shutdown_grace_seconds
+            )
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -116,23 +155,64 @@ class Pipeline:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("worker stopped with an error", exc_info=task.exception())
         finally:
-            for task in tasks:
+            stopping.cancel()
+            for task in tasks.values():
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(stopping, *tasks.values(), return_exceptions=True)
+
+    async def _recover(self) -> None:
+        """Take back leases left by a process that died; without the store, leave them to
+        expire (or to the heartbeat's sweep on PostgreSQL)."""
+        try:
+            recovered = await self.queue.recover()
+        except Exception as exc:
+            self._outage.failed(exc)
+            return
+        if recovered:
+            log.warning("took back %d lease(s) left by a stopped process", recovered)
 
     async def _heartbeat(self) -> None:
-        """Renew the leases of running jobs, so only a dead process's leases expire."""
-        interval = self.options.lease.total_seconds() / 3
+        """Renew the leases of running jobs, so only a dead process's leases expire, and take
+        back those of replicas that are gone."""
+        interval = min(self.options.lease.total_seconds() / 3, 5.0)
         while not self._stopping.is_set():
+            await self._pause(interval)
+            if self._stopping.is_set():
+                return
             try:
-                async with asyncio.timeout(interval):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
-            jobs = dict(self._in_flight)
-            for owner in {owner for owner, _ in jobs.values()}:
-                ids = [job_id for job_id, (who, _) in jobs.items() if who == owner]
-                await self.queue.renew(ids, owner, self.clock() + self.options.lease)
+                await self._beat()
+            except Exception as exc:
+                self._outage.failed(exc)
+
+    async def _beat(self) -> None:
+        if self._owner_lock is not None:
+            await self._owner_lock.hold()
+        jobs = dict(self._in_flight)
+        until = self.clock() + self.options.lease
+        for owner in {owner for owner, _ in jobs.values()}:
+            ids = [job_id for job_id, (who, _) in jobs.items() if who == owner]
+            await self.queue.renew(ids, owner, until)
+            for job_id in ids:
+                if job_id in self._lease_until:
+                    self._lease_until[job_id] = until
+        taken = await self.queue.take_back_orphans()
+        if taken:
+            log.warning("took back %d lease(s) of a replica that is gone", taken)
+            self.wake()
+
+    def _backoff(self, failures: int) -> float:
+        # The exponent is capped: an outage of thousands of attempts must not overflow.
+        wait = self.options.outage_initial_wait * 2.0 ** min(max(0, failures - 1), 32)
+        return float(min(wait, self.options.outage_max_wait))
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when stopping."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def wait_drained(self) -> None:
         """Return once every worker has found nothing due (the queue is worked off, except
@@ -148,13 +228,19 @@ class Pipeline:
 
     async def _work(self, index: int) -> None:
         owner = f"{self._owner}/{index}"
+        failures = 0
         while not self._stopping.is_set():
             # Cleared before looking, so a commit that lands while we look still wakes us.
             self._wake.clear()
-            include_leavers = not await self._leavers_paused()
-            job = await self.queue.lease(
-                owner, self.clock(), self.options.lease, include_leavers=include_leavers
-            )
+            try:
+                job = await self._next_job(owner)
+            except Exception as exc:
+                self._outage.failed(exc)
+                failures += 1
+                await self._pause(self._backoff(failures))
+                continue
+            failures = 0
+            self._outage.recovered()
             if job is None:
                 self._idle_workers += 1
                 if self._idle_workers == self.options.workers:
@@ -165,19 +251,72 @@ class Pipeline:
                     self._idle_workers -= 1
                 continue
             self._drained.clear()
-            self._in_flight[job.id] = (owner, job)
-            try:
-                await self.process(job)
-            except asyncio.CancelledError:
-                # Shutdown ran out of grace: give the lease back so the next start takes the
-                # job at once (its operations are idempotent, so a partial run is harmless).
+            await self._run_job(owner, job)
+
+    async def _next_job(self, owner: str) -> Job | None:
+        if self._owner_lock is not None:
+            await self._owner_lock.hold()
+        include_leavers = not await self._leavers_paused()
+        now = self.clock()
+        job = await self.queue.lease(
+            owner, now, self.options.lease, include_leavers=include_leavers
+        )
+        if job is not None:
+            self._lease_until[job.id] = now + self.options.lease
+        return job
+
+    async def _run_job(self, owner: str, job: Job) -> None:
+        self._in_flight[job.id] = (owner, job)
+        try:
+            await self.process(job)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: give the lease back so the next start takes the
+            # job at once (its operations are idempotent, so a partial run is harmless).
+            with contextlib.suppress(Exception):
                 await asyncio.shield(self.queue.release([job.id]))
-                raise
-            except Exception:
-                log.exception("job %d for %s crashed; it will be retried", job.id, job.user_name)
-                await self._failed(job, JobFailed("internal error", permanent=False))
-            finally:
-                self._in_flight.pop(job.id, None)
+            raise
+        except Exception as exc:
+            outage = store_outage(exc)
+            if outage is not None:
+                # Not the job's fault: it runs again once the store is back, with no attempt
+                # counted (the outage would otherwise dead-letter leavers).
+                self._outage.failed(outage)
+                await self._settle(job, lambda: self.queue.release([job.id]))
+                return
+            log.exception("job %d for %s crashed; it will be retried", job.id, job.user_name)
+            failure = JobFailed("internal error", permanent=False)
+            await self._settle(job, lambda: self._failed(job, failure))
+        else:
+            self._outage.recovered()
+        finally:
+            self._in_flight.pop(job.id, None)
+            self._lease_until.pop(job.id, None)
+
+    async def _settle(self, job: Job, write: Callable[[], Awaitable[None]]) -> None:
+        """Write a job's outcome, retrying with backoff while its lease is surely ours;
+        after that the lease expires and the job runs again (never lost, never run by two
+        workers at once on our account)."""
+        failures = 0
+        margin = self.options.lease / 3
+        while True:
+            try:
+                await write()
+            except Exception as exc:
+                self._outage.failed(exc)
+                failures += 1
+            else:
+                self._outage.recovered()
+                return
+            until = self._lease_until.get(job.id)
+            if self._stopping.is_set() or until is None or self.clock() >= until - margin:
+                log.info(
+                    "job %d for %s runs again once its lease expires (its outcome could not"
+                    " be written)",
+                    job.id,
+                    job.user_name,
+                )
+                return
+            await self._pause(self._backoff(failures))
 
     async def _leavers_paused(self) -> bool:
         """Whether leaver jobs wait for an operator: tripped when more leaver events than

@@ -16,6 +16,7 @@ from jmlsync.domain.errors import (
     DomainError,
     DuplicateUserName,
     ResourceNotFound,
+    StoreUnavailable,
     UnknownMembers,
     VersionMismatch,
 )
@@ -76,6 +77,9 @@ def _translate(exc: Exception) -> ScimError:
         return PreconditionFailed(str(exc))
     if isinstance(exc, UnknownMembers):
         return InvalidValue(f"members: {exc}")
+    if isinstance(exc, StoreUnavailable):
+        # The detail stays generic: the store's own message may name its host or path.
+        return ScimError("the store is unavailable; nothing was changed, retry later", status=503)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return PayloadTooLarge("request body exceeds the configured [server].max_body_bytes")
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -116,6 +120,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         headers = {}
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"'
+        if isinstance(exc, StoreUnavailable):
+            # Logged once per outage by the store; each request only gets its request line.
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return scim_response(error.body(), error.status, **headers)
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)

@@ -13,6 +13,7 @@ its batch, so an acknowledged change is durable; concurrent writers share the co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 
+from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.store.health import WriteHealth
+
 T = TypeVar("T")
 MAX_BATCH = 256
 
@@ -32,6 +36,34 @@ SqlValue = str | bytes | int | float | None
 
 def _fold(value: SqlValue) -> SqlValue:
     return value.casefold() if isinstance(value, str) else value
+
+
+#: SQLite result codes (primary, without the extended bits) that mean "not now" rather than
+#: "not this": the disk is full or failing, another process holds the lock past
+#: busy_timeout, the file cannot be opened or written.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOMEM,
+    }
+)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable an SQLite error stands for, or None when it is not an outage."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            return StoreUnavailable(f"SQLite: {exc}")
+    return None
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -168,6 +200,7 @@ class Database:
         self._queued = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._after_commit: list[Callable[[], None]] = []
+        self.health = WriteHealth()
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "full") -> Database:
@@ -181,7 +214,14 @@ class Database:
             _migrate(raw)
             return raw
 
-        raw = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        try:
+            raw = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        except sqlite3.DatabaseError as exc:
+            executor.shutdown(wait=False)
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
         reader = await aiosqlite.connect(path, isolation_level=None)
         reader.row_factory = sqlite3.Row
         await reader.execute("PRAGMA journal_mode = WAL")
@@ -224,9 +264,17 @@ class Database:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
-                    results = await loop.run_in_executor(self._executor, self._commit, batch)
+                    results, wrote = await loop.run_in_executor(self._executor, self._commit, batch)
                 except BaseException as exc:  # the commit itself failed: nothing was written
-                    results = [(False, exc)] * len(batch)
+                    error = unavailable(exc)
+                    if error is not None:
+                        self.health.refused(error)
+                    results = [(False, error or exc)] * len(batch)
+                else:
+                    # Only a commit that changed rows proves the disk takes writes again: an
+                    # empty lease finds nothing to write even while the disk is full.
+                    if wrote:
+                        self.health.accepted()
                 self._settle(batch, results)
 
     def _settle(self, batch: list[_Write], results: list[tuple[bool, Any]]) -> None:
@@ -243,9 +291,13 @@ class Database:
             for callback in self._after_commit:
                 callback()
 
-    def _commit(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
-        """In the writer thread: one transaction, one savepoint per body, one commit."""
+    def _commit(self, batch: list[_Write]) -> tuple[list[tuple[bool, Any]], bool]:
+        """In the writer thread: one transaction, one savepoint per body, one commit. The
+        results, and whether the commit changed any row."""
         raw = self._raw
+        if raw.in_transaction:  # a rollback after an I/O error may itself have failed
+            raw.execute("ROLLBACK")
+        changes = raw.total_changes
         raw.execute("BEGIN IMMEDIATE")
         results: list[tuple[bool, Any]] = []
         try:
@@ -254,6 +306,10 @@ class Database:
                 try:
                     value = _run_body(write.body, self._conn)
                 except Exception as exc:
+                    if unavailable(exc) is not None:
+                        # SQLite may have rolled the whole transaction back already: the
+                        # batch fails as one, so nothing of it is half-applied.
+                        raise
                     raw.execute("ROLLBACK TO body")
                     raw.execute("RELEASE body")
                     results.append((False, exc))
@@ -263,9 +319,10 @@ class Database:
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:
-                raw.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    raw.execute("ROLLBACK")
             raise
-        return results
+        return results, raw.total_changes != changes
 
 
 #: What SQL helpers take: the reader, or inside a transaction body, the writer.
@@ -282,6 +339,9 @@ class Backend(Protocol):
     def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]: ...
 
     def on_commit(self, callback: Callable[[], None]) -> None: ...
+
+    @property
+    def health(self) -> WriteHealth: ...
 
     async def close(self) -> None: ...
 

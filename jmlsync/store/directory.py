@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.errors import (
@@ -48,6 +48,9 @@ from jmlsync.store.filter_sql import (
 )
 from jmlsync.store.memberships import chunks, marks
 
+if TYPE_CHECKING:
+    from jmlsync.store.postgres import PgTimeouts
+
 
 class SqlStore:
     """The Store port on a SQL database (SQLite by default, PostgreSQL for replicas)."""
@@ -62,12 +65,12 @@ class SqlStore:
         return cls(await Database.open(path, synchronous=synchronous))
 
     @classmethod
-    async def open_postgres(cls, dsn: str) -> SqlStore:
+    async def open_postgres(cls, dsn: str, timeouts: PgTimeouts | None = None) -> SqlStore:
         """Open the PostgreSQL database at ``dsn`` (migrating it): the same store, on the
         PostgreSQL backend."""
         from jmlsync.store.postgres import PgDatabase
 
-        return cls(await PgDatabase.open(dsn))
+        return cls(await PgDatabase.open(dsn, timeouts=timeouts))
 
     async def close(self) -> None:
         await self.db.close()

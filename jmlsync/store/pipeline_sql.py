@@ -125,6 +125,29 @@ async def release_all(conn: Conn) -> int:
         return int(cursor.rowcount)
 
 
+#: The first key of the session advisory locks that name a live process's lease owner.
+OWNER_LOCK = 7_263_003
+#: A lease owner a live process names in its session lock (see ``store.postgres.OwnerLock``).
+_OWNER_KEY = r"^worker-[0-9a-f]{8}/"
+
+
+async def release_orphans(conn: Conn, lock_key: int = OWNER_LOCK) -> int:
+    """PostgreSQL: drop the leases whose owner no longer holds its session advisory lock
+    ``(lock_key, owner key)``: its process died or lost the database, so nothing renews or
+    finishes them. Owners in another format are left to expire."""
+    async with conn.execute(
+        "UPDATE queue SET leased_until = NULL, lease_owner = NULL"
+        " WHERE leased_until IS NOT NULL AND lease_owner ~ ?"
+        " AND NOT EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory'"
+        " AND l.granted AND l.classid = ?::bigint::oid AND l.objsubid = 2"
+        " AND l.objid::bigint ="
+        " ('x' || lpad(substr(split_part(queue.lease_owner, '/', 1), 8), 16, '0'))"
+        "::bit(64)::bigint)",
+        (_OWNER_KEY, lock_key),
+    ) as cursor:
+        return int(cursor.rowcount)
+
+
 async def fail(
     conn: Conn,
     job: Job,

@@ -6,22 +6,81 @@ surface (``execute``, ``executemany``, ``execute_fetchall``, ``?`` placeholders)
 write body runs in its own READ COMMITTED transaction from the pool; rows a body reads in order
 to change them are locked (``FOR UPDATE``), queue claims skip rows other replicas hold
 (``FOR UPDATE SKIP LOCKED``), and audit appends take the chain's head row lock.
+
+Every wait on the server is bounded (:class:`PgTimeouts`): connecting, each statement, and
+taking a connection from the pool. A lost, stopped or frozen server, or one out of disk, turns
+into :class:`~jmlsync.domain.errors.StoreUnavailable` (SCIM answers 503, workers back off),
+never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
 
+from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.store.database import IntegrityError
+from jmlsync.store.health import WriteHealth
+from jmlsync.store.pipeline_sql import OWNER_LOCK
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_263_001
+
+#: What means "the server cannot take this now" rather than "this is wrong": a connection
+#: lost or refused, a timeout, an operator or crash shutdown, a server starting up, out of
+#: disk, memory or connections (SQLSTATE classes 08, 57, 53 and 58). asyncpg's client-state
+#: errors are here too: a connection the server dropped mid-statement can be left in one.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.PostgresSystemError,
+)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable a PostgreSQL or network error stands for, else None."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    if isinstance(exc, _UNAVAILABLE):
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = "timed out waiting for the server"
+        return StoreUnavailable(f"PostgreSQL: {reason}")
+    return None
+
+
+class _PoolFloorFilter(logging.Filter):
+    """asyncpg logs a traceback every second while it cannot reconnect the pool's idle
+    connections; the store's write health already logs the outage once, and its end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to restore the pool connection floor")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_PoolFloorFilter())
+
+
+@dataclass(frozen=True)
+class PgTimeouts:
+    """How long to wait for the server (``[store]`` ``*_timeout_seconds``)."""
+
+    connect: float = 5.0
+    command: float = 15.0
+    acquire: float = 5.0
+
+
 _PLACEHOLDER = re.compile(r"\?")
 _NUMBERED = re.compile(r"\$\d")
 
@@ -130,20 +189,27 @@ class PgReader:
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeouts: PgTimeouts) -> None:
         self._pool = pool
+        self._timeouts = timeouts
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement:
         async def run() -> PgCursor:
-            async with self._pool.acquire() as conn:
-                cursor: PgCursor = await PgConn(conn).execute(sql, params)
-                return cursor
+            try:
+                async with self._pool.acquire(timeout=self._timeouts.acquire) as conn:
+                    cursor: PgCursor = await PgConn(conn).execute(sql, params)
+                    return cursor
+            except _UNAVAILABLE as exc:
+                raise unavailable(exc) or exc from exc
 
         return _Statement(run)
 
     async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._pool.acquire() as conn:
-            return await PgConn(conn).execute_fetchall(sql, params)
+        try:
+            async with self._pool.acquire(timeout=self._timeouts.acquire) as conn:
+                return await PgConn(conn).execute_fetchall(sql, params)
+        except _UNAVAILABLE as exc:
+            raise unavailable(exc) or exc from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -158,25 +224,44 @@ class PgDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, timeouts: PgTimeouts | None = None) -> None:
         self._pool = pool
         self.dsn = dsn
-        self.reader = PgReader(pool)
+        self.timeouts = timeouts or PgTimeouts()
+        self.reader = PgReader(pool, self.timeouts)
+        self.health = WriteHealth()
         self._after_commit: list[Callable[[], None]] = []
 
     @classmethod
-    async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        timeouts: PgTimeouts | None = None,
+    ) -> PgDatabase:
         """Connect a pool to ``dsn`` and apply pending migrations (one replica at a time)."""
-        pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection
-        )
-        async with pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        timeouts = timeouts or PgTimeouts()
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                init=_init_connection,
+                timeout=timeouts.connect,
+                command_timeout=timeouts.command,
+            )
+        except _UNAVAILABLE as exc:
+            raise unavailable(exc) or StoreUnavailable(str(exc)) from exc
+        async with pool.acquire(timeout=timeouts.acquire) as conn:
+            # Migrations may take long; the lock waits for another replica's migrations.
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=None)
             try:
                 await _migrate(conn)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
-        return cls(pool, dsn)
+        return cls(pool, dsn, timeouts)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -190,8 +275,19 @@ class PgDatabase:
         return self._write(body, notify)
 
     async def _write(self, body: Callable[[Any], Coroutine[Any, Any, T]], notify: bool) -> T:
-        async with self._pool.acquire() as conn, conn.transaction():
-            result = await body(PgConn(conn))
+        try:
+            async with (
+                self._pool.acquire(timeout=self.timeouts.acquire) as conn,
+                conn.transaction(),
+            ):
+                result = await body(PgConn(conn))
+        except _UNAVAILABLE as exc:
+            # The transaction did not commit (or its COMMIT's outcome is unknown: then the
+            # client's retry meets its own change, as after any lost answer).
+            error = unavailable(exc) or StoreUnavailable(str(exc))
+            self.health.refused(error)
+            raise error from exc
+        self.health.accepted()
         if notify:
             for callback in self._after_commit:
                 callback()
@@ -199,7 +295,19 @@ class PgDatabase:
 
     async def acquire_leadership(self, key: int) -> LeaderLock:
         """A connection held for the process's life, to hold an advisory lock on."""
-        return LeaderLock(await asyncpg.connect(self.dsn), key)
+        return LeaderLock(await self.connect(), key, self.connect)
+
+    async def connect(self) -> asyncpg.Connection:
+        """A dedicated connection outside the pool, with the store's timeouts."""
+        return await asyncpg.connect(
+            self.dsn, timeout=self.timeouts.connect, command_timeout=self.timeouts.command
+        )
+
+    async def owner_lock(self, owner_key: int) -> OwnerLock:
+        """Hold the session lock that tells other replicas this process's leases are live."""
+        lock = OwnerLock(self.connect, owner_key)
+        await lock.hold()
+        return lock
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:
@@ -228,9 +336,15 @@ class LeaderLock:
     PostgreSQL releases the lock, and another replica's next ``try_acquire`` takes it.
     """
 
-    def __init__(self, conn: asyncpg.Connection, key: int) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        key: int,
+        reconnect: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+    ) -> None:
         self._conn = conn
         self._key = key
+        self._reconnect = reconnect
         self.held = False
         # The scheduler and the alert deliverer both ask; one connection runs one query.
         self._asking = asyncio.Lock()
@@ -240,6 +354,10 @@ class LeaderLock:
             return await self._try_acquire()
 
     async def _try_acquire(self) -> bool:
+        if self._conn.is_closed() and self._reconnect is not None:
+            # The server restarted or the network broke: the lock went with the session.
+            self.held = False
+            self._conn = await self._reconnect()
         if not self.held:
             self.held = bool(
                 await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)
@@ -248,3 +366,45 @@ class LeaderLock:
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+class OwnerLock:
+    """A session advisory lock ``(OWNER_LOCK, owner_key)`` on a dedicated connection.
+
+    Lease owners are ``worker-<owner_key as 8 hex digits>/<n>``: a lease whose owner's lock
+    is gone belongs to a process that died (or lost the database), and any replica takes it
+    back at once instead of waiting for it to expire.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], key: int) -> None:
+        self._connect = connect
+        self._key = key
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def hold(self) -> None:
+        """Hold the lock, taking it again on a new connection if the old one was lost.
+        Raises StoreUnavailable when the server cannot be reached."""
+        if self.held:
+            return
+        try:
+            conn = await self._connect()
+        except _UNAVAILABLE as exc:
+            raise unavailable(exc) or StoreUnavailable(str(exc)) from exc
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", OWNER_LOCK, self._key)
+        except BaseException as exc:
+            conn.terminate()
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None

@@ -84,15 +84,28 @@ class SqlQueue:
             await self.db.write(body)
 
     async def recover(self) -> int:
-        """Release the leases of a process that died: SQLite serves one process at a time.
-        On PostgreSQL other replicas may hold live leases: there leases simply expire."""
-        if getattr(self.db, "dialect", "sqlite") == "postgresql":
-            return 0
+        """Release the leases of a process that died: SQLite serves one process at a time,
+        so every lease is; on PostgreSQL, those whose owner's session lock is gone."""
+        if self._on_postgres:
+            return await self.take_back_orphans()
 
         async def body(conn: WriteConn) -> int:
             return await pipeline_sql.release_all(conn)
 
         return await self.db.write(body, notify=True)
+
+    async def take_back_orphans(self) -> int:
+        if not self._on_postgres:
+            return 0
+
+        async def body(conn: WriteConn) -> int:
+            return await pipeline_sql.release_orphans(conn, pipeline_sql.OWNER_LOCK)
+
+        return await self.db.write(body, notify=True)
+
+    @property
+    def _on_postgres(self) -> bool:
+        return getattr(self.db, "dialect", "sqlite") == "postgresql"
 
     async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:
         return await pipeline_sql.queue_rows(self.db.reader, failed_only=failed_only)
