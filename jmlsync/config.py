@@ -41,6 +41,10 @@ class ServerSettings(_Section):
     default_page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     public_url: str | None = None
     metrics_token_file: Path | None = None
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    auth_failures_per_address: Annotated[int, Field(ge=1)] = 10
+    auth_throttle_seconds: Annotated[float, Field(gt=0)] = 60.0
 
     @field_validator("listen")
     @classmethod

@@ -1,4 +1,8 @@
-"""Operational endpoints: /readyz (open) and /metrics (Prometheus text, behind a token)."""
+"""Operational endpoints: /readyz (open) and /metrics (Prometheus text, behind a token).
+
+/readyz names the failing checks to anyone, and gives their reasons only to a caller with a
+SCIM or metrics token.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,19 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from jmlsync.metrics import Metrics
+from jmlsync.scim.app import AUTH, METRICS_AUTH
 from jmlsync.store.queue import SqlQueue
 
 #: A readiness check answers None when ready, else the reason it is not.
 Check = Callable[[], Awaitable[str | None]]
+
+
+def _may_see_reasons(request: web.Request) -> bool:
+    header = request.headers.get("Authorization")
+    if request.app[AUTH].allows(header):
+        return True
+    metrics_auth = request.app.get(METRICS_AUTH)
+    return metrics_auth is not None and metrics_auth.allows(header)
 
 
 def ops_routes(
@@ -19,12 +32,15 @@ def ops_routes(
 ) -> list[web.RouteDef]:
     """The /readyz and /metrics routes of a running service."""
 
-    async def readyz(_request: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         problems = {}
         for name, check in checks.items():
             reason = await check()
             if reason is not None:
                 problems[name] = reason
+        if problems and not _may_see_reasons(request):
+            # Reasons name hosts, ports and errors: only for a caller with a token.
+            problems = dict.fromkeys(problems, "failed")
         if problems:
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
         return web.json_response({"status": "ready", "checks": sorted(checks)})

@@ -29,13 +29,17 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, options_from
+from jmlsync.http_server import DeadlineAppRunner
 from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
+from jmlsync.scim.intake import BODY_TIMEOUT
 from jmlsync.scim.resources import now_utc
+from jmlsync.scim.throttle import AuthThrottle
+from jmlsync.store import lock as store_lock
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.postgres import LeaderLock, PgDatabase
@@ -258,7 +262,11 @@ async def build_app(settings: Settings) -> web.Application:
         on_auth_failure=AuthFailureWatch(
             runtime.alerts, settings.alerts.auth_failures_per_minute
         ).record,
+        auth_throttle=AuthThrottle(
+            settings.server.auth_failures_per_address, settings.server.auth_throttle_seconds
+        ),
     )
+    app[BODY_TIMEOUT] = settings.server.body_timeout_seconds
     background = runtime.tasks
 
     async def store_ready() -> str | None:
@@ -316,9 +324,25 @@ async def build_app(settings: Settings) -> web.Application:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly."""
+    """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly.
+
+    On SQLite, the store's lock is held for the process's life: a second ``serve`` on the same
+    file raises :class:`~jmlsync.store.lock.StoreLocked` before opening anything.
+    """
+    with contextlib.ExitStack() as held:
+        if not settings.store.is_postgres:
+            held.enter_context(store_lock.exclusive(settings.store.sqlite_path))
+        await _serve(settings)
+
+
+async def _serve(settings: Settings) -> None:
     app = await build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = DeadlineAppRunner(
+        app,
+        header_timeout=settings.server.header_timeout_seconds,
+        access_log=None,
+        handle_signals=False,
+    )
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from jmlsync.ports import Query, Store
 from jmlsync.scim.discovery import list_response
 from jmlsync.scim.errors import InvalidFilter, InvalidSyntax, InvalidValue, PreconditionFailed
 from jmlsync.scim.filters import parse_filter
+from jmlsync.scim.intake import read_json
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
 from jmlsync.scim.schema import GROUP, RESOURCE_TYPES, SEARCH_REQUEST_SCHEMA, ResourceType
@@ -48,15 +49,6 @@ def base_url(request: web.Request) -> str:
     if configured:
         return configured
     return f"{request.scheme}://{request.host}{request.app[BASE_PATH]}"
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; malformed JSON is a 400 invalidSyntax."""
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidSyntax(f"request body is not valid JSON: {exc}") from exc
 
 
 def _now(request: web.Request) -> datetime:
