@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from click.testing import CliRunner
 
+from jmlsync.cli import main
+from jmlsync.domain.models import Change
 from jmlsync.scim.filters import MAX_FILTER_DEPTH, MAX_FILTER_TERMS
 from jmlsync.scim.throttle import AuthThrottle
-from tests.conftest import BASE_PATH, ScimClient
+from jmlsync.store.directory import SqlStore
+from tests.conftest import BASE_PATH, TOKENS, ScimClient
+from tests.postgres import fresh_database
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -248,3 +257,61 @@ def test_throttle_counts_per_address_in_windows_and_forgets_the_oldest() -> None
     for index in range(1000):
         throttle.refused(f"192.0.2.{index}")
     assert len(throttle) == 100
+
+
+async def test_db_copy_refuses_unstorable_rows_naming_them(tmp_path: Path) -> None:
+    """A store written before the rule may hold U+0000: the copy names the rows, writes
+    nothing, and answers one line, whatever the destination."""
+    source_path = tmp_path / "old.db"
+    store = await SqlStore.open(source_path)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        bad = await store.create("User", Change(doc={"schemas": [USER], "userName": "a\x00b"}), now)
+        await store.create("User", Change(doc={"schemas": [USER], "userName": "fine"}), now)
+        in_doc = Change(doc={"schemas": [USER], "userName": "t", "title": "x\x00"})
+        titled = await store.create("User", in_doc, now)
+    finally:
+        await store.close()
+
+    def copy(destination: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(
+            main, ["db", "copy", "--from", f"sqlite:///{source_path}", "--to", destination]
+        )
+        return result.exit_code, result.stdout, result.stderr
+
+    async with fresh_database() as url:
+        for destination in (url, f"sqlite:///{tmp_path / 'new.db'}"):
+            code, out, err = await asyncio.to_thread(copy, destination)
+            assert code == 1, out + err
+            assert err.count("\n") == 1, err
+            assert "Traceback" not in err
+            assert "row(s) hold U+0000 or a lone surrogate" in err
+            assert "'fine'" not in err  # the clean user is not named
+            assert f"users id={bad.id!r} user_name='a\\x00b'" in err
+            assert f"users id={titled.id!r} user_name='t'" in err
+            assert "audit" in err  # the audit row of the change holds the name too
+            target = await (
+                SqlStore.open_postgres(url)
+                if destination == url
+                else SqlStore.open(tmp_path / "new.db")
+            )
+            try:
+                rows = await target.db.reader.execute_fetchall("SELECT count(*) FROM users")
+                assert int(rows[0][0]) == 0  # nothing written
+            finally:
+                await target.close()
+
+
+async def test_a_rotation_to_a_loose_tokens_file_keeps_the_previous_tokens(
+    anonymous: ScimClient, config_path: Path
+) -> None:
+    tokens = config_path.parent / "tokens"
+    fresh = "t9-" + "c" * 40
+    tokens.write_text(f"{fresh}\n")
+    tokens.chmod(0o644)
+    later = time.time() + 5  # a changed mtime, whatever the clock's resolution
+    os.utime(tokens, (later, later))
+    reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {fresh}"})
+    assert reply.status == 401
+    reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {TOKENS[0]}"})
+    assert reply.status == 200

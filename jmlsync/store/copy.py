@@ -83,13 +83,16 @@ async def _refuse_unstorable(source: SqlStore) -> None:
             columns = list(row.keys())
             if not any(_unstorable_value(column, row[column]) for column in columns):
                 continue
-            names = " ".join(f"{c}={row[c]!r}" for c in _NAMING if c in columns)
+            names = " ".join(
+                f"{c}={row[c]!r}" for c in _NAMING if c in columns and row[c] is not None
+            )
             found.append(f"{table} {names}".strip())
     if found:
         more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
         raise CopyError(
-            f"{len(found)} row(s) hold U+0000 or a lone surrogate, which the destination cannot"
-            f" store: {'; '.join(found[:_SHOWN])}{more}; fix or delete them in the source first"
+            f"{len(found)} row(s) hold U+0000 or a lone surrogate, which a store may not hold"
+            f" (PostgreSQL cannot): {'; '.join(found[:_SHOWN])}{more};"
+            " fix or delete them in the source first"
         )
 
 
