@@ -40,7 +40,8 @@ async def copy_store(source: SqlStore, destination: SqlStore) -> dict[str, int]:
         rows = await destination.db.reader.execute_fetchall(f"SELECT count(*) FROM {table}")
         if int(rows[0][0]):
             raise CopyError(f"the destination already holds {table}: copy into an empty store")
-    await _refuse_unstorable(source)
+    if getattr(destination.db, "dialect", "sqlite") == "postgresql":
+        await _refuse_unstorable(source)
     counts = {}
     for table in TABLES:
         rows = await source.db.reader.execute_fetchall(f"SELECT * FROM {table}")
@@ -75,7 +76,8 @@ def _unstorable_value(column: str, value: Any) -> bool:
 
 async def _refuse_unstorable(source: SqlStore) -> None:
     """Raise CopyError naming the rows that hold U+0000 or a lone surrogate, before anything
-    is written: PostgreSQL cannot store them, and SCIM refuses them since."""
+    is written: PostgreSQL cannot store them (SCIM refuses them now, but an older SQLite store
+    may hold them)."""
     found: list[str] = []
     for table in TABLES:
         rows = await source.db.reader.execute_fetchall(f"SELECT * FROM {table}")
@@ -90,8 +92,8 @@ async def _refuse_unstorable(source: SqlStore) -> None:
     if found:
         more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
         raise CopyError(
-            f"{len(found)} row(s) hold U+0000 or a lone surrogate, which a store may not hold"
-            f" (PostgreSQL cannot): {'; '.join(found[:_SHOWN])}{more};"
+            f"{len(found)} row(s) hold U+0000 or a lone surrogate, which PostgreSQL cannot"
+            f" store: {'; '.join(found[:_SHOWN])}{more};"
             " fix or delete them in the source first"
         )
 
