@@ -167,11 +167,12 @@ async def test_serve_refuses_a_tokens_file_others_can_read(
         config.write_text(text)
     path = tmp_path / name
     path.chmod(mode)
-    code, _, err = await run_jmlsync("serve", "--config", str(config))
-    assert code == 1
-    assert err.count("\n") == 1, err
-    assert f"run chmod 600 {path}" in err
-    assert "Traceback" not in err
+    for command in ("serve", "config check"):
+        code, _, err = await run_jmlsync(*command.split(), "--config", str(config))
+        assert code == 1, command
+        assert err.count("\n") == 1, err
+        assert f"run chmod 600 {path}" in err
+        assert "Traceback" not in err
     path.chmod(0o600)
     service = await start_service(config)
     assert await stop_service(service) == 0
