@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -323,6 +324,15 @@ async def build_app(settings: Settings) -> web.Application:
     return app
 
 
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs: ``postgresql://app:***@db/jml``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly.
 
@@ -358,7 +368,7 @@ async def _serve(settings: Settings) -> None:
                 f"[{host}]" if ":" in host else host,
                 port,
                 settings.server.base_path,
-                settings.store.url,
+                redacted_url(settings.store.url),
             )
         systemd.notify("READY=1")
         interval = systemd.watchdog_interval()

@@ -24,6 +24,7 @@ from tests.conftest import (
     stop_service,
     write_config,
 )
+from tests.postgres import fresh_database
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -290,3 +291,16 @@ async def test_disconnects_and_malformed_http_are_logged_at_info(tmp_path: Path)
     levels = log_levels(service)
     assert not [line for line in levels if line[0] in ("error", "critical", "raw")], levels
     assert not any("Traceback" in line for line in service.log)
+
+
+async def test_the_store_password_is_not_logged(tmp_path: Path) -> None:
+    async with fresh_database() as url:
+        # The test server trusts loopback: any password gets in, and none may be logged.
+        with_password = url.replace("postgres@", "postgres:hunter2-secret@")
+        config = write_config(tmp_path)
+        text = config.read_text().replace('"sqlite:///state/jmlsync.db"', f'"{with_password}"')
+        config.write_text(text)
+        service = await start_service(config)
+        assert await stop_service(service) == 0
+    assert any("postgres:***@" in line for line in service.log), service.log
+    assert not any("hunter2" in line for line in service.log)

@@ -97,7 +97,8 @@ def _request_id(request: web.Request) -> str:
 
 
 def _resource_label(request: web.Request) -> str:
-    """A bounded label for metrics: Users, Groups, discovery, search, health or other."""
+    """A bounded label for metrics: Users, Groups, discovery, search, healthz, readyz, metrics
+    or other."""
     base = request.app[BASE_PATH]
     if not request.path.startswith(base):
         # Only known routes become labels: any other path would add series without bound.
