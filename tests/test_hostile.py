@@ -313,3 +313,36 @@ async def test_a_rotation_to_a_loose_tokens_file_keeps_the_previous_tokens(
     assert reply.status == 401
     reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {TOKENS[0]}"})
     assert reply.status == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'If-Match: W/"\xff\xfe"',
+        b'If-None-Match: "\xed\xa0\x80"',
+        b"X-Request-Id: \xff" + b"a" * 10,
+        b"Content-Type: application/scim+json; charset=\xff",
+        b"Accept: \xc3\x28",
+    ],
+)
+async def test_undecodable_bytes_in_other_headers_are_no_5xx(
+    scim: ScimClient, server_url: str, header: bytes
+) -> None:
+    user = await scim.create_user("bea@x.io")
+    before = await snapshot(scim)
+    body = json.dumps({"schemas": [USER], "userName": "bea@x.io", "title": "t"}).encode()
+    for method, with_body in (("GET", False), ("PUT", True), ("DELETE", False)):
+        answer = await _raw_exchange(
+            server_url,
+            f"{method} {BASE_PATH}/Users/{user['id']} HTTP/1.1\r\nHost: x\r\n".encode()
+            + f"Authorization: Bearer {TOKENS[0]}\r\nConnection: close\r\n".encode()
+            + header
+            + b"\r\n"
+            + (f"Content-Length: {len(body)}\r\n\r\n".encode() + body if with_body else b"\r\n"),
+        )
+        status = int(answer.split(b" ", 2)[1])
+        assert status < 500, answer
+        after = await snapshot(scim)
+        if status >= 400:
+            assert after == before
+        before = after
