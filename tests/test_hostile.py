@@ -346,3 +346,27 @@ async def test_undecodable_bytes_in_other_headers_are_no_5xx(
         if status >= 400:
             assert after == before
         before = after
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "emails[" * 3000 + 'value eq "x"' + "]" * 3000,
+        'emails[value eq "x"' + ' or value eq "y"' * 5000 + "]",
+        "members[" + "not (" * 1000 + 'value eq "x"' + ")" * 1000 + "]",
+        'emails[value eq "\\u0000"].value',
+        "name." * 5000 + "givenName",
+        "x" * 100_000,
+    ],
+    ids=["brackets", "or-chain", "nots", "nul", "dots", "long"],
+)
+async def test_hostile_patch_paths_answer_400(scim: ScimClient, path: str) -> None:
+    user = await scim.create_user("bea@x.io")
+    group = await scim.create_group("eng", [user["id"]])
+    before = await snapshot(scim)
+    operation = {"op": "remove", "path": path}
+    for target in (f"/Users/{user['id']}", f"/Groups/{group['id']}"):
+        reply = await scim.patch(target, {"schemas": [PATCH_OP], "Operations": [operation]})
+        assert reply.status == 400, reply.body
+        assert reply.body["scimType"] in ("invalidPath", "invalidFilter", "invalidValue")
+    assert await snapshot(scim) == before
