@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from jmlsync.domain.models import Change
 from jmlsync.scim.filters import MAX_FILTER_DEPTH, MAX_FILTER_TERMS
+from jmlsync.scim.resources import scim_response
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient
@@ -370,3 +371,9 @@ async def test_hostile_patch_paths_answer_400(scim: ScimClient, path: str) -> No
         assert reply.status == 400, reply.body
         assert reply.body["scimType"] in ("invalidPath", "invalidFilter", "invalidValue")
     assert await snapshot(scim) == before
+
+
+def test_an_answer_never_fails_on_a_lone_surrogate() -> None:
+    response = scim_response({"detail": "unknown attribute '\ud800'", "ok": "é"})
+    assert isinstance(response.body, bytes)
+    assert json.loads(response.body) == {"detail": "unknown attribute '\ud800'", "ok": "é"}

@@ -36,7 +36,11 @@ def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str
         return web.Response(status=status, headers=headers)
     return web.Response(
         status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        # backslashreplace: a lone surrogate (refused on input, so never expected here) is
+        # written as its JSON escape instead of failing the answer with a 500.
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        ),
         content_type=SCIM_CONTENT_TYPE,
         charset="utf-8",
         headers=headers,
