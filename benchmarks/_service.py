@@ -15,6 +15,7 @@ _SERVING = re.compile(r"serving SCIM on (http://\S+)")
 
 def write_config(folder: Path, extra: str = "") -> Path:
     (folder / "tokens").write_text(TOKEN + "\n")
+    (folder / "tokens").chmod(0o600)
     config = folder / "jmlsync.toml"
     config.write_text(
         '[server]\nlisten = "127.0.0.1:0"\ntokens_file = "tokens"\n'

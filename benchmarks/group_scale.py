@@ -76,6 +76,7 @@ def _user_doc(i: int) -> str:
 
 def write_config(folder: Path) -> Path:
     (folder / "tokens").write_text(TOKEN + "\n")
+    (folder / "tokens").chmod(0o600)
     config = folder / "jmlsync.toml"
     config.write_text(
         '[server]\nlisten = "127.0.0.1:0"\ntokens_file = "tokens"\n'

@@ -19,6 +19,7 @@ from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.cli_status import sla_report, status
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
+from jmlsync.store.lock import StoreLocked
 from jmlsync.tls import TlsFileError
 
 
@@ -55,6 +56,9 @@ def serve(config_path: Path) -> None:
     except TlsFileError as exc:
         click.echo(f"jmlsync: {exc} ([server].tls_certificate_file in {config_path})", err=True)
         sys.exit(1)
+    except StoreLocked as exc:
+        click.echo(f"jmlsync: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"jmlsync: cannot serve on {settings.server.listen}: {exc}", err=True)
         sys.exit(1)
@@ -81,7 +85,7 @@ def token_generate(config_path: Path, if_missing: bool) -> None:
     path = settings_or_exit(config_path).server.tokens_file
     if if_missing:
         try:
-            read_tokens(path)
+            read_tokens(path, private=False)
         except TokenFileError:
             pass
         else:

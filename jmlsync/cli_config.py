@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from jmlsync.config import Settings
 from jmlsync.domain.grants import GroupInfo
 from jmlsync.domain.policy import rule_matches_group
 from jmlsync.engine.rules import rules_from_settings
+from jmlsync.scim.auth import TokenFileError, check_private
 from jmlsync.service import open_store
 
 
@@ -52,9 +54,18 @@ def _warnings(settings: Settings, groups: list[GroupInfo] | None) -> list[str]:
 def check(config_path: Path) -> None:
     """Validate the configuration and summarise it; exit 1 on an error.
 
-    Warns (without failing) about rules whose group the IdP has not pushed yet.
+    Warns (without failing) about rules whose group the IdP has not pushed yet. A tokens file
+    that exists but is open to group or others is an error, as it is for ``serve``.
     """
     settings = settings_or_exit(config_path)
+    for path in (settings.server.tokens_file, settings.server.metrics_token_file):
+        if path is None or not path.exists():
+            continue
+        try:
+            check_private(path)
+        except TokenFileError as exc:
+            click.echo(f"jmlsync: {exc}", err=True)
+            sys.exit(1)
     click.echo(f"{config_path}: OK")
     click.echo(f"targets ({len(settings.targets)}):")
     for name, target in sorted(settings.targets.items()):

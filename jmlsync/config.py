@@ -50,6 +50,10 @@ class ServerSettings(_Section):
     tls_certificate_file: Path | None = None
     tls_key_file: Path | None = None
     trusted_proxies: list[IPvAnyNetwork] = []
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    auth_failures_per_address: Annotated[int, Field(ge=1)] = 10
+    auth_throttle_seconds: Annotated[float, Field(gt=0)] = 60.0
 
     @field_validator("listen")
     @classmethod

@@ -1,4 +1,8 @@
-"""Operational endpoints: /readyz (open) and /metrics (Prometheus text, behind a token)."""
+"""Operational endpoints: /readyz (open) and /metrics (Prometheus text, behind a token).
+
+/readyz names the failing checks to anyone, and gives their reasons only to a caller with a
+SCIM or metrics token.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from jmlsync.metrics import Metrics
+from jmlsync.scim.app import AUTH, METRICS_AUTH
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
 
@@ -18,6 +23,15 @@ Check = Callable[[], Awaitable[str | None]]
 
 #: The longest a readiness check may take before it counts as failed.
 CHECK_TIMEOUT_SECONDS = 3.0
+
+
+def _may_see_reasons(request: web.Request) -> bool:
+    header = request.headers.get("Authorization")
+    auth = request.app.get(AUTH)
+    if auth is not None and auth.allows(header):
+        return True
+    metrics_auth = request.app.get(METRICS_AUTH)
+    return metrics_auth is not None and metrics_auth.allows(header)
 
 
 def ops_routes(
@@ -37,13 +51,16 @@ def ops_routes(
         except TimeoutError:
             return f"no answer within {check_timeout:g}s"
 
-    async def readyz(_request: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         # Side by side and each bounded: a frozen database answers "not ready" in
         # check_timeout, never hangs the probe.
         reasons = await asyncio.gather(*(bounded(check) for check in checks.values()))
         problems = {
             name: reason for name, reason in zip(checks, reasons, strict=True) if reason is not None
         }
+        if problems and not _may_see_reasons(request):
+            # Reasons name hosts, ports and errors: only for a caller with a token.
+            problems = dict.fromkeys(problems, "failed")
         if problems:
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
         return web.json_response({"status": "ready", "checks": sorted(checks)})

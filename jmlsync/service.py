@@ -33,6 +33,7 @@ from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.supervision import OwnerLock
 from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.forwarded import forwarded_middleware
+from jmlsync.http_server import DeadlineAppRunner
 from jmlsync.logs import redacted_url
 from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
@@ -40,10 +41,13 @@ from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
+from jmlsync.scim.intake import BODY_TIMEOUT
 from jmlsync.scim.resources import now_utc
 from jmlsync.scim.schema import schema_set
+from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.unknown import IgnoredReporter
 from jmlsync.scim.writes import Leniency
+from jmlsync.store import lock as store_lock
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
@@ -344,7 +348,11 @@ async def build_app(settings: Settings) -> web.Application:
         ).record,
         leniency=_leniency(settings, runtime.metrics),
         served=schema_set(settings.scim.extension_documents()),
+        auth_throttle=AuthThrottle(
+            settings.server.auth_failures_per_address, settings.server.auth_throttle_seconds
+        ),
     )
+    app[BODY_TIMEOUT] = settings.server.body_timeout_seconds
     if settings.server.trusted_proxies:
         # First, so that the error answers, the request log and the auth check all see the
         # client behind the proxy.
@@ -421,14 +429,30 @@ async def build_app(settings: Settings) -> web.Application:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly."""
+    """Serve until SIGTERM or SIGINT, then stop taking requests and work, and close cleanly.
+
+    On SQLite, the store's lock is held for the process's life: a second ``serve`` on the same
+    file raises :class:`~jmlsync.store.lock.StoreLocked` before opening anything.
+    """
+    with contextlib.ExitStack() as held:
+        if not settings.store.is_postgres:
+            held.enter_context(store_lock.exclusive(settings.store.sqlite_path))
+        await _serve(settings)
+
+
+async def _serve(settings: Settings) -> None:
     server = settings.server
     tls = None
     if server.tls_certificate_file is not None and server.tls_key_file is not None:
         # Loaded before anything is opened: a bad certificate stops the start at once.
         tls = ReloadingTls(server.tls_certificate_file, server.tls_key_file)
     app = await build_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = DeadlineAppRunner(
+        app,
+        header_timeout=settings.server.header_timeout_seconds,
+        access_log=None,
+        handle_signals=False,
+    )
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -29,6 +29,8 @@ BASE_PATH = "/scim/v2"
 def write_config(tmp_path: Path, *, port: int = 0, extra: str = "") -> Path:
     """A configuration with two valid tokens and a SQLite store, all under ``tmp_path``."""
     (tmp_path / "tokens").write_text("\n".join(TOKENS) + "\n")
+    # serve refuses a tokens file others may read.
+    (tmp_path / "tokens").chmod(0o600)
     config = tmp_path / "jmlsync.toml"
     config.write_text(
         f"""

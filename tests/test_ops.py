@@ -45,6 +45,15 @@ async def test_readiness_fails_with_a_reason_when_workers_stop(tmp_path: Path) -
         async with aiohttp.ClientSession() as http, http.get(server.make_url("/readyz")) as reply:
             assert reply.status == 503
             body = await reply.json()
+        # Without a token, only which checks failed; with one, why.
+        assert body == {"status": "not ready", "problems": {"workers": "failed"}}
+        headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.get(server.make_url("/readyz")) as reply,
+        ):
+            assert reply.status == 503
+            body = await reply.json()
         assert body == {"status": "not ready", "problems": {"workers": "workers are not running"}}
     finally:
         await server.close()
@@ -76,6 +85,7 @@ async def test_a_separate_metrics_token(tmp_path: Path) -> None:
     from jmlsync.service import build_app
 
     (tmp_path / "metrics-token").write_text("m" * 40 + "\n")
+    (tmp_path / "metrics-token").chmod(0o600)
     config = write_config(tmp_path, extra="")
     config.write_text(
         config.read_text().replace(

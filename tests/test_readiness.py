@@ -18,11 +18,15 @@ from jmlsync.cli import main
 from jmlsync.config import ConfigError, load_settings
 from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
-from tests.conftest import write_config
+from jmlsync.scim.app import AUTH
+from jmlsync.scim.auth import BearerAuth
+from tests.conftest import TOKENS, write_config
 
 
 @pytest.mark.timeout(10)
-async def test_a_check_that_hangs_answers_not_ready_within_the_check_timeout() -> None:
+async def test_a_check_that_hangs_answers_not_ready_within_the_check_timeout(
+    tmp_path: Path,
+) -> None:
     async def frozen() -> str | None:
         await asyncio.Event().wait()  # a database that never answers
         return None
@@ -30,12 +34,16 @@ async def test_a_check_that_hangs_answers_not_ready_within_the_check_timeout() -
     async def fine() -> str | None:
         return None
 
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKENS[0] + "\n")
+    tokens.chmod(0o600)
     app = web.Application()
+    app[AUTH] = BearerAuth(tokens)  # the reasons are shown to a caller with a token
     checks = {"store": frozen, "scheduler": fine}
     app.add_routes(ops_routes(Metrics(), None, checks, check_timeout=0.2))  # type: ignore[arg-type]
     async with TestClient(TestServer(app)) as client:
         started = time.monotonic()
-        reply = await client.get("/readyz")
+        reply = await client.get("/readyz", headers={"Authorization": f"Bearer {TOKENS[0]}"})
         body: dict[str, Any] = await reply.json()
     assert time.monotonic() - started < 2
     assert reply.status == 503

@@ -118,6 +118,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     config = tmp_path / "jmlsync.toml"
     config.write_text(f'[store]\nurl = "sqlite:///jmlsync.db"\n{RULES}')
     (tmp_path / "tokens").write_text("x" * 32)
+    (tmp_path / "tokens").chmod(0o600)
     ids: dict[str, str] = {}
     world = World(config, ids)
 

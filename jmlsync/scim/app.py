@@ -30,9 +30,11 @@ from jmlsync.scim.errors import (
     PayloadTooLarge,
     PreconditionFailed,
     ScimError,
+    TooManyRequests,
     Unauthorized,
     Uniqueness,
 )
+from jmlsync.scim.intake import storable_target
 from jmlsync.scim.resources import (
     BASE_PATH,
     CLOCK,
@@ -46,6 +48,7 @@ from jmlsync.scim.resources import (
     search_root,
 )
 from jmlsync.scim.schema import BUILT_IN, SchemaSet
+from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.tolerant import tolerant_paths
 from jmlsync.scim.writes import LENIENCY, Leniency
 
@@ -55,12 +58,14 @@ AUTH = web.AppKey("auth", BearerAuth)
 METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+_OPS_LABELS = frozenset({"healthz", "readyz", "metrics"})
 
 #: Called once per request with (resource, method, status, seconds), e.g. to count it.
 Observer = Callable[[str, str, int, float], None]
 OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
 #: Called with the client address on every request refused for its token.
 ON_AUTH_FAILURE: web.AppKey[Callable[[str], None]] = web.AppKey("on_auth_failure")
+THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,10 +105,13 @@ def _request_id(request: web.Request) -> str:
 
 
 def _resource_label(request: web.Request) -> str:
-    """A bounded label for metrics: Users, Groups, discovery, search, health or other."""
+    """A bounded label for metrics: Users, Groups, discovery, search, healthz, readyz, metrics
+    or other."""
     base = request.app[BASE_PATH]
     if not request.path.startswith(base):
-        return request.path.strip("/").split("/")[0] or "other"
+        # Only known routes become labels: any other path would add series without bound.
+        head = request.path.strip("/")
+        return head if head in _OPS_LABELS else "other"
     head = request.path[len(base) :].strip("/").split("/")[0]
     if head in ("Users", "Groups"):
         return head
@@ -172,9 +180,15 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     metrics_auth = request.app.get(METRICS_AUTH)
     if request.path == "/metrics" and metrics_auth is not None and metrics_auth.allows(header):
         return await handler(request)
+    remote = request.remote or "unknown"
     on_failure = request.app.get(ON_AUTH_FAILURE)
     if on_failure is not None:
-        on_failure(request.remote or "unknown")
+        on_failure(remote)
+    throttle = request.app.get(THROTTLE)
+    wait = throttle.refused(remote) if throttle is not None else None
+    if wait is not None:
+        error = TooManyRequests("too many requests with a bad token from this address")
+        return scim_response(error.body(), error.status, **{"Retry-After": str(wait)})
     raise Unauthorized("a valid bearer token is required")
 
 
@@ -250,6 +264,7 @@ def build_scim_app(
     on_auth_failure: Callable[[str], None] | None = None,
     leniency: Leniency | None = None,
     served: SchemaSet = BUILT_IN,
+    auth_throttle: AuthThrottle | None = None,
 ) -> web.Application:
     """The application serving SCIM under ``base_path`` and ``/healthz``.
 
@@ -261,7 +276,7 @@ def build_scim_app(
     the same authentication, error answers and request log.
     """
     app = web.Application(
-        middlewares=[tolerant_paths(base_path), scim_errors, bearer_auth],
+        middlewares=[tolerant_paths(base_path), scim_errors, bearer_auth, storable_target],
         client_max_size=max_body_bytes,
     )
     if observer is not None:
@@ -270,6 +285,8 @@ def build_scim_app(
         app[METRICS_AUTH] = metrics_auth
     if on_auth_failure is not None:
         app[ON_AUTH_FAILURE] = on_auth_failure
+    if auth_throttle is not None:
+        app[THROTTLE] = auth_throttle
     app[STORE] = store
     app[AUTH] = auth
     app[BASE_PATH] = base_path

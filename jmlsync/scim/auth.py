@@ -6,6 +6,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 log = logging.getLogger("jmlsync.auth")
@@ -15,8 +16,34 @@ class TokenFileError(Exception):
     """The tokens file is missing, unreadable or holds no token."""
 
 
-def read_tokens(path: Path) -> tuple[bytes, ...]:
-    """Every token in ``path``: one a line; blank lines and ``#`` comments are skipped."""
+def check_private(path: Path) -> None:
+    """Refuse a tokens file that group or others may read or write.
+
+    A file owned by another account (a Kubernetes secret volume is root's, shared with the
+    pod's group) may be group-readable: that is how it reaches us. Raises TokenFileError with
+    the fix in its message.
+    """
+    try:
+        status = path.stat()
+    except OSError as exc:
+        raise TokenFileError(f"{path}: cannot read tokens file: {exc.strerror}") from exc
+    ours = status.st_uid == os.geteuid()
+    loose = stat.S_IMODE(status.st_mode) & (0o077 if ours else 0o037)
+    if loose:
+        fix = f"chmod 600 {path}" if ours else f"chmod 640 {path} (or 600)"
+        raise TokenFileError(
+            f"{path}: tokens file is open to {'group or others' if ours else 'others'}"
+            f" (mode {stat.S_IMODE(status.st_mode):04o}): run {fix}"
+        )
+
+
+def read_tokens(path: Path, *, private: bool = True) -> tuple[bytes, ...]:
+    """Every token in ``path``: one a line; blank lines and ``#`` comments are skipped.
+
+    With ``private``, the file must pass :func:`check_private` first.
+    """
+    if private:
+        check_private(path)
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
@@ -83,7 +110,11 @@ class BearerAuth:
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        candidate = presented.strip().encode()
+        try:
+            candidate = presented.strip().encode()
+        except UnicodeEncodeError:
+            # Bytes that are not UTF-8 arrive as surrogate escapes: no token has them.
+            return False
         matched = False
         for token in self._tokens:
             matched |= hmac.compare_digest(candidate, token)

@@ -84,5 +84,9 @@ class PayloadTooLarge(ScimError):
     scim_type = "tooLarge"
 
 
+class TooManyRequests(ScimError):
+    status = 429
+
+
 class NotImplementedFeature(ScimError):
     status = 501

@@ -39,7 +39,8 @@ from jmlsync.domain.filters import (
     ValuePath,
     parse_datetime,
 )
-from jmlsync.scim.errors import InvalidFilter
+from jmlsync.domain.text import unstorable
+from jmlsync.scim.errors import InvalidFilter, InvalidValue
 from jmlsync.scim.schema import Attribute, ResourceType
 
 _ORDER_OPS = frozenset({"gt", "ge", "lt", "le"})
@@ -63,11 +64,47 @@ class _Problem(Exception):
     """What is wrong with the filter; :func:`_parse` adds the filter text."""
 
 
+#: Nested parentheses and brackets a filter may have. SQLite's parser stack holds about 100
+#: entries: ``not (a and not (b and ...`` overflows it at 12 levels, so 8 leaves a margin.
+MAX_FILTER_DEPTH = 8
+#: ``and``/``or`` operators a filter may have: they bound the recursion of every filter walk.
+MAX_FILTER_TERMS = 100
+
+
+class _Unstorable(Exception):
+    """A string in the filter holds U+0000 or a lone surrogate."""
+
+
 def _parse(text: str, scope: _Scope) -> Expr:
+    if unstorable(text):
+        raise InvalidValue("the filter holds U+0000 or a lone surrogate")
     try:
         return _convert(_syntax_tree(text), scope)
     except _Problem as problem:
-        raise InvalidFilter(f"Invalid filter {text!r}: {problem}") from None
+        shown = repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
+        raise InvalidFilter(f"Invalid filter {shown}: {problem}") from None
+    except _Unstorable:
+        raise InvalidValue("a string in the filter holds U+0000 or a lone surrogate") from None
+    except RecursionError:  # a backstop: the limits below should keep it from happening
+        raise InvalidFilter("Invalid filter: nested too deep") from None
+
+
+def _bounded(tokens: Iterator[Any]) -> Iterator[Any]:
+    """``tokens``, refused past :data:`MAX_FILTER_DEPTH` nested brackets or parentheses, or
+    :data:`MAX_FILTER_TERMS` ``and``/``or`` operators."""
+    depth = terms = 0
+    for token in tokens:
+        if token.type in ("LPAREN", "LBRACKET"):
+            depth += 1
+            if depth > MAX_FILTER_DEPTH:
+                raise _Problem(f"nests deeper than {MAX_FILTER_DEPTH} levels")
+        elif token.type in ("RPAREN", "RBRACKET"):
+            depth -= 1
+        elif token.type in ("AND", "OR"):
+            terms += 1
+            if terms > MAX_FILTER_TERMS:
+                raise _Problem(f"has more than {MAX_FILTER_TERMS} 'and'/'or' operators")
+        yield token
 
 
 class _Lexer(SCIMLexer):  # type: ignore[misc]
@@ -86,6 +123,8 @@ class _Lexer(SCIMLexer):  # type: ignore[misc]
             t.value = json.loads(t.value, strict=False)
         except ValueError:
             raise ValueError(f"bad escape in the string at position {t.index}") from None
+        if unstorable(t.value):
+            raise _Unstorable
         return t
 
     # \b keeps attributes such as "nullable" or "trueName" from lexing as literals.
@@ -117,13 +156,15 @@ def _syntax_tree(text: str) -> Any:
 
     def tokens() -> Iterator[Any]:
         nonlocal ended
-        for token in _Lexer().tokenize(text):
+        for token in _bounded(_Lexer().tokenize(text)):
             seen[:] = [token]
             yield token
         ended = True
 
     try:
         tree = SCIMParser().parse(tokens())
+    except (_Problem, _Unstorable):
+        raise
     except ValueError as exc:
         raise _Problem(str(exc)) from None
     except SCIMParserError:

@@ -22,6 +22,7 @@ from jmlsync.scim.errors import (
     ScimError,
 )
 from jmlsync.scim.filters import parse_filter
+from jmlsync.scim.intake import read_json
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
 from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType, SchemaSet
@@ -49,7 +50,11 @@ def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str
         return web.Response(status=status, headers=headers)
     return web.Response(
         status=status,
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        # backslashreplace: a lone surrogate (refused on input, so never expected here) is
+        # written as its JSON escape instead of failing the answer with a 500.
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        ),
         content_type=SCIM_CONTENT_TYPE,
         charset="utf-8",
         headers=headers,
@@ -62,15 +67,6 @@ def base_url(request: web.Request) -> str:
     if configured:
         return configured
     return f"{request.scheme}://{request.host}{request.app[BASE_PATH]}"
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; malformed JSON is a 400 invalidSyntax."""
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidSyntax(f"request body is not valid JSON: {exc}") from exc
 
 
 def _now(request: web.Request) -> datetime:

@@ -5,8 +5,10 @@ copy."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from jmlsync.domain.text import bad_string, unstorable
 from jmlsync.store.database import WriteConn
 from jmlsync.store.directory import SqlStore
 
@@ -42,6 +44,8 @@ async def copy_store(source: SqlStore, destination: SqlStore) -> dict[str, int]:
         rows = await destination.db.reader.execute_fetchall(f"SELECT count(*) FROM {table}")
         if int(rows[0][0]):
             raise CopyError(f"the destination already holds {table}: copy into an empty store")
+    if getattr(destination.db, "dialect", "sqlite") == "postgresql":
+        await _refuse_unstorable(source)
     counts = {}
     for table in TABLES:
         rows = await source.db.reader.execute_fetchall(f"SELECT * FROM {table}")
@@ -52,6 +56,50 @@ async def copy_store(source: SqlStore, destination: SqlStore) -> dict[str, int]:
         values = [tuple(_convert(table, column, row[column]) for column in columns) for row in rows]
         await _insert(destination, table, columns, values)
     return counts
+
+
+#: Columns that say which row is meant, in a refusal.
+_NAMING = ("id", "seq", "key", "user_name", "display_name", "group_id", "user_id")
+#: Columns holding JSON text (jsonb on PostgreSQL, which refuses ``\u0000`` escapes).
+_JSON_COLUMNS = frozenset({"doc"})
+_SHOWN = 5
+
+
+def _unstorable_value(column: str, value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if unstorable(value):
+        return True
+    if column in _JSON_COLUMNS and "\\u" in value:
+        try:
+            return bad_string(json.loads(value)) is not None
+        except ValueError:
+            return False
+    return False
+
+
+async def _refuse_unstorable(source: SqlStore) -> None:
+    """Raise CopyError naming the rows that hold U+0000 or a lone surrogate, before anything
+    is written: PostgreSQL cannot store them (SCIM refuses them now, but an older SQLite store
+    may hold them)."""
+    found: list[str] = []
+    for table in TABLES:
+        rows = await source.db.reader.execute_fetchall(f"SELECT * FROM {table}")
+        for row in rows:
+            columns = list(row.keys())
+            if not any(_unstorable_value(column, row[column]) for column in columns):
+                continue
+            names = " ".join(
+                f"{c}={row[c]!r}" for c in _NAMING if c in columns and row[c] is not None
+            )
+            found.append(f"{table} {names}".strip())
+    if found:
+        more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+        raise CopyError(
+            f"{len(found)} row(s) hold U+0000 or a lone surrogate, which PostgreSQL cannot"
+            f" store: {'; '.join(found[:_SHOWN])}{more};"
+            " fix or delete them in the source first"
+        )
 
 
 def _convert(table: str, column: str, value: Any) -> Any:

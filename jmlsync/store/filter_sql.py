@@ -237,6 +237,20 @@ def storage_datetime(value: str) -> str:
     return naive.isoformat(timespec="microseconds") + "Z"
 
 
+def _chain(expr: And | Or) -> list[Expr]:
+    """The operands of a chain of ``expr``'s operator, left to right, however it nests."""
+    operands: list[Expr] = []
+    pending: list[Expr] = [expr]
+    while pending:
+        node = pending.pop()
+        if type(node) is type(expr):
+            assert isinstance(node, And | Or)
+            pending += [node.right, node.left]
+        else:
+            operands.append(node)
+    return operands
+
+
 #: How a dialect represents one value under test.
 Operand = TypeVar("Operand")
 
@@ -250,10 +264,11 @@ class FilterWalker(ABC, Generic[Operand]):
 
     def expr(self, expr: Expr) -> str:
         """The SQL for ``expr``, a boolean; NULL counts as false."""
-        if isinstance(expr, And):
-            return f"({self.expr(expr.left)}) AND ({self.expr(expr.right)})"
-        if isinstance(expr, Or):
-            return f"({self.expr(expr.left)}) OR ({self.expr(expr.right)})"
+        if isinstance(expr, And | Or):
+            # A chain of one operator is written flat: SQLite's parser stack (about 100
+            # entries) overflows on a hundred nested parentheses.
+            word = " AND " if isinstance(expr, And) else " OR "
+            return word.join(f"({self.expr(operand)})" for operand in _chain(expr))
         if isinstance(expr, Not):
             return negate(self.expr(expr.expr))
         if isinstance(expr, Present):
