@@ -12,7 +12,13 @@ from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.sla import LeaverRecord
-from jmlsync.engine.assurance import drift_json, drift_of, guard_message, revocations_over
+from jmlsync.engine.assurance import (
+    drift_json,
+    drift_of,
+    guard_message,
+    mover_requests,
+    revocations_over,
+)
 from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
 from jmlsync.scim.resources import now_utc
@@ -51,6 +57,7 @@ async def run_reconcile(
 ) -> RunReport:
     """Plan, record drift, check the revocation guard, and apply unless a dry run or held."""
     async with open_runtime(settings) as runtime:
+        started = now_utc()
         snapshot = await runtime.reconciler.snapshot(scope, progress)
         findings = drift_of(snapshot)
         store = runtime.assurance.store
@@ -76,7 +83,10 @@ async def run_reconcile(
                     "guard_tripped", report.held, revocations=held, key="cli"
                 )
         if not dry_run and report.held is None:
-            report.outcomes = await runtime.reconciler.apply(snapshot.operations, progress)
+            requested = await mover_requests(runtime.queue, snapshot.operations, started)
+            report.outcomes = await runtime.reconciler.apply(
+                snapshot.operations, progress, requested
+            )
     return report
 
 

@@ -63,6 +63,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
                 "sla_breaches": await assurance.open_breaches(),
                 "pending_by_target": await assurance.pending_by_target(settings.targets),
             },
+            "movers": await assurance.movers.counts(),
         }
     finally:
         await store.close()
@@ -85,6 +86,11 @@ def _status_table(status: dict[str, Any]) -> str:
         lines.append(
             "         not cleared on: " + ", ".join(f"{t} ({n})" for t, n in waiting.items())
         )
+    movers = status["movers"]
+    lines.append(
+        f"movers:  {movers['not_verified']} revocation(s) not verified,"
+        f" {movers['sla_breaches']} SLA breach(es) open"
+    )
     lines.append(f"drift:   {drift['missing']} missing, {drift['unmanaged']} unmanaged")
     lines.append("last runs:")
     for job, run in sorted(status["runs"].items()):
@@ -104,11 +110,13 @@ def _status_table(status: dict[str, Any]) -> str:
 def status(config_path: Path, output_format: str) -> None:
     """Queue depth, dead letters, last runs, open drift and SLA breaches.
 
-    Exits 1 when an SLA breach is open or leaver processing is paused.
+    Exits 1 when an SLA breach (a leaver's or a mover's) is open or leaver processing is
+    paused.
     """
     result = asyncio.run(_status(settings_or_exit(config_path)))
     click.echo(json.dumps(result, indent=2) if output_format == "json" else _status_table(result))
-    if result["leavers"]["sla_breaches"] or result["queue"]["leavers_paused"]:
+    breaches = result["leavers"]["sla_breaches"] + result["movers"]["sla_breaches"]
+    if breaches or result["queue"]["leavers_paused"]:
         sys.exit(1)
 
 
@@ -124,6 +132,7 @@ async def _report(settings: Settings, since: datetime, now: datetime) -> sla.Sla
             until=now,
             now=now,
             targets=sorted(settings.targets),
+            mover_seconds=settings.sla.mover_limit,
         )
     finally:
         await store.close()

@@ -60,11 +60,21 @@ class LeaverOutcome:
 
 @dataclass(frozen=True)
 class MoverOutcome:
-    """One revocation caused by a mover, measured from the committed change to the revocation."""
+    """One revocation caused by a mover, measured from the committed change to the revocation
+    (``seconds``, also ``seconds_to_revoke``) and to its read-back (``seconds_to_verify``).
+
+    ``within_sla`` is False when it was revoked later than the mover SLA or the read-back found
+    the role still (or again) held past it (``breached_at``), True otherwise."""
 
     revocation: MoverRevocation
     seconds: float
     within_sla: bool
+    seconds_to_verify: float | None = None
+
+    @property
+    def mark(self) -> Mark:
+        """``OK`` or ``BREACH``, as people read it."""
+        return "OK" if self.within_sla else "BREACH"
 
     def as_dict(self) -> dict[str, Any]:
         """The revocation row of the JSON report."""
@@ -75,8 +85,14 @@ class MoverOutcome:
             "role": revocation.role,
             "requested_at": iso_z(revocation.requested_at),
             "revoked_at": iso_z(revocation.revoked_at),
+            "verified_at": _iso_or_none(revocation.verified_at),
             "seconds": self.seconds,
+            "seconds_to_revoke": self.seconds,
+            "seconds_to_verify": self.seconds_to_verify,
             "within_sla": self.within_sla,
+            "breached_at": _iso_or_none(revocation.breached_at),
+            "cause": revocation.cause,
+            "actor": revocation.actor,
         }
 
 
@@ -116,11 +132,15 @@ class SlaReport:
     summary: SlaSummary
     movers: tuple[MoverOutcome, ...]
     movers_summary: SlaSummary
+    mover_sla_seconds: int | None = None
 
     @property
     def has_breach(self) -> bool:
-        """Whether any leaver missed the SLA (late, flagged breached, or overdue)."""
-        return any(outcome.within_sla is False for outcome in self.leavers)
+        """Whether any leaver missed the SLA (late, flagged breached, or overdue), or any
+        mover's revocation did."""
+        return any(o.within_sla is False for o in self.leavers) or any(
+            not o.within_sla for o in self.movers
+        )
 
     @property
     def window(self) -> dict[str, str]:
@@ -135,6 +155,7 @@ class SlaReport:
             "leavers": [outcome.as_dict() for outcome in self.leavers],
             "summary": self.summary.as_dict(),
             "movers": {
+                "sla_seconds": self.mover_sla_seconds or self.sla_seconds,
                 "revocations": [outcome.as_dict() for outcome in self.movers],
                 "summary": self.movers_summary.as_dict(),
             },
@@ -154,13 +175,15 @@ def build_report(
     until: datetime,
     now: datetime,
     targets: Sequence[str] = (),
+    mover_seconds: int | None = None,
 ) -> SlaReport:
     """Measure the leavers who left, and the mover revocations requested, within the window.
 
     The window is inclusive at both ends; records outside it are left out. Naive datetimes are
     taken as UTC. ``targets`` are the configured targets: a leaver not cleared yet shows each
     one it has no outcome for as pending. Raises ValueError if ``sla_seconds`` is not positive
-    or ``since`` is after ``until``.
+    or ``since`` is after ``until``. Movers' revocations are measured against
+    ``mover_seconds`` (default: ``sla_seconds``).
     """
     since, until, now = _utc(since), _utc(until), _utc(now)
     if sla_seconds <= 0:
@@ -177,7 +200,8 @@ def build_report(
         key=lambda m: (_utc(m.requested_at), m.user, m.target, m.role),
     )
     leaver_outcomes = tuple(_measure_leaver(record, limit, now) for record in chosen)
-    mover_outcomes = tuple(_measure_mover(revocation, limit) for revocation in revocations)
+    mover_limit = timedelta(seconds=mover_seconds or sla_seconds)
+    mover_outcomes = tuple(_measure_mover(m, mover_limit) for m in revocations)
     return SlaReport(
         sla_seconds=sla_seconds,
         since=since,
@@ -187,6 +211,7 @@ def build_report(
         summary=_leaver_summary(leaver_outcomes),
         movers=mover_outcomes,
         movers_summary=_mover_summary(mover_outcomes),
+        mover_sla_seconds=mover_seconds or sla_seconds,
     )
 
 
@@ -213,11 +238,14 @@ def _verdict(
 
 
 def _measure_mover(revocation: MoverRevocation, limit: timedelta) -> MoverOutcome:
-    elapsed = _utc(revocation.revoked_at) - _utc(revocation.requested_at)
+    requested = _utc(revocation.requested_at)
+    elapsed = _utc(revocation.revoked_at) - requested
+    verified = revocation.verified_at
     return MoverOutcome(
         revocation=revocation,
         seconds=round(elapsed.total_seconds(), 3),
-        within_sla=elapsed <= limit,
+        within_sla=elapsed <= limit and revocation.breached_at is None,
+        seconds_to_verify=None if verified is None else _seconds(_utc(verified) - requested),
     )
 
 
@@ -228,8 +256,10 @@ def _leaver_summary(outcomes: Sequence[LeaverOutcome]) -> SlaSummary:
 
 
 def _mover_summary(outcomes: Sequence[MoverOutcome]) -> SlaSummary:
-    """A mover's revocation has no separate read-back: once revoked it counts as verified."""
-    return _summary([o.seconds for o in outcomes], len(outcomes), [o.within_sla for o in outcomes])
+    """Every recorded revocation was applied (cleared); ``verified`` counts those read back
+    as gone by leaver verification."""
+    verified = sum(1 for o in outcomes if o.revocation.verified_at is not None)
+    return _summary([o.seconds for o in outcomes], verified, [o.within_sla for o in outcomes])
 
 
 def _summary(

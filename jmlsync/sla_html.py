@@ -14,6 +14,7 @@ from html import escape
 from jmlsync.domain.sla import LeaverRecord, TargetDetail
 from jmlsync.sla import (
     LeaverOutcome,
+    MoverOutcome,
     SlaReport,
     SlaSummary,
     format_percent,
@@ -58,7 +59,7 @@ def render_html(report: SlaReport) -> str:
         _section("histogram", "Time to clear", _histogram_block(report)),
         _section("breaches", "Breaches", _breaches_block(report)),
         _section("leavers", "All leavers", _leavers_block(report.leavers)),
-        _section("movers", "Movers' revocations", _movers_block(report.movers_summary)),
+        _section("movers", "Movers' revocations", _movers_block(report)),
     )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -95,11 +96,48 @@ def _summary_table(summary: SlaSummary) -> str:
     return _table(headings, [_row(_cell(v, "num") for v in values)])
 
 
-def _movers_block(summary: SlaSummary) -> str:
+def _movers_block(report: SlaReport) -> str:
+    summary = report.movers_summary
     values = (str(summary.count), *_latency_values(summary))
     table = _table(("Revocations", *_LATENCY_HEADINGS), [_row(_cell(v, "num") for v in values)])
-    note = "Measured from the committed change to the revocation in the target."
-    return f'{table}\n<p class="note">{_e(note)}</p>'
+    note = (
+        "Measured from the committed change to the revocation in the target, against an SLA"
+        f" of {report.mover_sla_seconds or report.sla_seconds} s; verified once read back as"
+        " gone."
+    )
+    parts = [table, f'<p class="note">{_e(note)}</p>']
+    if report.movers:
+        headings = (
+            "Status",
+            "User",
+            "Target",
+            "Role",
+            "Requested",
+            "Revoked",
+            "Verified",
+            "To revoke (s)",
+            "Why",
+        )
+        rows = [
+            _row(_mover_cells(o), "breach" if o.mark == "BREACH" else None) for o in report.movers
+        ]
+        parts.append(_table(headings, rows))
+    return "\n".join(parts)
+
+
+def _mover_cells(outcome: MoverOutcome) -> list[str]:
+    r = outcome.revocation
+    return [
+        _cell(outcome.mark, f"mark-{outcome.mark}"),
+        _cell(r.user),
+        _cell(r.target),
+        _cell(r.role),
+        _cell(human_time(r.requested_at), "time"),
+        _cell(human_time(r.revoked_at), "time"),
+        _cell(human_time(r.verified_at), "time"),
+        _cell(format_seconds(outcome.seconds), "num"),
+        _cell(r.cause or "-"),
+    ]
 
 
 def _latency_values(summary: SlaSummary) -> tuple[str, ...]:

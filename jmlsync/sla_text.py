@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from jmlsync.sla import (
     LeaverOutcome,
+    MoverOutcome,
     SlaReport,
     SlaSummary,
     format_percent,
@@ -30,6 +31,21 @@ CSV_COLUMNS = (
     "targets_cleared_at",
 )
 
+#: The columns of the movers' section of the CSV, after a blank line.
+MOVER_CSV_COLUMNS = (
+    "user",
+    "target",
+    "role",
+    "requested_at",
+    "revoked_at",
+    "verified_at",
+    "seconds_to_revoke",
+    "seconds_to_verify",
+    "within_sla",
+    "breached_at",
+    "cause",
+)
+
 
 def render_csv(report: SlaReport) -> str:
     """One row per leaver after a header row; targets as ``name:revocations`` joined by ``;``."""
@@ -37,7 +53,16 @@ def render_csv(report: SlaReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(_csv_row(outcome) for outcome in report.leavers)
+    writer.writerow([])
+    writer.writerow(MOVER_CSV_COLUMNS)
+    writer.writerows(_mover_csv_row(outcome) for outcome in report.movers)
     return buffer.getvalue()
+
+
+def _mover_csv_row(outcome: MoverOutcome) -> list[str]:
+    row = outcome.as_dict()
+    row["within_sla"] = str(row["within_sla"]).lower()
+    return ["" if row[column] is None else str(row[column]) for column in MOVER_CSV_COLUMNS]
 
 
 def _csv_row(outcome: LeaverOutcome) -> list[str]:
@@ -69,7 +94,43 @@ def render_table(report: SlaReport) -> str:
     lines.extend(_summary_lines("Leavers", "time to clear", report.summary))
     lines.append("")
     lines.extend(_summary_lines("Movers' revocations", "time to revoke", report.movers_summary))
+    if report.movers:
+        lines.append(f"  SLA {report.mover_sla_seconds or report.sla_seconds} s")
+        lines.extend("  " + line for line in _mover_table(report.movers))
     return "\n".join(lines)
+
+
+def _mover_table(outcomes: Sequence[MoverOutcome]) -> list[str]:
+    header = (
+        "STATUS",
+        "USER",
+        "TARGET",
+        "ROLE",
+        "REQUESTED",
+        "REVOKED",
+        "VERIFIED",
+        "TO REVOKE (s)",
+    )
+    rows = [header]
+    for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"):
+        r = o.revocation
+        rows.append(
+            (
+                o.mark,
+                _printable(r.user),
+                _printable(r.target),
+                _printable(r.role),
+                human_time(r.requested_at),
+                human_time(r.revoked_at),
+                human_time(r.verified_at),
+                format_seconds(o.seconds),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.sla import SlaReport, build_report, parse_since, percentile, render_json
 from jmlsync.sla_html import render_html
-from jmlsync.sla_text import CSV_COLUMNS, render_csv, render_table
+from jmlsync.sla_text import CSV_COLUMNS, MOVER_CSV_COLUMNS, render_csv, render_table
 
 SLA = 900
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -48,7 +48,8 @@ def leaver(
 
 
 def mover(user: str, seconds: float) -> MoverRevocation:
-    return MoverRevocation(user, "aws", "admin", LEFT, LEFT + timedelta(seconds=seconds))
+    revoked = LEFT + timedelta(seconds=seconds)
+    return MoverRevocation(user, "aws", "admin", LEFT, revoked, revoked + timedelta(seconds=1))
 
 
 def report(leavers: list[LeaverRecord], movers: list[MoverRevocation] | None = None) -> SlaReport:
@@ -263,7 +264,7 @@ def test_json_shape(mixed: SlaReport) -> None:
     assert set(document["window"]) == {"since", "until"}
     assert all(set(row) == LEAVER_KEYS for row in document["leavers"])
     assert set(document["summary"]) == SUMMARY_KEYS
-    assert set(document["movers"]) == {"revocations", "summary"}
+    assert set(document["movers"]) == {"sla_seconds", "revocations", "summary"}
     assert set(document["movers"]["summary"]) == SUMMARY_KEYS
     assert set(document["movers"]["revocations"][0]) == {
         "user",
@@ -271,8 +272,14 @@ def test_json_shape(mixed: SlaReport) -> None:
         "role",
         "requested_at",
         "revoked_at",
+        "verified_at",
         "seconds",
+        "seconds_to_revoke",
+        "seconds_to_verify",
         "within_sla",
+        "breached_at",
+        "cause",
+        "actor",
     }
     first = document["leavers"][0]
     assert first["targets"][0] == {
@@ -319,7 +326,13 @@ def test_csv(mixed: SlaReport) -> None:
         "pending_targets",
         "targets_cleared_at",
     ]
-    assert len(rows) == 1 + len(mixed.leavers)
+    assert len(rows) == 1 + len(mixed.leavers) + 2 + len(mixed.movers)
+    movers = rows[len(mixed.leavers) + 2 :]
+    assert movers[0] == list(MOVER_CSV_COLUMNS)
+    assert [(row[0], row[6], row[8]) for row in movers[1:]] == [
+        ("m1@x.io", "10.0", "true"),
+        ("m2@x.io", "2000.0", "false"),
+    ]
     assert rows[1] == [
         "ok1@x.io",
         "2024-05-20T08:00:00.000000Z",

@@ -11,7 +11,9 @@ from datetime import datetime, timedelta
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant, Operation
+from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope, Snapshot
 from jmlsync.metrics import Metrics
 from jmlsync.ports import Queue
@@ -54,6 +56,18 @@ def drift_json(
     ]
 
 
+async def mover_requests(
+    queue: Queue, operations: Iterable[Operation], started: datetime
+) -> dict[str, str]:
+    """When each user a reconciliation revokes as a mover asked for it: the enqueue time of
+    the user's queue row still pending, else ``started`` (when the run found it unwanted)."""
+    movers = {op.user for op in operations if op.action == "revoke" and op.reason == "mover"}
+    if not movers:
+        return {}
+    pending = {row.user_name: row.enqueued_at for row in await queue.rows()}
+    return {user: pending.get(user, format_timestamp(started)) for user in movers}
+
+
 def revocations_over(operations: Iterable[Operation], limit: int) -> int | None:
     """The number of revocations when it exceeds ``limit`` (the guard trips), else None."""
     count = sum(1 for op in operations if op.action == "revoke")
@@ -74,58 +88,90 @@ class Assurance:
     sla: timedelta
     drift_mode: str
     max_revocations: int
+    #: ``[sla].mover_seconds``; None: the leaver SLA.
+    mover_sla: timedelta | None = None
 
     async def verify_leavers(self) -> RunResult:
-        """Read back every cleared leaver's access; mark it verified, or breached past the SLA."""
+        """Read back every cleared leaver's access; mark it verified, or breached past the SLA.
+        Movers' revocations are read back in the same run (see :mod:`.mover_verify`)."""
         counts = {"checked": 0, "verified": 0, "breached": 0, "unreadable": 0}
         for leaver in await self.store.unverified_leavers():
             counts["checked"] += 1
+            cause = await self._not_cleared_cause(leaver)
             if leaver.cleared_at is not None:
                 try:
-                    clean = await self._access_gone(leaver.user_name)
+                    leftovers = await self._leftovers(leaver.user_name)
                 except TargetError as exc:
                     log.warning("cannot verify %s yet: %s", leaver.user_name, exc)
                     counts["unreadable"] += 1
-                    clean = False
-                if clean:
+                    leftovers = [f"could not be read back: {exc}"]
+                if not leftovers:
                     await self.store.mark_verified(leaver.id, self.clock())
                     counts["verified"] += 1
                     continue
-            if await self._breach(leaver):
+                cause = "read back: " + "; ".join(leftovers)
+            if await self._breach(leaver, cause):
                 counts["breached"] += 1
-        outcome = "breach" if counts["breached"] else "ok"
+        counts.update(await self._movers().run())
+        outcome = "breach" if counts["breached"] or counts["movers_breached"] else "ok"
         return outcome, counts, None
 
-    async def _access_gone(self, user: str) -> bool:
+    def _movers(self) -> MoverVerifier:
+        return MoverVerifier(
+            self.store.movers,
+            self.applier,
+            self.reconciler,
+            self.alerts,
+            self.clock,
+            self.mover_sla if self.mover_sla is not None else self.sla,
+        )
+
+    async def _not_cleared_cause(self, leaver: OpenLeaver) -> str:
+        """Why a leaver is not cleared: each pending target and the error keeping it so."""
+        if leaver.cleared_at is not None:
+            return ""
+        pending = await self.store.pending_targets_of(leaver.id, list(self.applier.targets))
+        if not pending:
+            return "not cleared yet"
+        return "not cleared on " + "; ".join(
+            f"{target} ({error})" if error else target for target, error in pending.items()
+        )
+
+    async def _leftovers(self, user: str) -> list[str]:
+        """What each target still holds for a leaver (empty: access gone)."""
         managed = self.reconciler.plan_managed()
+        found: list[str] = []
         for target in self.applier.targets:
             roles, principal = await self.applier.read_user(target, user)
-            if any((target, role) in managed for role in roles):
-                return False
+            held = sorted(role for role in roles if (target, role) in managed)
+            if held:
+                found.append(f"{target} still held {', '.join(held)}")
             if principal is not None and principal.disableable:
-                return False
-        return True
+                found.append(f"{target} principal still enabled")
+        return found
 
-    async def _breach(self, leaver: OpenLeaver) -> bool:
+    async def _breach(self, leaver: OpenLeaver, cause: str) -> bool:
         now = self.clock()
         if now - leaver.left_at <= self.sla or leaver.breached_at is not None:
             return False
-        if not await self.store.mark_breached(leaver.id, now):
+        if not await self.store.mark_breached(leaver.id, now, cause):
             return False
         self.metrics.sla_breaches.inc()
         late = (now - leaver.left_at).total_seconds()
         await self.alerts.alert(
             "sla_breach",
             f"leaver {leaver.user_name} still not verified {late:.0f}s after leaving"
-            f" (SLA {self.sla.total_seconds():.0f}s); revocations queued again",
+            f" (SLA {self.sla.total_seconds():.0f}s; {cause}); revocations queued again",
             user=leaver.user_name,
             left_at=leaver.left_at.isoformat(),
+            cause=cause,
         )
         await self.queue.enqueue([leaver.user_name], cause="sla.breach", now=now, leaver=True)
         return True
 
     async def full_reconcile(self) -> RunResult:
         """Read every target, record drift, and remediate it when configured (guarded)."""
+        started = self.clock()
         snapshot = await self.reconciler.snapshot(Scope())
         findings = drift_of(snapshot)
         new, open_findings = await self.store.record_drift(
@@ -154,7 +200,7 @@ class Assurance:
         }
         outcome, detail = "ok", None
         if self.drift_mode == "remediate" and snapshot.operations:
-            outcome, detail = await self._remediate(snapshot.operations, counts)
+            outcome, detail = await self._remediate(snapshot.operations, counts, started)
         if snapshot.unreadable:
             # The other targets were read (and remediated); this run is not a clean bill.
             unread = unreadable_detail(snapshot.unreadable)
@@ -165,14 +211,15 @@ class Assurance:
         return outcome, counts, detail
 
     async def _remediate(
-        self, operations: list[Operation], counts: dict[str, int]
+        self, operations: list[Operation], counts: dict[str, int], started: datetime
     ) -> tuple[str, str | None]:
         held = revocations_over(operations, self.max_revocations)
         if held is not None:
             message = guard_message(held, self.max_revocations)
             await self.alerts.alert("guard_tripped", message, revocations=held, key="full")
             return "held", message
-        outcomes = await self.reconciler.apply(operations)
+        requested = await mover_requests(self.queue, operations, started)
+        outcomes = await self.reconciler.apply(operations, requested_at=requested)
         counts["applied"] = sum(1 for o in outcomes if o.ok)
         counts["failed"] = sum(1 for o in outcomes if not o.ok)
         return ("ok" if not counts["failed"] else "failed"), None

@@ -31,6 +31,9 @@ class JobWork:
     desired: Mapping[Grant, Reason]
     applied: AbstractSet[Grant]
     leaver: bool
+    #: When the oldest change this job answers was committed (the queue row's enqueue time):
+    #: what a mover's revocation is measured from.
+    requested_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: st
         targets=frozenset({name}),
         only_users=frozenset({work.user_name}),
     )
-    outcomes = await applier.apply(plan(inp), actor="pipeline")
+    requested = {work.user_name: work.requested_at} if work.requested_at else None
+    outcomes = await applier.apply(plan(inp), actor="pipeline", requested_at=requested)
     failures = [o for o in outcomes if not o.ok]
     if not failures:
         return TargetResult(name)

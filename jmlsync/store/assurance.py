@@ -14,6 +14,7 @@ from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
+from jmlsync.store.movers import SqlMovers
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class SqlAssurance:
 
     def __init__(self, db: Backend) -> None:
         self.db = db
+        self.movers = SqlMovers(db)
 
     async def unverified_leavers(self) -> list[OpenLeaver]:
         """Leaver events neither verified nor cancelled, oldest first."""
@@ -84,30 +86,40 @@ class SqlAssurance:
 
         await self.db.write(body)
 
-    async def mark_breached(self, leaver_id: int, now: datetime) -> bool:
-        """Record the breach; True the first time only (so it is alerted once)."""
+    async def mark_breached(self, leaver_id: int, now: datetime, cause: str | None = None) -> bool:
+        """Record the breach and its cause; True the first time only (so it is alerted once)."""
 
         async def body(conn: WriteConn) -> bool:
             async with conn.execute(
-                "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?"
+                "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?, breach_cause = ?"
                 " WHERE id = ? AND breached_at IS NULL",
-                (format_timestamp(now), format_timestamp(now), leaver_id),
+                (format_timestamp(now), format_timestamp(now), cause, leaver_id),
             ) as cursor:
-                return cursor.rowcount > 0
+                return bool(cursor.rowcount > 0)
 
         return await self.db.write(body)
 
-    async def record_mover_revocation(
-        self, grant: Grant, requested_at: str, revoked_at: datetime
-    ) -> None:
-        async def body(conn: WriteConn) -> None:
-            await conn.execute(
-                "INSERT INTO mover_revocations (user_name, target, role, requested_at,"
-                " revoked_at) VALUES (?, ?, ?, ?, ?)",
-                (grant.user, grant.target, grant.role, requested_at, format_timestamp(revoked_at)),
-            )
+    async def pending_targets_of(
+        self, leaver_id: int, targets: Iterable[str]
+    ) -> dict[str, str | None]:
+        """The configured targets a leaver event has no clear for, with the last error."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
+            (leaver_id,),
+        )
+        known = {row[0]: (row[1], row[2]) for row in rows}
+        return {
+            name: known.get(name, (None, None))[1]
+            for name in sorted(targets)
+            if known.get(name, (None, None))[0] is None
+        }
 
-        await self.db.write(body)
+    async def record_mover_revocation(
+        self, grant: Grant, requested_at: str, revoked_at: datetime, actor: str | None = None
+    ) -> None:
+        """Record a mover's revocation on its own transaction (the applier records the ones
+        it revokes with the revocation itself)."""
+        await self.movers.record(grant, requested_at, revoked_at, actor)
 
     async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
         """Leaver events (not cancelled) that started in the window, with per-target detail."""
@@ -191,15 +203,8 @@ class SqlAssurance:
         ]
 
     async def mover_revocations(self, since: datetime, until: datetime) -> list[MoverRevocation]:
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT user_name, target, role, requested_at, revoked_at FROM mover_revocations"
-            " WHERE requested_at >= ? AND requested_at < ? ORDER BY requested_at",
-            (format_timestamp(since), format_timestamp(until)),
-        )
-        return [
-            MoverRevocation(r[0], r[1], r[2], parse_timestamp(r[3]), parse_timestamp(r[4]))
-            for r in rows
-        ]
+        """Movers' revocations requested in [since, until), with their read-back."""
+        return await self.movers.in_window(since, until)
 
     async def record_drift(
         self,

