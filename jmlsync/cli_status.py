@@ -5,29 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from jmlsync import sla
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.engine.worker import LEAVERS_PAUSED
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
-from jmlsync.sla_html import render_html
-from jmlsync.sla_text import render_csv, render_table
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.queue import SqlQueue
-
-RENDERERS = {
-    "table": render_table,
-    "json": sla.render_json,
-    "csv": render_csv,
-    "html": render_html,
-}
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
@@ -118,48 +106,3 @@ def status(config_path: Path, output_format: str) -> None:
     breaches = result["leavers"]["sla_breaches"] + result["movers"]["sla_breaches"]
     if breaches or result["queue"]["leavers_paused"]:
         sys.exit(1)
-
-
-async def _report(settings: Settings, since: datetime, now: datetime) -> sla.SlaReport:
-    store = await open_store(settings)
-    try:
-        assurance = SqlAssurance(store.db)
-        return sla.build_report(
-            await assurance.leaver_records(since, now),
-            await assurance.mover_revocations(since, now),
-            sla_seconds=settings.sla.leaver_seconds,
-            since=since,
-            until=now,
-            now=now,
-            targets=sorted(settings.targets),
-            mover_seconds=settings.sla.mover_limit,
-        )
-    finally:
-        await store.close()
-
-
-@click.command("sla-report")
-@CONFIG_OPTION
-@click.option("--since", default="30d", show_default=True, help="30d, 12h, 90m, 2w or a date.")
-@click.option("--format", "output_format", type=click.Choice(sorted(RENDERERS)), default="table")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
-def sla_report(config_path: Path, since: str, output_format: str, output: Path | None) -> None:
-    """One row per leaver in the window, the summary, and movers' revocations.
-
-    Exits 1 when the window holds an SLA breach (for cron and CI), 0 otherwise.
-    """
-    settings = settings_or_exit(config_path)
-    now = now_utc()
-    try:
-        start = sla.parse_since(since, now)
-    except ValueError as exc:
-        click.echo(f"jmlsync: --since: {exc}", err=True)
-        sys.exit(1)
-    report = asyncio.run(_report(settings, start, now))
-    text = RENDERERS[output_format](report)
-    if output is None:
-        click.echo(text)
-    else:
-        output.write_text(text if text.endswith("\n") else text + "\n", "utf-8")
-        click.echo(f"wrote {output}", err=True)
-    sys.exit(1 if report.has_breach else 0)

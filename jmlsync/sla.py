@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from jmlsync import __version__
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
+from jmlsync.sla_evidence import Evidence, body_hash
 
 Mark = Literal["OK", "BREACH", "pending"]
 
@@ -55,7 +57,28 @@ class LeaverOutcome:
             "breached_at": _iso_or_none(record.breached_at),
             "targets": [_target_dict(record, detail) for detail in record.targets],
             "pending_targets": list(record.pending_targets),
+            "breach_cause": self.breach_cause,
+            "regranted_at": _iso_or_none(record.regranted_at),
         }
+
+    @property
+    def breach_cause(self) -> str | None:
+        """Why the leaver breached (None unless it did): the cause recorded when the breach
+        was found, else what the record shows (a target still pending and its error, a late
+        verification)."""
+        if self.within_sla is not False:
+            return None
+        record = self.record
+        if record.breach_cause:
+            return record.breach_cause
+        pending = [t for t in record.targets if record.target_state(t) == "pending"]
+        if pending:
+            return "not cleared on " + "; ".join(
+                f"{t.target} ({t.last_error})" if t.last_error else t.target for t in pending
+            )
+        if self.seconds_to_verify is not None:
+            return f"verified {self.seconds_to_verify:.0f}s after leaving, over the SLA"
+        return "not read back as gone within the SLA"
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,8 @@ class SlaSummary:
 
     The percentiles and maximum are of the time to clear (for movers: to revoke), in seconds,
     None when nothing was cleared. ``compliance_percent`` counts only decided outcomes: pending
-    ones are left out, and it is 100.0 when nothing is decided yet.
+    ones are left out, and it is None ("n/a") when nothing is decided: an empty window proves
+    nothing.
     """
 
     count: int
@@ -113,7 +137,7 @@ class SlaSummary:
     p95_seconds: float | None
     max_seconds: float | None
     breaches: int
-    compliance_percent: float
+    compliance_percent: float | None
 
     def as_dict(self) -> dict[str, Any]:
         """The summary object of the JSON report."""
@@ -133,6 +157,7 @@ class SlaReport:
     movers: tuple[MoverOutcome, ...]
     movers_summary: SlaSummary
     mover_sla_seconds: int | None = None
+    evidence: Evidence | None = None
 
     @property
     def has_breach(self) -> bool:
@@ -148,10 +173,36 @@ class SlaReport:
         return {"since": iso_z(self.since), "until": iso_z(self.until)}
 
     def as_dict(self) -> dict[str, Any]:
-        """The whole report as JSON-ready values; operators script against these names."""
+        """The whole report as JSON-ready values; operators script against these names.
+
+        ``generated`` (version, host, time) and ``sha256`` describe this generation; every
+        other member is the body the hash is taken over (see :mod:`jmlsync.sla_evidence`).
+        """
+        body = self.body()
+        evidence = self.evidence
+        return {
+            **body,
+            "generated": {
+                "jmlsync_version": evidence.version if evidence else __version__,
+                "host": evidence.host if evidence else None,
+                "at": iso_z(self.generated_at),
+            },
+            "sha256": body_hash(body),
+        }
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the report's body (hex)."""
+        return body_hash(self.body())
+
+    def body(self) -> dict[str, Any]:
+        """The report without its generation details: what the hash covers."""
+        evidence = self.evidence
         return {
             "sla_seconds": self.sla_seconds,
             "window": self.window,
+            "scope": evidence.scope() if evidence else None,
+            "audit": evidence.audit.as_dict() if evidence else None,
             "leavers": [outcome.as_dict() for outcome in self.leavers],
             "summary": self.summary.as_dict(),
             "movers": {
@@ -176,6 +227,7 @@ def build_report(
     now: datetime,
     targets: Sequence[str] = (),
     mover_seconds: int | None = None,
+    evidence: Evidence | None = None,
 ) -> SlaReport:
     """Measure the leavers who left, and the mover revocations requested, within the window.
 
@@ -212,6 +264,7 @@ def build_report(
         movers=mover_outcomes,
         movers_summary=_mover_summary(mover_outcomes),
         mover_sla_seconds=mover_seconds or sla_seconds,
+        evidence=evidence,
     )
 
 
@@ -278,7 +331,7 @@ def _summary(
         p95_seconds=_rounded(percentile(ordered, 95)),
         max_seconds=_rounded(ordered[-1] if ordered else None),
         breaches=sum(1 for v in verdicts if v is False),
-        compliance_percent=round(100.0 * met / decided, 2) if decided else 100.0,
+        compliance_percent=round(100.0 * met / decided, 2) if decided else None,
     )
 
 
@@ -296,8 +349,9 @@ def percentile(ordered: Sequence[float], rank: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def parse_since(text: str, now: datetime) -> datetime:
-    """The window start ``text`` names: a duration back from ``now`` or an ISO 8601 instant.
+def parse_since(text: str, now: datetime, what: str = "window start") -> datetime:
+    """The window start (or end: ``what``) ``text`` names: a duration back from ``now`` or an
+    ISO 8601 instant.
 
     Durations are a whole number and a unit: ``3600s``, ``90m``, ``12h``, ``30d``, ``2w``. An ISO
     date means its midnight UTC; a naive ISO datetime is taken as UTC. Raises ValueError, with a
@@ -311,10 +365,10 @@ def parse_since(text: str, now: datetime) -> datetime:
             return _utc(now) - timedelta(seconds=amount)
         return _utc(datetime.fromisoformat(cleaned))
     except OverflowError:
-        raise ValueError(f"window start {text!r} is out of range") from None
+        raise ValueError(f"{what} {text!r} is out of range") from None
     except ValueError:
         raise ValueError(
-            f"cannot read {text!r} as a window start: give a duration such as 30d, 12h, 90m,"
+            f"cannot read {text!r} as a {what}: give a duration such as 30d, 12h, 90m,"
             " 3600s or 2w, or an ISO 8601 date or datetime such as 2024-05-01 or"
             " 2024-05-01T09:30:00Z"
         ) from None
@@ -346,9 +400,9 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
-def format_percent(percent: float) -> str:
-    """A compliance percentage for people, with two decimals."""
-    return f"{percent:.2f} %"
+def format_percent(percent: float | None) -> str:
+    """A compliance percentage for people, with two decimals; ``n/a`` when none."""
+    return "n/a" if percent is None else f"{percent:.2f} %"
 
 
 def _target_dict(record: LeaverRecord, detail: TargetDetail) -> dict[str, Any]:

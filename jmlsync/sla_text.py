@@ -29,6 +29,7 @@ CSV_COLUMNS = (
     "targets",
     "pending_targets",
     "targets_cleared_at",
+    "breach_cause",
 )
 
 #: The columns of the movers' section of the CSV, after a blank line.
@@ -56,7 +57,36 @@ def render_csv(report: SlaReport) -> str:
     writer.writerow([])
     writer.writerow(MOVER_CSV_COLUMNS)
     writer.writerows(_mover_csv_row(outcome) for outcome in report.movers)
+    writer.writerow([])
+    writer.writerow(("field", "value"))
+    writer.writerows(evidence_lines(report))
     return buffer.getvalue()
+
+
+def evidence_lines(report: SlaReport) -> list[tuple[str, str]]:
+    """The report's provenance as (field, value) pairs: version, host, time, window, scope,
+    the audit head and its verification, and the body's SHA-256."""
+    document = report.as_dict()
+    generated = document["generated"]
+    pairs = [
+        ("jmlsync_version", str(generated["jmlsync_version"])),
+        ("host", str(generated["host"] or "")),
+        ("generated_at", str(generated["at"])),
+        ("window_since", document["window"]["since"]),
+        ("window_until", document["window"]["until"]),
+    ]
+    evidence = report.evidence
+    if evidence is not None:
+        pairs += [
+            ("targets", ";".join(f"{n}={k}" for n, k in sorted(evidence.targets.items()))),
+            ("rule_count", str(evidence.rule_count)),
+            ("privileged_roles", ";".join(sorted(evidence.privileged_roles))),
+            ("audit_head_seq", "" if evidence.audit.seq is None else str(evidence.audit.seq)),
+            ("audit_head_hash", evidence.audit.hash or ""),
+            ("audit_verify", "intact" if evidence.audit.intact else "broken"),
+        ]
+    pairs.append(("sha256", str(document["sha256"])))
+    return pairs
 
 
 def _mover_csv_row(outcome: MoverOutcome) -> list[str]:
@@ -84,10 +114,12 @@ def render_table(report: SlaReport) -> str:
         f"Leaver SLA report: SLA {report.sla_seconds} s,"
         f" window {human_time(report.since)} .. {human_time(report.until)}",
         f"Generated {human_time(report.generated_at)}",
+        *_provenance(report),
         "",
     ]
     if report.leavers:
         lines.extend(_leaver_table(report.leavers))
+        lines.extend(_breach_causes(report.leavers))
     else:
         lines.append("No leaver in this window.")
     lines.append("")
@@ -131,6 +163,38 @@ def _mover_table(outcomes: Sequence[MoverOutcome]) -> list[str]:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def _provenance(report: SlaReport) -> list[str]:
+    evidence = report.evidence
+    lines = []
+    if evidence is not None:
+        lines += [
+            f"jmlsync {evidence.version} on {_printable(evidence.host)}",
+            "Scope: targets "
+            + (", ".join(f"{n} ({k})" for n, k in sorted(evidence.targets.items())) or "none")
+            + f"; {evidence.rule_count} rule(s); privileged roles "
+            + (", ".join(sorted(evidence.privileged_roles)) or "none"),
+            f"Audit chain: {evidence.audit.text()}",
+        ]
+    lines.append(f"SHA-256 of the report body: {report.sha256}")
+    return lines
+
+
+def _breach_causes(outcomes: Sequence[LeaverOutcome]) -> list[str]:
+    lines = []
+    for outcome in outcomes:
+        if outcome.breach_cause is None:
+            continue
+        times = "; ".join(
+            f"{t.target} cleared {human_time(t.cleared_at)}"
+            for t in outcome.record.targets
+            if t.cleared_at is not None
+        )
+        lines.append(f"  {_printable(outcome.record.user)}: {_printable(outcome.breach_cause)}")
+        if times:
+            lines.append(f"    {times}")
+    return ["", "Breach causes:", *lines] if lines else []
 
 
 def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:

@@ -5,6 +5,7 @@ and the SLA report as evidence, all read by the commands an operator runs."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import sys
@@ -151,3 +152,82 @@ async def test_a_mover_is_revoked_verified_and_reported(config_path: Path) -> No
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def _recomputed(document: dict[str, Any]) -> str:
+    """The body hash as docs/assurance.md tells an auditor to recompute it."""
+    body = {k: v for k, v in document.items() if k not in ("generated", "sha256")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.timeout(120)
+async def test_a_past_window_is_reproducible_evidence(config_path: Path) -> None:
+    config = _configure(config_path)
+    service = await start_service(config)
+    try:
+        headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            scim = ScimClient(session, service.url.rstrip("/"))
+            since = datetime.now(UTC)
+            bob = await scim.create_user("bob@x.io", active=True)
+            await scim.create_group("engineering", members=[bob["id"]])
+            await _eventually(lambda: _true(_roles(config, "bob@x.io") == {"developer"}))
+            off = {
+                "schemas": [PATCH_OP],
+                "Operations": [{"op": "replace", "value": {"active": False}}],
+            }
+            assert (await scim.patch(f"/Users/{bob['id']}", off)).status == 200
+
+        async def verified() -> bool:
+            _, report = await _report(config)
+            return bool(report["leavers"]) and report["leavers"][0]["verified_at"] is not None
+
+        await _eventually(verified)
+        until = datetime.now(UTC)
+        window = ("--since", since.isoformat(), "--until", until.isoformat())
+        code, first = await _report(config, *window)
+        assert code == 0
+        _, second = await _report(config, *window)
+        assert first["sha256"] == second["sha256"] == _recomputed(first)
+        assert first["generated"]["jmlsync_version"]
+        assert first["generated"]["host"]
+        assert first["scope"] == {
+            "targets": {"sandbox": "ledger"},
+            "rule_count": 2,
+            "privileged_roles": ["sandbox/admin"],
+        }
+        audit = first["audit"]
+        assert audit["verify"] == "intact"
+        assert audit["head_seq"] >= 4 and len(audit["head_hash"]) == 64
+        assert [row["user"] for row in first["leavers"]] == ["bob@x.io"]
+        assert first["summary"]["compliance_percent"] == 100.0
+        code, html_out, _ = await _cli(config, "sla-report", "--format", "html", *window)
+        assert code == 0
+        assert first["sha256"] in html_out
+        code, table, _ = await _cli(config, "sla-report", *window)
+        assert first["sha256"] in table
+        assert "audit verify: intact" in table
+
+        # An empty window says so instead of claiming full compliance.
+        code, out, _ = await _cli(
+            config, "sla-report", "--since", "2001-01-01", "--until", "2001-02-01"
+        )
+        assert code == 0
+        assert "compliance n/a" in out and "100.00 %" not in out
+
+        # Bad windows and outputs: one line, exit 1.
+        for args, words in (
+            (("--since", "2999-01-01"), "in the future"),
+            (("--since", "2d", "--until", "3d"), "is before --since"),
+            (("--until", "yesterday-ish"), "--until"),
+            (("--output", str(config.parent / "missing" / "r.html")), "does not exist"),
+        ):
+            code, out, err = await _cli(config, "sla-report", *args)
+            assert code == 1, args
+            assert words in err, (args, err)
+            assert len(err.strip().splitlines()) == 1, err
+            assert out == ""
+    finally:
+        await stop_service(service)
+    assert "Traceback" not in "".join(service.log)

@@ -147,18 +147,26 @@ def test_summary(mixed: SlaReport) -> None:
 @pytest.mark.parametrize(
     ("records", "expected"),
     [
-        ([], 100.0),
-        ([leaver("p", left=NOW - timedelta(seconds=5))], 100.0),
+        ([], None),
+        ([leaver("p", left=NOW - timedelta(seconds=5))], None),
         ([leaver("a", 1, 2), leaver("b", 1, 2), leaver("c", 1, 2000)], 66.67),
         ([leaver("a", 1, 2), leaver("p", left=NOW - timedelta(seconds=5))], 100.0),
         ([leaver("a", 1, 2000)], 0.0),
     ],
     ids=["empty", "only-pending", "rounded", "pending-excluded", "all-late"],
 )
-def test_compliance(records: list[LeaverRecord], expected: float) -> None:
+def test_compliance(records: list[LeaverRecord], expected: float | None) -> None:
     built = report(records)
     assert built.summary.compliance_percent == expected
-    assert built.has_breach is (expected < 100.0)
+    assert built.has_breach is (expected is not None and expected < 100.0)
+
+
+def test_a_window_without_a_decided_leaver_reads_n_a() -> None:
+    built = report([])
+    assert "compliance n/a" in render_table(built)
+    assert "100.00" not in render_table(built)
+    assert "n/a" in render_html(built)
+    assert json.loads(render_json(built))["summary"]["compliance_percent"] is None
 
 
 def test_no_clears_leave_latencies_empty() -> None:
@@ -242,6 +250,8 @@ LEAVER_KEYS = {
     "breached_at",
     "targets",
     "pending_targets",
+    "breach_cause",
+    "regranted_at",
 }
 SUMMARY_KEYS = {
     "count",
@@ -259,7 +269,17 @@ SUMMARY_KEYS = {
 def test_json_shape(mixed: SlaReport) -> None:
     document = json.loads(render_json(mixed))
     assert document == mixed.as_dict()
-    assert set(document) == {"sla_seconds", "window", "leavers", "summary", "movers"}
+    assert set(document) == {
+        "sla_seconds",
+        "window",
+        "scope",
+        "audit",
+        "leavers",
+        "summary",
+        "movers",
+        "generated",
+        "sha256",
+    }
     assert document["sla_seconds"] == SLA
     assert set(document["window"]) == {"since", "until"}
     assert all(set(row) == LEAVER_KEYS for row in document["leavers"])
@@ -325,9 +345,9 @@ def test_csv(mixed: SlaReport) -> None:
         "targets",
         "pending_targets",
         "targets_cleared_at",
+        "breach_cause",
     ]
-    assert len(rows) == 1 + len(mixed.leavers) + 2 + len(mixed.movers)
-    movers = rows[len(mixed.leavers) + 2 :]
+    movers = rows[len(mixed.leavers) + 2 : len(mixed.leavers) + 3 + len(mixed.movers)]
     assert movers[0] == list(MOVER_CSV_COLUMNS)
     assert [(row[0], row[6], row[8]) for row in movers[1:]] == [
         ("m1@x.io", "10.0", "true"),
@@ -345,9 +365,13 @@ def test_csv(mixed: SlaReport) -> None:
         "aws:3;gcp:1",
         "",
         "",
+        "",
     ]
     pending = next(row for row in rows if row[0] == "pending@x.io")
-    assert pending[2:] == ["", "", "", "", "", "", "", "", ""]
+    assert pending[2:] == ["", "", "", "", "", "", "", "", "", ""]
+    provenance = dict(tuple(row) for row in rows[len(mixed.leavers) + 5 + len(mixed.movers) :])
+    assert provenance["sha256"] == mixed.sha256
+    assert provenance["window_until"] == "2024-06-01T12:00:00.000000Z"
 
 
 def test_table_marks_breaches_first(mixed: SlaReport) -> None:
