@@ -55,6 +55,7 @@ async def run_reconcile(
         max_revocations=max_revocations,
         job="reconcile",
         guard_key="cli",
+        requeue_regranted=not dry_run,
     )
     async with open_runtime(settings) as runtime:
         run = runtime.assurance.reconcile_run()

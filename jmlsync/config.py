@@ -210,7 +210,7 @@ class ReconcileSettings(_Section):
     """``[reconcile]``: scheduled full reconciliation, drift and the mass-revocation guard."""
 
     schedule: str | None = "*/15 * * * *"
-    drift: Literal["report", "remediate"] = "report"
+    drift: Literal["report", "remediate", "remediate-privileged"] = "report"
     max_revocations: Annotated[int, Field(ge=0)] = 50
 
     @field_validator("schedule")

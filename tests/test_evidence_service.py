@@ -147,7 +147,13 @@ async def test_a_mover_is_revoked_verified_and_reported(config_path: Path) -> No
             assert "ann@x.io" in out, fmt
     finally:
         await stop_service(service)
-    assert "Traceback" not in "".join(service.log)
+    _no_traceback(service.log)
+
+
+def _no_traceback(log: list[str]) -> None:
+    text = "".join(log)
+    at = text.find("Traceback")
+    assert at < 0, text[max(at - 1500, 0) : at + 3000]
 
 
 async def _true(value: bool) -> bool:
@@ -230,4 +236,48 @@ async def test_a_past_window_is_reproducible_evidence(config_path: Path) -> None
             assert out == ""
     finally:
         await stop_service(service)
-    assert "Traceback" not in "".join(service.log)
+    _no_traceback(service.log)
+
+
+@pytest.mark.timeout(120)
+async def test_a_leaver_given_access_back_by_hand_is_a_breach(config_path: Path) -> None:
+    config = _configure(config_path)
+    service = await start_service(config)
+    try:
+        headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            scim = ScimClient(session, service.url.rstrip("/"))
+            cy = await scim.create_user("cy@x.io", active=True)
+            await scim.create_group("engineering", members=[cy["id"]])
+            await _eventually(lambda: _true(_roles(config, "cy@x.io") == {"developer"}))
+            off = {
+                "schemas": [PATCH_OP],
+                "Operations": [{"op": "replace", "value": {"active": False}}],
+            }
+            assert (await scim.patch(f"/Users/{cy['id']}", off)).status == 200
+
+        async def verified() -> bool:
+            _, report = await _report(config)
+            return bool(report["leavers"]) and report["leavers"][0]["verified_at"] is not None
+
+        await _eventually(verified)
+        code, report = await _report(config)
+        assert code == 0
+        _grant_by_hand(config, "cy@x.io", "developer")
+        code, out, err = await _cli(config, "reconcile", "--format", "json")
+        assert code == 0, err
+        assert [d["user"] for d in json.loads(out)["drift"]] == ["cy@x.io"]
+
+        code, report = await _report(config)
+        assert code == 1
+        (row,) = report["leavers"]
+        assert row["within_sla"] is False
+        assert row["regranted_at"] is not None
+        assert "re-granted: sandbox held developer again" in row["breach_cause"]
+        assert _roles(config, "cy@x.io") == set()  # and taken away again
+        code, out, _ = await _cli(config, "sla-report", "--format", "html")
+        assert code == 1
+        assert "re-granted: sandbox held developer again" in out
+    finally:
+        await stop_service(service)
+    _no_traceback(service.log)

@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
+from jmlsync.domain.grants import Grant, Operation
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
@@ -19,6 +21,12 @@ from jmlsync.ports import Queue
 from jmlsync.store.assurance import OpenLeaver, SqlAssurance
 
 log = logging.getLogger("jmlsync.assurance")
+
+
+def privileged_revocation(operation: Operation) -> bool:
+    """What ``drift = "remediate-privileged"`` applies: revocations of privileged roles (every
+    other difference is reported, not changed)."""
+    return operation.action == "revoke" and operation.privileged
 
 
 @dataclass
@@ -87,10 +95,16 @@ class Assurance:
     async def _leftovers(self, user: str) -> list[str]:
         """What each target still holds for a leaver (empty: access gone)."""
         managed = self.reconciler.plan_managed()
+        privileged = self.reconciler.plan_privileged()
+        applied = await self.reconciler.store.applied_grants([user])
         found: list[str] = []
         for target in self.applier.targets:
             roles, principal = await self.applier.read_user(target, user)
             held = sorted(role for role in roles if (target, role) in managed)
+            for role in held:
+                grant = Grant(target, user, role)
+                if (target, role) in privileged and grant not in applied:
+                    await privileged_drift(self.alerts, grant, "leaver verification")
             if held:
                 found.append(f"{target} still held {', '.join(held)}")
             if principal is not None and principal.disableable:
@@ -126,10 +140,11 @@ class Assurance:
         """Read every target, record drift, and remediate it when configured (guarded)."""
         request = RunRequest(
             scope=Scope(),
-            apply=self.drift_mode == "remediate",
+            apply=self.drift_mode in ("remediate", "remediate-privileged"),
             max_revocations=self.max_revocations,
             job="full-reconcile",
             guard_key="full",
+            select=privileged_revocation if self.drift_mode == "remediate-privileged" else None,
         )
         return (await self.reconcile_run().run(request)).result
 

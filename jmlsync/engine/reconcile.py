@@ -103,6 +103,10 @@ class Reconciler:
         """The roles jmlsync owns because a rule names them."""
         return managed_roles(self.rules)
 
+    def plan_privileged(self) -> frozenset[tuple[str, str]]:
+        """The roles of privileged rules."""
+        return privileged_roles(self.rules)
+
     async def desired_of(self, user_name: str) -> frozenset[Grant]:
         """The grants the rules give ``user_name`` now (none when inactive or unknown)."""
         user, groups = await self.store.policy_user(user_name)

@@ -14,6 +14,7 @@ from jmlsync.alerts import AlertSink
 from jmlsync.domain.grants import Grant, Operation
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Outcome
+from jmlsync.engine.incidents import leaver_regranted, privileged_drift
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
 from jmlsync.metrics import Metrics
 from jmlsync.ports import Queue
@@ -101,6 +102,8 @@ class RunRequest:
     job: str
     guard_key: str
     select: Callable[[Operation], bool] | None = None
+    #: Queue a leaver found holding revoked access again (not on a dry run: it changes things).
+    requeue_regranted: bool = True
 
 
 @dataclass
@@ -162,7 +165,8 @@ class ReconcileRun:
             findings, self.clock(), scope_complete=complete, unreadable=snapshot.unreadable
         )
         self._drift_metrics(open_findings)
-        await self._alert_new(new)
+        await self._alert_new(new, snapshot)
+        regranted = await self._regranted(snapshot, findings, request)
         operations = snapshot.operations
         if request.select is not None:
             operations = [op for op in operations if request.select(op)]
@@ -176,6 +180,7 @@ class ReconcileRun:
                 "missing": sum(1 for k, _ in findings if k == "missing"),
                 "unmanaged": sum(1 for k, _ in findings if k == "unmanaged"),
                 "new_findings": len(new),
+                "regranted": regranted,
             },
         )
         held = revocations_over(operations, request.max_revocations)
@@ -217,8 +222,35 @@ class ReconcileRun:
         for kind in ("missing", "unmanaged"):
             self.metrics.drift_findings.labels(kind).set(sum(1 for d in findings if d.kind == kind))
 
-    async def _alert_new(self, new: Iterable[DriftFinding]) -> None:
+    async def _regranted(
+        self, snapshot: Snapshot, findings: Iterable[tuple[str, Grant]], request: RunRequest
+    ) -> int:
+        """Breach each verified leaver found holding revoked access again; how many."""
+        users = snapshot.plan_input.users
+        count = 0
+        for kind, grant in findings:
+            if kind != "unmanaged" or users.get(grant.user) is True:
+                continue
+            now = self.clock()
+            cause = (
+                f"re-granted: {grant.target} held {grant.role} again at {format_timestamp(now)},"
+                " after the leaver was verified"
+            )
+            if not await self.store.mark_regranted(grant.user, cause, now):
+                continue
+            count += 1
+            self.metrics.sla_breaches.inc()
+            await leaver_regranted(self.alerts, grant, f"reconciliation ({request.job})")
+            if request.requeue_regranted:
+                await self.queue.enqueue([grant.user], cause="sla.regranted", now=now, leaver=True)
+        return count
+
+    async def _alert_new(self, new: Iterable[DriftFinding], snapshot: Snapshot) -> None:
+        privileged = snapshot.plan_input.privileged
         for finding in new:
+            if finding.kind == "unmanaged" and (finding.target, finding.role) in privileged:
+                grant = Grant(finding.target, finding.user, finding.role)
+                await privileged_drift(self.alerts, grant, "reconciliation")
             if finding.kind == "unmanaged":
                 await self.alerts.alert(
                     "unmanaged_drift",

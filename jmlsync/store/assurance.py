@@ -56,6 +56,11 @@ class _Tally:
     last: str | None = None
 
 
+_LEAVER_COLUMNS = (
+    "id, user_name, left_at, cleared_at, verified_at, breached_at, breach_cause, regranted_at"
+)
+
+
 def _when(text: str | None) -> datetime | None:
     return parse_timestamp(text) if text else None
 
@@ -99,6 +104,30 @@ class SqlAssurance:
 
         return await self.db.write(body)
 
+    async def mark_regranted(self, user_name: str, cause: str, now: datetime) -> bool:
+        """A verified leaver's revoked access was found again: the event is breached (its
+        first breach time kept), with ``cause``, and no longer verified, so verification reads
+        it back again. True when the user's newest leaver event was verified (alert then)."""
+        stamp = format_timestamp(now)
+
+        async def body(conn: WriteConn) -> bool:
+            rows = await conn.execute_fetchall(
+                "SELECT id, verified_at FROM leavers WHERE user_name = ? AND cancelled_at IS NULL"
+                " ORDER BY left_at DESC, id DESC LIMIT 1",
+                (user_name,),
+            )
+            if not rows or rows[0][1] is None:
+                return False
+            await conn.execute(
+                "UPDATE leavers SET regranted_at = ?, breach_cause = ?, verified_at = NULL,"
+                " breached_at = coalesce(breached_at, ?),"
+                " breach_alerted_at = coalesce(breach_alerted_at, ?) WHERE id = ?",
+                (stamp, cause, stamp, stamp, rows[0][0]),
+            )
+            return True
+
+        return await self.db.write(body)
+
     async def pending_targets_of(
         self, leaver_id: int, targets: Iterable[str]
     ) -> dict[str, str | None]:
@@ -124,7 +153,7 @@ class SqlAssurance:
     async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
         """Leaver events (not cancelled) that started in the window, with per-target detail."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            f"SELECT {_LEAVER_COLUMNS} FROM leavers"
             " WHERE cancelled_at IS NULL AND left_at >= ? AND left_at < ? ORDER BY left_at",
             (format_timestamp(since), format_timestamp(until)),
         )
@@ -133,7 +162,7 @@ class SqlAssurance:
     async def latest_leaver(self, user_name: str) -> LeaverRecord | None:
         """The newest leaver event of ``user_name`` (not cancelled), with per-target detail."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            f"SELECT {_LEAVER_COLUMNS} FROM leavers"
             " WHERE user_name = ? AND cancelled_at IS NULL ORDER BY left_at DESC, id DESC"
             " LIMIT 1",
             (user_name,),
@@ -159,9 +188,9 @@ class SqlAssurance:
         }
 
     async def _record(self, row: tuple[Any, ...]) -> LeaverRecord:
-        """A leaver row (id, user_name, left_at, cleared_at, verified_at, breached_at) with
-        its per-target detail: operations from the audit log, outcomes from leaver_targets."""
-        leaver_id, user, left_at, cleared_at, verified_at, breached_at = row
+        """A leaver row (:data:`_LEAVER_COLUMNS`) with its per-target detail: operations from
+        the audit log, outcomes from leaver_targets."""
+        leaver_id, user, left_at, cleared_at, verified_at, breached_at, cause, regranted = row
         details = await self._target_details(user, left_at)
         states = await self.db.reader.execute_fetchall(
             "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
@@ -178,6 +207,8 @@ class SqlAssurance:
             verified_at=_when(verified_at),
             breached_at=_when(breached_at),
             targets=tuple(by_target[name] for name in sorted(by_target)),
+            breach_cause=cause,
+            regranted_at=_when(regranted),
         )
 
     async def _target_details(self, user: str, left_at: str) -> list[TargetDetail]:
