@@ -85,3 +85,26 @@ async def test_a_re_granted_leaver_is_a_breach(rig: Rig) -> None:  # noqa: F811
     assert counts["verified"] == 1
     code, out, _ = await asyncio.to_thread(rig.cli, "status", "--format", "json")
     assert json.loads(out)["leavers"]["sla_breaches"] == 0
+
+
+async def test_a_breach_row_says_why(rig: Rig) -> None:  # noqa: F811
+    await rig.user("hal@x.io", "engineering")
+    await rig.drain()
+    rig.flaky.failing = {"revoke"}
+    rig.flaky.fail_next = 10**6
+    rig.flaky.permanent = True
+    await rig.deactivate("hal@x.io")
+    await rig.drain()  # dead-lettered: the target refuses the revocation
+    rig.clock.now += timedelta(seconds=901)
+    outcome, _, _ = await rig.assurance.verify_leavers()
+    assert outcome == "breach"
+    code, out, _ = await asyncio.to_thread(rig.cli, "sla-report", "--format", "json")
+    assert code == 1
+    (row,) = json.loads(out)["leavers"]
+    assert row["breach_cause"].startswith("not cleared on sandbox (revoke sandbox:")
+    assert "revoke denied (injected)" in row["breach_cause"]
+    (target,) = row["targets"]
+    assert (target["state"], target["failures"]) == ("pending", 1)
+    for fmt in ("table", "html", "csv"):
+        _, out, _ = await asyncio.to_thread(rig.cli, "sla-report", "--format", fmt)
+        assert "revoke denied (injected)" in out, fmt

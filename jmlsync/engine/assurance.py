@@ -52,7 +52,7 @@ class Assurance:
         counts = {"checked": 0, "verified": 0, "breached": 0, "unreadable": 0}
         for leaver in await self.store.unverified_leavers():
             counts["checked"] += 1
-            cause = await self._not_cleared_cause(leaver)
+            cause: str | None = None
             if leaver.cleared_at is not None:
                 try:
                     leftovers = await self._leftovers(leaver.user_name)
@@ -111,10 +111,14 @@ class Assurance:
                 found.append(f"{target} principal still enabled")
         return found
 
-    async def _breach(self, leaver: OpenLeaver, cause: str) -> bool:
+    async def _breach(self, leaver: OpenLeaver, cause: str | None) -> bool:
+        """Breach a leaver past the SLA, once; ``cause`` None: not cleared (the pending
+        targets and their errors say why)."""
         now = self.clock()
         if now - leaver.left_at <= self.sla or leaver.breached_at is not None:
             return False
+        if cause is None:
+            cause = await self._not_cleared_cause(leaver)
         if not await self.store.mark_breached(leaver.id, now, cause):
             return False
         self.metrics.sla_breaches.inc()

@@ -109,13 +109,17 @@ class SqlAssurance:
         first breach time kept), with ``cause``, and no longer verified, so verification reads
         it back again. True when the user's newest leaver event was verified (alert then)."""
         stamp = format_timestamp(now)
+        newest = (
+            "SELECT id, verified_at FROM leavers WHERE user_name = ? AND cancelled_at IS NULL"
+            " ORDER BY left_at DESC, id DESC LIMIT 1"
+        )
+        # Read first: most unmanaged grants of inactive users are not re-grants (no write then).
+        seen = await self.db.reader.execute_fetchall(newest, (user_name,))
+        if not seen or seen[0][1] is None:
+            return False
 
         async def body(conn: WriteConn) -> bool:
-            rows = await conn.execute_fetchall(
-                "SELECT id, verified_at FROM leavers WHERE user_name = ? AND cancelled_at IS NULL"
-                " ORDER BY left_at DESC, id DESC LIMIT 1",
-                (user_name,),
-            )
+            rows = await conn.execute_fetchall(newest, (user_name,))
             if not rows or rows[0][1] is None:
                 return False
             await conn.execute(
