@@ -59,12 +59,13 @@ class Assurance:
                 except TargetError as exc:
                     log.warning("cannot verify %s yet: %s", leaver.user_name, exc)
                     counts["unreadable"] += 1
-                    leftovers = [f"could not be read back: {exc}"]
-                if not leftovers:
-                    await self.store.mark_verified(leaver.id, self.clock())
-                    counts["verified"] += 1
-                    continue
-                cause = "read back: " + "; ".join(leftovers)
+                    cause = f"could not be read back: {exc}"
+                else:
+                    if not leftovers:
+                        await self.store.mark_verified(leaver.id, self.clock())
+                        counts["verified"] += 1
+                        continue
+                    cause = "read back: " + "; ".join(leftovers)
             if await self._breach(leaver, cause):
                 counts["breached"] += 1
         counts.update(await self._movers().run())
