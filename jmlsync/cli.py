@@ -16,7 +16,8 @@ from jmlsync.cli_config import config
 from jmlsync.cli_db import db
 from jmlsync.cli_ops import audit, queue
 from jmlsync.cli_reconcile import explain, reconcile
-from jmlsync.cli_status import sla_report, status
+from jmlsync.cli_sla import sla_report
+from jmlsync.cli_status import status
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 from jmlsync.store.lock import StoreLocked

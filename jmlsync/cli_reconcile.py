@@ -10,13 +10,11 @@ import click
 
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
-from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.sla import LeaverRecord
-from jmlsync.engine.assurance import drift_json, drift_of, guard_message, revocations_over
 from jmlsync.engine.reconcile import Explanation, Progress, Scope
+from jmlsync.engine.reconcile_run import RunRequest
 from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
-from jmlsync.scim.resources import now_utc
-from jmlsync.service import open_runtime
+from jmlsync.service import RUNNER, open_runtime
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
@@ -49,35 +47,35 @@ async def run_reconcile(
     max_revocations: int,
     progress: Progress,
 ) -> RunReport:
-    """Plan, record drift, check the revocation guard, and apply unless a dry run or held."""
+    """The one reconciliation run (as the scheduler runs it, recorded as job ``reconcile``),
+    applying unless a dry run or held; this command adds only the report of it."""
+    request = RunRequest(
+        scope=scope,
+        apply=not dry_run,
+        max_revocations=max_revocations,
+        job="reconcile",
+        guard_key="cli",
+        requeue_regranted=not dry_run,
+    )
     async with open_runtime(settings) as runtime:
-        snapshot = await runtime.reconciler.snapshot(scope, progress)
-        findings = drift_of(snapshot)
-        store = runtime.assurance.store
-        complete = scope.targets is None and scope.users is None
-        await store.record_drift(
-            findings, now_utc(), scope_complete=complete, unreadable=snapshot.unreadable
-        )
-        report = RunReport(
-            dry_run=dry_run,
-            operations=snapshot.operations,
-            counts=snapshot.counts,
-            seconds=snapshot.seconds,
-            drift=drift_json(findings, await store.open_drift(), format_timestamp(now_utc())),
-            unreadable=snapshot.unreadable,
-        )
-        held = revocations_over(snapshot.operations, max_revocations)
-        if held is not None:
-            report.held = guard_message(held, max_revocations)
-            if dry_run:
-                report.held = "would be " + report.held
-            else:
-                await runtime.alerts.alert(
-                    "guard_tripped", report.held, revocations=held, key="cli"
-                )
-        if not dry_run and report.held is None:
-            report.outcomes = await runtime.reconciler.apply(snapshot.operations, progress)
-    return report
+        run = runtime.assurance.reconcile_run()
+        run.runner = f"cli@{RUNNER}"
+        result = await run.recorded(request, progress)
+    snapshot = result.snapshot
+    return RunReport(
+        dry_run=dry_run,
+        operations=snapshot.operations,
+        outcomes=result.outcomes,
+        held=result.held if result.held else _would_be(result.would_hold, dry_run),
+        counts=snapshot.counts,
+        seconds=snapshot.seconds,
+        drift=result.drift,
+        unreadable=snapshot.unreadable,
+    )
+
+
+def _would_be(message: str | None, dry_run: bool) -> str | None:
+    return "would be " + message if message and dry_run else None
 
 
 def reconcile_exit_code(report: RunReport, detailed: bool) -> int:

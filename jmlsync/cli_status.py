@@ -1,4 +1,4 @@
-"""``jmlsync status`` and ``jmlsync sla-report``: what an operator and an auditor ask."""
+"""``jmlsync status``: what an operator asks at a glance (``sla-report`` is in cli_sla)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,19 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from jmlsync import sla
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.worker import LEAVERS_PAUSED
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store, probe_write
-from jmlsync.sla_html import render_html
-from jmlsync.sla_text import render_csv, render_table
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
-
-RENDERERS = {
-    "table": render_table,
-    "json": sla.render_json,
-    "csv": render_csv,
-    "html": render_html,
-}
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
@@ -89,6 +77,7 @@ async def _read_status(store: SqlStore, targets: Iterable[str]) -> dict[str, Any
             "sla_breaches": await assurance.open_breaches(),
             "pending_by_target": await assurance.pending_by_target(targets),
         },
+        "movers": await assurance.movers.counts(),
         "store": {"reachable": True, "writable": refused is None, "error": refused},
     }
 
@@ -113,6 +102,11 @@ def _status_table(status: dict[str, Any]) -> str:
         lines.append(
             "         not cleared on: " + ", ".join(f"{t} ({n})" for t, n in waiting.items())
         )
+    movers = status["movers"]
+    lines.append(
+        f"movers:  {movers['not_verified']} revocation(s) not verified,"
+        f" {movers['sla_breaches']} SLA breach(es) open"
+    )
     lines.append(f"drift:   {drift['missing']} missing, {drift['unmanaged']} unmanaged")
     lines.append("last runs:")
     for job, run in sorted(status["runs"].items()):
@@ -132,8 +126,9 @@ def _status_table(status: dict[str, Any]) -> str:
 def status(config_path: Path, output_format: str) -> None:
     """Queue depth, dead letters, last runs, open drift and SLA breaches.
 
-    Exits 1 when an SLA breach is open, leaver processing is paused, or the store is
-    unreachable or refuses writes (found with one harmless probe write).
+    Exits 1 when an SLA breach (a leaver's or a mover's) is open, leaver processing is
+    paused, or the store is unreachable or refuses writes (found with one harmless probe
+    write).
     """
     result = asyncio.run(_status(settings_or_exit(config_path)))
     store = result["store"]
@@ -144,51 +139,8 @@ def status(config_path: Path, output_format: str) -> None:
             click.echo(f"jmlsync: the store is unreachable: {store['error']}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2) if output_format == "json" else _status_table(result))
-    if result["leavers"]["sla_breaches"] or result["queue"]["leavers_paused"]:
+    breaches = result["leavers"]["sla_breaches"] + result["movers"]["sla_breaches"]
+    if breaches or result["queue"]["leavers_paused"]:
         sys.exit(1)
     if not store["writable"]:
         sys.exit(1)
-
-
-async def _report(settings: Settings, since: datetime, now: datetime) -> sla.SlaReport:
-    store = await open_store(settings)
-    try:
-        assurance = SqlAssurance(store.db)
-        return sla.build_report(
-            await assurance.leaver_records(since, now),
-            await assurance.mover_revocations(since, now),
-            sla_seconds=settings.sla.leaver_seconds,
-            since=since,
-            until=now,
-            now=now,
-            targets=sorted(settings.targets),
-        )
-    finally:
-        await store.close()
-
-
-@click.command("sla-report")
-@CONFIG_OPTION
-@click.option("--since", default="30d", show_default=True, help="30d, 12h, 90m, 2w or a date.")
-@click.option("--format", "output_format", type=click.Choice(sorted(RENDERERS)), default="table")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
-def sla_report(config_path: Path, since: str, output_format: str, output: Path | None) -> None:
-    """One row per leaver in the window, the summary, and movers' revocations.
-
-    Exits 1 when the window holds an SLA breach (for cron and CI), 0 otherwise.
-    """
-    settings = settings_or_exit(config_path)
-    now = now_utc()
-    try:
-        start = sla.parse_since(since, now)
-    except ValueError as exc:
-        click.echo(f"jmlsync: --since: {exc}", err=True)
-        sys.exit(1)
-    report = asyncio.run(_report(settings, start, now))
-    text = RENDERERS[output_format](report)
-    if output is None:
-        click.echo(text)
-    else:
-        output.write_text(text if text.endswith("\n") else text + "\n", "utf-8")
-        click.echo(f"wrote {output}", err=True)
-    sys.exit(1 if report.has_breach else 0)

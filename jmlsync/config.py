@@ -221,7 +221,7 @@ class ReconcileSettings(_Section):
     """``[reconcile]``: scheduled full reconciliation, drift and the mass-revocation guard."""
 
     schedule: str | None = "*/15 * * * *"
-    drift: Literal["report", "remediate"] = "report"
+    drift: Literal["report", "remediate", "remediate-privileged"] = "report"
     max_revocations: Annotated[int, Field(ge=0)] = 50
 
     @field_validator("schedule")
@@ -239,6 +239,13 @@ class SlaSettings(_Section):
 
     leaver_seconds: Annotated[int, Field(gt=0)] = 900
     verify_every_seconds: Annotated[float, Field(gt=0)] = 60.0
+    #: A mover's revocation must be applied and read back within this; None: leaver_seconds.
+    mover_seconds: Annotated[int, Field(gt=0)] | None = None
+
+    @property
+    def mover_limit(self) -> int:
+        """``mover_seconds``, or ``leaver_seconds`` when not set."""
+        return self.mover_seconds if self.mover_seconds is not None else self.leaver_seconds
 
 
 class AlertSettings(_Section):

@@ -153,8 +153,16 @@ class Store(Protocol):
         in one transaction."""
         ...
 
-    async def forget_applied(self, grant: Grant, audit: AuditEntry | None = None) -> None:
-        """Forget an applied grant once revoked (idempotent), with its audit row if given."""
+    async def forget_applied(
+        self,
+        grant: Grant,
+        audit: AuditEntry | None = None,
+        mover_requested_at: str | None = None,
+    ) -> None:
+        """Forget an applied grant once revoked (idempotent), with its audit row if given,
+        in one transaction. With ``mover_requested_at`` (the commit time of the change that
+        took the grant away) and an audit row, a grant jmlsync had applied is also recorded
+        as a mover's revocation at the audit row's time, in that same transaction."""
         ...
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ and every run is recorded with its start, end, outcome and counts (see `jmlsync 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -52,9 +53,14 @@ class Scheduler:
 
     def _add(self, name: str, trigger: CronTrigger | IntervalTrigger, job: Job) -> None:
         async def run() -> None:
-            # With several replicas only the leader runs scheduled jobs; the others skip.
-            if self._gate is None or await self._gate():
-                await self.run_now(name, job)
+            try:
+                # With several replicas only the leader runs scheduled jobs; the others skip.
+                if self._gate is None or await self._gate():
+                    await self.run_now(name, job)
+            except asyncio.CancelledError:
+                # Shutdown cancelled a run in progress (this is the top of its task): its
+                # record stays unfinished and the next start runs the job again. Not an error.
+                log.info("scheduled %s interrupted by shutdown", name)
 
         self._scheduler.add_job(
             run,

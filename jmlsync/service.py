@@ -190,6 +190,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             sla=timedelta(seconds=settings.sla.leaver_seconds),
             drift_mode=settings.reconcile.drift,
             max_revocations=settings.reconcile.max_revocations,
+            mover_sla=timedelta(seconds=settings.sla.mover_limit),
         )
         runtime = Runtime(
             settings,

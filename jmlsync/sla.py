@@ -9,20 +9,23 @@ the caller passes ``now``, which decides whether an unverified leaver is still p
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.domain.models import format_timestamp
+from jmlsync import __version__
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
+from jmlsync.sla_evidence import Evidence, body_hash
+from jmlsync.sla_time import format_percent as format_percent
+from jmlsync.sla_time import format_seconds as format_seconds
+from jmlsync.sla_time import human_time as human_time
+from jmlsync.sla_time import iso_z as iso_z
+from jmlsync.sla_time import parse_since as parse_since
+from jmlsync.sla_time import percentile as percentile
+from jmlsync.sla_time import utc as _utc
 
 Mark = Literal["OK", "BREACH", "pending"]
-
-_DURATION = re.compile(r"(\d+)([smhdw])", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,47 @@ class LeaverOutcome:
             "breached_at": _iso_or_none(record.breached_at),
             "targets": [_target_dict(record, detail) for detail in record.targets],
             "pending_targets": list(record.pending_targets),
+            "breach_cause": self.breach_cause,
+            "regranted_at": _iso_or_none(record.regranted_at),
         }
+
+    @property
+    def breach_cause(self) -> str | None:
+        """Why the leaver breached (None unless it did): the cause recorded when the breach
+        was found, else what the record shows (a target still pending and its error, a late
+        verification)."""
+        if self.within_sla is not False:
+            return None
+        record = self.record
+        if record.breach_cause:
+            return record.breach_cause
+        pending = [t for t in record.targets if record.target_state(t) == "pending"]
+        if pending:
+            return "not cleared on " + "; ".join(
+                f"{t.target} ({t.last_error})" if t.last_error else t.target for t in pending
+            )
+        if self.seconds_to_verify is not None:
+            return f"verified {self.seconds_to_verify:.0f}s after leaving, over the SLA"
+        return "not read back as gone within the SLA"
 
 
 @dataclass(frozen=True)
 class MoverOutcome:
-    """One revocation caused by a mover, measured from the committed change to the revocation."""
+    """One revocation caused by a mover, measured from the committed change to the revocation
+    (``seconds``, also ``seconds_to_revoke``) and to its read-back (``seconds_to_verify``).
+
+    ``within_sla`` is False when it was revoked later than the mover SLA or the read-back found
+    the role still (or again) held past it (``breached_at``), True otherwise."""
 
     revocation: MoverRevocation
     seconds: float
     within_sla: bool
+    seconds_to_verify: float | None = None
+
+    @property
+    def mark(self) -> Mark:
+        """``OK`` or ``BREACH``, as people read it."""
+        return "OK" if self.within_sla else "BREACH"
 
     def as_dict(self) -> dict[str, Any]:
         """The revocation row of the JSON report."""
@@ -75,8 +109,14 @@ class MoverOutcome:
             "role": revocation.role,
             "requested_at": iso_z(revocation.requested_at),
             "revoked_at": iso_z(revocation.revoked_at),
+            "verified_at": _iso_or_none(revocation.verified_at),
             "seconds": self.seconds,
+            "seconds_to_revoke": self.seconds,
+            "seconds_to_verify": self.seconds_to_verify,
             "within_sla": self.within_sla,
+            "breached_at": _iso_or_none(revocation.breached_at),
+            "cause": revocation.cause,
+            "actor": revocation.actor,
         }
 
 
@@ -86,7 +126,8 @@ class SlaSummary:
 
     The percentiles and maximum are of the time to clear (for movers: to revoke), in seconds,
     None when nothing was cleared. ``compliance_percent`` counts only decided outcomes: pending
-    ones are left out, and it is 100.0 when nothing is decided yet.
+    ones are left out, and it is None ("n/a") when nothing is decided: an empty window proves
+    nothing.
     """
 
     count: int
@@ -97,7 +138,7 @@ class SlaSummary:
     p95_seconds: float | None
     max_seconds: float | None
     breaches: int
-    compliance_percent: float
+    compliance_percent: float | None
 
     def as_dict(self) -> dict[str, Any]:
         """The summary object of the JSON report."""
@@ -116,11 +157,16 @@ class SlaReport:
     summary: SlaSummary
     movers: tuple[MoverOutcome, ...]
     movers_summary: SlaSummary
+    mover_sla_seconds: int | None = None
+    evidence: Evidence | None = None
 
     @property
     def has_breach(self) -> bool:
-        """Whether any leaver missed the SLA (late, flagged breached, or overdue)."""
-        return any(outcome.within_sla is False for outcome in self.leavers)
+        """Whether any leaver missed the SLA (late, flagged breached, or overdue), or any
+        mover's revocation did."""
+        return any(o.within_sla is False for o in self.leavers) or any(
+            not o.within_sla for o in self.movers
+        )
 
     @property
     def window(self) -> dict[str, str]:
@@ -128,13 +174,40 @@ class SlaReport:
         return {"since": iso_z(self.since), "until": iso_z(self.until)}
 
     def as_dict(self) -> dict[str, Any]:
-        """The whole report as JSON-ready values; operators script against these names."""
+        """The whole report as JSON-ready values; operators script against these names.
+
+        ``generated`` (version, host, time) and ``sha256`` describe this generation; every
+        other member is the body the hash is taken over (see :mod:`jmlsync.sla_evidence`).
+        """
+        body = self.body()
+        evidence = self.evidence
+        return {
+            **body,
+            "generated": {
+                "jmlsync_version": evidence.version if evidence else __version__,
+                "host": evidence.host if evidence else None,
+                "at": iso_z(self.generated_at),
+            },
+            "sha256": body_hash(body),
+        }
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the report's body (hex)."""
+        return body_hash(self.body())
+
+    def body(self) -> dict[str, Any]:
+        """The report without its generation details: what the hash covers."""
+        evidence = self.evidence
         return {
             "sla_seconds": self.sla_seconds,
             "window": self.window,
+            "scope": evidence.scope() if evidence else None,
+            "audit": evidence.audit.as_dict() if evidence else None,
             "leavers": [outcome.as_dict() for outcome in self.leavers],
             "summary": self.summary.as_dict(),
             "movers": {
+                "sla_seconds": self.mover_sla_seconds or self.sla_seconds,
                 "revocations": [outcome.as_dict() for outcome in self.movers],
                 "summary": self.movers_summary.as_dict(),
             },
@@ -154,13 +227,16 @@ def build_report(
     until: datetime,
     now: datetime,
     targets: Sequence[str] = (),
+    mover_seconds: int | None = None,
+    evidence: Evidence | None = None,
 ) -> SlaReport:
     """Measure the leavers who left, and the mover revocations requested, within the window.
 
     The window is inclusive at both ends; records outside it are left out. Naive datetimes are
     taken as UTC. ``targets`` are the configured targets: a leaver not cleared yet shows each
     one it has no outcome for as pending. Raises ValueError if ``sla_seconds`` is not positive
-    or ``since`` is after ``until``.
+    or ``since`` is after ``until``. Movers' revocations are measured against
+    ``mover_seconds`` (default: ``sla_seconds``).
     """
     since, until, now = _utc(since), _utc(until), _utc(now)
     if sla_seconds <= 0:
@@ -177,7 +253,8 @@ def build_report(
         key=lambda m: (_utc(m.requested_at), m.user, m.target, m.role),
     )
     leaver_outcomes = tuple(_measure_leaver(record, limit, now) for record in chosen)
-    mover_outcomes = tuple(_measure_mover(revocation, limit) for revocation in revocations)
+    mover_limit = timedelta(seconds=mover_seconds or sla_seconds)
+    mover_outcomes = tuple(_measure_mover(m, mover_limit) for m in revocations)
     return SlaReport(
         sla_seconds=sla_seconds,
         since=since,
@@ -187,6 +264,8 @@ def build_report(
         summary=_leaver_summary(leaver_outcomes),
         movers=mover_outcomes,
         movers_summary=_mover_summary(mover_outcomes),
+        mover_sla_seconds=mover_seconds or sla_seconds,
+        evidence=evidence,
     )
 
 
@@ -213,11 +292,14 @@ def _verdict(
 
 
 def _measure_mover(revocation: MoverRevocation, limit: timedelta) -> MoverOutcome:
-    elapsed = _utc(revocation.revoked_at) - _utc(revocation.requested_at)
+    requested = _utc(revocation.requested_at)
+    elapsed = _utc(revocation.revoked_at) - requested
+    verified = revocation.verified_at
     return MoverOutcome(
         revocation=revocation,
         seconds=round(elapsed.total_seconds(), 3),
-        within_sla=elapsed <= limit,
+        within_sla=elapsed <= limit and revocation.breached_at is None,
+        seconds_to_verify=None if verified is None else _seconds(_utc(verified) - requested),
     )
 
 
@@ -228,8 +310,10 @@ def _leaver_summary(outcomes: Sequence[LeaverOutcome]) -> SlaSummary:
 
 
 def _mover_summary(outcomes: Sequence[MoverOutcome]) -> SlaSummary:
-    """A mover's revocation has no separate read-back: once revoked it counts as verified."""
-    return _summary([o.seconds for o in outcomes], len(outcomes), [o.within_sla for o in outcomes])
+    """Every recorded revocation was applied (cleared); ``verified`` counts those read back
+    as gone by leaver verification."""
+    verified = sum(1 for o in outcomes if o.revocation.verified_at is not None)
+    return _summary([o.seconds for o in outcomes], verified, [o.within_sla for o in outcomes])
 
 
 def _summary(
@@ -248,46 +332,8 @@ def _summary(
         p95_seconds=_rounded(percentile(ordered, 95)),
         max_seconds=_rounded(ordered[-1] if ordered else None),
         breaches=sum(1 for v in verdicts if v is False),
-        compliance_percent=round(100.0 * met / decided, 2) if decided else 100.0,
+        compliance_percent=round(100.0 * met / decided, 2) if decided else None,
     )
-
-
-def percentile(ordered: Sequence[float], rank: float) -> float | None:
-    """The ``rank``-th percentile of sorted values, interpolating linearly between neighbours.
-
-    The same method as numpy's default and ``statistics.quantiles(method="inclusive")``; None
-    for no values.
-    """
-    if not ordered:
-        return None
-    position = (len(ordered) - 1) * rank / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """The window start ``text`` names: a duration back from ``now`` or an ISO 8601 instant.
-
-    Durations are a whole number and a unit: ``3600s``, ``90m``, ``12h``, ``30d``, ``2w``. An ISO
-    date means its midnight UTC; a naive ISO datetime is taken as UTC. Raises ValueError, with a
-    message fit for a command line, for anything else.
-    """
-    cleaned = text.strip()
-    match = _DURATION.fullmatch(cleaned)
-    try:
-        if match is not None:
-            amount = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-            return _utc(now) - timedelta(seconds=amount)
-        return _utc(datetime.fromisoformat(cleaned))
-    except OverflowError:
-        raise ValueError(f"window start {text!r} is out of range") from None
-    except ValueError:
-        raise ValueError(
-            f"cannot read {text!r} as a window start: give a duration such as 30d, 12h, 90m,"
-            " 3600s or 2w, or an ISO 8601 date or datetime such as 2024-05-01 or"
-            " 2024-05-01T09:30:00Z"
-        ) from None
 
 
 def render_json(report: SlaReport) -> str:
@@ -295,30 +341,8 @@ def render_json(report: SlaReport) -> str:
     return report.to_json()
 
 
-def iso_z(moment: datetime) -> str:
-    """An instant as ISO 8601 UTC with a trailing ``Z``, in the store's fixed-width form."""
-    return format_timestamp(_utc(moment))
-
-
 def _iso_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else iso_z(moment)
-
-
-def human_time(moment: datetime | None) -> str:
-    """An instant for people, to the second in UTC; ``-`` for none."""
-    return "-" if moment is None else _utc(moment).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def format_seconds(seconds: float | None) -> str:
-    """Seconds for people, up to milliseconds without trailing zeros; ``-`` for none."""
-    if seconds is None:
-        return "-"
-    return f"{seconds:.3f}".rstrip("0").rstrip(".")
-
-
-def format_percent(percent: float) -> str:
-    """A compliance percentage for people, with two decimals."""
-    return f"{percent:.2f} %"
 
 
 def _target_dict(record: LeaverRecord, detail: TargetDetail) -> dict[str, Any]:
@@ -332,10 +356,6 @@ def _target_dict(record: LeaverRecord, detail: TargetDetail) -> dict[str, Any]:
         "cleared_at": _iso_or_none(detail.cleared_at),
         "last_error": detail.last_error,
     }
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _seconds(elapsed: timedelta | None) -> float | None:

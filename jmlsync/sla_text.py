@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from jmlsync.sla import (
     LeaverOutcome,
+    MoverOutcome,
     SlaReport,
     SlaSummary,
     format_percent,
@@ -28,6 +29,22 @@ CSV_COLUMNS = (
     "targets",
     "pending_targets",
     "targets_cleared_at",
+    "breach_cause",
+)
+
+#: The columns of the movers' section of the CSV, after a blank line.
+MOVER_CSV_COLUMNS = (
+    "user",
+    "target",
+    "role",
+    "requested_at",
+    "revoked_at",
+    "verified_at",
+    "seconds_to_revoke",
+    "seconds_to_verify",
+    "within_sla",
+    "breached_at",
+    "cause",
 )
 
 
@@ -37,7 +54,45 @@ def render_csv(report: SlaReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(_csv_row(outcome) for outcome in report.leavers)
+    writer.writerow([])
+    writer.writerow(MOVER_CSV_COLUMNS)
+    writer.writerows(_mover_csv_row(outcome) for outcome in report.movers)
+    writer.writerow([])
+    writer.writerow(("field", "value"))
+    writer.writerows(evidence_lines(report))
     return buffer.getvalue()
+
+
+def evidence_lines(report: SlaReport) -> list[tuple[str, str]]:
+    """The report's provenance as (field, value) pairs: version, host, time, window, scope,
+    the audit head and its verification, and the body's SHA-256."""
+    document = report.as_dict()
+    generated = document["generated"]
+    pairs = [
+        ("jmlsync_version", str(generated["jmlsync_version"])),
+        ("host", str(generated["host"] or "")),
+        ("generated_at", str(generated["at"])),
+        ("window_since", document["window"]["since"]),
+        ("window_until", document["window"]["until"]),
+    ]
+    evidence = report.evidence
+    if evidence is not None:
+        pairs += [
+            ("targets", ";".join(f"{n}={k}" for n, k in sorted(evidence.targets.items()))),
+            ("rule_count", str(evidence.rule_count)),
+            ("privileged_roles", ";".join(sorted(evidence.privileged_roles))),
+            ("audit_head_seq", "" if evidence.audit.seq is None else str(evidence.audit.seq)),
+            ("audit_head_hash", evidence.audit.hash or ""),
+            ("audit_verify", "intact" if evidence.audit.intact else "broken"),
+        ]
+    pairs.append(("sha256", str(document["sha256"])))
+    return pairs
+
+
+def _mover_csv_row(outcome: MoverOutcome) -> list[str]:
+    row = outcome.as_dict()
+    row["within_sla"] = str(row["within_sla"]).lower()
+    return ["" if row[column] is None else str(row[column]) for column in MOVER_CSV_COLUMNS]
 
 
 def _csv_row(outcome: LeaverOutcome) -> list[str]:
@@ -59,17 +114,87 @@ def render_table(report: SlaReport) -> str:
         f"Leaver SLA report: SLA {report.sla_seconds} s,"
         f" window {human_time(report.since)} .. {human_time(report.until)}",
         f"Generated {human_time(report.generated_at)}",
+        *_provenance(report),
         "",
     ]
     if report.leavers:
         lines.extend(_leaver_table(report.leavers))
+        lines.extend(_breach_causes(report.leavers))
     else:
         lines.append("No leaver in this window.")
     lines.append("")
     lines.extend(_summary_lines("Leavers", "time to clear", report.summary))
     lines.append("")
     lines.extend(_summary_lines("Movers' revocations", "time to revoke", report.movers_summary))
+    if report.movers:
+        lines.append(f"  SLA {report.mover_sla_seconds or report.sla_seconds} s")
+        lines.extend("  " + line for line in _mover_table(report.movers))
     return "\n".join(lines)
+
+
+def _mover_table(outcomes: Sequence[MoverOutcome]) -> list[str]:
+    header = (
+        "STATUS",
+        "USER",
+        "TARGET",
+        "ROLE",
+        "REQUESTED",
+        "REVOKED",
+        "VERIFIED",
+        "TO REVOKE (s)",
+    )
+    rows = [header]
+    for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"):
+        r = o.revocation
+        rows.append(
+            (
+                o.mark,
+                _printable(r.user),
+                _printable(r.target),
+                _printable(r.role),
+                human_time(r.requested_at),
+                human_time(r.revoked_at),
+                human_time(r.verified_at),
+                format_seconds(o.seconds),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _provenance(report: SlaReport) -> list[str]:
+    evidence = report.evidence
+    lines = []
+    if evidence is not None:
+        lines += [
+            f"jmlsync {evidence.version} on {_printable(evidence.host)}",
+            "Scope: targets "
+            + (", ".join(f"{n} ({k})" for n, k in sorted(evidence.targets.items())) or "none")
+            + f"; {evidence.rule_count} rule(s); privileged roles "
+            + (", ".join(sorted(evidence.privileged_roles)) or "none"),
+            f"Audit chain: {evidence.audit.text()}",
+        ]
+    lines.append(f"SHA-256 of the report body: {report.sha256}")
+    return lines
+
+
+def _breach_causes(outcomes: Sequence[LeaverOutcome]) -> list[str]:
+    lines = []
+    for outcome in outcomes:
+        if outcome.breach_cause is None:
+            continue
+        times = "; ".join(
+            f"{t.target} cleared {human_time(t.cleared_at)}"
+            for t in outcome.record.targets
+            if t.cleared_at is not None
+        )
+        lines.append(f"  {_printable(outcome.record.user)}: {_printable(outcome.breach_cause)}")
+        if times:
+            lines.append(f"    {times}")
+    return ["", "Breach causes:", *lines] if lines else []
 
 
 def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:

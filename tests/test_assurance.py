@@ -195,10 +195,11 @@ async def test_drift_is_recorded_alerted_and_remediated(rig: Rig) -> None:
     await rig.flaky.ledger.grant("cat@x.io", "admin")
     outcome, counts, _ = await rig.assurance.full_reconcile()
     assert (outcome, counts["unmanaged"], counts["missing"]) == ("ok", 1, 0)
-    assert rig.alerts.kinds() == ["unmanaged_drift"]
+    # admin is a privileged role: an incident as well as drift
+    assert rig.alerts.kinds() == ["privileged_drift", "unmanaged_drift"]
     assert await rig.flaky.ledger.grants_of("cat@x.io") == {"developer", "admin"}
     await rig.assurance.full_reconcile()
-    assert rig.alerts.kinds() == ["unmanaged_drift"]  # found again, alerted once
+    assert rig.alerts.kinds() == ["privileged_drift", "unmanaged_drift"]  # alerted once
     remediate = replace(rig.assurance, drift_mode="remediate")
     outcome, counts, _ = await remediate.full_reconcile()
     assert (outcome, counts["applied"]) == ("ok", 1)

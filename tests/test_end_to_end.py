@@ -184,3 +184,56 @@ async def test_drift_against_identity_center_is_found(
         "user": "mallory@x.io",
         "role": f"{ACCOUNT}/Developer",
     } in [{k: d[k] for k in ("kind", "target", "user", "role")} for d in drift]
+
+
+@pytest.mark.timeout(150)
+async def test_a_privileged_assignment_made_by_hand_is_alerted_by_the_scheduled_run(
+    tmp_path: Path, moto: Moto
+) -> None:
+    admin_arn = moto.permission_sets(["AdministratorAccess"])["AdministratorAccess"]
+    config = write_config(
+        tmp_path,
+        extra=f"""
+[reconcile]
+schedule = "* * * * *"
+
+[targets.sso]
+kind = "aws-identity-center"
+region = "{REGION}"
+endpoint_url = "{moto.url}"
+
+[[rules]]
+group = "cloud-admins"
+privileged = true
+grants = [{{ target = "sso", role = "{ACCOUNT}/AdministratorAccess" }}]
+""",
+    )
+    instance, store = moto.instance()
+    user_id = moto.client("identitystore").create_user(
+        IdentityStoreId=store,
+        UserName="mallory@x.io",
+        DisplayName="Mallory",
+        Name={"GivenName": "M", "FamilyName": "X"},
+    )["UserId"]
+    # In the console, outside jmlsync: a privileged permission set for someone no rule names.
+    moto.client("sso-admin").create_account_assignment(
+        InstanceArn=instance,
+        TargetId=ACCOUNT,
+        TargetType="AWS_ACCOUNT",
+        PermissionSetArn=admin_arn,
+        PrincipalType="USER",
+        PrincipalId=user_id,
+    )
+    service = await start_service(config)
+    try:
+        # The schedule fires at the next minute: one run, at most 60 s away.
+        async with asyncio.timeout(100):
+            while not any("scheduled full-reconcile" in line for line in service.log):  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        alerts = [line for line in service.log if "ALERT privileged_drift" in line]
+        assert len(alerts) == 1, "".join(service.log[-20:])
+        assert "mallory@x.io" in alerts[0]
+        assert f"{ACCOUNT}/AdministratorAccess" in alerts[0]
+    finally:
+        assert await stop_service(service) == 0
+    assert "Traceback" not in "".join(service.log)

@@ -351,3 +351,42 @@ def test_guard_defaults_to_the_configured_limit(world: World) -> None:
     code, _, err = world.run("reconcile")
     assert code == 3
     assert "more than the limit of 1" in err
+
+
+def test_the_cli_run_is_the_scheduled_run(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Drift alerts, the run record and movers' revocations, as the scheduled run has them."""
+    world.plan()
+
+    async def by_hand(ledger: LedgerTarget) -> None:
+        await ledger.grant("bob@x.io", "admin")
+
+    world.ledger(by_hand)
+    caplog.clear()
+    code, out, err = world.run("reconcile", "--dry-run")
+    assert code == 0, err
+    assert any(
+        m.startswith("ALERT unmanaged_drift: bob@x.io holds admin on sandbox")
+        for m in caplog.messages
+    )
+    caplog.clear()
+    world.run("reconcile", "--dry-run")
+    assert not [m for m in caplog.messages if "ALERT" in m]  # alerted when first found
+    code, out, _ = world.run("status", "--format", "json")
+    run = json.loads(out)["runs"]["reconcile"]
+    assert (run["outcome"], run["counts"]["unmanaged"], run["counts"]["new_findings"]) == (
+        "ok",
+        1,
+        0,
+    )
+    world.leave_group("alice@x.io", "Engineering")
+    code, document = world.plan()
+    assert ("revoke", "sandbox", "alice@x.io", "developer") in ops(document)
+    code, out, _ = world.run("sla-report", "--since", "2025-12-01", "--format", "json")
+    movers = json.loads(out)["movers"]["revocations"]
+    assert {(m["user"], m["role"], m["actor"]) for m in movers} == {
+        ("alice@x.io", "developer", "reconcile"),
+        ("alice@x.io", "reader", "reconcile"),
+        ("alice@x.io", "oncall", "reconcile"),
+    }
+    # The change is still queued (no service ran): measured from its commit.
+    assert {m["requested_at"] for m in movers} == {"2026-01-01T00:00:00.000000Z"}

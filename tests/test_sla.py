@@ -14,7 +14,7 @@ import pytest
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.sla import SlaReport, build_report, parse_since, percentile, render_json
 from jmlsync.sla_html import render_html
-from jmlsync.sla_text import CSV_COLUMNS, render_csv, render_table
+from jmlsync.sla_text import CSV_COLUMNS, MOVER_CSV_COLUMNS, render_csv, render_table
 
 SLA = 900
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -48,7 +48,8 @@ def leaver(
 
 
 def mover(user: str, seconds: float) -> MoverRevocation:
-    return MoverRevocation(user, "aws", "admin", LEFT, LEFT + timedelta(seconds=seconds))
+    revoked = LEFT + timedelta(seconds=seconds)
+    return MoverRevocation(user, "aws", "admin", LEFT, revoked, revoked + timedelta(seconds=1))
 
 
 def report(leavers: list[LeaverRecord], movers: list[MoverRevocation] | None = None) -> SlaReport:
@@ -146,18 +147,26 @@ def test_summary(mixed: SlaReport) -> None:
 @pytest.mark.parametrize(
     ("records", "expected"),
     [
-        ([], 100.0),
-        ([leaver("p", left=NOW - timedelta(seconds=5))], 100.0),
+        ([], None),
+        ([leaver("p", left=NOW - timedelta(seconds=5))], None),
         ([leaver("a", 1, 2), leaver("b", 1, 2), leaver("c", 1, 2000)], 66.67),
         ([leaver("a", 1, 2), leaver("p", left=NOW - timedelta(seconds=5))], 100.0),
         ([leaver("a", 1, 2000)], 0.0),
     ],
     ids=["empty", "only-pending", "rounded", "pending-excluded", "all-late"],
 )
-def test_compliance(records: list[LeaverRecord], expected: float) -> None:
+def test_compliance(records: list[LeaverRecord], expected: float | None) -> None:
     built = report(records)
     assert built.summary.compliance_percent == expected
-    assert built.has_breach is (expected < 100.0)
+    assert built.has_breach is (expected is not None and expected < 100.0)
+
+
+def test_a_window_without_a_decided_leaver_reads_n_a() -> None:
+    built = report([])
+    assert "compliance n/a" in render_table(built)
+    assert "100.00" not in render_table(built)
+    assert "n/a" in render_html(built)
+    assert json.loads(render_json(built))["summary"]["compliance_percent"] is None
 
 
 def test_no_clears_leave_latencies_empty() -> None:
@@ -241,6 +250,8 @@ LEAVER_KEYS = {
     "breached_at",
     "targets",
     "pending_targets",
+    "breach_cause",
+    "regranted_at",
 }
 SUMMARY_KEYS = {
     "count",
@@ -258,12 +269,22 @@ SUMMARY_KEYS = {
 def test_json_shape(mixed: SlaReport) -> None:
     document = json.loads(render_json(mixed))
     assert document == mixed.as_dict()
-    assert set(document) == {"sla_seconds", "window", "leavers", "summary", "movers"}
+    assert set(document) == {
+        "sla_seconds",
+        "window",
+        "scope",
+        "audit",
+        "leavers",
+        "summary",
+        "movers",
+        "generated",
+        "sha256",
+    }
     assert document["sla_seconds"] == SLA
     assert set(document["window"]) == {"since", "until"}
     assert all(set(row) == LEAVER_KEYS for row in document["leavers"])
     assert set(document["summary"]) == SUMMARY_KEYS
-    assert set(document["movers"]) == {"revocations", "summary"}
+    assert set(document["movers"]) == {"sla_seconds", "revocations", "summary"}
     assert set(document["movers"]["summary"]) == SUMMARY_KEYS
     assert set(document["movers"]["revocations"][0]) == {
         "user",
@@ -271,8 +292,14 @@ def test_json_shape(mixed: SlaReport) -> None:
         "role",
         "requested_at",
         "revoked_at",
+        "verified_at",
         "seconds",
+        "seconds_to_revoke",
+        "seconds_to_verify",
         "within_sla",
+        "breached_at",
+        "cause",
+        "actor",
     }
     first = document["leavers"][0]
     assert first["targets"][0] == {
@@ -318,8 +345,14 @@ def test_csv(mixed: SlaReport) -> None:
         "targets",
         "pending_targets",
         "targets_cleared_at",
+        "breach_cause",
     ]
-    assert len(rows) == 1 + len(mixed.leavers)
+    movers = rows[len(mixed.leavers) + 2 : len(mixed.leavers) + 3 + len(mixed.movers)]
+    assert movers[0] == list(MOVER_CSV_COLUMNS)
+    assert [(row[0], row[6], row[8]) for row in movers[1:]] == [
+        ("m1@x.io", "10.0", "true"),
+        ("m2@x.io", "2000.0", "false"),
+    ]
     assert rows[1] == [
         "ok1@x.io",
         "2024-05-20T08:00:00.000000Z",
@@ -332,9 +365,13 @@ def test_csv(mixed: SlaReport) -> None:
         "aws:3;gcp:1",
         "",
         "",
+        "",
     ]
     pending = next(row for row in rows if row[0] == "pending@x.io")
-    assert pending[2:] == ["", "", "", "", "", "", "", "", ""]
+    assert pending[2:] == ["", "", "", "", "", "", "", "", "", ""]
+    provenance = dict(tuple(row) for row in rows[len(mixed.leavers) + 5 + len(mixed.movers) :])
+    assert provenance["sha256"] == mixed.sha256
+    assert provenance["window_until"] == "2024-06-01T12:00:00.000000Z"
 
 
 def test_table_marks_breaches_first(mixed: SlaReport) -> None:

@@ -31,6 +31,10 @@ class LeaverRecord:
     verified_at: datetime | None
     breached_at: datetime | None
     targets: tuple[TargetDetail, ...] = field(default=())
+    #: Why the leaver breached, as recorded (the read-back, a re-grant); None if not recorded.
+    breach_cause: str | None = None
+    #: When a revoked grant was found again in a target after verification (re-granted by hand).
+    regranted_at: datetime | None = None
 
     def target_state(self, detail: TargetDetail) -> str:
         """``cleared`` or ``pending``: a target is cleared once its own clear is recorded, or
@@ -58,10 +62,16 @@ class LeaverRecord:
 
 @dataclass(frozen=True)
 class MoverRevocation:
-    """A revocation caused by a mover: when the change was committed and when it was revoked."""
+    """A revocation caused by a mover: when the change was committed, when it was revoked, and
+    when it was read back as gone (``verified_at``) or found to miss the SLA (``breached_at``,
+    with its ``cause``). ``actor`` is who revoked it: the pipeline or a reconciliation."""
 
     user: str
     target: str
     role: str
     requested_at: datetime
     revoked_at: datetime
+    verified_at: datetime | None = None
+    breached_at: datetime | None = None
+    cause: str | None = None
+    actor: str | None = None

@@ -139,8 +139,13 @@ class Applier:
         specs: Mapping[str, PrincipalSpec] | None = None,
         progress: Callable[[int], None] | None = None,
         parallel: int = 1,
+        requested_at: Mapping[str, str] | None = None,
     ) -> list[Outcome]:
         """Apply ``operations``; a failure is recorded and the rest still run.
+
+        ``requested_at`` maps a userName to the commit time of the change its operations
+        answer: a ``mover`` revocation of a grant jmlsync applied is recorded with it (for
+        the SLA report) in the revocation's own transaction.
 
         With ``parallel`` > 1, the operations of different (target, user) pairs run
         concurrently (each target's ``max_concurrency`` still bounds its calls), while the
@@ -156,7 +161,7 @@ class Applier:
             nonlocal done
             for index in indexes:
                 outcomes[index] = await self._apply_recorded(
-                    ordered[index], ensured, specs or {}, actor
+                    ordered[index], ensured, specs or {}, actor, requested_at or {}
                 )
                 done += 1
                 if progress is not None:
@@ -185,10 +190,11 @@ class Applier:
         ensured: set[tuple[str, str]],
         specs: Mapping[str, PrincipalSpec],
         actor: str,
+        requested_at: Mapping[str, str],
     ) -> Outcome:
         started = time.perf_counter()
         try:
-            await self._apply_one(operation, ensured, specs, actor)
+            await self._apply_one(operation, ensured, specs, actor, requested_at)
         except TargetError as exc:
             outcome = Outcome(operation, False, str(exc), isinstance(exc, PermanentTargetError))
             await self._audit(operation, actor, "failed", str(exc))
@@ -208,6 +214,7 @@ class Applier:
         ensured: set[tuple[str, str]],
         specs: Mapping[str, PrincipalSpec],
         actor: str,
+        requested_at: Mapping[str, str],
     ) -> None:
         target = self.targets[op.target]
         if op.action == "disable":
@@ -219,7 +226,8 @@ class Applier:
         grant = Grant(op.target, op.user, role)
         if op.action == "revoke":
             await self.call(op.target, "revoke", lambda: target.revoke(op.user, role))
-            await self.store.forget_applied(grant, self._entry(op, actor, "applied"))
+            mover_at = requested_at.get(op.user) if op.reason == "mover" else None
+            await self.store.forget_applied(grant, self._entry(op, actor, "applied"), mover_at)
             return
         if (op.target, op.user) not in ensured:
             spec = specs.get(op.user) or await self._spec(op.user)

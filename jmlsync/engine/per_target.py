@@ -12,6 +12,7 @@ from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Reason
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.incidents import privileged_drift
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class JobWork:
     desired: Mapping[Grant, Reason]
     applied: AbstractSet[Grant]
     leaver: bool
+    #: When the oldest change this job answers was committed (the queue row's enqueue time):
+    #: what a mover's revocation is measured from.
+    requested_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,12 @@ async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: st
         held, found = await applier.read_user(name, work.user_name)
     except TargetError as exc:
         return TargetResult(name, f"read {name}: {exc}", isinstance(exc, PermanentTargetError))
+    for role in sorted(held):
+        grant = Grant(name, work.user_name, role)
+        owned = grant in work.desired or grant in work.applied
+        if (name, role) in roles.privileged and not owned:
+            # Read back by the job: its plan revokes it below, but it is an incident all the same.
+            await privileged_drift(applier.alerts, grant, "the pipeline's read-back")
     principals = {(name, work.user_name): found.disableable} if found is not None else {}
     inp = PlanInput(
         desired=work.desired,
@@ -74,7 +84,8 @@ async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: st
         targets=frozenset({name}),
         only_users=frozenset({work.user_name}),
     )
-    outcomes = await applier.apply(plan(inp), actor="pipeline")
+    requested = {work.user_name: work.requested_at} if work.requested_at else None
+    outcomes = await applier.apply(plan(inp), actor="pipeline", requested_at=requested)
     failures = [o for o in outcomes if not o.ok]
     if not failures:
         return TargetResult(name)

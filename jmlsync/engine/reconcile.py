@@ -103,6 +103,17 @@ class Reconciler:
         """The roles jmlsync owns because a rule names them."""
         return managed_roles(self.rules)
 
+    def plan_privileged(self) -> frozenset[tuple[str, str]]:
+        """The roles of privileged rules."""
+        return privileged_roles(self.rules)
+
+    async def desired_of(self, user_name: str) -> frozenset[Grant]:
+        """The grants the rules give ``user_name`` now (none when inactive or unknown)."""
+        user, groups = await self.store.policy_user(user_name)
+        if user is None or not user.active:
+            return frozenset()
+        return frozenset(desired_grants([user], rules_by_group(self.rules, groups)))
+
     def is_protected(self, user: str) -> bool:
         """Whether ``user`` is a protected account jmlsync never changes."""
         return user.casefold() in self.protected
@@ -247,14 +258,19 @@ class Reconciler:
         return listed, await self.applier.listing(name, "list principals", principals)
 
     async def apply(
-        self, operations: Sequence[Operation], progress: Progress = _no_progress
+        self,
+        operations: Sequence[Operation],
+        progress: Progress = _no_progress,
+        requested_at: Mapping[str, str] | None = None,
     ) -> list[Outcome]:
-        """Apply operations in order; a failure is recorded and the run goes on."""
+        """Apply operations in order; a failure is recorded and the run goes on.
+        ``requested_at`` dates the movers' revocations (see :meth:`Applier.apply`)."""
         return await self.applier.apply(
             operations,
             actor="reconcile",
             progress=lambda count: progress("applying", count),
             parallel=RECONCILE_PARALLEL,
+            requested_at=requested_at,
         )
 
 

@@ -18,7 +18,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -380,6 +380,7 @@ class Pipeline:
         if work is None:
             await self.queue.ack(job)
             return
+        work = replace(work, requested_at=job.enqueued_at)
         results = await run_targets(self.applier, self._roles, work, self._targets_of(job))
         failed = [result for result in results if result.error is not None]
         if work.leaver:

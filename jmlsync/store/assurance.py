@@ -14,6 +14,7 @@ from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import outbox, pipeline_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
+from jmlsync.store.movers import SqlMovers
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class _Tally:
     last: str | None = None
 
 
+_LEAVER_COLUMNS = (
+    "id, user_name, left_at, cleared_at, verified_at, breached_at, breach_cause, regranted_at"
+)
+
+
 def _when(text: str | None) -> datetime | None:
     return parse_timestamp(text) if text else None
 
@@ -64,6 +70,7 @@ class SqlAssurance:
 
     def __init__(self, db: Backend) -> None:
         self.db = db
+        self.movers = SqlMovers(db)
 
     async def unverified_leavers(self) -> list[OpenLeaver]:
         """Leaver events neither verified nor cancelled, oldest first."""
@@ -84,35 +91,73 @@ class SqlAssurance:
 
         await self.db.write(body)
 
-    async def mark_breached(self, leaver_id: int, now: datetime) -> bool:
-        """Record the breach; True the first time only (so it is alerted once)."""
+    async def mark_breached(self, leaver_id: int, now: datetime, cause: str | None = None) -> bool:
+        """Record the breach and its cause; True the first time only (so it is alerted once)."""
 
         async def body(conn: WriteConn) -> bool:
             async with conn.execute(
-                "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?"
+                "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?, breach_cause = ?"
                 " WHERE id = ? AND breached_at IS NULL",
-                (format_timestamp(now), format_timestamp(now), leaver_id),
+                (format_timestamp(now), format_timestamp(now), cause, leaver_id),
             ) as cursor:
-                return cursor.rowcount > 0
+                return bool(cursor.rowcount > 0)
 
         return await self.db.write(body)
 
-    async def record_mover_revocation(
-        self, grant: Grant, requested_at: str, revoked_at: datetime
-    ) -> None:
-        async def body(conn: WriteConn) -> None:
-            await conn.execute(
-                "INSERT INTO mover_revocations (user_name, target, role, requested_at,"
-                " revoked_at) VALUES (?, ?, ?, ?, ?)",
-                (grant.user, grant.target, grant.role, requested_at, format_timestamp(revoked_at)),
-            )
+    async def mark_regranted(self, user_name: str, cause: str, now: datetime) -> bool:
+        """A verified leaver's revoked access was found again: the event is breached (its
+        first breach time kept), with ``cause``, and no longer verified, so verification reads
+        it back again. True when the user's newest leaver event was verified (alert then)."""
+        stamp = format_timestamp(now)
+        newest = (
+            "SELECT id, verified_at FROM leavers WHERE user_name = ? AND cancelled_at IS NULL"
+            " ORDER BY left_at DESC, id DESC LIMIT 1"
+        )
+        # Read first: most unmanaged grants of inactive users are not re-grants (no write then).
+        seen = await self.db.reader.execute_fetchall(newest, (user_name,))
+        if not seen or seen[0][1] is None:
+            return False
 
-        await self.db.write(body)
+        async def body(conn: WriteConn) -> bool:
+            rows = await conn.execute_fetchall(newest, (user_name,))
+            if not rows or rows[0][1] is None:
+                return False
+            await conn.execute(
+                "UPDATE leavers SET regranted_at = ?, breach_cause = ?, verified_at = NULL,"
+                " breached_at = coalesce(breached_at, ?),"
+                " breach_alerted_at = coalesce(breach_alerted_at, ?) WHERE id = ?",
+                (stamp, cause, stamp, stamp, rows[0][0]),
+            )
+            return True
+
+        return await self.db.write(body)
+
+    async def pending_targets_of(
+        self, leaver_id: int, targets: Iterable[str]
+    ) -> dict[str, str | None]:
+        """The configured targets a leaver event has no clear for, with the last error."""
+        rows = await self.db.reader.execute_fetchall(
+            "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
+            (leaver_id,),
+        )
+        known = {row[0]: (row[1], row[2]) for row in rows}
+        return {
+            name: known.get(name, (None, None))[1]
+            for name in sorted(targets)
+            if known.get(name, (None, None))[0] is None
+        }
+
+    async def record_mover_revocation(
+        self, grant: Grant, requested_at: str, revoked_at: datetime, actor: str | None = None
+    ) -> None:
+        """Record a mover's revocation on its own transaction (the applier records the ones
+        it revokes with the revocation itself)."""
+        await self.movers.record(grant, requested_at, revoked_at, actor)
 
     async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
         """Leaver events (not cancelled) that started in the window, with per-target detail."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            f"SELECT {_LEAVER_COLUMNS} FROM leavers"
             " WHERE cancelled_at IS NULL AND left_at >= ? AND left_at < ? ORDER BY left_at",
             (format_timestamp(since), format_timestamp(until)),
         )
@@ -121,7 +166,7 @@ class SqlAssurance:
     async def latest_leaver(self, user_name: str) -> LeaverRecord | None:
         """The newest leaver event of ``user_name`` (not cancelled), with per-target detail."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, left_at, cleared_at, verified_at, breached_at FROM leavers"
+            f"SELECT {_LEAVER_COLUMNS} FROM leavers"
             " WHERE user_name = ? AND cancelled_at IS NULL ORDER BY left_at DESC, id DESC"
             " LIMIT 1",
             (user_name,),
@@ -147,9 +192,9 @@ class SqlAssurance:
         }
 
     async def _record(self, row: tuple[Any, ...]) -> LeaverRecord:
-        """A leaver row (id, user_name, left_at, cleared_at, verified_at, breached_at) with
-        its per-target detail: operations from the audit log, outcomes from leaver_targets."""
-        leaver_id, user, left_at, cleared_at, verified_at, breached_at = row
+        """A leaver row (:data:`_LEAVER_COLUMNS`) with its per-target detail: operations from
+        the audit log, outcomes from leaver_targets."""
+        leaver_id, user, left_at, cleared_at, verified_at, breached_at, cause, regranted = row
         details = await self._target_details(user, left_at)
         states = await self.db.reader.execute_fetchall(
             "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
@@ -166,6 +211,8 @@ class SqlAssurance:
             verified_at=_when(verified_at),
             breached_at=_when(breached_at),
             targets=tuple(by_target[name] for name in sorted(by_target)),
+            breach_cause=cause,
+            regranted_at=_when(regranted),
         )
 
     async def _target_details(self, user: str, left_at: str) -> list[TargetDetail]:
@@ -191,15 +238,8 @@ class SqlAssurance:
         ]
 
     async def mover_revocations(self, since: datetime, until: datetime) -> list[MoverRevocation]:
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT user_name, target, role, requested_at, revoked_at FROM mover_revocations"
-            " WHERE requested_at >= ? AND requested_at < ? ORDER BY requested_at",
-            (format_timestamp(since), format_timestamp(until)),
-        )
-        return [
-            MoverRevocation(r[0], r[1], r[2], parse_timestamp(r[3]), parse_timestamp(r[4]))
-            for r in rows
-        ]
+        """Movers' revocations requested in [since, until), with their read-back."""
+        return await self.movers.in_window(since, until)
 
     async def record_drift(
         self,

@@ -27,9 +27,10 @@ from jmlsync.domain.models import (
     ResourceKind,
     StoredResource,
     format_timestamp,
+    parse_timestamp,
 )
 from jmlsync.ports import Query
-from jmlsync.store import effects, memberships, pipeline_sql, policy_reads, rows
+from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
 from jmlsync.store.database import (
     Backend,
     Conn,
@@ -242,11 +243,20 @@ class SqlStore:
 
         await self.db.write(body)
 
-    async def forget_applied(self, grant: Grant, audit: AuditEntry | None = None) -> None:
+    async def forget_applied(
+        self,
+        grant: Grant,
+        audit: AuditEntry | None = None,
+        mover_requested_at: str | None = None,
+    ) -> None:
         async def body(conn: WriteConn) -> None:
-            await policy_reads.forget_applied(conn, grant)
+            was_applied = await policy_reads.forget_applied(conn, grant)
             if audit is not None:
                 await pipeline_sql.append_audit(conn, audit)
+            if was_applied and mover_requested_at is not None and audit is not None:
+                # Recorded with the revocation's audit row: a crash cannot keep one only.
+                revoked_at = parse_timestamp(audit.at)
+                await movers.insert(conn, grant, mover_requested_at, revoked_at, audit.actor)
 
         await self.db.write(body)
 

@@ -118,9 +118,10 @@ async def record_applied(conn: Conn, grant: Grant, reason: str, now: datetime) -
     )
 
 
-async def forget_applied(conn: Conn, grant: Grant) -> None:
-    """Forget an applied grant once it is revoked."""
-    await conn.execute(
+async def forget_applied(conn: Conn, grant: Grant) -> bool:
+    """Forget an applied grant once it is revoked; True when jmlsync had applied it."""
+    async with conn.execute(
         "DELETE FROM applied_grants WHERE target = ? AND user_name = ? AND role = ?",
         (grant.target, grant.user, grant.role),
-    )
+    ) as cursor:
+        return bool(cursor.rowcount > 0)

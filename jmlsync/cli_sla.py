@@ -1,0 +1,144 @@
+"""``jmlsync sla-report``: the leaver (and mover) SLA over a window, as evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from jmlsync import __version__, sla
+from jmlsync.audit import verify_chain
+from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.config import Settings
+from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.policy import privileged_roles
+from jmlsync.engine.rules import rules_from_settings
+from jmlsync.scim.resources import now_utc
+from jmlsync.service import open_store
+from jmlsync.sla_evidence import AuditHead, Evidence
+from jmlsync.sla_html import render_html
+from jmlsync.sla_text import render_csv, render_table
+from jmlsync.store.assurance import SqlAssurance
+from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
+from jmlsync.store.queue import SqlQueue
+
+RENDERERS = {
+    "table": render_table,
+    "json": sla.render_json,
+    "csv": render_csv,
+    "html": render_html,
+}
+
+
+async def audit_head(queue: SqlQueue, until: datetime) -> AuditHead:
+    """The newest audit row before ``until``, and `audit verify` of the chain up to it."""
+    rows = []
+    async for row in queue.audit_rows():
+        if row["at"] >= format_timestamp(until):
+            break
+        rows.append(row)
+    checked, broken = verify_chain(rows, await queue.get_state(AUDIT_ANCHOR))
+    last = rows[-1] if rows else None
+    return AuditHead(
+        seq=None if last is None else int(last["seq"]),
+        hash=None if last is None else str(last["hash"]),
+        intact=broken is None,
+        rows_checked=checked,
+        problem=None if broken is None else f"row {broken.seq}: {broken.reason}",
+    )
+
+
+def _evidence(settings: Settings, audit: AuditHead) -> Evidence:
+    rules = rules_from_settings(settings)
+    return Evidence(
+        version=__version__,
+        host=socket.gethostname(),
+        targets={name: target.kind for name, target in settings.targets.items()},
+        rule_count=len(settings.rules),
+        privileged_roles=tuple(f"{t}/{r}" for t, r in sorted(privileged_roles(rules))),
+        audit=audit,
+    )
+
+
+async def build(
+    settings: Settings, since: datetime, until: datetime, now: datetime
+) -> sla.SlaReport:
+    """The report of the window [since, until], measured at ``now``."""
+    store = await open_store(settings)
+    try:
+        assurance = SqlAssurance(store.db)
+        audit = await audit_head(SqlQueue(store.db), min(until, now))
+        return sla.build_report(
+            await assurance.leaver_records(since, until),
+            await assurance.mover_revocations(since, until),
+            sla_seconds=settings.sla.leaver_seconds,
+            since=since,
+            until=until,
+            now=now,
+            targets=sorted(settings.targets),
+            mover_seconds=settings.sla.mover_limit,
+            evidence=_evidence(settings, audit),
+        )
+    finally:
+        await store.close()
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"jmlsync: {message}", err=True)
+    sys.exit(1)
+
+
+def _window(since: str, until: str | None, now: datetime) -> tuple[datetime, datetime]:
+    try:
+        start = sla.parse_since(since, now)
+    except ValueError as exc:
+        _fail(f"--since: {exc}")
+    try:
+        end = now if until is None else sla.parse_since(until, now, "window end")
+    except ValueError as exc:
+        _fail(f"--until: {exc}")
+    if start > now:
+        _fail(f"--since {since} is in the future ({sla.iso_z(start)}); nothing to report yet")
+    if end < start:
+        _fail(f"--until ({sla.iso_z(end)}) is before --since ({sla.iso_z(start)})")
+    return start, end
+
+
+@click.command("sla-report")
+@CONFIG_OPTION
+@click.option("--since", default="30d", show_default=True, help="30d, 12h, 90m, 2w or a date.")
+@click.option(
+    "--until",
+    default=None,
+    help="End of the window: a duration back from now or a date.  [default: now]",
+)
+@click.option("--format", "output_format", type=click.Choice(sorted(RENDERERS)), default="table")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
+def sla_report(
+    config_path: Path, since: str, until: str | None, output_format: str, output: Path | None
+) -> None:
+    """One row per leaver in the window, the summary, and movers' revocations.
+
+    Exits 1 when the window holds an SLA breach (for cron and CI), 0 otherwise.
+    """
+    settings = settings_or_exit(config_path)
+    now = now_utc()
+    start, end = _window(since, until, now)
+    if output is not None and not output.parent.is_dir():
+        _fail(f"--output: directory {output.parent} does not exist")
+    report = asyncio.run(build(settings, start, end, now))
+    text = RENDERERS[output_format](report)
+    if output is None:
+        click.echo(text)
+    else:
+        try:
+            output.write_text(text if text.endswith("\n") else text + "\n", "utf-8")
+        except OSError as exc:
+            _fail(f"--output: cannot write {output}: {exc.strerror or exc}")
+        click.echo(f"wrote {output}", err=True)
+    sys.exit(1 if report.has_breach else 0)

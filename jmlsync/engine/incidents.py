@@ -1,0 +1,37 @@
+"""Findings that are incidents, not just drift: a privileged role held outside jmlsync, and a
+leaver's revoked access found again. Alerted by whichever read finds them."""
+
+from __future__ import annotations
+
+from jmlsync.alerts import AlertSink
+from jmlsync.domain.grants import Grant
+
+
+async def privileged_drift(alerts: AlertSink | None, grant: Grant, found_by: str) -> None:
+    """Alert ``privileged_drift``: ``grant`` is on a privileged role and no rule gives it."""
+    if alerts is None:
+        return
+    await alerts.alert(
+        "privileged_drift",
+        f"{grant.user} holds privileged role {grant.role} on {grant.target}, which no rule"
+        f" grants (granted outside jmlsync?); found by {found_by}",
+        user=grant.user,
+        target=grant.target,
+        role=grant.role,
+        found_by=found_by,
+        key=f"{grant.target}/{grant.user}/{grant.role}",
+    )
+
+
+async def leaver_regranted(alerts: AlertSink, grant: Grant, found_by: str) -> None:
+    """Alert ``leaver_regranted``: a verified leaver holds ``grant`` again (an SLA breach)."""
+    await alerts.alert(
+        "leaver_regranted",
+        f"leaver {grant.user} holds {grant.role} on {grant.target} again after it was revoked"
+        f" and verified (re-granted by hand?): an SLA breach; found by {found_by}",
+        user=grant.user,
+        target=grant.target,
+        role=grant.role,
+        found_by=found_by,
+        key=f"regranted/{grant.target}/{grant.user}/{grant.role}",
+    )

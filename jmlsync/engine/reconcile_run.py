@@ -1,0 +1,263 @@
+"""One reconciliation run, the same for the scheduler (`full-reconcile`) and for
+`jmlsync reconcile`: snapshot, drift records and their alerts, the guard, applying (when asked),
+metrics and the run record. Callers add only their own output (the CLI its plan and exit code).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from jmlsync.alerts import AlertSink
+from jmlsync.domain.grants import Grant, Operation
+from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.apply import Outcome
+from jmlsync.engine.incidents import leaver_regranted, privileged_drift
+from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
+from jmlsync.metrics import Metrics
+from jmlsync.ports import Queue
+from jmlsync.store.assurance import DriftFinding, SqlAssurance
+
+#: Outcome and counts of a run, and its detail, as the run record keeps them.
+RunResult = tuple[str, dict[str, int], str | None]
+
+
+def drift_of(snapshot: Snapshot) -> list[tuple[str, Grant]]:
+    """Drift in a snapshot: ``missing`` (desired, absent) and ``unmanaged`` (present on a
+    role jmlsync manages, not desired: e.g. granted by hand in the console)."""
+    inp = snapshot.plan_input
+    findings: list[tuple[str, Grant]] = []
+    for grant in sorted(inp.desired):
+        if grant not in inp.actual and inp.in_scope(grant.target, grant.user):
+            findings.append(("missing", grant))
+    for grant in sorted(inp.actual):
+        owned = (grant.target, grant.role) in inp.managed or grant in inp.applied
+        if owned and grant not in inp.desired and inp.in_scope(grant.target, grant.user):
+            findings.append(("unmanaged", grant))
+    return findings
+
+
+def drift_json(
+    findings: Iterable[tuple[str, Grant]], known: Iterable[DriftFinding], now: str
+) -> list[dict[str, str]]:
+    """The ``drift`` array of `reconcile --format json`."""
+    first_seen = {(d.kind, d.target, d.user, d.role): d.first_seen for d in known}
+    return [
+        {
+            "kind": kind,
+            "target": grant.target,
+            "user": grant.user,
+            "role": grant.role,
+            "first_seen": first_seen.get((kind, grant.target, grant.user, grant.role), now),
+        }
+        for kind, grant in findings
+    ]
+
+
+def revocations_over(operations: Iterable[Operation], limit: int) -> int | None:
+    """The number of revocations when it exceeds ``limit`` (the guard trips), else None."""
+    count = sum(1 for op in operations if op.action == "revoke")
+    return count if count > limit else None
+
+
+def guard_message(revocations: int, limit: int) -> str:
+    """What a held run says: the count, the limit, and the override."""
+    return (
+        f"held: the plan revokes {revocations} grants, more than the limit of {limit};"
+        f" nothing was changed. Check the IdP, then run `jmlsync reconcile --max-revocations"
+        f" {revocations}` to allow it."
+    )
+
+
+def unreadable_detail(unreadable: Mapping[str, str]) -> str:
+    """A run's detail naming each target that could not be read, with its error."""
+    return "unreadable: " + "; ".join(
+        f"{name} ({error})" for name, error in sorted(unreadable.items())
+    )
+
+
+async def mover_requests(
+    queue: Queue, operations: Iterable[Operation], started: datetime
+) -> dict[str, str]:
+    """When each user a reconciliation revokes as a mover asked for it: the enqueue time of
+    the user's queue row still pending, else ``started`` (when the run found it unwanted)."""
+    movers = {op.user for op in operations if op.action == "revoke" and op.reason == "mover"}
+    if not movers:
+        return {}
+    pending = {row.user_name: row.enqueued_at for row in await queue.rows()}
+    return {user: pending.get(user, format_timestamp(started)) for user in movers}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What one run does. ``apply`` changes the targets (guarded by ``max_revocations``);
+    ``select`` narrows what is applied (remediation modes); ``job`` names the run record and
+    ``guard_key`` de-duplicates its guard alert."""
+
+    scope: Scope
+    apply: bool
+    max_revocations: int
+    job: str
+    guard_key: str
+    select: Callable[[Operation], bool] | None = None
+    #: Queue a leaver found holding revoked access again (not on a dry run: it changes things).
+    requeue_regranted: bool = True
+
+
+@dataclass
+class RunOutcome:
+    """What a run found and did: for the run record and for the CLI's report."""
+
+    snapshot: Snapshot
+    findings: list[tuple[str, Grant]]
+    drift: list[dict[str, str]]
+    operations: list[Operation]
+    outcome: str = "ok"
+    detail: str | None = None
+    held: str | None = None
+    #: Set instead of ``held`` when nothing was to be applied: the message a dry run shows.
+    would_hold: str | None = None
+    outcomes: list[Outcome] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def result(self) -> RunResult:
+        return self.outcome, self.counts, self.detail
+
+
+@dataclass
+class ReconcileRun:
+    """The parts a run works with (the runtime's) and the run itself."""
+
+    reconciler: Reconciler
+    queue: Queue
+    store: SqlAssurance
+    alerts: AlertSink
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    runner: str = field(default_factory=socket.gethostname)
+
+    async def recorded(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
+        """:meth:`run`, recorded in the store's runs like a scheduled job."""
+        run_id = await self.store.start_run(request.job, self.clock(), self.runner)
+        try:
+            result = await self.run(request, progress)
+        except Exception as exc:
+            await self.store.finish_run(
+                run_id, self.clock(), "failed", {}, f"{type(exc).__name__}: {exc}"
+            )
+            raise
+        await self.store.finish_run(run_id, self.clock(), *result.result)
+        return result
+
+    async def run(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
+        """Read, record drift (alerting new unmanaged findings), guard, and apply if asked."""
+        started = self.clock()
+        if progress is None:
+            snapshot = await self.reconciler.snapshot(request.scope)
+        else:
+            snapshot = await self.reconciler.snapshot(request.scope, progress)
+        findings = drift_of(snapshot)
+        complete = request.scope.targets is None and request.scope.users is None
+        new, open_findings = await self.store.record_drift(
+            findings, self.clock(), scope_complete=complete, unreadable=snapshot.unreadable
+        )
+        self._drift_metrics(open_findings)
+        await self._alert_new(new, snapshot)
+        regranted = await self._regranted(snapshot, findings, request)
+        operations = snapshot.operations
+        if request.select is not None:
+            operations = [op for op in operations if request.select(op)]
+        result = RunOutcome(
+            snapshot,
+            findings,
+            drift_json(findings, open_findings, format_timestamp(self.clock())),
+            operations,
+            counts={
+                **snapshot.counts,
+                "missing": sum(1 for k, _ in findings if k == "missing"),
+                "unmanaged": sum(1 for k, _ in findings if k == "unmanaged"),
+                "new_findings": len(new),
+                "regranted": regranted,
+            },
+        )
+        held = revocations_over(operations, request.max_revocations)
+        if held is not None and not request.apply:
+            result.would_hold = guard_message(held, request.max_revocations)
+        elif held is not None:
+            result.held = guard_message(held, request.max_revocations)
+            result.outcome, result.detail = "held", result.held
+            await self.alerts.alert(
+                "guard_tripped", result.held, revocations=held, key=request.guard_key
+            )
+        elif request.apply and operations:
+            await self._apply(result, started, progress)
+        if snapshot.unreadable:
+            # The other targets were read (and applied); this run is not a clean bill.
+            unread = unreadable_detail(snapshot.unreadable)
+            result.outcome = "partial" if result.outcome == "ok" else result.outcome
+            result.detail = unread if result.detail is None else f"{result.detail}; {unread}"
+        self.metrics.last_reconcile.set(self.clock().timestamp())
+        self.metrics.last_reconcile_ok.set(1 if result.outcome == "ok" else 0)
+        return result
+
+    async def _apply(
+        self, result: RunOutcome, started: datetime, progress: Progress | None
+    ) -> None:
+        requested = await mover_requests(self.queue, result.operations, started)
+        if progress is None:
+            outcomes = await self.reconciler.apply(result.operations, requested_at=requested)
+        else:
+            outcomes = await self.reconciler.apply(result.operations, progress, requested)
+        result.outcomes = outcomes
+        result.counts["applied"] = sum(1 for o in outcomes if o.ok)
+        result.counts["failed"] = sum(1 for o in outcomes if not o.ok)
+        if result.counts["failed"]:
+            result.outcome = "failed"
+
+    def _drift_metrics(self, open_findings: Iterable[DriftFinding]) -> None:
+        findings = list(open_findings)
+        for kind in ("missing", "unmanaged"):
+            self.metrics.drift_findings.labels(kind).set(sum(1 for d in findings if d.kind == kind))
+
+    async def _regranted(
+        self, snapshot: Snapshot, findings: Iterable[tuple[str, Grant]], request: RunRequest
+    ) -> int:
+        """Breach each verified leaver found holding revoked access again; how many."""
+        users = snapshot.plan_input.users
+        count = 0
+        for kind, grant in findings:
+            if kind != "unmanaged" or users.get(grant.user) is True:
+                continue
+            now = self.clock()
+            cause = (
+                f"re-granted: {grant.target} held {grant.role} again at {format_timestamp(now)},"
+                " after the leaver was verified"
+            )
+            if not await self.store.mark_regranted(grant.user, cause, now):
+                continue
+            count += 1
+            self.metrics.sla_breaches.inc()
+            await leaver_regranted(self.alerts, grant, f"reconciliation ({request.job})")
+            if request.requeue_regranted:
+                await self.queue.enqueue([grant.user], cause="sla.regranted", now=now, leaver=True)
+        return count
+
+    async def _alert_new(self, new: Iterable[DriftFinding], snapshot: Snapshot) -> None:
+        privileged = snapshot.plan_input.privileged
+        for finding in new:
+            if finding.kind == "unmanaged" and (finding.target, finding.role) in privileged:
+                grant = Grant(finding.target, finding.user, finding.role)
+                await privileged_drift(self.alerts, grant, "reconciliation")
+            if finding.kind == "unmanaged":
+                await self.alerts.alert(
+                    "unmanaged_drift",
+                    f"{finding.user} holds {finding.role} on {finding.target}, which no rule"
+                    " grants (granted outside jmlsync?)",
+                    user=finding.user,
+                    target=finding.target,
+                    role=finding.role,
+                    key=f"{finding.target}/{finding.user}/{finding.role}",
+                )
