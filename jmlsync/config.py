@@ -23,9 +23,17 @@ from pydantic import (
     model_validator,
 )
 
+from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from jmlsync.config_scim import ScimSettings
 
-__all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
+__all__ = [
+    "AlibabaCloudSsoTargetSettings",
+    "AlibabaRamTargetSettings",
+    "ConfigError",
+    "ScimSettings",
+    "Settings",
+    "load_settings",
+]
 
 DEFAULT_BASE_PATH = "/scim/v2"
 
@@ -185,6 +193,8 @@ TargetSettings = Annotated[
         AwsIdentityCenterTargetSettings,
         AwsIamTargetSettings,
         ScimTargetSettings,
+        AlibabaRamTargetSettings,
+        AlibabaCloudSsoTargetSettings,
     ],
     Field(discriminator="kind"),
 ]
@@ -312,6 +322,7 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 
 _KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim"}
+_KINDS |= {"alibaba-ram", "alibaba-cloudsso"}
 
 
 def _describe(error: ValidationError, source: Path) -> str:

@@ -7,6 +7,8 @@ from typing import assert_never
 import aiohttp
 
 from jmlsync.config import (
+    AlibabaCloudSsoTargetSettings,
+    AlibabaRamTargetSettings,
     AwsIamTargetSettings,
     AwsIdentityCenterTargetSettings,
     LedgerTargetSettings,
@@ -42,6 +44,14 @@ async def open_target(
             from jmlsync.targets.scim import ScimTarget
 
             return await ScimTarget.open(name, settings, http=http)
+        case AlibabaRamTargetSettings():
+            from jmlsync.targets.alibaba_ram import RamTarget
+
+            return await RamTarget.open(name, settings)
+        case AlibabaCloudSsoTargetSettings():
+            from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
+
+            return await CloudSsoTarget.open(name, settings)
         case _:
             # mypy fails here when a kind joins TargetSettings without a case above.
             assert_never(settings)
