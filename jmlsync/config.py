@@ -23,7 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
+from jmlsync.config_alibaba import (
+    AlibabaCloudSsoTargetSettings,
+    AlibabaRamTargetSettings,
+    role_problem,
+)
 from jmlsync.config_scim import ScimSettings
 
 __all__ = [
@@ -369,6 +373,12 @@ def _cross_check(settings: Settings, source: Path) -> None:
         for r, rule in enumerate(settings.rules, 1)
         for g, grant in enumerate(rule.grants, 1)
         if grant.target not in settings.targets
+    ]
+    problems += [
+        f"  rules[{r}].grants[{g}].role: {problem}"
+        for r, rule in enumerate(settings.rules, 1)
+        for g, grant in enumerate(rule.grants, 1)
+        if (problem := role_problem(settings.targets.get(grant.target), grant.role))
     ]
     problems += _filter_problems(settings)
     if problems:

@@ -8,9 +8,22 @@ never from the configuration file.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: The role syntax of each kind, checked by ``config check`` and by the connectors.
+RAM_ROLE = re.compile(
+    r"group:(?P<group>[A-Za-z0-9._-]{1,128})"
+    r"|policy:(?P<type>System|Custom)/(?P<policy>[A-Za-z0-9._-]{1,128})",
+    re.ASCII,
+)
+RAM_ROLE_SYNTAX = "'group:' and a RAM group name, or 'policy:System/NAME' or 'policy:Custom/NAME'"
+CLOUDSSO_ROLE = re.compile(r"(?P<account>\d{1,32})/(?P<name>[A-Za-z0-9._-]{1,64})", re.ASCII)
+CLOUDSSO_ROLE_SYNTAX = (
+    "ACCOUNT_ID/ACCESS_CONFIGURATION_NAME"
+    " (a resource-directory account id, '/', an access configuration name)"
+)
 
 #: ``HOST`` or ``HOST:PORT``, without a scheme (the SDK takes the scheme from ``protocol``).
 _ENDPOINT = re.compile(r"[A-Za-z0-9.\[\]:-]+")
@@ -60,3 +73,13 @@ class AlibabaCloudSsoTargetSettings(_AlibabaTargetSection):
     kind: Literal["alibaba-cloudsso"]
     region: Annotated[str, Field(min_length=1)] = "cn-shanghai"
     directory_id: str | None = None
+
+
+def role_problem(settings: Any, role: str) -> str | None:
+    """Why ``role`` cannot be a role of the target configured by ``settings`` (None when it
+    can, or when the kind is not an Alibaba Cloud one)."""
+    if isinstance(settings, AlibabaRamTargetSettings) and not RAM_ROLE.fullmatch(role):
+        return f"{role!r} is not {RAM_ROLE_SYNTAX}"
+    if isinstance(settings, AlibabaCloudSsoTargetSettings) and not CLOUDSSO_ROLE.fullmatch(role):
+        return f"{role!r} is not {CLOUDSSO_ROLE_SYNTAX}"
+    return None

@@ -522,7 +522,8 @@ class AlibabaFake:
         task_id = f"t-{self._id():012d}"
         task = _Task("InProgress" if self.task_polls else "Success", self.task_polls, kind)
         if self.fail_tasks:
-            task = _Task("Failed", 0, kind, "The access configuration cannot be provisioned.")
+            # Failures show in the task's status, not in the answer to the write.
+            task = _Task("InProgress", 0, kind, "The access configuration cannot be provisioned.")
         self.tasks[task_id] = task
         return {"Task": {"TaskId": task_id, "TaskType": kind, "Status": task.status, **assignment}}
 
@@ -557,7 +558,7 @@ class AlibabaFake:
         if task.status == "InProgress":
             task.polls -= 1
             if task.polls < 0:
-                task.status = "Success"
+                task.status = "Failed" if task.reason else "Success"
         status = {"TaskId": task_id, "TaskType": task.kind, "Status": task.status}
         if task.reason:
             status["FailureReason"] = task.reason

@@ -15,14 +15,17 @@ so a grant that returned is in force. A leaver's user is disabled (UpdateUserSta
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from alibabacloud_cloudsso20210515 import models as sso
 from alibabacloud_cloudsso20210515.client import Client
 
-from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings
+from jmlsync.config_alibaba import (
+    CLOUDSSO_ROLE,
+    CLOUDSSO_ROLE_SYNTAX,
+    AlibabaCloudSsoTargetSettings,
+)
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.alibaba_common import EXISTS, AlibabaApi, Body, sdk_config
@@ -35,17 +38,12 @@ PAGE = 100
 #: Task statuses as follow_request reads them.
 _STATUSES = {"Success": "SUCCEEDED", "Failed": "FAILED"}
 
-_ROLE = re.compile(r"(?P<account>\d{1,32})/(?P<name>[A-Za-z0-9._-]{1,64})", re.ASCII)
-
 
 def parse_role(role: str) -> tuple[str, str]:
     """``(account id, access configuration name)``; PermanentTargetError when malformed."""
-    match = _ROLE.fullmatch(role)
+    match = CLOUDSSO_ROLE.fullmatch(role)
     if match is None:
-        raise PermanentTargetError(
-            f"role {role!r} is not ACCOUNT_ID/ACCESS_CONFIGURATION_NAME"
-            " (a resource-directory account id, '/', an access configuration name)"
-        )
+        raise PermanentTargetError(f"role {role!r} is not {CLOUDSSO_ROLE_SYNTAX}")
     return match["account"], match["name"]
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from alibabacloud_ram20150501 import models as ram
 from alibabacloud_ram20150501.client import Client
 
-from jmlsync.config_alibaba import AlibabaRamTargetSettings
+from jmlsync.config_alibaba import RAM_ROLE, RAM_ROLE_SYNTAX, AlibabaRamTargetSettings
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.alibaba_common import EXISTS, AlibabaApi, Body, sdk_config
@@ -40,7 +40,6 @@ from jmlsync.targets.aws_common import KeyedLocks, gather_limited
 
 GROUP_PREFIX = "group:"
 POLICY_PREFIX = "policy:"
-POLICY_TYPES = ("System", "Custom")
 MAX_NAME = 64
 MAX_COMMENTS = 128
 MARKER = "jmlsync:"
@@ -51,7 +50,6 @@ BATCH = 50
 PAGE = 1000
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _COMMENT = re.compile(r"jmlsync:(?P<disabled>disabled:)?userName=(?P<user>.*)", re.DOTALL)
 
 
@@ -78,18 +76,12 @@ def comments(user: str, *, disabled: bool) -> str:
 def parse_role(role: str) -> tuple[Literal["group", "policy"], str, str]:
     """``("group", name, "")`` or ``("policy", name, type)``; PermanentTargetError when
     malformed."""
-    if role.startswith(GROUP_PREFIX):
-        name = role.removeprefix(GROUP_PREFIX)
-        if _NAME.fullmatch(name):
-            return "group", name, ""
-    elif role.startswith(POLICY_PREFIX):
-        kind, _, name = role.removeprefix(POLICY_PREFIX).partition("/")
-        if kind in POLICY_TYPES and _NAME.fullmatch(name):
-            return "policy", name, kind
-    raise PermanentTargetError(
-        f"role {role!r} is neither 'group:' and a RAM group name"
-        " nor 'policy:System/NAME' or 'policy:Custom/NAME'"
-    )
+    match = RAM_ROLE.fullmatch(role)
+    if match is None:
+        raise PermanentTargetError(f"role {role!r} is not {RAM_ROLE_SYNTAX}")
+    if match["group"]:
+        return "group", match["group"], ""
+    return "policy", match["policy"], match["type"]
 
 
 @dataclass(frozen=True)
