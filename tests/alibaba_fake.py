@@ -667,6 +667,11 @@ def alibaba_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setattr(auth_util, "environment_access_key_id", ACCESS_KEY_ID)
     monkeypatch.setattr(auth_util, "environment_access_key_secret", ACCESS_KEY_SECRET)
     monkeypatch.setattr(auth_util, "environment_security_token", None)
+    monkeypatch.setattr(auth_util, "environment_ecs_metadata_disabled", "true")
+    monkeypatch.setattr(auth_util, "environment_cli_profile_disabled", "true")
+    monkeypatch.setattr(
+        auth_util, "environment_credentials_file", values["ALIBABA_CLOUD_CREDENTIALS_FILE"]
+    )
 
 
 @pytest.fixture(name="alibaba")

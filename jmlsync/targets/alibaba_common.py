@@ -11,6 +11,7 @@ hide throttling from it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeAlias, TypeVar
@@ -125,10 +126,18 @@ def translated(what: str, transient_codes: Collection[str] = ()) -> Iterator[Non
         raise PermanentTargetError(f"{what}: {exc}") from exc
 
 
+@functools.cache
+def credentials() -> CredentialClient:
+    """The process's one client of the default credential chain. One, because the chain's
+    ECS RAM role provider starts a thread that refreshes its credentials: a client per target
+    opened would start a thread each."""
+    return CredentialClient()
+
+
 def sdk_config(settings: AlibabaRamTargetSettings | AlibabaCloudSsoTargetSettings) -> Config:
     """The SDK's client configuration: the endpoint, the credential chain, no SDK retries."""
     return Config(
-        credential=CredentialClient(),
+        credential=credentials(),
         region_id=settings.region,
         endpoint=settings.endpoint,
         protocol=settings.protocol.upper(),
