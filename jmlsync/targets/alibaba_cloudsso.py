@@ -254,33 +254,29 @@ class CloudSsoTarget:
                     }
         return self._configurations.get(name)
 
-    def _assignments(
+    async def _assignments(
         self, user_id: str, account: str | None = None, configuration: str | None = None
     ) -> AsyncIterator[Mapping[str, Any]]:
-        async def listed() -> AsyncIterator[Mapping[str, Any]]:
-            directory = await self._directory_id()
-            async for item in self._pages(
-                "list_access_assignments",
-                "AccessAssignments",
-                lambda token: sso.ListAccessAssignmentsRequest(
-                    directory_id=directory,
-                    principal_type=PRINCIPAL_TYPE,
-                    principal_id=user_id,
-                    target_type=TARGET_TYPE,
-                    target_id=account,
-                    access_configuration_id=configuration,
-                    max_results=self._page,
-                    next_token=token,
-                ),
-            ):
-                # Only the user's own assignments: one through a group is not ours.
-                if (
-                    item.get("PrincipalType") == PRINCIPAL_TYPE
-                    and item.get("PrincipalId") == user_id
-                ):
-                    yield item
-
-        return listed()
+        """The user's own assignments (on one account and access configuration, if given)."""
+        directory = await self._directory_id()
+        async for item in self._pages(
+            "list_access_assignments",
+            "AccessAssignments",
+            lambda token: sso.ListAccessAssignmentsRequest(
+                directory_id=directory,
+                principal_type=PRINCIPAL_TYPE,
+                principal_id=user_id,
+                target_type=TARGET_TYPE,
+                target_id=account,
+                access_configuration_id=configuration,
+                max_results=self._page,
+                next_token=token,
+            ),
+        ):
+            # Only the user's own assignments: one through a group is not ours.
+            mine = item.get("PrincipalId") == user_id
+            if mine and item.get("PrincipalType") == PRINCIPAL_TYPE:
+                yield item
 
     async def _holds(self, user_id: str, account: str, configuration: str) -> bool:
         async for item in self._assignments(user_id, account, configuration):
