@@ -4,10 +4,14 @@ answering the JSON shapes of the API reference from the fake's state."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+#: The names each API accepts, from its reference.
+RAM_USER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CLOUDSSO_USER_NAME = re.compile(r"[A-Za-z0-9@_.-]{1,64}")
 SYSTEM_POLICIES = ("AdministratorAccess", "AliyunOSSReadOnlyAccess", "AliyunECSFullAccess")
 
 
@@ -53,6 +57,10 @@ class RamApi:
 
     def _ram_CreateUser(self, query: dict[str, str]) -> dict[str, Any]:
         name = required(query, "UserName")
+        if not RAM_USER_NAME.fullmatch(name):
+            raise ApiError(
+                400, "InvalidParameter.UserName.InvalidChars", "UserName contains invalid chars."
+            )
         if name in self.ram_users:
             raise ApiError(409, "EntityAlreadyExists.User", f"The user already exists: {name}.")
         user = {
@@ -216,6 +224,8 @@ class CloudSsoApi:
     def _sso_CreateUser(self, query: dict[str, str]) -> dict[str, Any]:
         self._sso_directory(query)
         name = required(query, "UserName")
+        if not CLOUDSSO_USER_NAME.fullmatch(name):
+            raise ApiError(400, "InvalidParameter.UserName", "The UserName is invalid.")
         if any(u["UserName"].lower() == name.lower() for u in self.sso_users.values()):
             raise ApiError(409, "EntityAlreadyExists.User", f"The user already exists: {name}.")
         user = {

@@ -225,6 +225,13 @@ async def test_a_cloudsso_leaver_is_disabled(
     assert alibaba.actions["UpdateUserStatus"] == 1
 
 
+async def test_a_username_cloudsso_refuses_is_permanent(
+    alibaba: AlibabaFake, cloudsso: CloudSsoTarget
+) -> None:
+    with pytest.raises(PermanentTargetError, match=r"InvalidParameter\.UserName"):
+        await cloudsso.ensure_principal(PrincipalSpec("bo+ops@example.org"))
+
+
 async def test_cloudsso_wrong_directory_is_permanent(alibaba: AlibabaFake) -> None:
     settings = cloudsso_settings(alibaba, directory_id="d-doesnotexist")
     target = await CloudSsoTarget.open("sso", settings)
