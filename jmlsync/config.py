@@ -30,14 +30,7 @@ from jmlsync.config_alibaba import (
 )
 from jmlsync.config_scim import ScimSettings
 
-__all__ = [
-    "AlibabaCloudSsoTargetSettings",
-    "AlibabaRamTargetSettings",
-    "ConfigError",
-    "ScimSettings",
-    "Settings",
-    "load_settings",
-]
+__all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
 
 DEFAULT_BASE_PATH = "/scim/v2"
 

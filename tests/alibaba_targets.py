@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync.config import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
+from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from jmlsync.ports import Target
 from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
 from jmlsync.targets.alibaba_ram import RamTarget

@@ -7,14 +7,13 @@ from typing import assert_never
 import aiohttp
 
 from jmlsync.config import (
-    AlibabaCloudSsoTargetSettings,
-    AlibabaRamTargetSettings,
     AwsIamTargetSettings,
     AwsIdentityCenterTargetSettings,
     LedgerTargetSettings,
     ScimTargetSettings,
     TargetSettings,
 )
+from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from jmlsync.ports import Target
 
 
