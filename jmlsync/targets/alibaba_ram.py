@@ -108,12 +108,14 @@ class RamTarget:
 
     kind = "alibaba-ram"
 
-    def __init__(self, name: str, settings: AlibabaRamTargetSettings, api: AlibabaApi) -> None:
+    def __init__(
+        self, name: str, settings: AlibabaRamTargetSettings, api: AlibabaApi, page: int = PAGE
+    ) -> None:
         self.name = name
         self._settings = settings
         self._api = api
         self._locks = KeyedLocks()
-        self._page = PAGE
+        self._page = page
 
     @classmethod
     async def open(
@@ -121,9 +123,8 @@ class RamTarget:
     ) -> RamTarget:
         """Make the RAM client (no call yet); ``page_size`` overrides RAM's page size (tests
         make pages small)."""
-        target = cls(name, settings, AlibabaApi("ram", Client(sdk_config(settings)), settings))
-        target._page = page_size or PAGE
-        return target
+        api = AlibabaApi("ram", Client(sdk_config(settings)), settings)
+        return cls(name, settings, api, page_size or PAGE)
 
     async def close(self) -> None:
         """Nothing to release: the SDK opens a connection per call."""
