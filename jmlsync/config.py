@@ -23,6 +23,11 @@ from pydantic import (
     model_validator,
 )
 
+from jmlsync.config_alibaba import (
+    AlibabaCloudSsoTargetSettings,
+    AlibabaRamTargetSettings,
+    role_problem,
+)
 from jmlsync.config_scim import ScimSettings
 
 __all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
@@ -197,6 +202,8 @@ TargetSettings = Annotated[
         AwsIdentityCenterTargetSettings,
         AwsIamTargetSettings,
         ScimTargetSettings,
+        AlibabaRamTargetSettings,
+        AlibabaCloudSsoTargetSettings,
     ],
     Field(discriminator="kind"),
 ]
@@ -331,6 +338,7 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 
 _KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim"}
+_KINDS |= {"alibaba-ram", "alibaba-cloudsso"}
 
 
 def _describe(error: ValidationError, source: Path) -> str:
@@ -377,6 +385,12 @@ def _cross_check(settings: Settings, source: Path) -> None:
         for r, rule in enumerate(settings.rules, 1)
         for g, grant in enumerate(rule.grants, 1)
         if grant.target not in settings.targets
+    ]
+    problems += [
+        f"  rules[{r}].grants[{g}].role: {problem}"
+        for r, rule in enumerate(settings.rules, 1)
+        for g, grant in enumerate(rule.grants, 1)
+        if (problem := role_problem(settings.targets.get(grant.target), grant.role))
     ]
     problems += _filter_problems(settings)
     if problems:

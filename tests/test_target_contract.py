@@ -23,6 +23,8 @@ from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.ports import Target
 from jmlsync.targets.ledger import LedgerTarget
 from jmlsync.targets.registry import open_target
+from tests.alibaba_fake import alibaba_env, alibaba_fixture, alibaba_server  # noqa: F401
+from tests.alibaba_targets import open_cloudsso_target, open_ram_target
 from tests.moto_server import (  # noqa: F401 (fixtures the AWS factories ask for)
     aws_env,
     iam_contract,
@@ -62,11 +64,21 @@ async def _aws_iam(request: pytest.FixtureRequest, state: Path) -> Target:
     return await open_iam_target(request, state, page_size=PAGE_SIZE)
 
 
+async def _alibaba_ram(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_ram_target(request, state, page_size=PAGE_SIZE)
+
+
+async def _alibaba_cloudsso(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_cloudsso_target(request, state, page_size=PAGE_SIZE)
+
+
 FACTORIES: dict[str, Factory] = {
     "ledger": _ledger,
     "scim": _scim,
     "aws-identity-center": _aws_identity_center,
     "aws-iam": _aws_iam,
+    "alibaba-ram": _alibaba_ram,
+    "alibaba-cloudsso": _alibaba_cloudsso,
 }
 
 

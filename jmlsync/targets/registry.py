@@ -13,6 +13,7 @@ from jmlsync.config import (
     ScimTargetSettings,
     TargetSettings,
 )
+from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from jmlsync.ports import Target
 
 
@@ -42,6 +43,14 @@ async def open_target(
             from jmlsync.targets.scim import ScimTarget
 
             return await ScimTarget.open(name, settings, http=http)
+        case AlibabaRamTargetSettings():
+            from jmlsync.targets.alibaba_ram import RamTarget
+
+            return await RamTarget.open(name, settings)
+        case AlibabaCloudSsoTargetSettings():
+            from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
+
+            return await CloudSsoTarget.open(name, settings)
         case _:
             # mypy fails here when a kind joins TargetSettings without a case above.
             assert_never(settings)
