@@ -24,8 +24,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 
-from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.store.health import WriteHealth
+from jmlsync.store.sqlite_reader import SqliteReader, unavailable
 
 T = TypeVar("T")
 MAX_BATCH = 256
@@ -36,34 +36,6 @@ SqlValue = str | bytes | int | float | None
 
 def _fold(value: SqlValue) -> SqlValue:
     return value.casefold() if isinstance(value, str) else value
-
-
-#: SQLite result codes (primary, without the extended bits) that mean "not now" rather than
-#: "not this": the disk is full or failing, another process holds the lock past
-#: busy_timeout, the file cannot be opened or written.
-_UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_PROTOCOL,
-        sqlite3.SQLITE_NOMEM,
-    }
-)
-
-
-def unavailable(exc: BaseException) -> StoreUnavailable | None:
-    """The StoreUnavailable an SQLite error stands for, or None when it is not an outage."""
-    if isinstance(exc, StoreUnavailable):
-        return exc
-    if isinstance(exc, sqlite3.DatabaseError):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
-            return StoreUnavailable(f"SQLite: {exc}")
-    return None
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -190,7 +162,7 @@ class Database:
     """The connections to one SQLite file, and the one way to write to it."""
 
     def __init__(
-        self, raw: sqlite3.Connection, executor: ThreadPoolExecutor, reader: aiosqlite.Connection
+        self, raw: sqlite3.Connection, executor: ThreadPoolExecutor, reader: SqliteReader
     ) -> None:
         self._raw = raw
         self._conn = WriteConn(raw)
@@ -228,7 +200,7 @@ class Database:
         await reader.execute("PRAGMA busy_timeout = 10000")
         await reader.execute("PRAGMA query_only = ON")
         await reader.create_function("fold", 1, _fold, deterministic=True)
-        return cls(raw, executor, reader)
+        return cls(raw, executor, SqliteReader(reader))
 
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""
