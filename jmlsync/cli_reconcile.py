@@ -65,6 +65,7 @@ async def run_reconcile(
             seconds=snapshot.seconds,
             drift=drift_json(findings, await store.open_drift(), format_timestamp(now_utc())),
             unreadable=snapshot.unreadable,
+            exceptions=snapshot.exceptions,
         )
         held = revocations_over(snapshot.operations, max_revocations)
         if held is not None:

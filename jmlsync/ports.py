@@ -20,6 +20,7 @@ from jmlsync.domain.models import (
     ResourceKind,
     StoredResource,
 )
+from jmlsync.domain.review_records import ReviewException
 
 T = TypeVar("T")
 
@@ -332,3 +333,18 @@ class Queue(Protocol):
         ...
 
     async def set_state(self, key: str, value: str) -> None: ...
+
+
+class ReviewHolds(Protocol):
+    """What access reviews hold back from the plan (implemented by the review store)."""
+
+    async def exceptions(
+        self, user_names: Collection[str] | None = None, *, active_only: bool = True
+    ) -> list[ReviewException]:
+        """The review exceptions of these users (all users: None), active ones only unless
+        ``active_only`` is False, oldest first."""
+        ...
+
+    async def pending_revocations(self, user_names: Collection[str] | None = None) -> set[Grant]:
+        """Grants a review decided to revoke that were not yet read back as gone."""
+        ...

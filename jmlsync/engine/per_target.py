@@ -31,6 +31,8 @@ class JobWork:
     desired: Mapping[Grant, Reason]
     applied: AbstractSet[Grant]
     leaver: bool
+    #: Grants access reviews revoked: revoked wherever held, never granted.
+    withheld: AbstractSet[Grant] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: st
         principals=principals,
         targets=frozenset({name}),
         only_users=frozenset({work.user_name}),
+        withheld=work.withheld,
     )
     outcomes = await applier.apply(plan(inp), actor="pipeline")
     failures = [o for o in outcomes if not o.ok]
