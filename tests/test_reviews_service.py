@@ -390,3 +390,31 @@ async def queue_empty(config: Path) -> bool:
 
 async def _not_has(config: Path, user: str, role: str) -> bool:
     return role not in await held(config, user)
+
+
+@pytest.mark.timeout(60)
+async def test_a_scheduled_campaign_starts_by_itself(config_path: Path) -> None:
+    from jmlsync.config import load_settings
+    from jmlsync.service import build_scheduler, open_runtime
+
+    config = configure(config_path)
+    config.write_text(
+        config.read_text().replace(
+            'name = "privileged"', 'name = "privileged"\nschedule = "0 9 1 */3 *"'
+        )
+    )
+    await hand_grant(config, "mallory@x.io", "admin")
+    async with open_runtime(load_settings(config)) as runtime:
+        scheduler = build_scheduler(runtime)
+        assert {"reviews", "review-start:privileged"} <= {
+            j.id for j in scheduler._scheduler.get_jobs()
+        }
+        job = scheduler._scheduler.get_job("review-start:privileged")
+        await job.func()
+        await job.func()
+        assert runtime.reviews is not None
+        campaigns = await runtime.reviews.reviews.campaigns("privileged")
+        assert len(campaigns) == 2 and campaigns[0].id != campaigns[1].id
+        assert [c.items for c in campaigns] == [1, 1]
+        runs = await runtime.assurance.store.last_runs()
+        assert any(r.job == "review-start:privileged" and r.outcome == "ok" for r in runs)
