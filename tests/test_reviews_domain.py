@@ -72,6 +72,13 @@ reviewers = ["group:platform"]
     assert review.owners[0].reviewers == ["group:platform"]
     schema = Settings.model_json_schema()
     assert "reviews" in schema["properties"]
+    config = str(tmp_path / "jmlsync.toml")
+    assert CliRunner().invoke(main, ["db", "upgrade", "--config", config]).exit_code == 0
+    result = CliRunner().invoke(main, ["config", "check", "--config", config])
+    assert result.exit_code == 0, result.stderr
+    assert "quarterly: scope listed, reviewers manager, group:security, schedule" in result.stdout
+    assert "reviews[1]: reviewer group 'security' has not been pushed yet" in result.stderr
+    assert "reviewer group 'platform' has not been pushed yet" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,13 @@ class ReviewTasks:
                     i.id: i for i in await store.items(remediation.campaign)
                 }
             item = items[remediation.campaign][remediation.item_id]
+            if item.target not in self.applier.targets:
+                counts["unreadable"] += 1
+                error = f"target {item.target} is no longer configured"
+                await store.mark_remediated(
+                    remediation, revoked_at=None, verified_at=None, error=error
+                )
+                continue
             try:
                 roles, _principal = await self.applier.read_user(item.target, item.user.user_name)
             except TargetError as exc:

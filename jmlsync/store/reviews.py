@@ -78,10 +78,17 @@ class SqlReviews:
                 ),
             )
             await conn.executemany(
-                "INSERT INTO review_items (campaign_id, item_id, user_name, reviewer, item)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO review_items (campaign_id, item_id, user_name, user_key, reviewer,"
+                " item) VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (campaign.id, i.id, i.user.user_name, i.reviewer, json.dumps(asdict(i)))
+                    (
+                        campaign.id,
+                        i.id,
+                        i.user.user_name,
+                        i.user.user_name.casefold(),
+                        i.reviewer,
+                        json.dumps(asdict(i)),
+                    )
                     for i in items
                 ],
             )
@@ -200,13 +207,18 @@ class SqlReviews:
 
     async def pending_revocations(self, user_names: Collection[str] | None = None) -> set[Grant]:
         """Grants a review revoked that were not yet read back as gone."""
-        rows = await self.db.reader.execute_fetchall(
+        sql = (
             "SELECT i.item FROM review_remediations r JOIN review_items i"
             " ON i.campaign_id = r.campaign_id AND i.item_id = r.item_id"
             " WHERE r.verified_at IS NULL"
         )
-        grants = {item_from_json(r[0]).grant for r in rows}
-        return _for_users(grants, user_names)
+        params: list[str] = []
+        if user_names is not None:
+            # Narrowed in SQL: every pipeline job asks for its one principal.
+            params = sorted({name.casefold() for name in user_names})
+            sql += f" AND i.user_key IN ({','.join('?' * len(params)) or 'NULL'})"
+        rows = await self.db.reader.execute_fetchall(sql, params)
+        return {item_from_json(r[0]).grant for r in rows}
 
     async def mark_remediated(
         self,
@@ -232,9 +244,13 @@ class SqlReviews:
             "SELECT id, campaign_id, item_id, target, user_name, role, user_id, causes,"
             " created_at, lifted_at, lifted_reason FROM review_exceptions"
         )
-        if active_only:
-            sql += " WHERE lifted_at IS NULL"
-        rows = await self.db.reader.execute_fetchall(sql + " ORDER BY id")
+        clauses, params = (["lifted_at IS NULL"] if active_only else []), []
+        if user_names is not None:
+            params = sorted({name.casefold() for name in user_names})
+            clauses.append(f"user_key IN ({','.join('?' * len(params)) or 'NULL'})")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = await self.db.reader.execute_fetchall(sql + " ORDER BY id", params)
         found = [
             ReviewException(
                 id=int(r[0]),
@@ -249,10 +265,7 @@ class SqlReviews:
             )
             for r in rows
         ]
-        if user_names is None:
-            return found
-        keys = {name.casefold() for name in user_names}
-        return [e for e in found if e.grant.user.casefold() in keys]
+        return found
 
     async def lift(self, exception_id: int, reason: str, now: datetime, actor: str) -> bool:
         """Lift an exception by hand (audited); False when there is no such active one."""
@@ -325,13 +338,6 @@ class SqlReviews:
         return await self.db.write(body)
 
 
-def _for_users(grants: set[Grant], user_names: Collection[str] | None) -> set[Grant]:
-    if user_names is None:
-        return grants
-    keys = {name.casefold() for name in user_names}
-    return {g for g in grants if g.user.casefold() in keys}
-
-
 def _decision_entry(
     campaign: Campaign, item: Item, row: DecisionRow, stamp: str, imported_by: str, late: bool
 ) -> AuditEntry:
@@ -361,13 +367,14 @@ async def _add_exception(
     actor: str,
 ) -> None:
     await conn.execute(
-        "INSERT INTO review_exceptions (campaign_id, item_id, target, user_name, user_id, role,"
-        " causes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO review_exceptions (campaign_id, item_id, target, user_name, user_key,"
+        " user_id, role, causes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             campaign.id,
             item.id,
             item.target,
             item.user.user_name,
+            item.user.user_name.casefold(),
             exception.user_id,
             item.role,
             json.dumps([list(c) for c in exception.causes]),

@@ -18,6 +18,7 @@ CREATE TABLE review_items (
     campaign_id TEXT NOT NULL,
     item_id     INTEGER NOT NULL,
     user_name   TEXT NOT NULL,
+    user_key    TEXT NOT NULL,                -- user_name casefolded (as users.user_name_key)
     reviewer    TEXT,
     item        TEXT NOT NULL,
     PRIMARY KEY (campaign_id, item_id)
@@ -55,6 +56,7 @@ CREATE TABLE review_exceptions (
     item_id       INTEGER NOT NULL,
     target        TEXT NOT NULL,
     user_name     TEXT NOT NULL,
+    user_key      TEXT NOT NULL,
     user_id       TEXT,
     role          TEXT NOT NULL,
     causes        TEXT NOT NULL,              -- JSON [[rule, group id, group name], ...]
@@ -62,4 +64,5 @@ CREATE TABLE review_exceptions (
     lifted_at     TEXT,
     lifted_reason TEXT
 );
-CREATE INDEX review_exceptions_user ON review_exceptions (user_name);
+CREATE INDEX review_exceptions_user ON review_exceptions (user_key);
+CREATE INDEX review_items_user ON review_items (user_key);
