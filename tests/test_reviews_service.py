@@ -336,14 +336,21 @@ async def test_deadline_revokes_undecided_and_late_decisions_need_an_admin(
             await until(lambda: _not_has(config, "alice@x.io", "admin"))
             found = await items_of(config, campaign)
             assert {i["decided_by"] for i in found.values()} == {"(no decision)"}
-            code, out, _ = await acli(config, "alerts", "list", "--format", "json")
-            kinds = {a["kind"] for a in json.loads(out)}
-            assert {
+            expected = {
                 "review_started",
                 "review_reminder",
                 "review_overdue",
                 "review_auto_revoked",
-            } <= kinds
+            }
+
+            async def alerted() -> bool:
+                _code, out, _ = await acli(config, "alerts", "list", "--format", "json")
+                return expected <= {a["kind"] for a in json.loads(out)}
+
+            await until(alerted)
+            code, out, _ = await acli(config, "alerts", "list", "--format", "json")
+            done = [a for a in json.loads(out) if a["kind"] == "review_auto_revoked"]
+            assert len(done) == 1 and "read back as gone" in done[0]["text"]
 
             path = write(
                 tmp_path / "late.csv",

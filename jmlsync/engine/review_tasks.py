@@ -82,7 +82,34 @@ class ReviewTasks:
                 error=None,
             )
             counts["verified"] += 1
+        await self._auto_revocations_done()
         return counts
+
+    async def _auto_revocations_done(self) -> None:
+        """Alert once per campaign when every revocation its deadline made is read back."""
+        store = self.reviews.reviews
+        for campaign in await store.campaigns():
+            if campaign.closed_at is None:
+                continue
+            automatic = [
+                d.item_id
+                for d in (await store.decisions(campaign.id)).values()
+                if d.reviewer == NO_DECISION
+            ]
+            if not automatic:
+                continue
+            remediations = {r.item_id: r for r in await store.remediations(campaign.id)}
+            if not all((r := remediations.get(i)) and r.verified_at for i in automatic):
+                continue
+            if await store.mark_campaign(campaign.id, "auto_revoked_at", self.clock()):
+                await self.alerts.alert(
+                    "review_auto_revoked",
+                    f"access review {campaign.id}: the {len(automatic)} item(s) undecided at"
+                    " the deadline were revoked and read back as gone",
+                    campaign=campaign.id,
+                    revoked=len(automatic),
+                    key=campaign.id,
+                )
 
     async def deadlines(self) -> dict[str, int]:
         """Remind before each open campaign's deadline; at it, apply ``on_no_decision``."""
@@ -157,13 +184,5 @@ class ReviewTasks:
             late=False,
             exceptions=self.reviews.exceptions_for(undecided, directory),
         )
-        await self.alerts.alert(
-            "review_auto_revoked",
-            f"access review {campaign.id}: {len(undecided)} undecided item(s) revoked at the"
-            " deadline",
-            campaign=campaign.id,
-            revoked=len(undecided),
-            key=campaign.id,
-        )
-        log.info("campaign %s closed: %d item(s) revoked", campaign.id, len(undecided))
+        log.info("campaign %s closed: %d item(s) to revoke", campaign.id, len(undecided))
         return len(undecided)

@@ -286,8 +286,9 @@ class SqlReviews:
         return await self.db.write(body, notify=True)
 
     async def mark_campaign(self, campaign_id: str, column: str, now: datetime) -> bool:
-        """Set ``reminded_at`` or ``closed_at`` once; False when it was already set."""
-        assert column in ("reminded_at", "closed_at")
+        """Set ``reminded_at``, ``closed_at`` or ``auto_revoked_at`` once; False when it was
+        already set."""
+        assert column in ("reminded_at", "closed_at", "auto_revoked_at")
 
         async def body(conn: WriteConn) -> bool:
             cursor = await conn.execute(

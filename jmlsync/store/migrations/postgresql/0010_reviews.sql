@@ -9,7 +9,8 @@ CREATE TABLE review_campaigns (
     audit_seq       BIGINT,                  -- the audit row that anchors the snapshot's hash
     items           INTEGER NOT NULL,
     reminded_at     TEXT,
-    closed_at       TEXT                      -- the deadline was acted on
+    closed_at       TEXT,                     -- the deadline was acted on
+    auto_revoked_at TEXT                      -- the deadline's revocations were all read back
 );
 CREATE INDEX review_campaigns_name ON review_campaigns (name, started_at);
 
