@@ -227,6 +227,17 @@ def test_checking_decisions() -> None:
     ]:
         with pytest.raises(DecisionError, match=message):
             check(text)
+    rows = parse_decisions("item_id,decision,reviewer\n1,revoke,boss\n", "csv")
+    with pytest.raises(DecisionError, match="row 2: ann is a protected account"):
+        check_decisions(
+            rows,
+            items,
+            groups,
+            now=NOW,
+            deadline=deadline,
+            late=False,
+            protected=frozenset({"ann"}),
+        )
     with pytest.raises(DecisionError, match="deadline"):
         check("1,keep,boss,\n", now=deadline + timedelta(seconds=1))
     check("1,keep,boss,\n", now=deadline + timedelta(seconds=1), late=True)

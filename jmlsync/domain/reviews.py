@@ -305,11 +305,14 @@ def check_decisions(
     now: datetime,
     deadline: datetime,
     late: bool,
+    protected: AbstractSet[str] = frozenset(),
 ) -> None:
     """Raise DecisionError for the first row that cannot be applied (nothing is applied).
 
     Refused: an unknown item, a reviewer not assigned to the item, an item decided twice in
-    one file, and any decision after the deadline unless ``late`` (an admin's import).
+    one file, a revoke of a protected account's access (``protected``: casefolded userNames
+    jmlsync never changes), and any decision after the deadline unless ``late`` (an admin's
+    import).
     """
     if now > deadline and not late:
         raise DecisionError(
@@ -327,6 +330,11 @@ def check_decisions(
                 f" {seen[row.item_id]})"
             )
         seen[row.item_id] = row.row
+        if row.decision == "revoke" and item.user.user_name.casefold() in protected:
+            raise DecisionError(
+                f"row {row.row}: {item.user.user_name} is a protected account"
+                " ([safety].protected_users): jmlsync never changes it; revoke it by hand"
+            )
         if not may_decide(item, row.reviewer, groups):
             assigned = item.reviewer or "nobody"
             raise DecisionError(

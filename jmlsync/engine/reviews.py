@@ -309,6 +309,7 @@ class Reviews:
             now=self.clock(),
             deadline=parse_timestamp(campaign.deadline),
             late=late,
+            protected=self.reconciler.protected,
         )
         exceptions = self.exceptions_for(
             [items[r.item_id] for r in rows if r.decision == "revoke"], directory
