@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from jmlsync.domain.grants import Grant
 
-__all__ = ["Decision", "NewException", "Remediation", "ReviewException"]
+__all__ = ["NO_DECISION", "Decision", "NewException", "Remediation", "ReviewException"]
+
+#: The reviewer recorded for a decision the deadline made (``on_no_decision = "revoke"``).
+NO_DECISION = "(no decision)"
 
 
 @dataclass(frozen=True)

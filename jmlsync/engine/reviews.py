@@ -34,8 +34,7 @@ from jmlsync.domain.reviews import (
     snapshot_digest,
 )
 from jmlsync.engine.reconcile import Reconciler
-from jmlsync.ports import Store
-from jmlsync.store.reviews import SqlReviews
+from jmlsync.ports import ReviewStore, Store
 
 log = logging.getLogger("jmlsync.reviews")
 
@@ -124,7 +123,7 @@ class Reviews:
     def __init__(
         self,
         store: Store,
-        reviews: SqlReviews,
+        reviews: ReviewStore,
         reconciler: Reconciler,
         definitions: Sequence[ReviewSettings],
         *,

@@ -16,13 +16,15 @@ from typing import Any
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp
-from jmlsync.domain.review_records import Decision, NewException, Remediation, ReviewException
+from jmlsync.domain.review_records import (
+    Decision,
+    NewException,
+    Remediation,
+    ReviewException,
+)
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item, item_from_dict
 from jmlsync.store import pipeline_sql, reviews_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
-
-#: The reviewer recorded for a decision the deadline made.
-NO_DECISION = "(no decision)"
 
 
 def item_from_json(text: str) -> Item:
@@ -50,7 +52,7 @@ _CAMPAIGN_COLUMNS = (
 
 
 class SqlReviews:
-    """The ReviewStore on the store's database."""
+    """The ReviewStore port on the store's database."""
 
     def __init__(self, db: Backend) -> None:
         self.db = db
