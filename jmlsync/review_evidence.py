@@ -236,32 +236,40 @@ def verify_bundle(folder: Path) -> list[str]:
         document = json.loads((folder / MANIFEST).read_text("utf-8"))
     except (OSError, ValueError) as exc:
         return [f"{MANIFEST}: cannot read: {exc}"]
-    problems = []
-    listed: dict[str, Any] = document.get("files", {})
-    for name in BUNDLE_FILES:
-        if name not in listed:
-            problems.append(f"{name}: not in the manifest")
+    listed = document.get("files") if isinstance(document, dict) else None
+    anchors = document.get("anchors") if isinstance(document, dict) else None
+    if not isinstance(listed, dict) or not isinstance(anchors, dict):
+        return [f"{MANIFEST}: not a manifest of an evidence bundle"]
+    problems = [f"{name}: not in the manifest" for name in BUNDLE_FILES if name not in listed]
     digests = {}
     for name, meta in sorted(listed.items()):
+        if name not in BUNDLE_FILES:
+            problems.append(f"{MANIFEST}: lists {name!r}, which is not a file of a bundle")
+            continue
         try:
             data = (folder / name).read_bytes()
         except OSError as exc:
             problems.append(f"{name}: cannot read: {exc.strerror}")
             continue
         digests[name] = sha256(data)
-        if digests[name] != meta.get("sha256"):
+        expected = meta.get("sha256") if isinstance(meta, dict) else None
+        if digests[name] != expected:
             problems.append(f"{name}: SHA-256 {digests[name]} differs from the manifest's")
-    anchors: dict[str, Any] = document.get("anchors", {})
     for name in ("snapshot", "bundle"):
-        if name not in anchors:
+        row = anchors.get(name)
+        if not isinstance(row, dict):
             problems.append(f"anchor {name}: missing")
         else:
-            problems += _row_problems(name, anchors[name])
-    bundle = anchors.get("bundle", {})
-    if files_digest(digests) not in str(bundle.get("detail") or ""):
+            problems += _row_problems(name, row)
+    bundle = anchors.get("bundle")
+    detail = str(bundle.get("detail") or "") if isinstance(bundle, dict) else ""
+    if files_digest(digests) not in detail:
         problems.append("the bundle's audit row does not carry these files' digest")
-    snapshot = document.get("snapshot_sha256", "")
-    if snapshot not in str(anchors.get("snapshot", {}).get("detail") or ""):
+    snapshot = str(document.get("snapshot_sha256") or "")
+    start = anchors.get("snapshot")
+    if not snapshot or snapshot not in (
+        str(start.get("detail") or "") if isinstance(start, dict) else ""
+    ):
         problems.append("the campaign's audit row does not carry the snapshot's hash")
     problems += _snapshot_problems(folder, snapshot)
     return problems
@@ -272,7 +280,7 @@ def _snapshot_problems(folder: Path, expected: str) -> list[str]:
         raw = json.loads((folder / "snapshot.json").read_text("utf-8"))
         items = [item_from_dict(entry) for entry in raw]
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        return [f"snapshot.json: cannot read the items: {exc}"]
+        return [f"snapshot.json: cannot read the items: {exc!r}"]
     if snapshot_digest(items) != expected:
         return ["snapshot.json: the items do not hash to the campaign's snapshot hash"]
     return []

@@ -292,3 +292,48 @@ def test_withheld_grants_are_revoked_on_any_role_and_never_granted() -> None:
     assert [(o.action, o.user, o.role, o.reason) for o in operations] == [
         ("revoke", "mal", "console", "review")
     ]
+
+
+def test_bad_requests_are_one_line(tmp_path: Path) -> None:
+    _load(tmp_path, '[[reviews]]\nname = "q"\n')
+    config = str(tmp_path / "jmlsync.toml")
+    (tmp_path / "d.csv").write_text("item_id,decision,reviewer\n1,keep,boss\n")
+    (tmp_path / "d.txt").write_text("x")
+    for args, message in [
+        (["review", "start", "nope"], "no campaign 'nope' in [[reviews]] (configured: q)"),
+        (["review", "show", "q-1"], "no campaign 'q-1'"),
+        (["review", "export", "q-1"], "no campaign 'q-1'"),
+        (["review", "evidence", "q-1", "--output", str(tmp_path / "out")], "no campaign 'q-1'"),
+        (["review", "decide", "q-1", "--file", str(tmp_path / "d.csv")], "no campaign 'q-1'"),
+        (
+            ["review", "decide", "q-1", "--file", str(tmp_path / "d.txt")],
+            "expected a .csv or .json",
+        ),
+        (["review", "lift", "7", "--reason", "x"], "no active review exception 7"),
+    ]:
+        result = CliRunner().invoke(main, [*args, "--config", config])
+        assert result.exit_code == 1, args
+        assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(main, ["review", "list", "--config", config])
+    assert (result.exit_code, result.stdout) == (0, "no campaigns\n")
+
+
+def test_verify_evidence_refuses_what_is_not_a_bundle(tmp_path: Path) -> None:
+    def verify() -> str:
+        result = CliRunner().invoke(main, ["review", "verify-evidence", str(tmp_path)])
+        assert result.exit_code == 1
+        assert "Traceback" not in result.output
+        return result.stderr
+
+    assert "manifest.json: cannot read" in verify()
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    assert "not a manifest of an evidence bundle" in verify()
+    (tmp_path / "manifest.json").write_text(
+        '{"files": {"../../etc/passwd": {"sha256": "x"}, "summary.html": 3},'
+        ' "anchors": {"bundle": 1}}'
+    )
+    errors = verify()
+    assert "lists '../../etc/passwd', which is not a file of a bundle" in errors
+    assert "snapshot.csv: not in the manifest" in errors
+    assert "anchor snapshot: missing" in errors
