@@ -1,7 +1,7 @@
 """An access review end to end through a real `jmlsync serve` against AWS IAM Identity Center
-(moto in server mode): a hand-made assignment and rule-given ones reviewed, revocations read
-back from moto, the review exception held and lifted, the evidence verified, and the summary
-page read in headless Chromium."""
+(moto in server mode) and a ledger: a hand-made assignment and rule-given ones reviewed,
+revocations read back from moto and the ledger, the review exception held and lifted, the
+evidence verified, and the summary page read in headless Chromium."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
-from tests.test_reviews_service import Scim, acli, items_of, queue_empty, until, write
+from tests.test_reviews_service import Scim, acli, held, queue_empty, until, write
 
 ROLE = f"{ACCOUNT}/AdministratorAccess"
 
@@ -42,10 +42,14 @@ kind = "aws-identity-center"
 region = "{REGION}"
 endpoint_url = "{moto.url}"
 
+[targets.sandbox]
+kind = "ledger"
+path = "ledger.db"
+
 [[rules]]
 group = "cloud-admins"
 privileged = true
-grants = [{{ target = "sso", role = "{ROLE}" }}]
+grants = [{{ target = "sso", role = "{ROLE}" }}, {{ target = "sandbox", role = "admin" }}]
 
 [[reviews]]
 name = "quarterly"
@@ -101,31 +105,51 @@ async def test_review_in_identity_center(tmp_path: Path, moto: Moto) -> None:
 
             await until(lambda: holders_are(everyone))
 
+            async def ledger_holders_are(expected: set[str]) -> bool:
+                found = {user for user in everyone if "admin" in await held(config, user)}
+                return found == expected
+
+            await until(lambda: ledger_holders_are({"alice@x.io", "bob@x.io"}))
+
             code, out, err = await acli(config, "review", "start", "quarterly", "--format", "json")
             assert code == 0, err
             campaign = json.loads(out)["id"]
-            items = await items_of(config, campaign)
-            assert set(items) == everyone
-            assert items["mallory@x.io"]["source"] == "unmanaged"
-            assert items["bob@x.io"]["source"] == "rule 1 (group cloud-admins)"
-            assert items["alice@x.io"]["reviewer"] == "boss@x.io"
-            ids = {user: item["item_id"] for user, item in items.items()}
-            text = "item_id,decision,reviewer,comment\n" + "".join(
-                [
-                    f"{ids['alice@x.io']},keep,boss@x.io,on call\n",
-                    f"{ids['bob@x.io']},revoke,sec@x.io,moved teams\n",
-                    f'{ids["mallory@x.io"]},revoke,sec@x.io,"granted by hand, no ticket"\n',
-                ]
+            code, out, err = await acli(config, "review", "export", campaign, "--format", "json")
+            assert code == 0, err
+            items = {(i["user"], i["target"]): i for i in json.loads(out)["items"]}
+            assert set(items) == {
+                ("alice@x.io", "sso"),
+                ("alice@x.io", "sandbox"),
+                ("bob@x.io", "sso"),
+                ("bob@x.io", "sandbox"),
+                ("mallory@x.io", "sso"),
+            }
+            assert items[("mallory@x.io", "sso")]["source"] == "unmanaged"
+            assert items[("bob@x.io", "sso")]["source"] == "rule 1 (group cloud-admins)"
+            assert items[("alice@x.io", "sso")]["reviewer"] == "boss@x.io"
+            lines = []
+            for (user, _target), item in sorted(items.items()):
+                if user == "alice@x.io":
+                    lines.append(f"{item['item_id']},keep,boss@x.io,on call\n")
+                elif user == "bob@x.io":
+                    lines.append(f"{item['item_id']},revoke,sec@x.io,moved teams\n")
+                else:
+                    lines.append(
+                        f'{item["item_id"]},revoke,sec@x.io,"granted by hand, no ticket"\n'
+                    )
+            path = write(
+                tmp_path / "decisions.csv", "item_id,decision,reviewer,comment\n" + "".join(lines)
             )
-            path = write(tmp_path / "decisions.csv", text)
             code, out, err = await acli(config, "review", "decide", campaign, "--file", str(path))
             assert code == 0, err
 
             await until(lambda: holders_are({"alice@x.io"}))
+            await until(lambda: ledger_holders_are({"alice@x.io"}))
 
             async def verified() -> bool:
-                found = await items_of(config, campaign)
-                return all(found[u]["verified_at"] for u in ("bob@x.io", "mallory@x.io"))
+                _code, out, _ = await acli(config, "review", "export", campaign, "--format", "json")
+                revoked = [i for i in json.loads(out)["items"] if i["decision"] == "revoke"]
+                return len(revoked) == 3 and all(i["verified_at"] for i in revoked)
 
             await until(verified)
 
@@ -133,11 +157,15 @@ async def test_review_in_identity_center(tmp_path: Path, moto: Moto) -> None:
             await scim.members(admins, "add", bob)
             await until(lambda: queue_empty(config))
             assert await holders_are({"alice@x.io"})
+            assert await ledger_holders_are({"alice@x.io"})
             code, out, err = await acli(config, "reconcile", "--dry-run", "--format", "json")
             assert code == 0, err
             plan = json.loads(out)
             assert plan["operations"] == []
-            assert [e["user"] for e in plan["exceptions"]] == ["bob@x.io"]
+            assert sorted((e["user"], e["target"]) for e in plan["exceptions"]) == [
+                ("bob@x.io", "sandbox"),
+                ("bob@x.io", "sso"),
+            ]
 
             bundle = tmp_path / "evidence"
             code, out, err = await acli(
@@ -169,6 +197,7 @@ async def test_review_in_identity_center(tmp_path: Path, moto: Moto) -> None:
             await scim.members(admins, "remove", bob)
             await scim.members(admins, "add", bob)
             await until(lambda: holders_are({"alice@x.io", "bob@x.io"}))
+            await until(lambda: ledger_holders_are({"alice@x.io", "bob@x.io"}))
             assert "mallory@x.io" not in await asyncio.to_thread(_holders, moto, arn)
     finally:
         assert await stop_service(service) == 0
@@ -203,7 +232,7 @@ def _summary_in_chromium(page: Path, campaign: str) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     dom = result.stdout
     assert f"Access review {campaign}" in dom
-    assert "<td>Revocations verified</td><td>2 of 2</td>" in dom
+    assert "<td>Revocations verified</td><td>3 of 3</td>" in dom
     assert "<td>Undecided</td><td>0</td>" in dom
     assert "group cloud-admins (rule 1)" in dom
     assert "mallory@x.io" in dom
