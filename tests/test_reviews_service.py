@@ -314,6 +314,36 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
             assert "admin" not in await held(config, "mallory@x.io")
             code, out, err = await acli(config, "review", "verify-evidence", str(bundle))
             assert code == 0, err
+            code, out, err = await acli(config, "review", "export", campaign, "--format", "csv")
+            header = out.splitlines()[0].split(",")
+            for column in (
+                "item_id",
+                "target",
+                "role",
+                "user",
+                "source",
+                "reviewer",
+                "decision",
+                "decided_by",
+                "comment",
+                "job",
+                "revoked_at",
+                "verified_at",
+                "remove_in_idp",
+            ):
+                assert column in header
+            assert len(out.splitlines()) == 4
+            code, out, err = await acli(config, "audit", "verify")
+            assert code == 0, out + err
+            code, out, err = await acli(config, "audit", "tail", "-n", "200", "--format", "json")
+            actions = {json.loads(line)["action"] for line in out.splitlines()}
+            assert {
+                "review.start",
+                "review.decide",
+                "review.exception",
+                "review.exception.lift",
+                "review.evidence",
+            } <= actions
     finally:
         assert await stop_service(service) == 0
 
