@@ -24,7 +24,7 @@ from jmlsync.domain.review_records import (
 )
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item, item_from_dict
 from jmlsync.store import pipeline_sql, reviews_sql
-from jmlsync.store.database import Backend, Conn, WriteConn
+from jmlsync.store.database import Backend, WriteConn
 
 
 def item_from_json(text: str) -> Item:
@@ -153,7 +153,7 @@ class SqlReviews:
             for row in rows:
                 item = items[row.item_id]
                 seq = await reviews_sql.audit(
-                    conn, _decision_entry(campaign, item, row, stamp, imported_by, late)
+                    conn, reviews_sql.decision_entry(campaign, item, row, stamp, imported_by, late)
                 )
                 await conn.execute(
                     "DELETE FROM review_decisions WHERE campaign_id = ? AND item_id = ?",
@@ -179,11 +179,13 @@ class SqlReviews:
                     revoked.append(item)
                     exception = by_item.get(row.item_id)
                     if exception is not None:
-                        await _add_exception(conn, campaign, item, exception, stamp, imported_by)
+                        await reviews_sql.add_exception(
+                            conn, campaign, item, exception, stamp, imported_by
+                        )
                 else:
-                    await _withdraw(conn, campaign.id, row.item_id, stamp, imported_by)
+                    await reviews_sql.withdraw(conn, campaign.id, row.item_id, stamp, imported_by)
             for item in revoked:
-                await _remediate(conn, campaign.id, item, now)
+                await reviews_sql.remediate(conn, campaign.id, item, now)
             return len({i.user.user_name for i in revoked})
 
         return await self.db.write(body, notify=True)
@@ -339,98 +341,3 @@ class SqlReviews:
             return await reviews_sql.audit(conn, entry)
 
         return await self.db.write(body)
-
-
-def _decision_entry(
-    campaign: Campaign, item: Item, row: DecisionRow, stamp: str, imported_by: str, late: bool
-) -> AuditEntry:
-    detail = f"campaign {campaign.id} item {item.id}: {row.decision} by {row.reviewer}"
-    if late:
-        detail += " (late, by an admin)"
-    if row.comment:
-        detail += f": {row.comment}"
-    return AuditEntry(
-        at=stamp,
-        actor=imported_by,
-        action="review.decide",
-        subject=f"user {item.user.user_name}",
-        outcome="committed",
-        target=item.target,
-        role=item.role,
-        detail=detail,
-    )
-
-
-async def _add_exception(
-    conn: Conn,
-    campaign: Campaign,
-    item: Item,
-    exception: NewException,
-    stamp: str,
-    actor: str,
-) -> None:
-    await conn.execute(
-        "INSERT INTO review_exceptions (campaign_id, item_id, target, user_name, user_key,"
-        " user_id, role, causes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            campaign.id,
-            item.id,
-            item.target,
-            item.user.user_name,
-            item.user.user_name.casefold(),
-            exception.user_id,
-            item.role,
-            json.dumps([list(c) for c in exception.causes]),
-            stamp,
-        ),
-    )
-    paths = ", ".join(f"group {name} (rule {rule})" for rule, _g, name in exception.causes)
-    await pipeline_sql.append_audit(
-        conn,
-        AuditEntry(
-            at=stamp,
-            actor=actor,
-            action="review.exception",
-            subject=f"user {item.user.user_name}",
-            outcome="committed",
-            target=item.target,
-            role=item.role,
-            detail=f"campaign {campaign.id} item {item.id}: held back while {paths} remains",
-        ),
-    )
-
-
-async def _withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
-    """A keep replacing an earlier revoke of the same item ends its exception."""
-    rows = await conn.execute_fetchall(
-        "SELECT id, user_name FROM review_exceptions"
-        " WHERE campaign_id = ? AND item_id = ? AND lifted_at IS NULL",
-        (campaign_id, item_id),
-    )
-    now = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    for row in rows:
-        await reviews_sql.lift_exception(
-            conn, int(row[0]), f"user {row[1]}", "decision changed to keep", now, actor
-        )
-        # The rules give the grant again: plan the holder now, not at the next change.
-        await pipeline_sql.enqueue(conn, [row[1]], cause="review.keep", now=now)
-    await conn.execute(
-        "DELETE FROM review_remediations WHERE campaign_id = ? AND item_id = ?"
-        " AND verified_at IS NULL",
-        (campaign_id, item_id),
-    )
-
-
-async def _remediate(conn: Conn, campaign_id: str, item: Item, now: datetime) -> None:
-    """Queue the holder's job and note it; the pipeline plans the revocation."""
-    await pipeline_sql.enqueue(conn, [item.user.user_name], cause="review.revoke", now=now)
-    rows = await conn.execute_fetchall(
-        "SELECT id FROM queue WHERE user_name = ?", (item.user.user_name,)
-    )
-    job_id = int(rows[0][0]) if rows else None
-    conflict = "ON CONFLICT (campaign_id, item_id) DO UPDATE SET job_id = excluded.job_id"
-    await conn.execute(
-        "INSERT INTO review_remediations (campaign_id, item_id, job_id, requested_at)"
-        f" VALUES (?, ?, ?, ?) {conflict}",
-        (campaign_id, item.id, job_id, format_timestamp(now)),
-    )

@@ -10,6 +10,8 @@ from typing import Any
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.review_records import NewException
+from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Conn
 
@@ -85,3 +87,100 @@ async def lift_for_membership(
             now,
             "scim",
         )
+
+
+def decision_entry(
+    campaign: Campaign, item: Item, row: DecisionRow, stamp: str, imported_by: str, late: bool
+) -> AuditEntry:
+    """The audit row of one decision: who decided, who imported it, late or not."""
+    detail = f"campaign {campaign.id} item {item.id}: {row.decision} by {row.reviewer}"
+    if late:
+        detail += " (late, by an admin)"
+    if row.comment:
+        detail += f": {row.comment}"
+    return AuditEntry(
+        at=stamp,
+        actor=imported_by,
+        action="review.decide",
+        subject=f"user {item.user.user_name}",
+        outcome="committed",
+        target=item.target,
+        role=item.role,
+        detail=detail,
+    )
+
+
+async def add_exception(
+    conn: Conn,
+    campaign: Campaign,
+    item: Item,
+    exception: NewException,
+    stamp: str,
+    actor: str,
+) -> None:
+    """Create the exception holding back a revoked rule-given grant, audited."""
+    await conn.execute(
+        "INSERT INTO review_exceptions (campaign_id, item_id, target, user_name, user_key,"
+        " user_id, role, causes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            campaign.id,
+            item.id,
+            item.target,
+            item.user.user_name,
+            item.user.user_name.casefold(),
+            exception.user_id,
+            item.role,
+            json.dumps([list(c) for c in exception.causes]),
+            stamp,
+        ),
+    )
+    paths = ", ".join(f"group {name} (rule {rule})" for rule, _g, name in exception.causes)
+    await pipeline_sql.append_audit(
+        conn,
+        AuditEntry(
+            at=stamp,
+            actor=actor,
+            action="review.exception",
+            subject=f"user {item.user.user_name}",
+            outcome="committed",
+            target=item.target,
+            role=item.role,
+            detail=f"campaign {campaign.id} item {item.id}: held back while {paths} remains",
+        ),
+    )
+
+
+async def withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
+    """A keep replacing an earlier revoke of the same item ends its exception."""
+    rows = await conn.execute_fetchall(
+        "SELECT id, user_name FROM review_exceptions"
+        " WHERE campaign_id = ? AND item_id = ? AND lifted_at IS NULL",
+        (campaign_id, item_id),
+    )
+    now = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    for row in rows:
+        await lift_exception(
+            conn, int(row[0]), f"user {row[1]}", "decision changed to keep", now, actor
+        )
+        # The rules give the grant again: plan the holder now, not at the next change.
+        await pipeline_sql.enqueue(conn, [row[1]], cause="review.keep", now=now)
+    await conn.execute(
+        "DELETE FROM review_remediations WHERE campaign_id = ? AND item_id = ?"
+        " AND verified_at IS NULL",
+        (campaign_id, item_id),
+    )
+
+
+async def remediate(conn: Conn, campaign_id: str, item: Item, now: datetime) -> None:
+    """Queue the holder's job and note it; the pipeline plans the revocation."""
+    await pipeline_sql.enqueue(conn, [item.user.user_name], cause="review.revoke", now=now)
+    rows = await conn.execute_fetchall(
+        "SELECT id FROM queue WHERE user_name = ?", (item.user.user_name,)
+    )
+    job_id = int(rows[0][0]) if rows else None
+    conflict = "ON CONFLICT (campaign_id, item_id) DO UPDATE SET job_id = excluded.job_id"
+    await conn.execute(
+        "INSERT INTO review_remediations (campaign_id, item_id, job_id, requested_at)"
+        f" VALUES (?, ?, ?, ?) {conflict}",
+        (campaign_id, item.id, job_id, format_timestamp(now)),
+    )
