@@ -77,7 +77,8 @@ class ReviewTasks:
             now = format_timestamp(self.clock())
             await store.mark_remediated(
                 remediation,
-                revoked_at=revoked[0] if revoked else now,
+                # No revocation of ours: someone else took it away first.
+                revoked_at=revoked[0] if revoked else None,
                 verified_at=now,
                 error=None,
             )
