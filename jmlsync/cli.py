@@ -16,6 +16,7 @@ from jmlsync.cli_config import config
 from jmlsync.cli_db import db
 from jmlsync.cli_ops import audit, queue
 from jmlsync.cli_reconcile import explain, reconcile
+from jmlsync.cli_reviews import review
 from jmlsync.cli_sla import sla_report
 from jmlsync.cli_status import status
 from jmlsync.logs import setup_logging
@@ -39,6 +40,7 @@ main.add_command(audit)
 main.add_command(status)
 main.add_command(sla_report)
 main.add_command(alerts)
+main.add_command(review)
 
 
 @main.command()

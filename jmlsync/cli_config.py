@@ -46,6 +46,15 @@ def _warnings(settings: Settings, groups: list[GroupInfo] | None) -> list[str]:
                 else f"displayName {rule.group!r}"
             )
             warnings.append(f"rules[{rule.index}]: no group with {named} has been pushed yet")
+    names = {group.display_name.casefold() for group in groups}
+    for index, review in enumerate(settings.reviews, 1):
+        specs = [*review.reviewers, *(r for owner in review.owners for r in owner.reviewers)]
+        for spec in dict.fromkeys(specs):
+            group = spec.removeprefix("group:")
+            if spec.startswith("group:") and group.casefold() not in names:
+                warnings.append(
+                    f"reviews[{index}]: reviewer group {group!r} has not been pushed yet"
+                )
     return warnings
 
 
@@ -80,6 +89,14 @@ def check(config_path: Path) -> None:
     for extension in settings.scim.extensions:
         names = ", ".join(attribute.name for attribute in extension.attributes)
         click.echo(f"  {extension.urn} ({extension.resource}): {names}")
+    click.echo(f"reviews ({len(settings.reviews)}):")
+    for review in settings.reviews:
+        scope = review.scope if isinstance(review.scope, str) else "listed"
+        when = f"schedule {review.schedule!r}" if review.schedule else "started by hand"
+        click.echo(
+            f"  {review.name}: scope {scope}, reviewers {', '.join(review.reviewers)}, {when},"
+            f" on_no_decision {review.on_no_decision}"
+        )
     for warning in _warnings(settings, asyncio.run(_known_groups(settings))):
         click.echo(f"warning: {warning}", err=True)
 

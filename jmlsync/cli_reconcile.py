@@ -71,6 +71,7 @@ async def run_reconcile(
         seconds=snapshot.seconds,
         drift=result.drift,
         unreadable=snapshot.unreadable,
+        exceptions=snapshot.exceptions,
     )
 
 

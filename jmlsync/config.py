@@ -28,6 +28,7 @@ from jmlsync.config_alibaba import (
     AlibabaRamTargetSettings,
     role_problem,
 )
+from jmlsync.config_reviews import ReviewSettings, review_problems
 from jmlsync.config_scim import ScimSettings
 
 __all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
@@ -292,6 +293,7 @@ class Settings(_Section):
     retention: RetentionSettings = RetentionSettings()
     targets: dict[str, TargetSettings] = {}
     rules: list[RuleSettings] = []
+    reviews: list[ReviewSettings] = []
     source: Path | None = Field(default=None, exclude=True)
 
 
@@ -377,8 +379,8 @@ def _filter_problems(settings: Settings) -> list[str]:
 
 
 def _cross_check(settings: Settings, source: Path) -> None:
-    """What one field cannot check alone: rules must name configured targets, and their
-    filters the attributes the schemas (declared extensions included) define."""
+    """What one field cannot check alone: rules (and review campaigns) must name configured
+    targets, and rules' filters the attributes the schemas (declared extensions) define."""
     problems = [
         f"  rules[{r}].grants[{g}].target: unknown target {grant.target!r}"
         f" (configured: {', '.join(sorted(settings.targets)) or 'none'})"
@@ -393,6 +395,7 @@ def _cross_check(settings: Settings, source: Path) -> None:
         if (problem := role_problem(settings.targets.get(grant.target), grant.role))
     ]
     problems += _filter_problems(settings)
+    problems += review_problems(settings.reviews, set(settings.targets), len(settings.rules))
     if problems:
         raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
 

@@ -12,6 +12,7 @@ from typing import Any
 from jmlsync.domain.grants import Operation
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.plan import summarize
+from jmlsync.domain.review_records import ReviewException
 from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.reconcile import Explanation
@@ -32,6 +33,8 @@ class RunReport:
     seconds: float = 0.0
     #: Targets that could not be read (after retries), with the error: left out of the plan.
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: The review exceptions holding back grants the rules give.
+    exceptions: Sequence[ReviewException] = ()
 
     @property
     def failed(self) -> int:
@@ -75,11 +78,44 @@ def plan_json(report: RunReport) -> str:
         ],
         "drift": report.drift,
         "unreadable": _unreadable_json(report.unreadable),
+        "exceptions": exceptions_json(report.exceptions),
         "summary": report.summary(),
     }
     if report.held:
         document["held"] = report.held
     return json.dumps(document, indent=2)
+
+
+def exceptions_json(exceptions: Sequence[ReviewException]) -> list[dict[str, Any]]:
+    """Review exceptions as JSON: the grant held back, why, and what ends it."""
+    return [
+        {
+            "id": e.id,
+            "campaign": e.campaign,
+            "item_id": e.item_id,
+            "target": e.grant.target,
+            "user": e.grant.user,
+            "role": e.grant.role,
+            "since": e.created_at,
+            "memberships": [
+                {"rule": rule, "group_id": group, "group": name} for rule, group, name in e.causes
+            ],
+        }
+        for e in exceptions
+    ]
+
+
+def exceptions_lines(exceptions: Sequence[ReviewException]) -> list[str]:
+    """Review exceptions for people, with the membership the IdP's admin should remove."""
+    if not exceptions:
+        return []
+    lines = ["", f"review exceptions ({len(exceptions)}), held back although a rule gives them:"]
+    lines.extend(
+        f"  {e.grant.target:<16} {e.grant.user:<32} {e.grant.role}  (campaign {e.campaign}"
+        f" item {e.item_id}; remove {e.memberships} in the IdP)"
+        for e in exceptions
+    )
+    return lines
 
 
 def _unreadable_json(unreadable: dict[str, str]) -> list[dict[str, str]]:
@@ -122,6 +158,7 @@ def plan_table(report: RunReport) -> str:
         lines.append("")
         lines.append(f"target {target}")
         lines.extend(_line(op, outcome) for op, outcome in items)
+    lines.extend(exceptions_lines(report.exceptions))
     if report.drift:
         lines.append("")
         lines.append(f"drift ({len(report.drift)}):")
@@ -212,6 +249,7 @@ def explain_json(explanation: Explanation, leaver: LeaverRecord | None = None) -
             ],
             "operations": [_operation_json(op, None) for op in explanation.operations],
             "unreadable": _unreadable_json(explanation.unreadable),
+            "exceptions": exceptions_json(explanation.exceptions),
             "leaver": _leaver_json(leaver),
         },
         indent=2,
@@ -251,5 +289,6 @@ def explain_table(explanation: Explanation, leaver: LeaverRecord | None = None) 
     if not explanation.operations:
         lines.append("  nothing: in sync" if not explanation.unreadable else "  nothing")
     lines.extend(_unreadable_lines(explanation.unreadable))
+    lines.extend(exceptions_lines(explanation.exceptions))
     lines.extend(_leaver_lines(leaver))
     return "\n".join(lines)

@@ -29,6 +29,8 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
+from jmlsync.engine.review_tasks import ReviewTasks
+from jmlsync.engine.reviews import Reviews
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.supervision import OwnerLock
 from jmlsync.engine.worker import Pipeline, options_from
@@ -53,6 +55,7 @@ from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.postgres import LeaderLock, PgDatabase, PgTimeouts
 from jmlsync.store.queue import SqlQueue
+from jmlsync.store.reviews import SqlReviews
 from jmlsync.targets.registry import open_target
 from jmlsync.tls import ReloadingTls
 
@@ -91,6 +94,7 @@ class Runtime:
     alert_sink: OutboxAlerts
     deliverer: Deliverer | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    reviews: Reviews | None = None
 
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
@@ -156,6 +160,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         for name, target_settings in settings.targets.items():
             targets[name] = await open_target(name, target_settings, http=http)
         rules = rules_from_settings(settings)
+        review_store = SqlReviews(store.db)
         applier = Applier(
             store,
             queue,
@@ -176,9 +181,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             options=options_from(settings.pipeline.model_dump()),
             on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
             protected=protected,
+            reviews=review_store,
         )
         store.db.on_commit(pipeline.wake)
-        reconciler = Reconciler(store, targets, rules, applier=applier, protected=protected)
+        reconciler = Reconciler(
+            store, targets, rules, applier=applier, protected=protected, reviews=review_store
+        )
         assurance = Assurance(
             reconciler=reconciler,
             applier=applier,
@@ -205,6 +213,14 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             assurance,
             outbox,
             deliverer,
+            reviews=Reviews(
+                store,
+                review_store,
+                reconciler,
+                settings.reviews,
+                alerts=alerts,
+                clock=now_utc,
+            ),
         )
         yield runtime
     finally:
@@ -247,7 +263,24 @@ def build_scheduler(
         return await assurance.housekeeping(keep)
 
     scheduler.add_cron("housekeeping", "17 3 * * *", housekeeping)
+    if runtime.reviews is not None and settings.reviews:
+        _review_jobs(scheduler, runtime, runtime.reviews)
     return scheduler
+
+
+def _review_jobs(scheduler: Scheduler, runtime: Runtime, reviews: Reviews) -> None:
+    """Campaigns that start on a schedule, and the review housekeeping (read revocations
+    back, remind, act on deadlines) on the leaver-verification interval."""
+    tasks = ReviewTasks(reviews, runtime.applier, alerts=runtime.alerts, clock=now_utc)
+    scheduler.add_interval("reviews", runtime.settings.sla.verify_every_seconds, tasks.run)
+    for review in runtime.settings.reviews:
+        if review.schedule:
+
+            async def start(name: str = review.name) -> tuple[str, dict[str, int], str | None]:
+                campaign, items = await reviews.start(name, "scheduler")
+                return "ok", {"items": len(items)}, campaign.id
+
+            scheduler.add_cron(f"review-start:{review.name}", review.schedule, start)
 
 
 @asynccontextmanager

@@ -37,6 +37,7 @@ class PlanInput:
     principals: Mapping[tuple[str, str], bool]
     targets: AbstractSet[str] | None = None
     only_users: AbstractSet[str] | None = None
+    withheld: AbstractSet[Grant] = frozenset()
 
     def is_leaver(self, user: str) -> bool:
         """Whether ``user`` must lose all access: a leaver, or inactive in the directory."""
@@ -64,10 +65,11 @@ def _revokes(inp: PlanInput) -> list[Operation]:
         if not inp.in_scope(grant.target, grant.user):
             continue
         # A leaver loses everything jmlsync owns, even if a stale desired set says otherwise.
-        if grant in inp.desired and not inp.is_leaver(grant.user):
+        withheld = grant in inp.withheld
+        if grant in inp.desired and not inp.is_leaver(grant.user) and not withheld:
             continue
         role = (grant.target, grant.role)
-        if role not in inp.managed and grant not in inp.applied:
+        if role not in inp.managed and grant not in inp.applied and not withheld:
             continue
         operations.append(
             Operation(
@@ -85,6 +87,8 @@ def _revokes(inp: PlanInput) -> list[Operation]:
 def _revoke_reason(inp: PlanInput, grant: Grant) -> str:
     if inp.is_leaver(grant.user):
         return "leaver"
+    if grant in inp.withheld:
+        return "review"
     if (grant.target, grant.role) not in inp.managed:
         # Only jmlsync's ledger claims it: the rule that named the role changed or went away.
         return "no rule"
@@ -106,6 +110,8 @@ def _grants(inp: PlanInput) -> list[Operation]:
     operations = []
     for grant in sorted(inp.desired.keys() - inp.actual):
         if not inp.in_scope(grant.target, grant.user) or inp.is_leaver(grant.user):
+            continue
+        if grant in inp.withheld:
             continue
         reason = inp.desired[grant]
         operations.append(

@@ -9,17 +9,21 @@ names, never to the whole directory.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 
 from jmlsync.domain.filters import matches
 from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
+from jmlsync.domain.reviews import exception_holds
 
 __all__ = [
     "desired_grants",
     "explain_user",
+    "grant_causes",
     "managed_roles",
     "privileged_roles",
     "rule_matches_group",
     "rules_by_group",
+    "without_exceptions",
 ]
 
 
@@ -137,3 +141,35 @@ def managed_roles(rules: Sequence[Rule]) -> frozenset[tuple[str, str]]:
 def privileged_roles(rules: Sequence[Rule]) -> frozenset[tuple[str, str]]:
     """Every (target, role) named by a privileged rule."""
     return managed_roles([rule for rule in rules if rule.privileged])
+
+
+def grant_causes(
+    users: Iterable[UserState], rules_by_group: Mapping[str, Sequence[Rule]]
+) -> dict[Grant, frozenset[tuple[int, str]]]:
+    """Every grant the rules give ``users`` with all the (rule number, group id) paths causing
+    it: what a review exception records, and what tells whether it still holds."""
+    causes: dict[Grant, set[tuple[int, str]]] = {}
+    for user in users:
+        for group_id, rule in _applicable(user, rules_by_group):
+            for role_grant in rule.grants:
+                grant = Grant(role_grant.target, user.user_name, role_grant.role)
+                causes.setdefault(grant, set()).add((rule.index, group_id))
+    return {grant: frozenset(paths) for grant, paths in causes.items()}
+
+
+def without_exceptions(
+    desired: Mapping[Grant, Reason],
+    causes: Mapping[Grant, AbstractSet[tuple[int, str]]],
+    exceptions: Mapping[Grant, AbstractSet[tuple[int, str]]],
+) -> tuple[dict[Grant, Reason], frozenset[Grant]]:
+    """``desired`` less the grants review exceptions hold back, and those grants.
+
+    ``exceptions`` maps each excepted grant to the causes recorded when it was revoked; an
+    exception holds while no new path gives the grant (:func:`exception_holds`).
+    """
+    held = frozenset(
+        grant
+        for grant, recorded in exceptions.items()
+        if grant in desired and exception_holds(frozenset(recorded), causes.get(grant, frozenset()))
+    )
+    return {g: r for g, r in desired.items() if g not in held}, held

@@ -35,6 +35,8 @@ class JobWork:
     #: When the oldest change this job answers was committed (the queue row's enqueue time):
     #: what a mover's revocation is measured from.
     requested_at: str | None = None
+    #: Grants access reviews revoked: revoked wherever held, never granted.
+    withheld: AbstractSet[Grant] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: st
         principals=principals,
         targets=frozenset({name}),
         only_users=frozenset({work.user_name}),
+        withheld=work.withheld,
     )
     requested = {work.user_name: work.requested_at} if work.requested_at else None
     outcomes = await applier.apply(plan(inp), actor="pipeline", requested_at=requested)

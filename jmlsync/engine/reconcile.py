@@ -25,8 +25,10 @@ from jmlsync.domain.policy import (
     privileged_roles,
     rules_by_group,
 )
+from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Applier, Outcome
-from jmlsync.ports import Store, Target
+from jmlsync.engine.review_holds import apply_holds
+from jmlsync.ports import ReviewHolds, Store, Target
 
 log = logging.getLogger("jmlsync.reconcile")
 
@@ -61,6 +63,8 @@ class Snapshot:
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: The review exceptions holding back grants the rules give (see :mod:`review_holds`).
+    exceptions: tuple[ReviewException, ...] = ()
 
     @property
     def readable(self) -> frozenset[str]:
@@ -80,6 +84,7 @@ class Explanation:
     principals: dict[str, bool | None]
     operations: list[Operation]
     unreadable: dict[str, str] = field(default_factory=dict)
+    exceptions: tuple[ReviewException, ...] = ()
 
 
 class Reconciler:
@@ -92,8 +97,10 @@ class Reconciler:
         rules: Sequence[Rule],
         applier: Applier,
         protected: Iterable[str] = (),
+        reviews: ReviewHolds | None = None,
     ) -> None:
         self.store = store
+        self.reviews = reviews
         self.targets = targets
         self.rules = rules
         self.applier = applier
@@ -135,7 +142,11 @@ class Reconciler:
             with_resource=any(rule.user_filter is not None for rule in self.rules),
             user_names=scope.users,
         )
-        desired = desired_grants(await _collect(stream, users, progress), by_group)
+        states = await _collect(stream, users, progress)
+        held = await apply_holds(
+            self.reviews, states, by_group, desired_grants(states, by_group), scope.users
+        )
+        desired = held.desired
         applied = await self.store.applied_grants(scope.users)
         actual, principals, unreadable = await self._actual(scope, progress)
         leavers = {u for u, active in users.items() if not active}
@@ -153,6 +164,7 @@ class Reconciler:
             principals=principals,
             targets=frozenset(n for n in self._target_names(scope) if n not in unreadable),
             only_users=None,
+            withheld=held.withheld,
         )
         operations = [op for op in plan(plan_input) if not self.is_protected(op.user)]
         counts = {
@@ -163,7 +175,7 @@ class Reconciler:
             "unreadable": len(unreadable),
         }
         seconds = time.perf_counter() - started
-        return Snapshot(plan_input, operations, seconds, counts, unreadable)
+        return Snapshot(plan_input, operations, seconds, counts, unreadable, held.exceptions)
 
     async def _canonical(self, names: frozenset[str]) -> frozenset[str]:
         """The directory's spelling of each userName; unknown names stay as given."""
@@ -201,7 +213,13 @@ class Reconciler:
             },
             operations=snapshot.operations,
             unreadable=snapshot.unreadable,
+            exceptions=snapshot.exceptions,
         )
+
+    async def read_actual(self) -> tuple[set[Grant], dict[str, str]]:
+        """Every grant every target holds, and the targets that could not be read."""
+        actual, _principals, unreadable = await self._actual(Scope(), _no_progress)
+        return actual, unreadable
 
     async def _actual(
         self, scope: Scope, progress: Progress

@@ -28,8 +28,9 @@ from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
+from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
-from jmlsync.ports import Queue, Store
+from jmlsync.ports import Queue, ReviewHolds, Store
 
 log = logging.getLogger("jmlsync.worker")
 
@@ -84,8 +85,10 @@ class Pipeline:
         options: PipelineOptions | None = None,
         on_cleared: Callable[[str, float], None] | None = None,
         protected: Iterable[str] = (),
+        reviews: ReviewHolds | None = None,
     ) -> None:
         self.store = store
+        self.reviews = reviews
         self.queue = queue
         self.applier = applier
         self.rules = rules
@@ -417,14 +420,19 @@ class Pipeline:
         """What the directory wants for the principal; None when no target needs asking."""
         user, groups = await self.store.policy_user(job.user_name)
         by_group = rules_by_group(self.rules, groups)
-        desired = desired_grants([user] if user else [], by_group)
+        users = [user] if user else []
+        held = await apply_holds(
+            self.reviews, users, by_group, desired_grants(users, by_group), [job.user_name]
+        )
+        desired = held.desired
         applied = await self.store.applied_grants([job.user_name])
         leaver = user is None or not user.active
-        if not desired and not applied and not leaver:
+        if not desired and not applied and not leaver and not held.withheld:
             # Nothing to grant and nothing of ours to take back: no need to ask the targets.
             # (Access granted by hand on a managed role is drift: full reconciliation finds it.)
             return None
-        return JobWork(job.user_name, user.active if user else None, desired, applied, leaver)
+        active = user.active if user else None
+        return JobWork(job.user_name, active, desired, applied, leaver, withheld=held.withheld)
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
         attempts = job.attempts + 1

@@ -28,6 +28,11 @@ TABLES = (
     "runs",
     "alert_outbox",
     "alert_windows",
+    "review_campaigns",
+    "review_items",
+    "review_decisions",
+    "review_remediations",
+    "review_exceptions",
 )
 #: Flags SQLite keeps as 0/1 and PostgreSQL as booleans.
 BOOLEANS = {("users", "active"), ("queue", "leaver")}
@@ -131,7 +136,8 @@ async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
     if getattr(destination.db, "dialect", "sqlite") != "postgresql":
         return
-    if table not in ("queue", "leavers", "mover_revocations", "drift", "runs", "alert_outbox"):
+    serial = ("queue", "leavers", "mover_revocations", "drift", "runs", "alert_outbox")
+    if table not in (*serial, "review_exceptions"):
         return
 
     async def body(conn: WriteConn) -> None:

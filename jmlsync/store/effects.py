@@ -13,7 +13,7 @@ from typing import Any
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import Change, format_timestamp
-from jmlsync.store import pipeline_sql, rows
+from jmlsync.store import pipeline_sql, reviews_sql, rows
 from jmlsync.store.database import Conn
 
 _CHUNK = 500
@@ -103,6 +103,9 @@ async def group_written(
     names = await user_names(conn, affected_user_ids)
     if names:
         await pipeline_sql.enqueue(conn, names, cause=action, now=now)
+    await reviews_sql.lift_for_membership(
+        conn, group_id, affected_user_ids, now, group_deleted=action == "group.delete"
+    )
     subject = f"group {change.doc.get('displayName')} ({group_id})"
     members = rows.members_detail(change)
     detail = "; ".join([*([members] if members else []), *change.notes]) or None

@@ -1,0 +1,186 @@
+"""SQL of access reviews shared by both backends, including the hook a group write calls to
+lift review exceptions whose membership went away (inside the write's transaction)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from jmlsync.audit import AuditEntry
+from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.review_records import NewException
+from jmlsync.domain.reviews import Campaign, DecisionRow, Item
+from jmlsync.store import pipeline_sql
+from jmlsync.store.database import Conn
+
+
+async def audit(conn: Conn, entry: AuditEntry) -> int:
+    """Append ``entry`` to the audit chain; return its seq (the caller's transaction holds
+    the chain's head, so the newest row is this one)."""
+    await pipeline_sql.append_audit(conn, entry)
+    async with conn.execute("SELECT max(seq) FROM audit") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def lift_exception(
+    conn: Conn, exception_id: int, subject: str, reason: str, now: datetime, actor: str
+) -> bool:
+    """Lift one active exception (audited); False when it was not active."""
+    stamp = format_timestamp(now)
+    cursor = await conn.execute(
+        "UPDATE review_exceptions SET lifted_at = ?, lifted_reason = ?"
+        " WHERE id = ? AND lifted_at IS NULL",
+        (stamp, reason, exception_id),
+    )
+    if cursor.rowcount == 0:
+        return False
+    await pipeline_sql.append_audit(
+        conn,
+        AuditEntry(
+            at=stamp,
+            actor=actor,
+            action="review.exception.lift",
+            subject=subject,
+            outcome="committed",
+            detail=f"exception {exception_id}: {reason}",
+        ),
+    )
+    return True
+
+
+async def lift_for_membership(
+    conn: Conn,
+    group_id: str,
+    affected_user_ids: Collection[str],
+    now: datetime,
+    *,
+    group_deleted: bool,
+) -> None:
+    """Lift the exceptions a removed membership caused: the IdP changed the membership the
+    review named, so re-adding it is a new decision and gives the grant back."""
+    if not affected_user_ids:
+        return
+    rows = await conn.execute_fetchall(
+        "SELECT id, user_id, user_name, target, role, causes FROM review_exceptions"
+        " WHERE lifted_at IS NULL"
+    )
+    affected = set(affected_user_ids)
+    for row in rows:
+        causes: list[list[Any]] = json.loads(row[5])
+        if row[1] not in affected or group_id not in {str(c[1]) for c in causes}:
+            continue
+        if not group_deleted:
+            async with conn.execute(
+                "SELECT 1 FROM memberships WHERE group_id = ? AND user_id = ?",
+                (group_id, row[1]),
+            ) as cursor:
+                if await cursor.fetchone() is not None:
+                    continue
+        await lift_exception(
+            conn,
+            int(row[0]),
+            f"user {row[2]}",
+            f"membership of group {group_id} removed ({row[3]} {row[4]})",
+            now,
+            "scim",
+        )
+
+
+def decision_entry(
+    campaign: Campaign, item: Item, row: DecisionRow, stamp: str, imported_by: str, late: bool
+) -> AuditEntry:
+    """The audit row of one decision: who decided, who imported it, late or not."""
+    detail = f"campaign {campaign.id} item {item.id}: {row.decision} by {row.reviewer}"
+    if late:
+        detail += " (late, by an admin)"
+    if row.comment:
+        detail += f": {row.comment}"
+    return AuditEntry(
+        at=stamp,
+        actor=imported_by,
+        action="review.decide",
+        subject=f"user {item.user.user_name}",
+        outcome="committed",
+        target=item.target,
+        role=item.role,
+        detail=detail,
+    )
+
+
+async def add_exception(
+    conn: Conn,
+    campaign: Campaign,
+    item: Item,
+    exception: NewException,
+    stamp: str,
+    actor: str,
+) -> None:
+    """Create the exception holding back a revoked rule-given grant, audited."""
+    await conn.execute(
+        "INSERT INTO review_exceptions (campaign_id, item_id, target, user_name, user_key,"
+        " user_id, role, causes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            campaign.id,
+            item.id,
+            item.target,
+            item.user.user_name,
+            item.user.user_name.casefold(),
+            exception.user_id,
+            item.role,
+            json.dumps([list(c) for c in exception.causes]),
+            stamp,
+        ),
+    )
+    paths = ", ".join(f"group {name} (rule {rule})" for rule, _g, name in exception.causes)
+    await pipeline_sql.append_audit(
+        conn,
+        AuditEntry(
+            at=stamp,
+            actor=actor,
+            action="review.exception",
+            subject=f"user {item.user.user_name}",
+            outcome="committed",
+            target=item.target,
+            role=item.role,
+            detail=f"campaign {campaign.id} item {item.id}: held back while {paths} remains",
+        ),
+    )
+
+
+async def withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
+    """A keep replacing an earlier revoke of the same item ends its exception."""
+    rows = await conn.execute_fetchall(
+        "SELECT id, user_name FROM review_exceptions"
+        " WHERE campaign_id = ? AND item_id = ? AND lifted_at IS NULL",
+        (campaign_id, item_id),
+    )
+    now = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    for row in rows:
+        await lift_exception(
+            conn, int(row[0]), f"user {row[1]}", "decision changed to keep", now, actor
+        )
+        # The rules give the grant again: plan the holder now, not at the next change.
+        await pipeline_sql.enqueue(conn, [row[1]], cause="review.keep", now=now)
+    await conn.execute(
+        "DELETE FROM review_remediations WHERE campaign_id = ? AND item_id = ?"
+        " AND verified_at IS NULL",
+        (campaign_id, item_id),
+    )
+
+
+async def remediate(conn: Conn, campaign_id: str, item: Item, now: datetime) -> None:
+    """Queue the holder's job and note it; the pipeline plans the revocation."""
+    await pipeline_sql.enqueue(conn, [item.user.user_name], cause="review.revoke", now=now)
+    rows = await conn.execute_fetchall(
+        "SELECT id FROM queue WHERE user_name = ?", (item.user.user_name,)
+    )
+    job_id = int(rows[0][0]) if rows else None
+    conflict = "ON CONFLICT (campaign_id, item_id) DO UPDATE SET job_id = excluded.job_id"
+    await conn.execute(
+        "INSERT INTO review_remediations (campaign_id, item_id, job_id, requested_at)"
+        f" VALUES (?, ?, ?, ?) {conflict}",
+        (campaign_id, item.id, job_id, format_timestamp(now)),
+    )
