@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from jmlsync import __version__
+from jmlsync.cli_access import access
 from jmlsync.cli_alerts import alerts
 from jmlsync.cli_common import CONFIG_OPTION, Commands, settings_or_exit
 from jmlsync.cli_config import config
@@ -37,6 +38,7 @@ main.add_command(audit)
 main.add_command(status)
 main.add_command(sla_report)
 main.add_command(alerts)
+main.add_command(access)
 
 
 @main.command()

@@ -29,8 +29,9 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.engine.rules import eligibilities_from_settings, rules_from_settings
 from jmlsync.engine.supervision import OwnerLock
+from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.forwarded import forwarded_middleware
 from jmlsync.logs import redacted_url
@@ -44,6 +45,7 @@ from jmlsync.scim.resources import now_utc
 from jmlsync.scim.schema import schema_set
 from jmlsync.scim.unknown import IgnoredReporter
 from jmlsync.scim.writes import Leniency
+from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
@@ -86,6 +88,7 @@ class Runtime:
     assurance: Assurance
     alert_sink: OutboxAlerts
     deliverer: Deliverer | None = None
+    timebound: TimeboundAccess | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
@@ -152,6 +155,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         for name, target_settings in settings.targets.items():
             targets[name] = await open_target(name, target_settings, http=http)
         rules = rules_from_settings(settings)
+        eligibilities = eligibilities_from_settings(settings)
         applier = Applier(
             store,
             queue,
@@ -161,6 +165,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
             metrics=metrics,
             alerts=alerts,
+        )
+        timebound = TimeboundAccess(
+            store,
+            SqlAccess(store.db),
+            eligibilities,
+            rules,
+            applier=applier,
+            alerts=alerts,
+            clock=now_utc,
+            end_limit=timedelta(seconds=settings.access.end_seconds),
+            admins=settings.access.admins,
         )
         pipeline = Pipeline(
             store,
@@ -172,9 +187,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             options=options_from(settings.pipeline.model_dump()),
             on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
             protected=protected,
+            timebound=timebound,
         )
         store.db.on_commit(pipeline.wake)
-        reconciler = Reconciler(store, targets, rules, applier=applier, protected=protected)
+        reconciler = Reconciler(
+            store, targets, rules, applier=applier, protected=protected, timebound=timebound
+        )
         assurance = Assurance(
             reconciler=reconciler,
             applier=applier,
@@ -200,6 +218,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             assurance,
             outbox,
             deliverer,
+            timebound,
         )
         yield runtime
     finally:
@@ -236,6 +255,11 @@ def build_scheduler(
     scheduler.add_interval(
         "verify-leavers", settings.sla.verify_every_seconds, assurance.verify_leavers
     )
+    if settings.eligibility and runtime.timebound is not None:
+        # Expiry is a stored time this job acts on (leader only), never an in-memory timer.
+        scheduler.add_interval(
+            "access-check", settings.access.expiry_check_seconds, runtime.timebound.check
+        )
     keep = timedelta(days=settings.retention.days)
 
     async def housekeeping() -> tuple[str, dict[str, int], str | None]:

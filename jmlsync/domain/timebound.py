@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -147,6 +147,8 @@ class AccessRequest:
     decision_reason: str | None = None
     extension: timedelta | None = None
     extension_round: int = 0
+    #: The stored row's version: a write based on an older read is refused.
+    version: int = field(default=0, compare=False)
 
     @property
     def grant_label(self) -> str:

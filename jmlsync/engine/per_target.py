@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Reason
 from jmlsync.domain.plan import PlanInput, plan
+from jmlsync.domain.timebound import Person
 from jmlsync.engine.apply import Applier
 
 
@@ -31,6 +32,8 @@ class JobWork:
     desired: Mapping[Grant, Reason]
     applied: AbstractSet[Grant]
     leaver: bool
+    #: The user as time-bound access sees them (None: not in the directory).
+    person: Person | None = None
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,17 @@ from typing import Any
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.grants import Rule
 from jmlsync.domain.models import Job, parse_timestamp
-from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
+from jmlsync.domain.policy import (
+    desired_grants,
+    managed_roles,
+    privileged_roles,
+    rules_by_group,
+    with_timebound,
+)
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
+from jmlsync.engine.timebound import TimeboundAccess, person_of
 from jmlsync.ports import Queue, Store
 
 log = logging.getLogger("jmlsync.worker")
@@ -84,8 +91,10 @@ class Pipeline:
         options: PipelineOptions | None = None,
         on_cleared: Callable[[str, float], None] | None = None,
         protected: Iterable[str] = (),
+        timebound: TimeboundAccess | None = None,
     ) -> None:
         self.store = store
+        self.timebound = timebound
         self.queue = queue
         self.applier = applier
         self.rules = rules
@@ -94,7 +103,11 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.on_cleared = on_cleared or (lambda _user, _seconds: None)
         self.protected = frozenset(name.casefold() for name in protected)
-        self._roles = RoleSets(managed_roles(rules), privileged_roles(rules))
+        extra = timebound.roles if timebound else frozenset()
+        extra_privileged = timebound.privileged if timebound else frozenset()
+        self._roles = RoleSets(
+            managed_roles(rules) | extra, privileged_roles(rules) | extra_privileged
+        )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         #: Names this process in its leases' owner, and in its OwnerLock on PostgreSQL.
@@ -382,6 +395,9 @@ class Pipeline:
             return
         results = await run_targets(self.applier, self._roles, work, self._targets_of(job))
         failed = [result for result in results if result.error is not None]
+        if self.timebound is not None:
+            succeeded = [result.target for result in results if result.error is None]
+            await self.timebound.after_job(job.user_name, work.person, succeeded, work.desired)
         if work.leaver:
             now = self.clock()
             cleared = await self.queue.record_leaver_targets(
@@ -417,13 +433,19 @@ class Pipeline:
         user, groups = await self.store.policy_user(job.user_name)
         by_group = rules_by_group(self.rules, groups)
         desired = desired_grants([user] if user else [], by_group)
+        person = person_of(user, groups)
+        if self.timebound is not None:
+            # desired = rules + active time-bound grants, until their stored expires_at.
+            desired = with_timebound(desired, await self.timebound.desired(person, self.clock()))
         applied = await self.store.applied_grants([job.user_name])
         leaver = user is None or not user.active
         if not desired and not applied and not leaver:
             # Nothing to grant and nothing of ours to take back: no need to ask the targets.
             # (Access granted by hand on a managed role is drift: full reconciliation finds it.)
             return None
-        return JobWork(job.user_name, user.active if user else None, desired, applied, leaver)
+        return JobWork(
+            job.user_name, user.active if user else None, desired, applied, leaver, person
+        )
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
         attempts = job.attempts + 1
