@@ -19,8 +19,10 @@ from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.worker import LEAVERS_PAUSED
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store, probe_write
+from jmlsync.sla_access import TimeboundSection, build_section, with_section
 from jmlsync.sla_html import render_html
 from jmlsync.sla_text import render_csv, render_table
+from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
@@ -150,10 +152,14 @@ def status(config_path: Path, output_format: str) -> None:
         sys.exit(1)
 
 
-async def _report(settings: Settings, since: datetime, now: datetime) -> sla.SlaReport:
+async def _report(
+    settings: Settings, since: datetime, now: datetime
+) -> tuple[sla.SlaReport, TimeboundSection]:
     store = await open_store(settings)
     try:
         assurance = SqlAssurance(store.db)
+        ended = await SqlAccess(store.db).find(ended_since=since, ended_until=now)
+        section = build_section(ended, end_seconds=settings.access.end_seconds, now=now)
         return sla.build_report(
             await assurance.leaver_records(since, now),
             await assurance.mover_revocations(since, now),
@@ -162,7 +168,7 @@ async def _report(settings: Settings, since: datetime, now: datetime) -> sla.Sla
             until=now,
             now=now,
             targets=sorted(settings.targets),
-        )
+        ), section
     finally:
         await store.close()
 
@@ -173,7 +179,8 @@ async def _report(settings: Settings, since: datetime, now: datetime) -> sla.Sla
 @click.option("--format", "output_format", type=click.Choice(sorted(RENDERERS)), default="table")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None)
 def sla_report(config_path: Path, since: str, output_format: str, output: Path | None) -> None:
-    """One row per leaver in the window, the summary, and movers' revocations.
+    """One row per leaver in the window, the summary, movers' revocations and the
+    time-bound grants that ended in the window ("time-bound access").
 
     Exits 1 when the window holds an SLA breach (for cron and CI), 0 otherwise.
     """
@@ -184,11 +191,11 @@ def sla_report(config_path: Path, since: str, output_format: str, output: Path |
     except ValueError as exc:
         click.echo(f"jmlsync: --since: {exc}", err=True)
         sys.exit(1)
-    report = asyncio.run(_report(settings, start, now))
-    text = RENDERERS[output_format](report)
+    report, section = asyncio.run(_report(settings, start, now))
+    text = with_section(RENDERERS[output_format](report), output_format, section)
     if output is None:
         click.echo(text)
     else:
         output.write_text(text if text.endswith("\n") else text + "\n", "utf-8")
         click.echo(f"wrote {output}", err=True)
-    sys.exit(1 if report.has_breach else 0)
+    sys.exit(1 if report.has_breach or section.breaches else 0)

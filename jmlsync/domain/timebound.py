@@ -276,6 +276,10 @@ def _check_approver(
 
 def _waiting(request: AccessRequest, eligibility: Eligibility, now: datetime) -> bool:
     """Whether the request awaits approvals now: pending, or active with an extension."""
+    if request.state == "timed_out" or (
+        request.state == "pending" and timed_out(request, eligibility, now)
+    ):
+        raise AccessRefused(f"request #{request.id} timed out waiting for approval")
     if request.state == "pending":
         if timed_out(request, eligibility, now):
             raise AccessRefused(f"request #{request.id} timed out waiting for approval")

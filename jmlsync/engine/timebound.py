@@ -446,7 +446,8 @@ class TimeboundAccess:
         await self.alerts.alert(
             "access_request",
             f"*{request.user}* requests {what} `{request.grant_label}` for"
-            f" {tb.format_duration(duration)} (request #{request.id}{ticket}): {request.reason}."
+            f" {tb.format_duration(duration)} (request #{request.id}{ticket}):"
+            f" {request.reason or 'no reason given'}."
             f" {eligibility.approvals} approval(s) needed from"
             f" {', '.join(sorted(eligibility.approvers))}. Approve with"
             f" `jmlsync access approve {request.id} --as YOU` or"
