@@ -23,6 +23,8 @@ from aiohttp import web
 from jmlsync import __version__, systemd
 from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync.api.access import access_part
+from jmlsync.api.app import build_api, mount
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
@@ -342,6 +344,16 @@ def _leniency(settings: Settings, metrics: Metrics) -> Leniency:
     )
 
 
+def _api(timebound: TimeboundAccess) -> web.Application:
+    """The HTTP API (``/api/v1``) over the runtime's parts."""
+
+    async def active(user_name: str) -> bool:
+        person = await timebound.person(user_name)
+        return person is not None and person.active
+
+    return build_api([access_part(timebound)], timebound.access, clock=now_utc, active=active)
+
+
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
@@ -439,6 +451,8 @@ async def build_app(settings: Settings) -> web.Application:
             await asyncio.gather(background["alerts"], return_exceptions=True)
         await stack.aclose()
 
+    if runtime.timebound is not None:
+        mount(app, _api(runtime.timebound))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(lifecycle)
     return app

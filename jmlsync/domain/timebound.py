@@ -35,6 +35,14 @@ class AccessRefused(DomainError):
     """A request or a step of it breaks a rule; nothing was changed."""
 
 
+class RequestNotFound(AccessRefused):
+    """No access request with that id."""
+
+
+class NotAllowed(AccessRefused):
+    """The person may not take this step (their own request, not an approver, not theirs)."""
+
+
 def parse_duration(text: str) -> timedelta:
     """``"2h"``, ``"90m"``, ``"1h30m"``, ``"45s"``, ``"1d"``: a positive duration.
 
@@ -266,7 +274,7 @@ def _check_approver(
     request: AccessRequest, eligibility: Eligibility, approver: Person, verb: str
 ) -> None:
     if approver.key == request.user.casefold():
-        raise AccessRefused(f"{approver.user_name} cannot {verb} their own request")
+        raise NotAllowed(f"{approver.user_name} cannot {verb} their own request")
     if not approver.active:
         raise AccessRefused(f"{approver.user_name} is not an active directory user")
     if not approver.in_any(eligibility.approvers):
@@ -401,7 +409,7 @@ def end(
     or an admin, and for a request already over."""
     if not may_end(request, eligibility, actor, admin=admin):
         who = actor.user_name if actor else (actor_name or "unknown")
-        raise AccessRefused(f"{who} may not end request #{request.id}")
+        raise NotAllowed(f"{who} may not end request #{request.id}")
     who = actor.user_name if actor else (actor_name or "admin")
     if request.state == "active":
         return replace(request, state="ended", ended_at=now, ended_by=who, end_reason="ended early")
@@ -449,7 +457,7 @@ def extend(
     if request.state != "active":
         raise AccessRefused(f"request #{request.id} is {request.state}: only an active grant")
     if actor.key != request.user.casefold():
-        raise AccessRefused(f"only {request.user} can extend request #{request.id}")
+        raise NotAllowed(f"only {request.user} can extend request #{request.id}")
     if not eligible(eligibility, actor):
         raise AccessRefused(f"{actor.user_name} is no longer eligible ({eligibility.name})")
     if request.extension is not None:

@@ -21,8 +21,20 @@ from jmlsync.domain import timebound as tb
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.policy import desired_grants, rules_by_group, timebound_grants
-from jmlsync.domain.timebound import AccessRefused, AccessRequest, Eligibility, Person
+from jmlsync.domain.timebound import (
+    AccessRefused,
+    AccessRequest,
+    Eligibility,
+    Person,
+    RequestNotFound,
+)
 from jmlsync.engine.apply import Applier
+from jmlsync.engine.timebound_alerts import (
+    alert_end_unverified,
+    alert_ended,
+    alert_privileged_started,
+    alert_waiting,
+)
 from jmlsync.ports import Store
 from jmlsync.store.access import SqlAccess, Step
 
@@ -110,7 +122,7 @@ class TimeboundAccess:
         """The request, or AccessRefused when there is none."""
         found = await self.access.get(request_id)
         if found is None:
-            raise AccessRefused(f"no access request #{request_id}")
+            raise RequestNotFound(f"no access request #{request_id}")
         return found
 
     def is_admin(self, actor: Actor) -> bool:
@@ -147,7 +159,7 @@ class TimeboundAccess:
             approved = tb.auto_approved(stored, eligibility, now)
             stored = await self._record_start(stored, approved, actor, "self-service", now)
         else:
-            await self._alert_waiting(stored, eligibility)
+            await alert_waiting(self.alerts, stored, eligibility)
         return stored
 
     async def approve(self, actor: Actor, request_id: int) -> AccessRequest:
@@ -212,14 +224,7 @@ class TimeboundAccess:
             )
         stored = (await self.access.record(steps, now))[-1]
         if stored.state == "active" and stored.privileged:
-            await self.alerts.alert(
-                "access_privileged_started",
-                f"privileged time-bound grant {stored.grant_label} started for {stored.user}"
-                f" ({tb.describe(stored)}; reason: {stored.reason})",
-                user=stored.user,
-                request=stored.id,
-                key=f"access-start-{stored.id}",
-            )
+            await alert_privileged_started(self.alerts, stored)
         return stored
 
     async def deny(self, actor: Actor, request_id: int, reason: str) -> AccessRequest:
@@ -251,7 +256,7 @@ class TimeboundAccess:
             [Step(request, ended, "end", actor.label, ended.end_reason, enqueue=holding)], now
         )
         if holding:
-            await self._alert_ended(stored)
+            await alert_ended(self.alerts, stored)
         return stored
 
     async def extend(self, actor: Actor, request_id: int, duration: timedelta) -> AccessRequest:
@@ -268,7 +273,7 @@ class TimeboundAccess:
             [Step(request, asked, "extend", actor.label, detail)], now
         )
         if stored.extension is not None:
-            await self._alert_waiting(stored, eligibility)
+            await alert_waiting(self.alerts, stored, eligibility)
         return stored
 
     async def desired(self, person: Person | None, now: datetime) -> dict[Grant, Reason]:
@@ -329,7 +334,7 @@ class TimeboundAccess:
                 log.info("time-bound grants of %s left to the next check: %s", user_name, exc)
                 return
         for request in ending:
-            await self._alert_ended(request)
+            await alert_ended(self.alerts, request)
 
     def _ended(self, request: AccessRequest, person: Person | None, now: datetime) -> AccessRequest:
         ended = tb.end_if_ineligible(
@@ -385,7 +390,7 @@ class TimeboundAccess:
                         now,
                     )
                     counts["ended"] += 1
-                    await self._alert_ended(ended)
+                    await alert_ended(self.alerts, ended)
         except AccessRefused as exc:
             # Another replica or command changed it meanwhile: the next check sees the news.
             log.info("access check skipped request #%d: %s", request.id, exc)
@@ -420,16 +425,7 @@ class TimeboundAccess:
         except AccessRefused:
             return
         counts["breached"] += 1
-        late = (now - (request.ended_at or now)).total_seconds()
-        await self.alerts.alert(
-            "access_end_unverified",
-            f"the end of time-bound grant {request.grant_label} of {request.user} (request"
-            f" #{request.id}) is not verified {late:.0f}s after it ended (limit"
-            f" {self.end_limit.total_seconds():.0f}s); its revocation is queued again",
-            user=request.user,
-            request=request.id,
-            key=f"access-unverified-{request.id}",
-        )
+        await alert_end_unverified(self.alerts, request, now, self.end_limit)
 
     async def _rule_holds(self, request: AccessRequest) -> bool:
         """Whether a rule still gives the grant (then its presence is no failed end)."""
@@ -438,32 +434,3 @@ class TimeboundAccess:
             return False
         desired = desired_grants([user], rules_by_group(self.rules, groups))
         return Grant(request.target, request.user, request.role) in desired
-
-    async def _alert_waiting(self, request: AccessRequest, eligibility: Eligibility) -> None:
-        what = "an extension of" if request.extension is not None else "time-bound access to"
-        duration = request.extension or request.duration
-        ticket = f", ticket {request.ticket}" if request.ticket else ""
-        await self.alerts.alert(
-            "access_request",
-            f"*{request.user}* requests {what} `{request.grant_label}` for"
-            f" {tb.format_duration(duration)} (request #{request.id}{ticket}):"
-            f" {request.reason or 'no reason given'}."
-            f" {eligibility.approvals} approval(s) needed from"
-            f" {', '.join(sorted(eligibility.approvers))}. Approve with"
-            f" `jmlsync access approve {request.id} --as YOU` or"
-            f" `POST /api/v1/access-requests/{request.id}/approve`; deny with"
-            f" `jmlsync access deny {request.id} --reason TEXT --as YOU`.",
-            user=request.user,
-            request=request.id,
-            key=f"access-request-{request.id}-{request.extension_round}",
-        )
-
-    async def _alert_ended(self, request: AccessRequest) -> None:
-        await self.alerts.alert(
-            "access_ended",
-            f"time-bound grant {request.grant_label} of {request.user} ended"
-            f" ({request.end_reason}; request #{request.id}); revocation queued",
-            user=request.user,
-            request=request.id,
-            key=f"access-ended-{request.id}",
-        )

@@ -54,6 +54,8 @@ log = logging.getLogger("jmlsync.scim")
 AUTH = web.AppKey("auth", BearerAuth)
 METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: The HTTP API authenticates its own callers (personal tokens, never the SCIM tokens).
+API_PREFIX = "/api/"
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 
 #: Called once per request with (resource, method, status, seconds), e.g. to count it.
@@ -162,10 +164,13 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require a valid bearer token everywhere but on the open health endpoints.
+    """Require a valid bearer token everywhere but on the open health endpoints and the
+    HTTP API (``/api/``), whose own middleware takes personal tokens only.
 
     /metrics also takes the separate metrics token, when one is configured.
     """
+    if request.path.startswith(API_PREFIX):
+        return await handler(request)
     header = request.headers.get("Authorization")
     if request.path in OPEN_PATHS or request.app[AUTH].allows(header):
         return await handler(request)
