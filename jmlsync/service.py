@@ -280,10 +280,13 @@ async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
 
 def rules_fingerprint(settings: Settings) -> str:
     """A digest of what decides grants: the rules and the targets they name."""
-    document = {
+    document: dict[str, object] = {
         "rules": [rule.model_dump() for rule in settings.rules],
         "targets": sorted(settings.targets),
     }
+    if settings.eligibility:
+        # Only when configured: a service without eligibility keeps its old fingerprint.
+        document["eligibility"] = [item.model_dump() for item in settings.eligibility]
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 

@@ -311,9 +311,7 @@ class TimeboundAccess:
         now = self.clock()
         steps: list[Step] = []
         ending: list[AccessRequest] = []
-        for request in await self.access.find(states=["active", "ended"], user=user_name):
-            if request.user != user_name:
-                continue
+        for request in await self.access.holding([user_name]):
             current = request
             if request.state == "active":
                 current = self._ended(request, person, now)

@@ -201,14 +201,23 @@ class SqlAccess:
         return await _select(self.db.reader, clause, params)
 
     async def active(self, user_names: Collection[str] | None = None) -> list[AccessRequest]:
-        """Active grants (of the users named, if given): part of the desired state."""
-        if user_names is not None and not user_names:
-            return []
-        requests = await self.find(states=["active"])
-        if user_names is None:
-            return requests
-        names = set(user_names)
-        return [r for r in requests if r.user in names]
+        """Active grants (of the users named exactly, if given): part of the desired state."""
+        return await self.holding(user_names, states=("active",))
+
+    async def holding(
+        self, user_names: Collection[str] | None, *, states: Sequence[str] = ("active", "ended")
+    ) -> list[AccessRequest]:
+        """Requests in ``states`` of the userNames named exactly (on the index: the pipeline
+        asks this for every job), or of everyone."""
+        clause = f" WHERE state IN ({', '.join('?' for _ in states)})"
+        params: list[Any] = list(states)
+        if user_names is not None:
+            names = sorted(set(user_names))
+            if not names:
+                return []
+            clause += f" AND user_name IN ({', '.join('?' for _ in names)})"
+            params.extend(names)
+        return await _select(self.db.reader, clause, params)
 
     async def history(self, request_id: int) -> list[HistoryRow]:
         """Every recorded change of the request, oldest first."""
