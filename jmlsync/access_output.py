@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.domain.timebound import AccessRequest
-from jmlsync.store.access import HistoryRow
+from jmlsync.domain.timebound_records import HistoryRow
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -19,9 +19,10 @@ import click
 from jmlsync.api.tokens import SCOPES, new_token
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
+from jmlsync.domain.timebound_records import TokenRow
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
-from jmlsync.store.access import SqlAccess, TokenRow
+from jmlsync.store.access import SqlAccess
 from jmlsync.store.directory import SqlStore
 
 T = TypeVar("T")

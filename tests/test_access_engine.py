@@ -16,11 +16,12 @@ from jmlsync.config import load_settings
 from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.domain.models import Change, Member, MemberOp
 from jmlsync.domain.timebound import AccessRefused
+from jmlsync.domain.timebound_records import Step
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.rules import eligibilities_from_settings, rules_from_settings
 from jmlsync.engine.timebound import Actor, TimeboundAccess
 from jmlsync.service import Runtime, open_runtime
-from jmlsync.store.access import SqlAccess, Step
+from jmlsync.store.access import SqlAccess
 from tests.fakes import RecordingAlerts
 
 CONFIG = """

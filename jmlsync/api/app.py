@@ -11,14 +11,14 @@ from aiohttp import web
 from jmlsync.api.openapi import PREFIX, ApiPart, document
 from jmlsync.api.problems import Problem, problems
 from jmlsync.api.tokens import ActiveUser, token_auth
-from jmlsync.store.access import SqlAccess
+from jmlsync.ports import AccessStore
 
 OPENAPI_PATH = "/openapi.json"
 
 
 def build_api(
     parts: Sequence[ApiPart],
-    tokens: SqlAccess,
+    tokens: AccessStore,
     *,
     clock: Callable[[], datetime],
     active: ActiveUser,

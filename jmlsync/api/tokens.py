@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from jmlsync.api.problems import Handler, Problem
-from jmlsync.store.access import SqlAccess
+from jmlsync.ports import AccessStore
 
 #: Marks a personal token, so a leaked one is recognised for what it is.
 PREFIX = "jmlp_"
@@ -56,7 +56,10 @@ ActiveUser = Callable[[str], Awaitable[bool]]
 
 
 def token_auth(
-    tokens: SqlAccess, clock: Callable[[], datetime], active: ActiveUser, open_paths: frozenset[str]
+    tokens: AccessStore,
+    clock: Callable[[], datetime],
+    active: ActiveUser,
+    open_paths: frozenset[str],
 ) -> Middleware:
     """A middleware requiring a valid personal token on every path but ``open_paths``; it
     puts the acting user on the request (:data:`API_USER`)."""

@@ -28,6 +28,7 @@ from jmlsync.domain.timebound import (
     Person,
     RequestNotFound,
 )
+from jmlsync.domain.timebound_records import Step
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.timebound_alerts import (
     alert_end_unverified,
@@ -35,8 +36,7 @@ from jmlsync.engine.timebound_alerts import (
     alert_privileged_started,
     alert_waiting,
 )
-from jmlsync.ports import Store
-from jmlsync.store.access import SqlAccess, Step
+from jmlsync.ports import AccessStore, Store
 
 log = logging.getLogger("jmlsync.access")
 
@@ -69,7 +69,7 @@ class TimeboundAccess:
     def __init__(
         self,
         store: Store,
-        access: SqlAccess,
+        access: AccessStore,
         eligibilities: Sequence[Eligibility],
         rules: Sequence[Rule],
         *,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.timebound import AccessRefused, AccessRequest, Approval
+from jmlsync.domain.timebound_records import HistoryRow, Step, TokenRow
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
 
@@ -96,46 +96,6 @@ _MUTABLE = (
 )
 
 
-@dataclass(frozen=True)
-class Step:
-    """One change of a request to record: from ``before`` (None: a new request) to ``after``.
-
-    ``enqueue`` queues the user for the pipeline in the same transaction (a grant starts or
-    ends). ``detail`` goes into the history and audit rows.
-    """
-
-    before: AccessRequest | None
-    after: AccessRequest
-    action: str
-    actor: str
-    detail: str | None = None
-    enqueue: bool = False
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    """One recorded change of a request."""
-
-    at: datetime
-    actor: str
-    action: str
-    from_state: str | None
-    to_state: str
-    detail: str | None
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    """A personal API token as stored (never its plaintext)."""
-
-    id: int
-    user_name: str
-    scope: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
-
-
 def audit_detail(request: AccessRequest, detail: str | None) -> str:
     """The audit row's detail: the request, its reason, ticket and approvers, as JSON."""
     return json.dumps(
@@ -152,7 +112,7 @@ def audit_detail(request: AccessRequest, detail: str | None) -> str:
 
 
 class SqlAccess:
-    """The AccessStore port on the store's database."""
+    """The AccessStore port (:class:`jmlsync.ports.AccessStore`) on the store's database."""
 
     def __init__(self, db: Backend) -> None:
         self.db = db
