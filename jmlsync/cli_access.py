@@ -59,6 +59,17 @@ def _run(settings: Settings, action: Callable[[TimeboundAccess], Awaitable[T]]) 
         raise AssertionError("unreachable") from exc
 
 
+#: Request ids are 64-bit in both stores; JSON clients read 53 bits exactly.
+MAX_ID = 2**53
+
+
+def _number(text: str) -> int:
+    """A request id from the command line; anything else is one line and exit 1."""
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
+        _fail(f"no access request {text!r}: an id is a positive number")
+    return int(text)
+
+
 def _duration(text: str, option: str) -> timedelta:
     try:
         return parse_duration(text)
@@ -113,7 +124,7 @@ def request_command(
 
 @access.command("approve")
 @CONFIG_OPTION
-@click.argument("request_id", type=int)
+@click.argument("request_id", callback=lambda _ctx, _param, value: _number(value))
 @AS_OPTION
 @FORMAT_OPTION
 def approve_command(
@@ -129,7 +140,7 @@ def approve_command(
 
 @access.command("deny")
 @CONFIG_OPTION
-@click.argument("request_id", type=int)
+@click.argument("request_id", callback=lambda _ctx, _param, value: _number(value))
 @click.option("--reason", required=True)
 @AS_OPTION
 @FORMAT_OPTION
@@ -146,7 +157,7 @@ def deny_command(
 
 @access.command("end")
 @CONFIG_OPTION
-@click.argument("request_id", type=int)
+@click.argument("request_id", callback=lambda _ctx, _param, value: _number(value))
 @AS_OPTION
 @FORMAT_OPTION
 def end_command(
@@ -159,7 +170,7 @@ def end_command(
 
 @access.command("extend")
 @CONFIG_OPTION
-@click.argument("request_id", type=int)
+@click.argument("request_id", callback=lambda _ctx, _param, value: _number(value))
 @click.option("--for", "duration", required=True, metavar="DURATION")
 @AS_OPTION
 @FORMAT_OPTION
@@ -206,7 +217,7 @@ def list_command(
 
 @access.command("show")
 @CONFIG_OPTION
-@click.argument("request_id", type=int)
+@click.argument("request_id", callback=lambda _ctx, _param, value: _number(value))
 @AS_OPTION
 @FORMAT_OPTION
 def show_command(

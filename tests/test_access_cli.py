@@ -89,6 +89,8 @@ async def test_refused_input_changes_nothing(config_path: Path) -> None:
             match="not eligible",
         )
         await _refused(config, "approve", "99", "--as", "bob@x.io", match="no access request #99")
+        await _refused(config, "show", "x1", match="an id is a positive number")
+        await _refused(config, "end", "9" * 30, match="an id is a positive number")
         assert await access_json(config, "list") == []
 
         made = await access_json(config, *REQUEST, "--for", "1h", "--ticket", "INC-1")

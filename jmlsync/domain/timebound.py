@@ -316,7 +316,14 @@ def expire(request: AccessRequest, now: datetime) -> AccessRequest:
     """An active grant past its ``expires_at`` is ``ended`` (left unchanged otherwise)."""
     if request.state != "active" or request.expires_at is None or now < request.expires_at:
         return request
-    return replace(request, state="ended", ended_at=now, ended_by="scheduler", end_reason="expired")
+    return replace(
+        request,
+        state="ended",
+        ended_at=now,
+        ended_by="scheduler",
+        end_reason="expired",
+        extension=None,
+    )
 
 
 def end_if_ineligible(
