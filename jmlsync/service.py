@@ -41,7 +41,7 @@ from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
-from jmlsync.scim.app import Observer, build_scim_app
+from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.resources import now_utc
 from jmlsync.scim.schema import schema_set
@@ -354,7 +354,10 @@ def _api(timebound: TimeboundAccess) -> web.Application:
         person = await timebound.person(user_name)
         return person is not None and person.active
 
-    return build_api([access_part(timebound)], timebound.access, clock=now_utc, active=active)
+    api = build_api([access_part(timebound)], timebound.access, clock=now_utc, active=active)
+    # Its routes take personal tokens, never the SCIM tokens (see bearer_auth).
+    api[SELF_AUTHENTICATED] = True
+    return api
 
 
 async def build_app(settings: Settings) -> web.Application:

@@ -43,6 +43,18 @@ class Api:
             return reply.status, json.loads(text) if text else None, reply.content_type
 
 
+async def _raw_status(root: str, path: str) -> bytes:
+    """The status line of a GET of ``path`` sent byte for byte (no client normalisation)."""
+    host, port = root.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return line.strip()
+
+
 def _problem(reply: tuple[int, Any, str], status: int, match: str) -> None:
     code, body, kind = reply
     assert code == status, body
@@ -78,6 +90,9 @@ async def test_access_requests_over_http(config_path: Path) -> None:
                 f"{service.url}/Users", headers={"Authorization": f"Bearer {ada}"}
             ) as reply:
                 assert reply.status == 401, "a personal token never authorises SCIM"
+            for sneaky in ("/api/../scim/v2/Users", "/api/v1/%2e%2e/%2e%2e/scim/v2/Users"):
+                status = await _raw_status(root, sneaky)
+                assert status == b"HTTP/1.1 401 Unauthorized", (sneaky, status)
 
             bad = {**new, "grant": "sandbox/nope"}
             _problem(await api.call("POST", "/access-requests", ada, bad), 422, "unknown")
