@@ -1,6 +1,7 @@
 """Copy a whole store from one database to another (SQLite to PostgreSQL, typically), history
 included: directory, queue, leaver records and their per-target outcomes, applied grants,
-drift, runs, alerts and the audit chain, row for row, so `jmlsync audit verify` passes on the
+drift, runs, alerts, time-bound access requests with their history and personal tokens (as
+hashes), and the audit chain, row for row, so `jmlsync audit verify` passes on the
 copy."""
 
 from __future__ import annotations
@@ -26,10 +27,28 @@ TABLES = (
     "runs",
     "alert_outbox",
     "alert_windows",
+    "access_requests",
+    "access_approvals",
+    "access_history",
+    "personal_tokens",
 )
 #: Flags SQLite keeps as 0/1 and PostgreSQL as booleans.
 BOOLEANS = {("users", "active"), ("queue", "leaver")}
 _CHUNK = 1000
+#: The tables whose ``id`` comes from a sequence on PostgreSQL.
+_SERIAL = frozenset(
+    {
+        "queue",
+        "leavers",
+        "mover_revocations",
+        "drift",
+        "runs",
+        "alert_outbox",
+        "access_requests",
+        "access_history",
+        "personal_tokens",
+    }
+)
 
 
 class CopyError(Exception):
@@ -83,7 +102,7 @@ async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
     if getattr(destination.db, "dialect", "sqlite") != "postgresql":
         return
-    if table not in ("queue", "leavers", "mover_revocations", "drift", "runs", "alert_outbox"):
+    if table not in _SERIAL:
         return
 
     async def body(conn: WriteConn) -> None:
