@@ -82,6 +82,8 @@ async def test_access_requests_over_http(config_path: Path) -> None:
             code, spec, _ = await api.call("GET", "/openapi.json", None)
             assert code == 200 and spec["openapi"] == "3.1.0"
             assert f"{API}/access-requests/{{id}}/approve" in spec["paths"]
+            ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
+            assert len(ids) == len(set(ids)) == 7
 
             new = {"grant": "sandbox/admin", "duration": "30m", "reason": "r", "ticket": "INC-3"}
             _problem(await api.call("POST", "/access-requests", None, new), 401, "token")

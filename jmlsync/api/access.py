@@ -246,8 +246,9 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def _action(summary: str, body: str | None = None) -> dict[str, Any]:
+def _action(operation_id: str, summary: str, body: str | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {
+        "operationId": operation_id,
         "tags": ["access"],
         "summary": summary,
         "parameters": [_ID],
@@ -261,12 +262,14 @@ def _action(summary: str, body: str | None = None) -> dict[str, Any]:
 PATHS: dict[str, Any] = {
     "/access-requests": {
         "post": {
+            "operationId": "createAccessRequest",
             "tags": ["access"],
             "summary": "Request a time-bound grant for the token's user.",
             "requestBody": _json_body("NewAccessRequest"),
             "responses": _ok("The new request.", status="201"),
         },
         "get": {
+            "operationId": "listAccessRequests",
             "tags": ["access"],
             "summary": "List requests, oldest first.",
             "parameters": [
@@ -286,17 +289,22 @@ PATHS: dict[str, Any] = {
     },
     "/access-requests/{id}": {
         "get": {
+            "operationId": "getAccessRequest",
             "tags": ["access"],
             "summary": "One request with its whole history.",
             "parameters": [_ID],
             "responses": _ok("The request."),
         }
     },
-    "/access-requests/{id}/approve": _action("Approve (as the token's user)."),
-    "/access-requests/{id}/deny": _action("Deny with a reason.", "Denial"),
-    "/access-requests/{id}/end": _action("End the grant now, or cancel a request not started."),
+    "/access-requests/{id}/approve": _action(
+        "approveAccessRequest", "Approve (as the token's user)."
+    ),
+    "/access-requests/{id}/deny": _action("denyAccessRequest", "Deny with a reason.", "Denial"),
+    "/access-requests/{id}/end": _action(
+        "endAccessRequest", "End the grant now, or cancel a request not started."
+    ),
     "/access-requests/{id}/extend": _action(
-        "Ask for more time; needs the approvals again.", "Extension"
+        "extendAccessRequest", "Ask for more time; needs the approvals again.", "Extension"
     ),
 }
 
