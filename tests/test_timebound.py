@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from jmlsync.cli import main
 from jmlsync.config import ConfigError, load_settings
-from jmlsync.domain.grants import RoleGrant
+from jmlsync.domain.grants import Grant, Reason, RoleGrant
+from jmlsync.domain.policy import timebound_grants, with_timebound
 from jmlsync.domain.timebound import (
     AccessRefused,
     AccessRequest,
@@ -307,3 +308,47 @@ def test_bad_eligibility_is_refused(tmp_path: Path, eligibility: str, message: s
         load_settings(path)
     result = CliRunner().invoke(main, ["config", "check", "--config", str(path)])
     assert result.exit_code == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ada@x.io", "bob@x.io"]),
+            st.sampled_from(["admin", "developer"]),
+            st.sampled_from(["active", "ended", "pending"]),
+            st.integers(min_value=-3600, max_value=3600),
+        ),
+        max_size=8,
+    ),
+    st.sets(st.sampled_from(["ada@x.io", "bob@x.io"])),
+)
+def test_desired_is_rules_plus_active_unexpired_grants(
+    requests: list[tuple[str, str, str, int]], rule_users: set[str]
+) -> None:
+    rules = {Grant("ledger", user, "developer"): Reason(1, "eng", False) for user in rule_users}
+    made = [
+        AccessRequest(
+            id=index + 1,
+            user=user,
+            eligibility="e",
+            target="ledger",
+            role=role,
+            duration=timedelta(hours=1),
+            reason="r",
+            state=state,  # type: ignore[arg-type]
+            created_at=NOW,
+            expires_at=NOW + timedelta(seconds=offset),
+        )
+        for index, (user, role, state, offset) in enumerate(requests)
+    ]
+    timebound = timebound_grants(made, NOW)
+    expected = {
+        Grant("ledger", r.user, r.role)
+        for r in made
+        if r.state == "active" and r.expires_at is not None and r.expires_at > NOW
+    }
+    assert set(timebound) == expected
+    desired = with_timebound(rules, timebound)
+    assert set(desired) == set(rules) | expected
+    for grant, reason in rules.items():
+        assert desired[grant].request is None and desired[grant].rule == reason.rule
