@@ -15,7 +15,7 @@ import pytest
 from jmlsync.config import load_settings
 from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.domain.models import Change, Member, MemberOp
-from jmlsync.domain.timebound import AccessRefused
+from jmlsync.domain.timebound import AccessRefused, Person, new_request
 from jmlsync.domain.timebound_records import Step
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.rules import eligibilities_from_settings, rules_from_settings
@@ -147,6 +147,22 @@ async def test_self_service_starts_at_once(rig: Rig) -> None:
     assert made.state == "active" and made.approvals == ()
     history = [row.action for row in await rig.access.access.history(made.id)]
     assert history == ["request", "approve", "start"]
+    # A crash between the request and its start leaves it pending: the next check starts it.
+    eligibility = rig.access.eligibilities["viewer"]
+    draft = new_request(
+        [eligibility],
+        Person("ada@x.io", True),
+        "sandbox",
+        "viewer",
+        duration=timedelta(minutes=5),
+        reason="look",
+        ticket=None,
+        now=rig.clock(),
+    )
+    (lost,) = await rig.access.access.record([Step(None, draft, "request", "test")], rig.clock())
+    assert lost.state == "pending"
+    assert (await rig.access.check())[1]["started"] == 1
+    assert (await rig.access.get(lost.id)).state == "active"
 
 
 @pytest.mark.timeout(60)

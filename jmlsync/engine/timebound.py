@@ -364,6 +364,13 @@ class TimeboundAccess:
                     late = tb.time_out(request, eligibility, now)
                     await self.access.record([Step(request, late, "time_out", "scheduler")], now)
                     counts["timed_out"] += 1
+                elif eligibility.approvals == 0:
+                    # Self-service whose start was lost (a crash between the two writes).
+                    approved = tb.auto_approved(request, eligibility, now)
+                    started = await self._record_start(
+                        request, approved, Actor("scheduler"), "self-service", now
+                    )
+                    counts["started"] += started.state == "active"
             elif request.state == "approved" and eligibility is not None:
                 person = await self.person(request.user)
                 started = tb.start(request, eligibility, person, now)
