@@ -65,6 +65,7 @@ async def _read_status(store: SqlStore, targets: Iterable[str]) -> dict[str, Any
     stats = await queue.stats()
     drift = await assurance.open_drift()
     unverified = await assurance.unverified_leavers()
+    open_access = await SqlAccess(store.db).find(states=["pending", "active", "ended"])
     return {
         "queue": {
             "pending": stats.pending,
@@ -91,6 +92,12 @@ async def _read_status(store: SqlStore, targets: Iterable[str]) -> dict[str, Any
             "sla_breaches": await assurance.open_breaches(),
             "pending_by_target": await assurance.pending_by_target(targets),
         },
+        "access": {
+            "pending": sum(1 for r in open_access if r.state == "pending"),
+            "active": sum(1 for r in open_access if r.state == "active"),
+            "ended_not_verified": sum(1 for r in open_access if r.state == "ended"),
+            "breaches": sum(1 for r in open_access if r.breached_at is not None),
+        },
         "store": {"reachable": True, "writable": refused is None, "error": refused},
     }
 
@@ -116,6 +123,12 @@ def _status_table(status: dict[str, Any]) -> str:
             "         not cleared on: " + ", ".join(f"{t} ({n})" for t, n in waiting.items())
         )
     lines.append(f"drift:   {drift['missing']} missing, {drift['unmanaged']} unmanaged")
+    access = status["access"]
+    lines.append(
+        f"access:  {access['pending']} pending, {access['active']} active,"
+        f" {access['ended_not_verified']} ended not verified,"
+        f" {access['breaches']} end breach(es) open"
+    )
     lines.append("last runs:")
     for job, run in sorted(status["runs"].items()):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
@@ -132,9 +145,10 @@ def _status_table(status: dict[str, Any]) -> str:
 @CONFIG_OPTION
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
 def status(config_path: Path, output_format: str) -> None:
-    """Queue depth, dead letters, last runs, open drift and SLA breaches.
+    """Queue depth, dead letters, last runs, open drift, SLA breaches and time-bound access.
 
-    Exits 1 when an SLA breach is open, leaver processing is paused, or the store is
+    Exits 1 when an SLA breach (or an unverified end of a time-bound grant past
+    ``[access].end_seconds``) is open, leaver processing is paused, or the store is
     unreachable or refuses writes (found with one harmless probe write).
     """
     result = asyncio.run(_status(settings_or_exit(config_path)))
@@ -146,7 +160,11 @@ def status(config_path: Path, output_format: str) -> None:
             click.echo(f"jmlsync: the store is unreachable: {store['error']}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2) if output_format == "json" else _status_table(result))
-    if result["leavers"]["sla_breaches"] or result["queue"]["leavers_paused"]:
+    if (
+        result["leavers"]["sla_breaches"]
+        or result["queue"]["leavers_paused"]
+        or result["access"]["breaches"]
+    ):
         sys.exit(1)
     if not store["writable"]:
         sys.exit(1)

@@ -4,6 +4,8 @@ self-service, stale writes refused, and an end that is not verified in time (a b
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from jmlsync.cli import main
 from jmlsync.config import load_settings
 from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.domain.models import Change, Member, MemberOp
@@ -62,11 +66,17 @@ class Clock:
 
 @dataclass
 class Rig:
+    config: Path
     runtime: Runtime
     clock: Clock
     alerts: RecordingAlerts
     access: TimeboundAccess
     reconciler: Reconciler
+
+
+def _status(config: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["status", "--format", "json", "--config", str(config)])
+    return result.exit_code, result.stdout
 
 
 def _doc(kind: str, **attrs: Any) -> dict[str, Any]:
@@ -104,7 +114,7 @@ async def rig(config_path: Path) -> AsyncIterator[Rig]:
             end_limit=timedelta(seconds=60),
         )
         reconciler = Reconciler(store, runtime.targets, rules, runtime.applier, timebound=access)
-        yield Rig(runtime, clock, alerts, access, reconciler)
+        yield Rig(config_path, runtime, clock, alerts, access, reconciler)
 
 
 ADA, BOB = Actor("operator as ada@x.io", "ada@x.io"), Actor("operator as bob@x.io", "bob@x.io")
@@ -196,7 +206,16 @@ async def test_an_end_not_verified_in_time_is_a_breach(rig: Rig) -> None:
     assert outcome == "breach" and counts["breached"] == 1
     assert "access_end_unverified" in rig.alerts.kinds()
     assert (await rig.access.check())[1]["breached"] == 0, "one breach per end"
+    code, out = await asyncio.to_thread(_status, rig.config)
+    assert code == 1 and json.loads(out)["access"] == {
+        "pending": 0,
+        "active": 0,
+        "ended_not_verified": 1,
+        "breaches": 1,
+    }
     await ledger.revoke("ada@x.io", "admin")
     assert (await rig.access.check())[1]["verified"] == 1
     stored = await rig.access.get(request_id)
     assert stored.state == "verified" and stored.breached_at is not None
+    code, out = await asyncio.to_thread(_status, rig.config)
+    assert code == 0 and json.loads(out)["access"]["breaches"] == 0
