@@ -159,6 +159,7 @@ async def test_access_requests_over_http(config_path: Path) -> None:
                 "none",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                cwd=config.parent,  # its cache and reports stay out of the work tree
             )
             output, _ = await schemathesis.communicate()
             text = output.decode()
