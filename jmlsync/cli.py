@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from jmlsync import __version__
+from jmlsync.cli_access import access
 from jmlsync.cli_alerts import alerts
 from jmlsync.cli_common import CONFIG_OPTION, Commands, settings_or_exit
 from jmlsync.cli_config import config
@@ -19,6 +20,7 @@ from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.cli_reviews import review
 from jmlsync.cli_sla import sla_report
 from jmlsync.cli_status import status
+from jmlsync.cli_token import SCOPES, generate_personal, token_list, token_revoke
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 from jmlsync.store.lock import StoreLocked
@@ -41,6 +43,7 @@ main.add_command(status)
 main.add_command(sla_report)
 main.add_command(alerts)
 main.add_command(review)
+main.add_command(access)
 
 
 @main.command()
@@ -67,9 +70,13 @@ def serve(config_path: Path) -> None:
         sys.exit(1)
 
 
-@main.group()
+@main.group(cls=Commands)
 def token() -> None:
-    """Manage the SCIM bearer tokens."""
+    """Manage the SCIM bearer tokens, and personal API tokens (--user)."""
+
+
+token.add_command(token_list)
+token.add_command(token_revoke)
 
 
 @token.command("generate")
@@ -79,13 +86,31 @@ def token() -> None:
     is_flag=True,
     help="Do nothing when the tokens file already holds a token.",
 )
-def token_generate(config_path: Path, if_missing: bool) -> None:
+@click.option(
+    "--user",
+    "user",
+    default=None,
+    metavar="USERNAME",
+    help="Make a personal API token for this directory user instead (stored hashed).",
+)
+@click.option("--scope", type=click.Choice(SCOPES), default="access", show_default=True)
+@click.option("--days", type=click.IntRange(1, 366), default=None, help="Validity (personal).")
+def token_generate(
+    config_path: Path, if_missing: bool, user: str | None, scope: str, days: int | None
+) -> None:
     """Append a new random token to [server].tokens_file and print it.
 
     Two tokens in the file are valid at once: generate the new one, give it to the IdP,
     then delete the old line. The file is created readable by its owner only.
+
+    With --user, make a personal token for the HTTP API instead: printed once, stored only
+    as its hash with an expiry ([access].token_days unless --days), never valid for SCIM.
     """
-    path = settings_or_exit(config_path).server.tokens_file
+    settings = settings_or_exit(config_path)
+    if user is not None:
+        generate_personal(settings, user, scope, days)
+        return
+    path = settings.server.tokens_file
     if if_missing:
         try:
             read_tokens(path, private=False)

@@ -85,6 +85,14 @@ def check(config_path: Path) -> None:
         flags = " [privileged]" if rule.privileged else ""
         narrowed = f" where {rule.user_filter}" if rule.user_filter else ""
         click.echo(f"  [{index}] group {rule.group!r}{narrowed} -> {grants}{flags}")
+    click.echo(f"eligibility ({len(settings.eligibility)}):")
+    for item in settings.eligibility:
+        grants = ", ".join(f"{g.target}:{g.role}" for g in item.grants)
+        who = ", ".join([*(f"group {g!r}" for g in item.groups), *item.users])
+        click.echo(
+            f"  {item.name}: {who} -> {grants} for at most {item.max_duration},"
+            f" {item.approvals} approval(s){' [privileged]' if item.privileged else ''}"
+        )
     click.echo(f"extension schemas ({len(settings.scim.extensions)}):")
     for extension in settings.scim.extensions:
         names = ", ".join(attribute.name for attribute in extension.attributes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -20,9 +21,11 @@ from jmlsync.domain.policy import privileged_roles
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
+from jmlsync.sla_access import TimeboundSection, build_section, table_lines
 from jmlsync.sla_evidence import AuditHead, Evidence
 from jmlsync.sla_html import render_html
 from jmlsync.sla_text import render_csv, render_table
+from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
 from jmlsync.store.queue import SqlQueue
@@ -67,13 +70,16 @@ def _evidence(settings: Settings, audit: AuditHead) -> Evidence:
 
 async def build(
     settings: Settings, since: datetime, until: datetime, now: datetime
-) -> sla.SlaReport:
-    """The report of the window [since, until], measured at ``now``."""
+) -> tuple[sla.SlaReport, TimeboundSection]:
+    """The report of the window [since, until], measured at ``now``, with its section
+    "time-bound access" (also inside the report's hashed body)."""
     store = await open_store(settings)
     try:
         assurance = SqlAssurance(store.db)
         audit = await audit_head(SqlQueue(store.db), min(until, now))
-        return sla.build_report(
+        ended = await SqlAccess(store.db).find(ended_since=since, ended_until=until)
+        section = build_section(ended, end_seconds=settings.access.end_seconds, now=now)
+        report = sla.build_report(
             await assurance.leaver_records(since, until),
             await assurance.mover_revocations(since, until),
             sla_seconds=settings.sla.leaver_seconds,
@@ -84,6 +90,8 @@ async def build(
             mover_seconds=settings.sla.mover_limit,
             evidence=_evidence(settings, audit),
         )
+        report = replace(report, timebound=section.as_dict(), timebound_breaches=section.breaches)
+        return report, section
     finally:
         await store.close()
 
@@ -122,7 +130,8 @@ def _window(since: str, until: str | None, now: datetime) -> tuple[datetime, dat
 def sla_report(
     config_path: Path, since: str, until: str | None, output_format: str, output: Path | None
 ) -> None:
-    """One row per leaver in the window, the summary, and movers' revocations.
+    """One row per leaver in the window, the summary, movers' revocations and the time-bound
+    grants that ended in the window ("time-bound access").
 
     Exits 1 when the window holds an SLA breach (for cron and CI), 0 otherwise.
     """
@@ -131,8 +140,10 @@ def sla_report(
     start, end = _window(since, until, now)
     if output is not None and not output.parent.is_dir():
         _fail(f"--output: directory {output.parent} does not exist")
-    report = asyncio.run(build(settings, start, end, now))
+    report, section = asyncio.run(build(settings, start, end, now))
     text = RENDERERS[output_format](report)
+    if output_format == "table":
+        text = "\n".join([text.rstrip("\n"), *table_lines(section)])
     if output is None:
         click.echo(text)
     else:

@@ -16,6 +16,7 @@ from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.worker import LEAVERS_PAUSED
 from jmlsync.service import open_store, probe_write
+from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
@@ -51,6 +52,7 @@ async def _read_status(store: SqlStore, targets: Iterable[str]) -> dict[str, Any
     stats = await queue.stats()
     drift = await assurance.open_drift()
     unverified = await assurance.unverified_leavers()
+    open_access = await SqlAccess(store.db).find(states=["pending", "active", "ended"])
     return {
         "queue": {
             "pending": stats.pending,
@@ -78,6 +80,12 @@ async def _read_status(store: SqlStore, targets: Iterable[str]) -> dict[str, Any
             "pending_by_target": await assurance.pending_by_target(targets),
         },
         "movers": await assurance.movers.counts(),
+        "access": {
+            "pending": sum(1 for r in open_access if r.state == "pending"),
+            "active": sum(1 for r in open_access if r.state == "active"),
+            "ended_not_verified": sum(1 for r in open_access if r.state == "ended"),
+            "breaches": sum(1 for r in open_access if r.breached_at is not None),
+        },
         "store": {"reachable": True, "writable": refused is None, "error": refused},
     }
 
@@ -108,6 +116,12 @@ def _status_table(status: dict[str, Any]) -> str:
         f" {movers['sla_breaches']} SLA breach(es) open"
     )
     lines.append(f"drift:   {drift['missing']} missing, {drift['unmanaged']} unmanaged")
+    access = status["access"]
+    lines.append(
+        f"access:  {access['pending']} pending, {access['active']} active,"
+        f" {access['ended_not_verified']} ended not verified,"
+        f" {access['breaches']} end breach(es) open"
+    )
     lines.append("last runs:")
     for job, run in sorted(status["runs"].items()):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
@@ -124,11 +138,11 @@ def _status_table(status: dict[str, Any]) -> str:
 @CONFIG_OPTION
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
 def status(config_path: Path, output_format: str) -> None:
-    """Queue depth, dead letters, last runs, open drift and SLA breaches.
+    """Queue depth, dead letters, last runs, open drift, SLA breaches and time-bound access.
 
-    Exits 1 when an SLA breach (a leaver's or a mover's) is open, leaver processing is
-    paused, or the store is unreachable or refuses writes (found with one harmless probe
-    write).
+    Exits 1 when an SLA breach (a leaver's, a mover's, or an unverified end of a time-bound
+    grant past ``[access].end_seconds``) is open, leaver processing is paused, or the store is
+    unreachable or refuses writes (found with one harmless probe write).
     """
     result = asyncio.run(_status(settings_or_exit(config_path)))
     store = result["store"]
@@ -139,8 +153,10 @@ def status(config_path: Path, output_format: str) -> None:
             click.echo(f"jmlsync: the store is unreachable: {store['error']}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2) if output_format == "json" else _status_table(result))
-    breaches = result["leavers"]["sla_breaches"] + result["movers"]["sla_breaches"]
-    if breaches or result["queue"]["leavers_paused"]:
-        sys.exit(1)
-    if not store["writable"]:
+    breaches = (
+        result["leavers"]["sla_breaches"]
+        + result["movers"]["sla_breaches"]
+        + result["access"]["breaches"]
+    )
+    if breaches or result["queue"]["leavers_paused"] or not store["writable"]:
         sys.exit(1)

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from jmlsync.config_access import AccessSettings, EligibilitySettings
 from jmlsync.config_alibaba import (
     AlibabaCloudSsoTargetSettings,
     AlibabaRamTargetSettings,
@@ -291,9 +292,11 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     safety: SafetySettings = SafetySettings()
     retention: RetentionSettings = RetentionSettings()
+    access: AccessSettings = AccessSettings()
     targets: dict[str, TargetSettings] = {}
     rules: list[RuleSettings] = []
     reviews: list[ReviewSettings] = []
+    eligibility: list[EligibilitySettings] = []
     source: Path | None = Field(default=None, exclude=True)
 
 
@@ -378,6 +381,38 @@ def _filter_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def eligibility_problems(settings: Settings) -> list[str]:
+    """Eligibilities must name configured targets and have unique names; a privileged grant
+    (an eligibility marked privileged, or a role some privileged rule names) is never
+    self-service; approvals need approver groups."""
+    privileged_roles = {
+        (g.target, g.role) for r in settings.rules if r.privileged for g in r.grants
+    }
+    problems, seen = [], set()
+    for e, item in enumerate(settings.eligibility, 1):
+        where = f"  eligibility[{e}]"
+        if item.name in seen:
+            problems.append(f"{where}.name: duplicate eligibility name {item.name!r}")
+        seen.add(item.name)
+        if not item.groups and not item.users:
+            problems.append(f"{where}: names nobody who may request (set groups or users)")
+        if item.approvals > 0 and not item.approvers:
+            problems.append(f"{where}.approvers: {item.approvals} approval(s) need approver groups")
+        for g, grant in enumerate(item.grants, 1):
+            if grant.target not in settings.targets:
+                problems.append(
+                    f"{where}.grants[{g}].target: unknown target {grant.target!r}"
+                    f" (configured: {', '.join(sorted(settings.targets)) or 'none'})"
+                )
+            privileged = item.privileged or (grant.target, grant.role) in privileged_roles
+            if item.approvals == 0 and privileged:
+                problems.append(
+                    f"{where}.approvals: 0 (self-service) is refused for the privileged"
+                    f" grant {grant.target}/{grant.role}"
+                )
+    return problems
+
+
 def _cross_check(settings: Settings, source: Path) -> None:
     """What one field cannot check alone: rules (and review campaigns) must name configured
     targets, and rules' filters the attributes the schemas (declared extensions) define."""
@@ -396,6 +431,7 @@ def _cross_check(settings: Settings, source: Path) -> None:
     ]
     problems += _filter_problems(settings)
     problems += review_problems(settings.reviews, set(settings.targets), len(settings.rules))
+    problems += eligibility_problems(settings)
     if problems:
         raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
 

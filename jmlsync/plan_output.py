@@ -9,7 +9,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from jmlsync.domain.grants import Operation
+from jmlsync.domain.grants import Operation, Reason
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.plan import summarize
 from jmlsync.domain.review_records import ReviewException
@@ -214,6 +214,18 @@ def _leaver_lines(leaver: LeaverRecord | None) -> list[str]:
     return lines
 
 
+def _reason_json(reason: Reason) -> dict[str, Any]:
+    """A reason of ``explain --format json``: a rule's, or a time-bound request's."""
+    found: dict[str, Any] = {
+        "rule": reason.rule,
+        "group": reason.group,
+        "privileged": reason.privileged,
+    }
+    if reason.request is not None:
+        found.update({"request": reason.request, "note": reason.note})
+    return found
+
+
 def explain_json(explanation: Explanation, leaver: LeaverRecord | None = None) -> str:
     """The explanation as JSON; ``leaver`` is the user's newest leaver record, if any."""
     return json.dumps(
@@ -227,10 +239,7 @@ def explain_json(explanation: Explanation, leaver: LeaverRecord | None = None) -
                     "target": grant.target,
                     "role": grant.role,
                     "privileged": any(r.privileged for r in reasons),
-                    "reasons": [
-                        {"rule": r.rule, "group": r.group, "privileged": r.privileged}
-                        for r in reasons
-                    ],
+                    "reasons": [_reason_json(r) for r in reasons],
                 }
                 for grant, reasons in explanation.desired
             ],

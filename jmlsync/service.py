@@ -23,6 +23,8 @@ from aiohttp import web
 from jmlsync import __version__, systemd
 from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync.api.access import access_part
+from jmlsync.api.app import build_api, mount
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
@@ -31,8 +33,9 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.review_tasks import ReviewTasks
 from jmlsync.engine.reviews import Reviews
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.engine.rules import eligibilities_from_settings, rules_from_settings
 from jmlsync.engine.supervision import OwnerLock
+from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.engine.worker import Pipeline, options_from
 from jmlsync.forwarded import forwarded_middleware
 from jmlsync.http_server import DeadlineAppRunner
@@ -41,7 +44,7 @@ from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
-from jmlsync.scim.app import Observer, build_scim_app
+from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.intake import BODY_TIMEOUT
 from jmlsync.scim.resources import now_utc
@@ -50,6 +53,7 @@ from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.unknown import IgnoredReporter
 from jmlsync.scim.writes import Leniency
 from jmlsync.store import lock as store_lock
+from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
@@ -93,6 +97,7 @@ class Runtime:
     assurance: Assurance
     alert_sink: OutboxAlerts
     deliverer: Deliverer | None = None
+    timebound: TimeboundAccess | None = None
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     reviews: Reviews | None = None
 
@@ -161,6 +166,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             targets[name] = await open_target(name, target_settings, http=http)
         rules = rules_from_settings(settings)
         review_store = SqlReviews(store.db)
+        eligibilities = eligibilities_from_settings(settings)
         applier = Applier(
             store,
             queue,
@@ -170,6 +176,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
             metrics=metrics,
             alerts=alerts,
+        )
+        timebound = TimeboundAccess(
+            store,
+            SqlAccess(store.db),
+            eligibilities,
+            rules,
+            applier=applier,
+            alerts=alerts,
+            clock=now_utc,
+            end_limit=timedelta(seconds=settings.access.end_seconds),
+            admins=settings.access.admins,
         )
         pipeline = Pipeline(
             store,
@@ -182,10 +199,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
             protected=protected,
             reviews=review_store,
+            timebound=timebound,
         )
         store.db.on_commit(pipeline.wake)
         reconciler = Reconciler(
-            store, targets, rules, applier=applier, protected=protected, reviews=review_store
+            store,
+            targets,
+            rules,
+            applier=applier,
+            protected=protected,
+            reviews=review_store,
+            timebound=timebound,
         )
         assurance = Assurance(
             reconciler=reconciler,
@@ -213,6 +237,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             assurance,
             outbox,
             deliverer,
+            timebound=timebound,
             reviews=Reviews(
                 store,
                 review_store,
@@ -257,6 +282,11 @@ def build_scheduler(
     scheduler.add_interval(
         "verify-leavers", settings.sla.verify_every_seconds, assurance.verify_leavers
     )
+    if settings.eligibility and runtime.timebound is not None:
+        # Expiry is a stored time this job acts on (leader only), never an in-memory timer.
+        scheduler.add_interval(
+            "access-check", settings.access.expiry_check_seconds, runtime.timebound.check
+        )
     keep = timedelta(days=settings.retention.days)
 
     async def housekeeping() -> tuple[str, dict[str, int], str | None]:
@@ -292,10 +322,13 @@ async def open_engine(settings: Settings) -> AsyncIterator[Reconciler]:
 
 def rules_fingerprint(settings: Settings) -> str:
     """A digest of what decides grants: the rules and the targets they name."""
-    document = {
+    document: dict[str, object] = {
         "rules": [rule.model_dump() for rule in settings.rules],
         "targets": sorted(settings.targets),
     }
+    if settings.eligibility:
+        # Only when configured: a service without eligibility keeps its old fingerprint.
+        document["eligibility"] = [item.model_dump() for item in settings.eligibility]
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -354,6 +387,19 @@ def _leniency(settings: Settings, metrics: Metrics) -> Leniency:
         unknown_members=settings.scim.unknown_members,
         reporter=IgnoredReporter(ignored, skipped),
     )
+
+
+def _api(timebound: TimeboundAccess) -> web.Application:
+    """The HTTP API (``/api/v1``) over the runtime's parts."""
+
+    async def active(user_name: str) -> bool:
+        person = await timebound.person(user_name)
+        return person is not None and person.active
+
+    api = build_api([access_part(timebound)], timebound.access, clock=now_utc, active=active)
+    # Its routes take personal tokens, never the SCIM tokens (see bearer_auth).
+    api[SELF_AUTHENTICATED] = True
+    return api
 
 
 async def build_app(settings: Settings) -> web.Application:
@@ -457,6 +503,8 @@ async def build_app(settings: Settings) -> web.Application:
             await asyncio.gather(background["alerts"], return_exceptions=True)
         await stack.aclose()
 
+    if runtime.timebound is not None:
+        mount(app, _api(runtime.timebound))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -9,7 +9,7 @@ the caller passes ``now``, which decides whether an unverified leaver is still p
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -159,13 +159,19 @@ class SlaReport:
     movers_summary: SlaSummary
     mover_sla_seconds: int | None = None
     evidence: Evidence | None = None
+    #: The section "time-bound access" (grants ended in the window), when built: part of
+    #: the hashed body; ``timebound_breaches`` of its grants missed their end SLA.
+    timebound: Mapping[str, Any] | None = None
+    timebound_breaches: int = 0
 
     @property
     def has_breach(self) -> bool:
         """Whether any leaver missed the SLA (late, flagged breached, or overdue), or any
         mover's revocation did."""
-        return any(o.within_sla is False for o in self.leavers) or any(
-            not o.within_sla for o in self.movers
+        return (
+            any(o.within_sla is False for o in self.leavers)
+            or any(not o.within_sla for o in self.movers)
+            or self.timebound_breaches > 0
         )
 
     @property
@@ -211,6 +217,7 @@ class SlaReport:
                 "revocations": [outcome.as_dict() for outcome in self.movers],
                 "summary": self.movers_summary.as_dict(),
             },
+            **({"timebound": dict(self.timebound)} if self.timebound is not None else {}),
         }
 
     def to_json(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -13,10 +14,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
+import jmlsync.store
 from jmlsync.cli import main
 from jmlsync.config import load_settings
+from jmlsync.domain.timebound import AccessRequest
+from jmlsync.domain.timebound_records import Step
 from jmlsync.service import RUNTIME, Runtime, build_app
-from jmlsync.store.postgres import _migrations as pg_migrations
+from jmlsync.store.access import SqlAccess
+from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config
 from tests.postgres import fresh_database
 from tests.test_pipeline import PIPELINE
@@ -89,6 +94,24 @@ async def test_scim_on_postgres(pg_service: tuple[ScimClient, Runtime]) -> None:
     assert len(got.body["members"]) == 20
 
 
+def _newest_migration() -> int:
+    folder = Path(jmlsync.store.__file__).parent / "migrations"
+    return max(int(path.name.split("_", 1)[0]) for path in folder.glob("*.sql"))
+
+
+async def _time_bound_history(store: SqlStore) -> None:
+    """A time-bound request and a personal token, for the copy to carry over."""
+    access = SqlAccess(store.db)
+    now = datetime.now(UTC)
+    draft = AccessRequest(
+        0, "bea@x.io", "e", "sandbox", "admin", timedelta(hours=1), "r", "pending", now
+    )
+    await access.record([Step(None, draft, "request", "test")], now)
+    await access.add_token(
+        "bea@x.io", "access", "0" * 64, now=now, expires_at=now + timedelta(days=1), actor="t"
+    )
+
+
 async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
     sqlite_config = write_config(tmp_path, extra=PIPELINE)
     app = await build_app(load_settings(sqlite_config))
@@ -109,6 +132,7 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
             await scim.patch(f"/Users/{bea['id']}", off)
             await app[RUNTIME].pipeline.wait_drained()
             await app[RUNTIME].alerts.alert("guard_tripped", "held", key="cli")
+            await _time_bound_history(app[RUNTIME].store)
     finally:
         await server.close()
     source = f"sqlite:///{tmp_path / 'state' / 'jmlsync.db'}"
@@ -131,8 +155,18 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
         assert code == 0, out
         assert "intact" in out
         code, out, _ = await asyncio.to_thread(cli, "db", "upgrade", "--config", str(pg_config))
-        newest = max(number for number, _name, _sql in pg_migrations())
-        assert (code, out.strip()) == (0, f"store at schema version {newest}")
+        assert (code, out.strip()) == (0, f"store at schema version {_newest_migration()}")
+        code, out, err = await asyncio.to_thread(
+            cli, "access", "show", "1", "--format", "json", "--config", str(pg_config)
+        )
+        assert code == 0, err
+        copied = json.loads(out)
+        assert (copied["user"], copied["state"]) == ("bea@x.io", "pending")
+        assert [row["action"] for row in copied["history"]] == ["request"]
+        code, out, _ = await asyncio.to_thread(
+            cli, "token", "list", "--format", "json", "--config", str(pg_config)
+        )
+        assert [t["user"] for t in json.loads(out)] == ["bea@x.io"]
         code, out, _ = await asyncio.to_thread(
             cli, "alerts", "list", "--format", "json", "--config", str(pg_config)
         )

@@ -74,13 +74,18 @@ class UserState:
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a grant is desired: the rule and the group that cause it."""
+    """Why a grant is desired: the rule and the group that cause it, or (``request`` set,
+    ``rule`` 0) an active time-bound grant, described by ``note``."""
 
     rule: int
     group: str
     privileged: bool
+    request: int | None = None
+    note: str | None = None
 
     def __str__(self) -> str:
+        if self.request is not None:
+            return self.note or f"time-bound request #{self.request}"
         return f"rule {self.rule}: group {self.group}"
 
 

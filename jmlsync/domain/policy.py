@@ -1,4 +1,4 @@
-"""The policy: which grants the rules give which users.
+"""The policy: which grants the rules (and active time-bound grants) give which users.
 
 Pure functions over the values of :mod:`jmlsync.domain.grants`. The engine first narrows the
 rules to the groups they name (:func:`rules_by_group`), then streams users through
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from datetime import datetime
 
 from jmlsync.domain.filters import matches
 from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.reviews import exception_holds
+from jmlsync.domain.timebound import AccessRequest, describe
 
 __all__ = [
     "desired_grants",
@@ -23,6 +25,8 @@ __all__ = [
     "privileged_roles",
     "rule_matches_group",
     "rules_by_group",
+    "timebound_grants",
+    "with_timebound",
     "without_exceptions",
 ]
 
@@ -72,8 +76,9 @@ def _applicable(
                 yield group_id, rule
 
 
-def _reason_key(reason: Reason) -> tuple[int, str]:
-    return (reason.rule, reason.group)
+def _reason_key(reason: Reason) -> tuple[bool, int, int, str]:
+    # A rule's reason wins over a time-bound one: it outlasts the grant's expiry.
+    return (reason.request is not None, reason.request or 0, reason.rule, reason.group)
 
 
 def _merge(desired: dict[Grant, Reason], grant: Grant, reason: Reason) -> None:
@@ -86,7 +91,7 @@ def _merge(desired: dict[Grant, Reason], grant: Grant, reason: Reason) -> None:
     winner = min(current, reason, key=_reason_key)
     privileged = current.privileged or reason.privileged
     if winner != current or privileged != current.privileged:
-        desired[grant] = Reason(winner.rule, winner.group, privileged)
+        desired[grant] = Reason(winner.rule, winner.group, privileged, winner.request, winner.note)
 
 
 def desired_grants(
@@ -106,6 +111,31 @@ def desired_grants(
                 grant = Grant(role_grant.target, user.user_name, role_grant.role)
                 _merge(desired, grant, reason)
     return desired
+
+
+def timebound_grants(requests: Iterable[AccessRequest], now: datetime) -> dict[Grant, Reason]:
+    """The grants of active time-bound requests not yet past their ``expires_at``.
+
+    The caller passes only requests whose holder is active and still eligible (see
+    :func:`jmlsync.domain.timebound.eligible`); expiry is decided here, from the stored time.
+    """
+    desired: dict[Grant, Reason] = {}
+    for request in sorted(requests, key=lambda r: r.id):
+        if request.state != "active" or request.expires_at is None or now >= request.expires_at:
+            continue
+        reason = Reason(0, "", request.privileged, request.id, describe(request))
+        _merge(desired, Grant(request.target, request.user, request.role), reason)
+    return desired
+
+
+def with_timebound(
+    desired: Mapping[Grant, Reason], timebound: Mapping[Grant, Reason]
+) -> dict[Grant, Reason]:
+    """desired = rules + active time-bound grants (a rule's reason wins where both give one)."""
+    merged = dict(desired)
+    for grant, reason in timebound.items():
+        _merge(merged, grant, reason)
+    return merged
 
 
 def explain_user(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Reason
 from jmlsync.domain.plan import PlanInput, plan
+from jmlsync.domain.timebound import Person
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 
@@ -37,6 +38,8 @@ class JobWork:
     requested_at: str | None = None
     #: Grants access reviews revoked: revoked wherever held, never granted.
     withheld: AbstractSet[Grant] = frozenset()
+    #: The user as time-bound access sees them (None: not in the directory).
+    person: Person | None = None
 
 
 @dataclass(frozen=True)

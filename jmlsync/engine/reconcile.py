@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import (
     Grant,
+    GroupInfo,
     Operation,
     Reason,
     Rule,
@@ -24,10 +25,12 @@ from jmlsync.domain.policy import (
     managed_roles,
     privileged_roles,
     rules_by_group,
+    with_timebound,
 )
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.review_holds import apply_holds
+from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.ports import ReviewHolds, Store, Target
 
 log = logging.getLogger("jmlsync.reconcile")
@@ -98,21 +101,25 @@ class Reconciler:
         applier: Applier,
         protected: Iterable[str] = (),
         reviews: ReviewHolds | None = None,
+        timebound: TimeboundAccess | None = None,
     ) -> None:
         self.store = store
         self.reviews = reviews
+        self.timebound = timebound
         self.targets = targets
         self.rules = rules
         self.applier = applier
         self.protected = frozenset(name.casefold() for name in protected)
 
     def plan_managed(self) -> frozenset[tuple[str, str]]:
-        """The roles jmlsync owns because a rule names them."""
-        return managed_roles(self.rules)
+        """The roles jmlsync owns because a rule or an eligibility names them."""
+        extra = self.timebound.roles if self.timebound else frozenset()
+        return managed_roles(self.rules) | extra
 
     def plan_privileged(self) -> frozenset[tuple[str, str]]:
-        """The roles of privileged rules."""
-        return privileged_roles(self.rules)
+        """The roles of privileged rules and privileged eligibilities."""
+        extra = self.timebound.privileged if self.timebound else frozenset()
+        return privileged_roles(self.rules) | extra
 
     async def desired_of(self, user_name: str) -> frozenset[Grant]:
         """The grants the rules give ``user_name`` now (none when inactive or unknown)."""
@@ -143,9 +150,12 @@ class Reconciler:
             user_names=scope.users,
         )
         states = await _collect(stream, users, progress)
-        held = await apply_holds(
-            self.reviews, states, by_group, desired_grants(states, by_group), scope.users
-        )
+        desired = desired_grants(states, by_group)
+        if self.timebound is not None:
+            # desired = rules + active time-bound grants: reconcile never revokes one early.
+            desired = with_timebound(desired, await self.timebound.desired_for(scope.users))
+        # ... minus the grants access reviews hold back.
+        held = await apply_holds(self.reviews, states, by_group, desired, scope.users)
         desired = held.desired
         applied = await self.store.applied_grants(scope.users)
         actual, principals, unreadable = await self._actual(scope, progress)
@@ -156,8 +166,8 @@ class Reconciler:
         plan_input = PlanInput(
             desired=desired,
             actual=actual,
-            managed=managed_roles(self.rules),
-            privileged=privileged_roles(self.rules),
+            managed=self.plan_managed(),
+            privileged=self.plan_privileged(),
             applied=applied,
             users=users,
             leavers=frozenset(leavers),
@@ -204,7 +214,7 @@ class Reconciler:
             user=canonical,
             active=state.active if state else None,
             groups=sorted(groups[g].display_name for g in state.groups) if state else [],
-            desired=explain_user(state, by_group, groups) if state else [],
+            desired=await self._explained(state, by_group, groups),
             actual=[
                 (g, (g.target, g.role) in managed or g in inp.applied) for g in sorted(inp.actual)
             ],
@@ -220,6 +230,21 @@ class Reconciler:
         """Every grant every target holds, and the targets that could not be read."""
         actual, _principals, unreadable = await self._actual(Scope(), _no_progress)
         return actual, unreadable
+
+    async def _explained(
+        self,
+        state: UserState | None,
+        by_group: Mapping[str, Sequence[Rule]],
+        groups: Mapping[str, GroupInfo],
+    ) -> list[tuple[Grant, list[Reason]]]:
+        """The rules' reasons for each grant, and the time-bound grant's where one is active."""
+        if state is None:
+            return []
+        reasons = dict(explain_user(state, by_group, groups))
+        if self.timebound is not None:
+            for grant, reason in (await self.timebound.desired_for({state.user_name})).items():
+                reasons.setdefault(grant, []).append(reason)
+        return sorted(reasons.items())
 
     async def _actual(
         self, scope: Scope, progress: Progress

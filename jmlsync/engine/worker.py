@@ -25,11 +25,18 @@ from typing import Any
 from jmlsync.alerts import AlertSink
 from jmlsync.domain.grants import Rule
 from jmlsync.domain.models import Job, parse_timestamp
-from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
+from jmlsync.domain.policy import (
+    desired_grants,
+    managed_roles,
+    privileged_roles,
+    rules_by_group,
+    with_timebound,
+)
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
+from jmlsync.engine.timebound import TimeboundAccess, person_of
 from jmlsync.ports import Queue, ReviewHolds, Store
 
 log = logging.getLogger("jmlsync.worker")
@@ -86,9 +93,11 @@ class Pipeline:
         on_cleared: Callable[[str, float], None] | None = None,
         protected: Iterable[str] = (),
         reviews: ReviewHolds | None = None,
+        timebound: TimeboundAccess | None = None,
     ) -> None:
         self.store = store
         self.reviews = reviews
+        self.timebound = timebound
         self.queue = queue
         self.applier = applier
         self.rules = rules
@@ -97,7 +106,11 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.on_cleared = on_cleared or (lambda _user, _seconds: None)
         self.protected = frozenset(name.casefold() for name in protected)
-        self._roles = RoleSets(managed_roles(rules), privileged_roles(rules))
+        extra = timebound.roles if timebound else frozenset()
+        extra_privileged = timebound.privileged if timebound else frozenset()
+        self._roles = RoleSets(
+            managed_roles(rules) | extra, privileged_roles(rules) | extra_privileged
+        )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         #: Names this process in its leases' owner, and in its OwnerLock on PostgreSQL.
@@ -386,6 +399,9 @@ class Pipeline:
         work = replace(work, requested_at=job.enqueued_at)
         results = await run_targets(self.applier, self._roles, work, self._targets_of(job))
         failed = [result for result in results if result.error is not None]
+        if self.timebound is not None:
+            succeeded = [result.target for result in results if result.error is None]
+            await self.timebound.after_job(job.user_name, work.person, succeeded, work.desired)
         if work.leaver:
             now = self.clock()
             cleared = await self.queue.record_leaver_targets(
@@ -421,9 +437,13 @@ class Pipeline:
         user, groups = await self.store.policy_user(job.user_name)
         by_group = rules_by_group(self.rules, groups)
         users = [user] if user else []
-        held = await apply_holds(
-            self.reviews, users, by_group, desired_grants(users, by_group), [job.user_name]
-        )
+        desired = desired_grants(users, by_group)
+        person = person_of(user, groups)
+        if self.timebound is not None:
+            # desired = rules + active time-bound grants, until their stored expires_at.
+            desired = with_timebound(desired, await self.timebound.desired(person, self.clock()))
+        # ... minus the grants access reviews hold back.
+        held = await apply_holds(self.reviews, users, by_group, desired, [job.user_name])
         desired = held.desired
         applied = await self.store.applied_grants([job.user_name])
         leaver = user is None or not user.active
@@ -432,7 +452,15 @@ class Pipeline:
             # (Access granted by hand on a managed role is drift: full reconciliation finds it.)
             return None
         active = user.active if user else None
-        return JobWork(job.user_name, active, desired, applied, leaver, withheld=held.withheld)
+        return JobWork(
+            job.user_name,
+            active,
+            desired,
+            applied,
+            leaver,
+            withheld=held.withheld,
+            person=person,
+        )
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
         attempts = job.attempts + 1

@@ -57,6 +57,9 @@ log = logging.getLogger("jmlsync.scim")
 AUTH = web.AppKey("auth", BearerAuth)
 METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Marks a sub-application that authenticates its own callers (the HTTP API: personal
+#: tokens, never the SCIM tokens). Decided by the route matched, never by the path's text.
+SELF_AUTHENTICATED: web.AppKey[bool] = web.AppKey("self_authenticated", bool)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _OPS_LABELS = frozenset({"healthz", "readyz", "metrics"})
 
@@ -170,10 +173,14 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require a valid bearer token everywhere but on the open health endpoints.
+    """Require a valid bearer token everywhere but on the open health endpoints and the
+    routes of a sub-application marked :data:`SELF_AUTHENTICATED` (the HTTP API under
+    ``/api/v1``, whose own middleware takes personal tokens only).
 
     /metrics also takes the separate metrics token, when one is configured.
     """
+    if any(app.get(SELF_AUTHENTICATED, False) for app in request.match_info.apps[1:]):
+        return await handler(request)
     header = request.headers.get("Authorization")
     if request.path in OPEN_PATHS or request.app[AUTH].allows(header):
         return await handler(request)

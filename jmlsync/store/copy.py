@@ -1,6 +1,7 @@
 """Copy a whole store from one database to another (SQLite to PostgreSQL, typically), history
 included: directory, queue, leaver records and their per-target outcomes, applied grants,
-drift, runs, alerts and the audit chain, row for row, so `jmlsync audit verify` passes on the
+drift, runs, alerts, time-bound access requests with their history and personal tokens (as
+hashes), and the audit chain, row for row, so `jmlsync audit verify` passes on the
 copy."""
 
 from __future__ import annotations
@@ -33,10 +34,29 @@ TABLES = (
     "review_decisions",
     "review_remediations",
     "review_exceptions",
+    "access_requests",
+    "access_approvals",
+    "access_history",
+    "personal_tokens",
 )
 #: Flags SQLite keeps as 0/1 and PostgreSQL as booleans.
 BOOLEANS = {("users", "active"), ("queue", "leaver")}
 _CHUNK = 1000
+#: The tables whose ``id`` comes from a sequence on PostgreSQL.
+_SERIAL = frozenset(
+    {
+        "queue",
+        "leavers",
+        "mover_revocations",
+        "drift",
+        "runs",
+        "alert_outbox",
+        "access_requests",
+        "access_history",
+        "personal_tokens",
+        "review_exceptions",
+    }
+)
 
 
 class CopyError(Exception):
@@ -136,8 +156,7 @@ async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
     if getattr(destination.db, "dialect", "sqlite") != "postgresql":
         return
-    serial = ("queue", "leavers", "mover_revocations", "drift", "runs", "alert_outbox")
-    if table not in (*serial, "review_exceptions"):
+    if table not in _SERIAL:
         return
 
     async def body(conn: WriteConn) -> None:
