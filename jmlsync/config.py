@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.config_scim import ScimSettings
 
 __all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
@@ -185,6 +186,7 @@ TargetSettings = Annotated[
         AwsIdentityCenterTargetSettings,
         AwsIamTargetSettings,
         ScimTargetSettings,
+        LdapTargetSettings,
     ],
     Field(discriminator="kind"),
 ]
@@ -285,7 +287,7 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     targets = raw.get("targets")
     if isinstance(targets, dict):
         for target in targets.values():
-            for key in ("path", "token_file"):
+            for key in ("path", "token_file", "bind_password_file", "ca_file"):
                 if isinstance(target, dict) and isinstance(target.get(key), str):
                     target[key] = str(_resolve(base, Path(target[key])))
     store = raw.get("store")
@@ -311,7 +313,7 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return key or "(top level)"
 
 
-_KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim"}
+_KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim", "ldap"}
 
 
 def _describe(error: ValidationError, source: Path) -> str:

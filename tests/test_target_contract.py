@@ -38,6 +38,12 @@ from tests.scim_server import (  # noqa: F401 (fixtures the scim factory asks fo
     scim_peer,
     scim_server,
 )
+from tests.slapd_server import (  # noqa: F401 (fixtures the ldap factory asks for)
+    ldap_contract_tree,
+    ldap_tree,
+    open_ldap_target,
+    slapd,
+)
 
 #: Small, so a dozen grants already span several pages.
 PAGE_SIZE = 3
@@ -62,11 +68,16 @@ async def _aws_iam(request: pytest.FixtureRequest, state: Path) -> Target:
     return await open_iam_target(request, state, page_size=PAGE_SIZE)
 
 
+async def _ldap(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_ldap_target(request, state, page_size=PAGE_SIZE)
+
+
 FACTORIES: dict[str, Factory] = {
     "ledger": _ledger,
     "scim": _scim,
     "aws-identity-center": _aws_identity_center,
     "aws-iam": _aws_iam,
+    "ldap": _ldap,
 }
 
 

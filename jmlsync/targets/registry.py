@@ -9,10 +9,12 @@ import aiohttp
 from jmlsync.config import (
     AwsIamTargetSettings,
     AwsIdentityCenterTargetSettings,
+    ConfigError,
     LedgerTargetSettings,
     ScimTargetSettings,
     TargetSettings,
 )
+from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.ports import Target
 
 
@@ -42,6 +44,14 @@ async def open_target(
             from jmlsync.targets.scim import ScimTarget
 
             return await ScimTarget.open(name, settings, http=http)
+        case LdapTargetSettings():
+            try:
+                from jmlsync.targets.ldap import LdapTarget
+            except ImportError as exc:
+                raise ConfigError(
+                    f"target {name!r}: kind 'ldap' needs bonsai: pip install 'jmlsync[ldap]'"
+                ) from exc
+            return await LdapTarget.open(name, settings)
         case _:
             # mypy fails here when a kind joins TargetSettings without a case above.
             assert_never(settings)
