@@ -51,6 +51,7 @@ class LdapTarget:
         self._name_attr = settings.name_attribute
         self._member_attr = settings.membership_attribute
         self._groups_key = dn_key(settings.groups_base)
+        self._bases_seen: set[str] = set()
         # A user's ensure and disable read, then write: one at a time per user in this process.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -104,7 +105,7 @@ class LdapTarget:
                 [self._member_attr],
                 self._settings.page_size,
             )
-            async for page in self._on_base(pages, self._settings.groups_base):
+            async for page in self._on_base(conn, pages, self._settings.groups_base):
                 for dn, attributes in page:
                     role = self._role_of(dn)
                     held = {
@@ -273,7 +274,7 @@ class LdapTarget:
                 list(attributes),
                 self._settings.page_size,
             )
-            async for page in self._on_base(pages, self._settings.users_base):
+            async for page in self._on_base(conn, pages, self._settings.users_base):
                 for entry in page:
                     yield entry
 
@@ -281,22 +282,45 @@ class LdapTarget:
         self, conn: Session, base: str, filter_: str, attributes: Sequence[str]
     ) -> list[tuple[str, Attributes]]:
         try:
-            return await conn.search(base, SUBTREE, filter_, attributes)
+            found = await conn.search(base, SUBTREE, filter_, attributes)
         except ldap_errors.NoSuchObjectError as exc:
             raise self._missing_base(base) from exc
+        if not found:
+            await self._check_base(conn, base)
+        return found
 
     async def _on_base(
-        self, pages: AsyncIterator[list[tuple[str, Attributes]]], base: str
+        self, conn: Session, pages: AsyncIterator[list[tuple[str, Attributes]]], base: str
     ) -> AsyncIterator[list[tuple[str, Attributes]]]:
+        empty = True
         try:
             async for page in pages:
+                empty = empty and not page
                 yield page
         except ldap_errors.NoSuchObjectError as exc:
             raise self._missing_base(base) from exc
+        if empty:
+            await self._check_base(conn, base)
+
+    async def _check_base(self, conn: Session, base: str) -> None:
+        """Raise unless ``base`` exists and is readable. bonsai answers a search under a
+        missing base with no entries rather than NO_SUCH_OBJECT, and a wrong users_base would
+        otherwise make every user missing: revokes and disables would succeed doing nothing.
+        A base seen once is trusted for the life of the target."""
+        if base in self._bases_seen:
+            return
+        try:
+            found = await conn.search(base, BASE, "(objectClass=*)", ["1.1"])
+        except ldap_errors.NoSuchObjectError as exc:
+            raise self._missing_base(base) from exc
+        if not found:
+            raise self._missing_base(base)
+        self._bases_seen.add(base)
 
     def _missing_base(self, base: str) -> PermanentTargetError:
         return PermanentTargetError(
-            f"ldap target {self.name!r}: no entry {base!r} (a configured base)"
+            f"ldap target {self.name!r}: no entry {base!r}, or the bind DN cannot read it"
+            " (a configured base)"
         )
 
     def _principal(self, user: str, attributes: Attributes) -> Principal:
