@@ -47,10 +47,10 @@ access to attrs=member,uniqueMember,memberUid
 access to attrs=pwdAccountLockedTime
     by dn.exact="{BIND_DN}" manage
     by users read
-access to dn.regex="^ou=people,ou=[^,]+,{SUFFIX}$" attrs=children
+access to dn.regex="^ou=people,(ou=[^,]+,)?{SUFFIX}$" attrs=children
     by dn.exact="{BIND_DN}" write
     by users read
-access to dn.regex="^[^,]+,ou=people,ou=[^,]+,{SUFFIX}$" attrs=entry,@inetOrgPerson
+access to dn.regex="^[^,]+,ou=people,(ou=[^,]+,)?{SUFFIX}$" attrs=entry,@inetOrgPerson
     by dn.exact="{BIND_DN}" write
     by users read
 access to *
@@ -333,3 +333,22 @@ async def open_ldap_target(
 
     tree: LdapTree = request.getfixturevalue("ldap_contract_tree")
     return await LdapTarget.open("contract", ldap_settings(tree, state), page_size=page_size)
+
+
+def own_slapd(state: Path) -> tuple[Slapd, LdapTree]:
+    """A started slapd of one test's own (the caller stops it), for tests that stop and
+    restart the server; its tree is the suffix, with ``ou=people`` and ``ou=groups``."""
+    if SLAPD is None or not SCHEMA.is_dir():
+        pytest.skip("slapd is not installed (Debian: apt-get install slapd ldap-utils)")
+    server = Slapd(state)
+    server.start()
+    try:
+        server.add(BASE_LDIF)
+        server.add(
+            f"dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people\n\n"
+            f"dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups\n"
+        )
+    except BaseException:
+        server.stop()
+        raise
+    return server, LdapTree(server, SUFFIX)

@@ -26,12 +26,11 @@ from jmlsync.targets.ldap_client import (
 from jmlsync.targets.ldap_entries import disable_changes, enable_changes, is_disabled
 from jmlsync.targets.registry import open_target
 from tests.slapd_server import (  # noqa: F401 (fixtures)
-    BASE_LDIF,
     BIND_PASSWORD,
     LdapTree,
-    Slapd,
     ldap_settings,
     ldap_tree,
+    own_slapd,
     slapd,
 )
 
@@ -343,25 +342,18 @@ class TestErrors:
 
 async def test_a_restarted_server_is_reached_again(tmp_path: Path) -> None:
     """Server down is transient; once it is back, the next call opens a fresh connection."""
-    own = Slapd(tmp_path / "slapd")
-    own.start()
+    server, tree = own_slapd(tmp_path / "slapd")
     try:
-        own.add(BASE_LDIF)
-        tree = LdapTree(own, "dc=example,dc=org")
-        own.add(
-            f"dn: ou=people,{tree.base}\nobjectClass: organizationalUnit\nou: people\n\n"
-            f"dn: ou=groups,{tree.base}\nobjectClass: organizationalUnit\nou: groups\n"
-        )
         tree.add_user("ada")
-        target = await _opened(tree, tmp_path, users_filter="(uid=*)")
+        target = await _opened(tree, tmp_path)
         try:
             assert await target.principal("ada") == Principal("ada")
-            own.stop()
+            server.stop()
             with pytest.raises(TransientTargetError, match="unreachable"):
                 await target.principal("ada")
-            own.start()
+            server.start()
             assert await target.principal("ada") == Principal("ada")
         finally:
             await target.close()
     finally:
-        own.stop()
+        server.stop()
