@@ -41,10 +41,10 @@ access to attrs=userPassword
     by anonymous auth
     by self write
     by * none
-access to attrs=member,uniqueMember,memberUid
+access to dn.regex="^.+,ou=groups,(ou=[^,]+,)?{SUFFIX}$" attrs=member,uniqueMember,memberUid
     by dn.exact="{BIND_DN}" write
     by users read
-access to attrs=pwdAccountLockedTime
+access to dn.regex="^.+,ou=people,(ou=[^,]+,)?{SUFFIX}$" attrs=pwdAccountLockedTime
     by dn.exact="{BIND_DN}" manage
     by users read
 access to dn.regex="^ou=people,(ou=[^,]+,)?{SUFFIX}$" attrs=children
