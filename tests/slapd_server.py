@@ -114,17 +114,68 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a server certificate for "localhost" it signed, as PEM files."""
+
+    ca: Path
+    certificate: Path
+    key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """Make a CA and a "localhost" server certificate with the openssl command line."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    extensions = directory / "server.ext"
+    # libldap checks a loopback connection against the machine's own name, not "localhost".
+    names = sorted({"localhost", socket.gethostname(), socket.getfqdn()})
+    extensions.write_text(
+        f"subjectAltName={','.join(f'DNS:{n}' for n in names)},IP:127.0.0.1\n"
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
+    ca_key, request = str(directory / "ca.key"), str(directory / "server.csr")
+    commands = [
+        [openssl, "req", "-x509", *ec, "-keyout", ca_key, "-out", str(files.ca), "-days", "2"],
+        [openssl, "req", *ec, "-keyout", str(files.key), "-out", request],
+        [openssl, "x509", "-req", "-in", request, "-CA", str(files.ca), "-CAkey", ca_key],
+    ]
+    commands[0] += ["-subj", "/CN=jmlsync test CA"]
+    commands[1] += ["-subj", "/CN=localhost"]
+    commands[2] += ["-CAcreateserial", "-days", "2", "-extfile", str(extensions)]
+    commands[2] += ["-out", str(files.certificate)]
+    for command in commands:
+        subprocess.run(command, check=True, capture_output=True, timeout=30)
+    return files
+
+
 class Slapd:
     """The session's slapd: its URL, its process (stoppable and restartable on the same port
     and database, for fault tests), and blocking ``ldapsearch``/``ldapmodify`` helpers."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, tls: TlsFiles | None = None) -> None:
         self.state = state
         self.port = _free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        #: With ``tls``: StartTLS on ``url`` too, and LDAPS here; both named "localhost", as
+        #: the server's certificate is.
+        self.ldaps_url: str | None = None
+        self._listen = self.url
         self._process: subprocess.Popen[bytes] | None = None
         (state / "db").mkdir(parents=True)
-        conf = CONFIG.format(
+        tls_config = ""
+        if tls is not None:
+            self.ldaps_url = f"ldaps://localhost:{_free_port()}"
+            self._listen = f"{self.url} {self.ldaps_url.replace('localhost', '127.0.0.1')}"
+            tls_config = (
+                f"TLSCACertificateFile {tls.ca}\nTLSCertificateFile {tls.certificate}\n"
+                f"TLSCertificateKeyFile {tls.key}\n"
+            )
+        conf = tls_config + CONFIG.format(
             schema=SCHEMA,
             state=state,
             suffix=SUFFIX,
@@ -142,7 +193,7 @@ class Slapd:
         with log:
             # -d keeps it in the foreground as our child; its log goes to a file nobody must drain.
             self._process = subprocess.Popen(
-                [SLAPD, "-f", str(self.state / "slapd.conf"), "-h", self.url, "-d", "0"],
+                [SLAPD, "-f", str(self.state / "slapd.conf"), "-h", self._listen, "-d", "0"],
                 stdout=log,
                 stderr=log,
             )
@@ -335,12 +386,13 @@ async def open_ldap_target(
     return await LdapTarget.open("contract", ldap_settings(tree, state), page_size=page_size)
 
 
-def own_slapd(state: Path) -> tuple[Slapd, LdapTree]:
+def own_slapd(state: Path, tls: TlsFiles | None = None) -> tuple[Slapd, LdapTree]:
     """A started slapd of one test's own (the caller stops it), for tests that stop and
-    restart the server; its tree is the suffix, with ``ou=people`` and ``ou=groups``."""
+    restart the server or speak TLS; its tree is the suffix, with ``ou=people`` and
+    ``ou=groups``."""
     if SLAPD is None or not SCHEMA.is_dir():
         pytest.skip("slapd is not installed (Debian: apt-get install slapd ldap-utils)")
-    server = Slapd(state)
+    server = Slapd(state, tls)
     server.start()
     try:
         server.add(BASE_LDIF)

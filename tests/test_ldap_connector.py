@@ -4,6 +4,8 @@ membership attributes, the leaver's lock, provisioning, errors), and the modific
 
 from __future__ import annotations
 
+import gc
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from bonsai import errors as ldap_errors
 
 from jmlsync.config import ConfigError
 from jmlsync.config_ldap import LdapTargetSettings
-from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.ldap import LdapTarget
 from jmlsync.targets.ldap_client import (
@@ -30,6 +32,7 @@ from tests.slapd_server import (  # noqa: F401 (fixtures)
     LdapTree,
     ldap_settings,
     ldap_tree,
+    make_tls_files,
     own_slapd,
     slapd,
 )
@@ -357,3 +360,41 @@ async def test_a_restarted_server_is_reached_again(tmp_path: Path) -> None:
             await target.close()
     finally:
         server.stop()
+
+
+async def test_start_tls_and_ldaps_verify_the_server_with_ca_file(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path / "tls")
+    stranger = make_tls_files(tmp_path / "stranger")
+    server, tree = own_slapd(tmp_path / "slapd", tls=files)
+    try:
+        tree.add_user("ada")
+        assert server.ldaps_url is not None
+        start_tls = server.url.replace("127.0.0.1", "localhost")
+        for url, starts in ((start_tls, True), (server.ldaps_url, False)):
+            target = await _opened(tree, tmp_path, url=url, start_tls=starts, ca_file=files.ca)
+            try:
+                assert await target.principal("ada") == Principal("ada")
+            finally:
+                await target.close()
+            # A server whose certificate the configured CA did not sign is never spoken to.
+            assert await _refused(tree, tmp_path, url=url, start_tls=starts, ca_file=stranger.ca)
+    finally:
+        server.stop()
+
+
+async def _refused(tree: LdapTree, state: Path, **overrides: Any) -> bool:
+    """Whether a call through a target opened with ``overrides`` fails."""
+    target = await _opened(tree, state, **overrides)
+    try:
+        await target.principal("ada")
+    except TargetError:
+        refused = True
+    else:
+        refused = False
+    finally:
+        await target.close()
+    # bonsai leaves the socket pair of a failed TLS connect to the garbage collector.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    return refused
