@@ -17,6 +17,7 @@ from jmlsync.cli_db import db
 from jmlsync.cli_ops import audit, queue
 from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.cli_status import sla_report, status
+from jmlsync.config import ConfigError
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 from jmlsync.tls import TlsFileError
@@ -54,6 +55,10 @@ def serve(config_path: Path) -> None:
         sys.exit(1)
     except TlsFileError as exc:
         click.echo(f"jmlsync: {exc} ([server].tls_certificate_file in {config_path})", err=True)
+        sys.exit(1)
+    except ConfigError as exc:
+        # A target's secret or CA file, read when the target opens.
+        click.echo(f"jmlsync: {exc} (in {config_path})", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"jmlsync: cannot serve on {settings.server.listen}: {exc}", err=True)

@@ -3,14 +3,17 @@ per problem naming the key."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
-from jmlsync.config import load_settings
+from jmlsync.config import ConfigError, load_settings
 from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.targets.registry import open_target
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -78,3 +81,39 @@ def test_config_check_refuses(tmp_path: Path, extra: str, message: str) -> None:
     assert code == 1
     assert message in output
     assert "Traceback" not in output
+
+
+def test_serve_names_an_unreadable_password_file_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra=BASE)
+    done = subprocess.run(
+        [sys.executable, "-m", "jmlsync", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"jmlsync: target 'directory': cannot read bind_password_file"
+        f" '{tmp_path / 'ldap.password'}': No such file or directory (in {config})"
+    ]
+
+
+async def test_without_bonsai_the_kind_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ldap.password").write_text("secret\n")
+    settings = load_settings(write_config(tmp_path, extra=BASE), {})
+    # None in sys.modules makes the import fail as if bonsai were not installed.
+    monkeypatch.setitem(sys.modules, "bonsai", None)
+    for module in [m for m in sys.modules if m.startswith("jmlsync.targets.ldap")]:
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(ConfigError, match=r"pip install 'jmlsync\[ldap\]'"):
+        await open_target("directory", settings.targets["directory"])
+
+
+async def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "ldap.password").write_text("secret\n")
+    config = write_config(tmp_path, extra=BASE + 'ca_file = "missing-ca.pem"\n')
+    settings = load_settings(config, {})
+    with pytest.raises(ConfigError, match="cannot read ca_file"):
+        await open_target("directory", settings.targets["directory"])
