@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 import bonsai
 from bonsai import errors as ldap_errors
@@ -31,9 +30,16 @@ from jmlsync.targets.ldap_client import (
     escape_filter_value,
     escape_rdn_value,
     parent_and_rdn,
+    read_password,
     user_filter,
 )
-from jmlsync.targets.ldap_entries import disable_changes, enable_changes, is_disabled, new_entry
+from jmlsync.targets.ldap_entries import (
+    DISABLE_ATTRIBUTES,
+    disable_changes,
+    enable_changes,
+    is_disabled,
+    new_entry,
+)
 
 SUBTREE = bonsai.LDAPSearchScope.SUBTREE
 BASE = bonsai.LDAPSearchScope.BASE
@@ -63,7 +69,7 @@ class LdapTarget:
 
         Raises ConfigError, naming the file, when the password or CA file is unreadable.
         """
-        password = _read_secret(name, settings.bind_password_file)
+        password = read_password(name, settings.bind_password_file)
         tls = settings.url.startswith("ldap://") and settings.start_tls
         client = bonsai.LDAPClient(settings.url, tls=tls)
         client.set_credentials("SIMPLE", user=settings.bind_dn, password=password)
@@ -329,12 +335,7 @@ class LdapTarget:
         return Principal(user=user, enabled=not is_disabled(self._settings.disable, attributes))
 
     def _disable_attributes(self) -> list[str]:
-        return {
-            "ppolicy": ["pwdAccountLockedTime"],
-            "389ds": ["nsAccountLock"],
-            "ad": ["userAccountControl"],
-            "none": ["1.1"],
-        }[self._settings.disable]
+        return DISABLE_ATTRIBUTES[self._settings.disable]
 
     def _member_key_attributes(self) -> list[str]:
         names = [self._name_attr]
@@ -390,17 +391,3 @@ class LdapTarget:
 def _first(attributes: Attributes, name: str) -> str | None:
     values = attributes.get(name.lower())
     return values[0] if values else None
-
-
-def _read_secret(name: str, path: Path) -> str:
-    """The bind password: the file's first line, without its line ending."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"target {name!r}: cannot read bind_password_file {str(path)!r}: {exc.strerror}"
-        ) from None
-    password = text.splitlines()[0] if text else ""
-    if not password:
-        raise ConfigError(f"target {name!r}: bind_password_file {str(path)!r} is empty")
-    return password

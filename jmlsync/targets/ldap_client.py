@@ -15,11 +15,13 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import bonsai
 from bonsai import errors as ldap_errors
 
+from jmlsync.config import ConfigError
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
 
 #: Result codes (RFC 4511 §4.1.9) that mean "try again later".
@@ -263,3 +265,17 @@ class Session:
             entry[name] = list(values)
         async with asyncio.timeout(self._limit):
             await self.conn.add(entry)
+
+
+def read_password(name: str, path: Path) -> str:
+    """The bind password: the file's first line, without its line ending."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"target {name!r}: cannot read bind_password_file {str(path)!r}: {exc.strerror}"
+        ) from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise ConfigError(f"target {name!r}: bind_password_file {str(path)!r} is empty")
+    return password

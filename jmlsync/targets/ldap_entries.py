@@ -29,6 +29,14 @@ ACCOUNTDISABLE = 0x2
 #: userAccountControl of an enabled user account (NORMAL_ACCOUNT), when none could be read.
 NORMAL_ACCOUNT = 0x200
 
+#: The attributes of a user's entry each variant reads ("1.1": none).
+DISABLE_ATTRIBUTES: dict[DisableMode, list[str]] = {
+    "ppolicy": ["pwdAccountLockedTime"],
+    "389ds": ["nsAccountLock"],
+    "ad": ["userAccountControl"],
+    "none": ["1.1"],
+}
+
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
