@@ -117,7 +117,7 @@ async def test_joiner_mover_leaver_reach_slapd(
     config_path: Path,
     ldap_tree: LdapTree,  # noqa: F811
 ) -> None:
-    ldap_tree.add_groups(["developers", "operators"])
+    ldap_tree.add_groups(["developers", "operators", "break-glass"])
     with config_path.open("a") as config:
         config.write(_targets(ldap_tree, config_path.parent))
     service = await start_service(config_path)
@@ -141,16 +141,28 @@ async def test_joiner_mover_leaver_reach_slapd(
                     and _holders(ldap_tree, "operators") == ["bo@x.io"]
                 )
             )
-            # Leaver: ada is deactivated.
+            # Leaver: ada is deactivated, after a hand-made membership of a managed group
+            # and of a group no rule names.
+            ada_dn = ldap_tree.slapd.search(ldap_tree.users_base, "(mail=ada@x.io)")[0]["dn"][0]
+            for group in ("operators", "break-glass"):
+                ldap_tree.slapd.modify(
+                    f"dn: {ldap_tree.group_dn(group)}\nchangetype: modify\nadd: member\n"
+                    f"member: {ada_dn}\n"
+                )
             await _patch(
                 http, f"{root}/Users/{ada}", {"op": "replace", "path": "active", "value": False}
             )
             await _until(
-                lambda: _holders(ldap_tree, "developers") == [] and _locked(ldap_tree, "ada@x.io")
+                lambda: (
+                    _holders(ldap_tree, "developers") == []
+                    and _holders(ldap_tree, "operators") == ["bo@x.io"]
+                    and _locked(ldap_tree, "ada@x.io")
+                )
             )
     finally:
         assert await stop_service(service) == 0
     assert not _locked(ldap_tree, "bo@x.io")
+    assert _holders(ldap_tree, "break-glass") == ["ada@x.io"]
     entries = ldap_tree.slapd.search(ldap_tree.users_base, "(mail=*)", "uid", "cn")
     assert sorted(e["uid"][0] for e in entries) == ["ada", "bo"]
     assert sorted(e["cn"][0] for e in entries) == ["ADA@X.IO", "BO@X.IO"]
