@@ -4,6 +4,8 @@ read back with ``ldapsearch``; and a slapd stopped and restarted in the middle o
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +114,21 @@ async def _patch(http: aiohttp.ClientSession, url: str, *operations: dict[str, A
         assert r.status in (200, 204), await r.text()
 
 
+async def _reconcile(config: Path) -> tuple[int, list[tuple[str, str, str | None]]]:
+    """``jmlsync reconcile --dry-run --detailed-exitcode``: its exit code and the plan."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "jmlsync", "reconcile", "--config", str(config)),
+        *("--dry-run", "--detailed-exitcode", "--format", "json"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, _ = await process.communicate()
+    plan = json.loads(out)["operations"]
+    code = process.returncode
+    assert code is not None
+    return code, [(op["action"], op["user"], op.get("role")) for op in plan]
+
+
 @pytest.mark.timeout(120)
 async def test_joiner_mover_leaver_reach_slapd(
     config_path: Path,
@@ -163,6 +180,15 @@ async def test_joiner_mover_leaver_reach_slapd(
         assert await stop_service(service) == 0
     assert not _locked(ldap_tree, "bo@x.io")
     assert _holders(ldap_tree, "break-glass") == ["ada@x.io"]
+    # Reconcile reads every grant back (paged searches) and finds nothing to do, until a
+    # membership of a managed group is added by hand.
+    assert await _reconcile(config_path) == (0, [])
+    bo_dn = ldap_tree.slapd.search(ldap_tree.users_base, "(mail=bo@x.io)")[0]["dn"][0]
+    ldap_tree.slapd.modify(
+        f"dn: {ldap_tree.group_dn('developers')}\nchangetype: modify\nadd: member\n"
+        f"member: {bo_dn}\n"
+    )
+    assert await _reconcile(config_path) == (2, [("revoke", "bo@x.io", "developers")])
     entries = ldap_tree.slapd.search(ldap_tree.users_base, "(mail=*)", "uid", "cn")
     assert sorted(e["uid"][0] for e in entries) == ["ada", "bo"]
     assert sorted(e["cn"][0] for e in entries) == ["ADA@X.IO", "BO@X.IO"]
