@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from jmlsync.domain.errors import TransientTargetError
 from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
@@ -61,16 +62,25 @@ class LdapFaultProxy:
         self.requests = 0
         self.faults: Counter[str] = Counter()
         self.writes: Counter[str] = Counter()
+        #: While set, answers to everything but binds are swallowed: a server gone quiet.
+        self.silent = False
+        self.inject = True
+        self.connections = 0
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         losing = asyncio.Event()
+        last = [BIND]
 
         async def answers() -> None:
             while data := await server_r.read(65536):
                 if losing.is_set():
                     self.faults["answer-lost"] += 1
                     return
+                if self.silent and last[0] != BIND:
+                    self.faults["silenced"] += 1
+                    continue
                 client_w.write(data)
                 await client_w.drain()
 
@@ -78,8 +88,8 @@ class LdapFaultProxy:
         try:
             while not pump.done():
                 message = await _message(client_r)
-                operation = _operation(message)
-                if operation not in (BIND, UNBIND):
+                operation = last[0] = _operation(message)
+                if self.inject and operation not in (BIND, UNBIND):
                     self.requests += 1
                     if self.requests % DROP_EVERY == 0:
                         self.faults["dropped"] += 1
@@ -172,3 +182,28 @@ async def test_grants_and_revokes_converge_through_faults(
     # TYPE_OR_VALUE_EXISTS or NO_SUCH_ATTRIBUTE, both success.
     assert proxy.writes["add"] == len(USERS)
     assert proxy.writes["modify"] > len(USERS) + 2 * len(revoked)
+
+
+async def test_a_server_gone_quiet_times_out_and_its_connection_is_replaced(
+    ldap_tree: LdapTree,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ldap_tree.add_user("ada")
+    async with fault_proxy(ldap_tree.slapd.port) as (url, proxy):
+        proxy.inject = False
+        settings = ldap_settings(ldap_tree, tmp_path, url=url, timeout_seconds=0.3, pool_size=1)
+        target = await LdapTarget.open("dir", settings)
+        try:
+            assert await target.principal("ada") is not None
+            proxy.silent = True
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TransientTargetError, match="too slow"):
+                await target.principal("ada")
+            assert asyncio.get_running_loop().time() - started < 2
+            proxy.silent = False
+            # The connection whose answer never came is gone: a fresh one is opened and bound.
+            assert await target.principal("ada") is not None
+        finally:
+            await target.close()
+    assert proxy.faults["silenced"] >= 1
+    assert proxy.connections == 2
