@@ -21,6 +21,7 @@ from jmlsync.cli_reviews import review
 from jmlsync.cli_sla import sla_report
 from jmlsync.cli_status import status
 from jmlsync.cli_token import SCOPES, generate_personal, token_list, token_revoke
+from jmlsync.config import ConfigError
 from jmlsync.logs import setup_logging
 from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
 from jmlsync.store.lock import StoreLocked
@@ -64,6 +65,10 @@ def serve(config_path: Path) -> None:
         sys.exit(1)
     except StoreLocked as exc:
         click.echo(f"jmlsync: {exc}", err=True)
+        sys.exit(1)
+    except ConfigError as exc:
+        # A target's secret or CA file, read when the target opens.
+        click.echo(f"jmlsync: {exc} (in {config_path})", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"jmlsync: cannot serve on {settings.server.listen}: {exc}", err=True)

@@ -29,6 +29,7 @@ from jmlsync.config_alibaba import (
     AlibabaRamTargetSettings,
     role_problem,
 )
+from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.config_reviews import ReviewSettings, review_problems
 from jmlsync.config_scim import ScimSettings
 
@@ -206,6 +207,7 @@ TargetSettings = Annotated[
         ScimTargetSettings,
         AlibabaRamTargetSettings,
         AlibabaCloudSsoTargetSettings,
+        LdapTargetSettings,
     ],
     Field(discriminator="kind"),
 ]
@@ -316,7 +318,7 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     targets = raw.get("targets")
     if isinstance(targets, dict):
         for target in targets.values():
-            for key in ("path", "token_file"):
+            for key in ("path", "token_file", "bind_password_file", "ca_file"):
                 if isinstance(target, dict) and isinstance(target.get(key), str):
                     target[key] = str(_resolve(base, Path(target[key])))
     store = raw.get("store")
@@ -344,6 +346,7 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 _KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim"}
 _KINDS |= {"alibaba-ram", "alibaba-cloudsso"}
+_KINDS |= {"ldap"}
 
 
 def _describe(error: ValidationError, source: Path) -> str:

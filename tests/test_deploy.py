@@ -30,6 +30,7 @@ from jmlsync.config import (
     ScimTargetSettings,
     load_settings,
 )
+from jmlsync.config_ldap import LdapTargetSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,6 +58,7 @@ KINDS: dict[str, type[Any]] = {
     "aws-identity-center": AwsIdentityCenterTargetSettings,
     "aws-iam": AwsIamTargetSettings,
     "scim": ScimTargetSettings,
+    "ldap": LdapTargetSettings,
 }
 
 

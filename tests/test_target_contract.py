@@ -40,6 +40,12 @@ from tests.scim_server import (  # noqa: F401 (fixtures the scim factory asks fo
     scim_peer,
     scim_server,
 )
+from tests.slapd_server import (  # noqa: F401 (fixtures the ldap factory asks for)
+    ldap_contract_tree,
+    ldap_tree,
+    open_ldap_target,
+    slapd,
+)
 
 #: Small, so a dozen grants already span several pages.
 PAGE_SIZE = 3
@@ -72,6 +78,10 @@ async def _alibaba_cloudsso(request: pytest.FixtureRequest, state: Path) -> Targ
     return await open_cloudsso_target(request, state, page_size=PAGE_SIZE)
 
 
+async def _ldap(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_ldap_target(request, state, page_size=PAGE_SIZE)
+
+
 FACTORIES: dict[str, Factory] = {
     "ledger": _ledger,
     "scim": _scim,
@@ -79,6 +89,7 @@ FACTORIES: dict[str, Factory] = {
     "aws-iam": _aws_iam,
     "alibaba-ram": _alibaba_ram,
     "alibaba-cloudsso": _alibaba_cloudsso,
+    "ldap": _ldap,
 }
 
 

@@ -9,11 +9,13 @@ import aiohttp
 from jmlsync.config import (
     AwsIamTargetSettings,
     AwsIdentityCenterTargetSettings,
+    ConfigError,
     LedgerTargetSettings,
     ScimTargetSettings,
     TargetSettings,
 )
 from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
+from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.ports import Target
 
 
@@ -51,6 +53,14 @@ async def open_target(
             from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
 
             return await CloudSsoTarget.open(name, settings)
+        case LdapTargetSettings():
+            try:
+                from jmlsync.targets.ldap import LdapTarget
+            except ImportError as exc:
+                raise ConfigError(
+                    f"target {name!r}: kind 'ldap' needs bonsai: pip install 'jmlsync[ldap]'"
+                ) from exc
+            return await LdapTarget.open(name, settings)
         case _:
             # mypy fails here when a kind joins TargetSettings without a case above.
             assert_never(settings)
