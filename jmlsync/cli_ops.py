@@ -73,8 +73,7 @@ def queue_list(config_path: Path, failed: bool, output_format: str) -> None:
 def queue_retry(config_path: Path, job_id: int | None, all_failed: bool) -> None:
     """Re-drive a dead letter (by ID) or all of them: due now, with fresh attempts."""
     if (job_id is None) == (not all_failed):
-        click.echo("jmlsync: give a job ID or --all-failed (not both)", err=True)
-        sys.exit(1)
+        raise click.UsageError("give a job ID or --all-failed (not both)")
     count = _with_queue(settings_or_exit(config_path), lambda q: q.retry_failed(now_utc(), job_id))
     if job_id is not None and count == 0:
         click.echo(f"jmlsync: job {job_id} is not a dead letter", err=True)

@@ -32,6 +32,8 @@ class RunReport:
     seconds: float = 0.0
     #: Targets that could not be read (after retries), with the error: left out of the plan.
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: ``--user`` names the directory does not hold: warned about, not an error.
+    unknown_users: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -75,6 +77,7 @@ def plan_json(report: RunReport) -> str:
         ],
         "drift": report.drift,
         "unreadable": _unreadable_json(report.unreadable),
+        "unknown_users": report.unknown_users,
         "summary": report.summary(),
     }
     if report.held:
