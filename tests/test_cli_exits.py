@@ -21,6 +21,7 @@ from tests.test_reconcile_cli import World, world  # noqa: F401  (the fixture)
         ["sla-report", "--format", "pdf"],
         ["explain"],
         ["no-such-command"],
+        ["queue"],
         ["queue", "retry"],
         ["queue", "retry", "7", "--all-failed"],
         ["db", "copy", "--from", "mysql://x", "--to", "sqlite:///y"],

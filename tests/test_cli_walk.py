@@ -94,7 +94,12 @@ def _assert_clean(result: Result, allowed: set[int]) -> None:
         result.exception
     )
     if result.exit_code == 1:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("jmlsync:")]
+        # click's own "Aborted!" (a confirmation prompt without an answer) is one line too.
+        errors = [
+            line
+            for line in result.stderr.splitlines()
+            if line.startswith("jmlsync:") or line == "Aborted!"
+        ]
         assert errors, output
         assert "unexpected error" not in result.stderr, result.stderr
 
