@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -70,3 +72,27 @@ def test_a_stale_page_is_told_apart_and_the_check_passes_on_this_one() -> None:
 def test_markers_are_required() -> None:
     with pytest.raises(ValueError, match="markers"):
         clidocs.rendered("# no markers\n", main)
+
+
+def test_the_man_page_is_current_and_covers_every_command() -> None:
+    page = clidocs.MAN_PAGE.read_text("utf-8")
+    assert clidocs.man_page(main) == page, "docs/jmlsync.1 is stale: run python -m jmlsync.clidocs"
+    for path in COMMANDS:
+        assert f'.SS "jmlsync {" ".join(path)}"\n' in page
+    assert ".SH EXIT STATUS" in page
+    assert "\n.B 64\n" in page
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
+def test_the_man_page_renders_without_warnings() -> None:
+    done = subprocess.run(
+        ["man", "--warnings", "-l", str(clidocs.MAN_PAGE)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "MANWIDTH": "100", "MANPAGER": "cat", "PAGER": "cat"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "--detailed-exitcode" in done.stdout  # a minus sign, not a hyphen
