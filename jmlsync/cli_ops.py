@@ -141,6 +141,8 @@ def audit_tail(config_path: Path, count: int, output_format: str) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
+    if not rows:
+        return
     lines = tables.render(
         ("SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "OUTCOME"),
         [
@@ -156,5 +158,4 @@ def audit_tail(config_path: Path, count: int, output_format: str) -> None:
         ],
         right=(0,),
     )
-    if rows:
-        click.echo("\n".join(lines))
+    click.echo("\n".join(lines))
