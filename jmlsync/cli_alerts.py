@@ -13,6 +13,7 @@ from typing import TypeVar
 import aiohttp
 import click
 
+from jmlsync import tables
 from jmlsync.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
@@ -64,14 +65,15 @@ def alerts_list(config_path: Path, undelivered: bool, output_format: str, limit:
     if not rows:
         click.echo("no undelivered alerts" if undelivered else "no alerts")
         return
-    click.echo(f"{'ID':>6}  {'CREATED':<27} {'KIND':<17} {'STATE':<10} {'ATTEMPTS':>8}  TEXT")
+    table = []
     for row in rows:
         text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
         error = f" [{row.last_error}]" if row.last_error and row.state == "pending" else ""
-        click.echo(
-            f"{row.id:>6}  {row.created_at:<27} {row.kind:<17} {_state(row):<10}"
-            f" {row.attempts:>8}  {text}{error}"
+        table.append(
+            (str(row.id), row.created_at, row.kind, _state(row), str(row.attempts), text + error)
         )
+    headers = ("ID", "CREATED", "KIND", "STATE", "ATTEMPTS", "TEXT")
+    click.echo("\n".join(tables.render(headers, table, right=(0, 4))))
 
 
 @alerts.command("retry")

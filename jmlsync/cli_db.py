@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from jmlsync import tables
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.store.copy import CopyError, copy_store
 from jmlsync.store.directory import SqlStore
@@ -72,5 +73,5 @@ def copy(source: str, destination: str) -> None:
     except CopyError as exc:
         click.echo(f"jmlsync: {exc}", err=True)
         sys.exit(1)
-    for table, count in counts.items():
-        click.echo(f"{table:<18} {count}")
+    rows = [(table, str(count)) for table, count in counts.items()]
+    click.echo("\n".join(tables.render(("TABLE", "ROWS"), rows, right=(1,))))

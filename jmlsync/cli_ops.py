@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import click
 
+from jmlsync import tables
 from jmlsync.audit import verify_chain
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
@@ -54,15 +55,16 @@ def queue_list(config_path: Path, failed: bool, output_format: str) -> None:
     if not rows:
         click.echo("no dead letters" if failed else "the queue is empty")
         return
-    click.echo(f"{'ID':>6}  {'USER':<32} {'STATE':<11} {'ATTEMPTS':>8}  {'CAUSE':<14} LAST ERROR")
+    table = []
     for row in rows:
         state = "dead" if row.failed_at else "leased" if row.leased_until else "pending"
         if row.leaver:
             state += "*"
-        click.echo(
-            f"{row.id:>6}  {row.user_name:<32} {state:<11} {row.attempts:>8}  {row.cause:<14}"
-            f" {row.last_error or ''}"
+        table.append(
+            (str(row.id), row.user_name, state, str(row.attempts), row.cause, row.last_error or "")
         )
+    headers = ("ID", "USER", "STATE", "ATTEMPTS", "CAUSE", "LAST ERROR")
+    click.echo("\n".join(tables.render(headers, table, right=(0, 3))))
     click.echo("(* leaver: taken before other work)")
 
 
@@ -73,8 +75,7 @@ def queue_list(config_path: Path, failed: bool, output_format: str) -> None:
 def queue_retry(config_path: Path, job_id: int | None, all_failed: bool) -> None:
     """Re-drive a dead letter (by ID) or all of them: due now, with fresh attempts."""
     if (job_id is None) == (not all_failed):
-        click.echo("jmlsync: give a job ID or --all-failed (not both)", err=True)
-        sys.exit(1)
+        raise click.UsageError("give a job ID or --all-failed (not both)")
     count = _with_queue(settings_or_exit(config_path), lambda q: q.retry_failed(now_utc(), job_id))
     if job_id is not None and count == 0:
         click.echo(f"jmlsync: job {job_id} is not a dead letter", err=True)
@@ -140,10 +141,21 @@ def audit_tail(config_path: Path, count: int, output_format: str) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    for row in rows:
-        where = f" {row['target']}/{row['role']}" if row["target"] else ""
-        detail = f" ({row['detail']})" if row["detail"] else ""
-        click.echo(
-            f"{row['seq']:>6} {row['at']} {row['actor']:<9} {row['action']:<13}"
-            f" {row['subject']}{where} {row['outcome']}{detail}"
-        )
+    if not rows:
+        return
+    lines = tables.render(
+        ("SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "OUTCOME"),
+        [
+            (
+                str(row["seq"]),
+                str(row["at"]),
+                str(row["actor"]),
+                str(row["action"]),
+                str(row["subject"]) + (f" {row['target']}/{row['role']}" if row["target"] else ""),
+                str(row["outcome"]) + (f" ({row['detail']})" if row["detail"] else ""),
+            )
+            for row in rows
+        ],
+        right=(0,),
+    )
+    click.echo("\n".join(lines))

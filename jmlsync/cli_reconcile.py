@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.engine.reconcile_run import RunRequest
 from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
 from jmlsync.service import RUNNER, open_runtime
+from jmlsync.store.directory import SqlStore
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
@@ -58,6 +60,7 @@ async def run_reconcile(
         requeue_regranted=not dry_run,
     )
     async with open_runtime(settings) as runtime:
+        unknown = await unknown_users(runtime.store, scope.users or ())
         run = runtime.assurance.reconcile_run()
         run.runner = f"cli@{RUNNER}"
         result = await run.recorded(request, progress)
@@ -72,7 +75,18 @@ async def run_reconcile(
         drift=result.drift,
         unreadable=snapshot.unreadable,
         exceptions=snapshot.exceptions,
+        unknown_users=unknown,
     )
+
+
+async def unknown_users(store: SqlStore, users: Iterable[str]) -> list[str]:
+    """The userNames the directory does not hold (a typo, or a user the IdP never pushed)."""
+    return [name for name in sorted(users) if await store.find_user(name) is None]
+
+
+def _warn_unknown(users: Iterable[str]) -> None:
+    for name in users:
+        click.echo(f"jmlsync: warning: user {name!r} is not in the directory", err=True)
 
 
 def _would_be(message: str | None, dry_run: bool) -> str | None:
@@ -143,6 +157,7 @@ def reconcile(
     if sys.stderr.isatty():
         click.echo("", err=True)
     click.echo(plan_json(report) if output_format == "json" else plan_table(report))
+    _warn_unknown(report.unknown_users)
     if report.held:
         click.echo(f"jmlsync: {report.held}", err=True)
     for name in sorted(report.unreadable):
@@ -174,4 +189,7 @@ def explain(config_path: Path, user: str, output_format: str) -> None:
     click.echo(render(explanation, leaver))
     for name in sorted(explanation.unreadable):
         click.echo(f"jmlsync: target {name} could not be read", err=True)
-    sys.exit(EXIT_ERROR if explanation.unreadable else EXIT_OK)
+    unknown = explanation.active is None
+    if unknown:
+        _warn_unknown([explanation.user])
+    sys.exit(EXIT_ERROR if explanation.unreadable or unknown else EXIT_OK)

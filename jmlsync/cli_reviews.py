@@ -236,13 +236,27 @@ def decide(config_path: Path, campaign_id: str, path: Path, late: bool, actor: s
 def export(config_path: Path, campaign_id: str, output_format: str, output: Path | None) -> None:
     """Every item with its decision and remediation, as CSV or JSON."""
     settings = settings_or_exit(config_path)
+    if output is not None:
+        _output_parent_exists(output)
     view = _run(settings, lambda _rt, reviews: campaign_view(reviews, campaign_id))
     text = export_json(view) + "\n" if output_format == "json" else export_csv(view)
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, "utf-8")
+        try:
+            output.write_text(text, "utf-8")
+        except OSError as exc:
+            click.echo(f"jmlsync: --output: cannot write {output}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
         click.echo(f"wrote {output}", err=True)
+
+
+def _output_parent_exists(output: Path) -> None:
+    """Refuse an --output whose directory does not exist, before any work (a typo in a path
+    should not be found after the store was read, nor silently create a tree)."""
+    if not output.parent.is_dir():
+        click.echo(f"jmlsync: --output: directory {output.parent} does not exist", err=True)
+        sys.exit(1)
 
 
 @review.command("evidence")
@@ -251,15 +265,19 @@ def export(config_path: Path, campaign_id: str, output_format: str, output: Path
 @click.option("--output", required=True, type=click.Path(path_type=Path, file_okay=False))
 @BY
 def evidence(config_path: Path, campaign_id: str, output: Path, actor: str | None) -> None:
-    """Write the evidence bundle of CAMPAIGN to a directory, anchored in the audit chain."""
+    """Write the evidence bundle of CAMPAIGN to a directory, anchored in the audit chain.
+
+    The directory is created when missing; the one it is in must exist.
+    """
     settings = settings_or_exit(config_path)
+    _output_parent_exists(output)
 
     async def work(runtime: Runtime, reviews: Reviews) -> dict[str, bytes]:
         view = await campaign_view(reviews, campaign_id)
         return await build_bundle(runtime, view, _actor(actor), now_utc())
 
     files = _run(settings, work)
-    output.mkdir(parents=True, exist_ok=True)
+    output.mkdir(exist_ok=True)
     for name, data in files.items():
         (output / name).write_bytes(data)
     click.echo(f"wrote {len(files)} file(s) to {output}")

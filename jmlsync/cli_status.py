@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from jmlsync import tables
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
@@ -123,12 +124,18 @@ def _status_table(status: dict[str, Any]) -> str:
         f" {access['breaches']} end breach(es) open"
     )
     lines.append("last runs:")
+    rows = []
     for job, run in sorted(status["runs"].items()):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
-        lines.append(
-            f"  {job:<15} {run['outcome'] or 'running':<8} {run['started_at']}"
-            + (f"  ({counts})" if counts else "")
+        rows.append(
+            (
+                job,
+                run["outcome"] or "running",
+                str(run["started_at"]),
+                f"({counts})" if counts else "",
+            )
         )
+    lines.extend(tables.render(None, rows, indent=2))
     if not status["runs"]:
         lines.append("  none yet")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from jmlsync.config_alibaba import (
     AlibabaRamTargetSettings,
     role_problem,
 )
+from jmlsync.config_errors import ENV_PREFIX, describe
 from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.config_reviews import ReviewSettings, review_problems
 from jmlsync.config_scim import ScimSettings
@@ -330,39 +331,6 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    """A pydantic location as the TOML key it names; list items are numbered from 1."""
-    key = ""
-    for position, part in enumerate(loc):
-        if isinstance(part, int):
-            key += f"[{part + 1}]"
-        # The kind a target's settings were chosen by sits third: targets.NAME.<kind>.key
-        elif part.startswith("function-after") or (position == 2 and part in _KINDS):
-            continue
-        else:
-            key += f".{part}" if key else part
-    return key or "(top level)"
-
-
-_KINDS = {"ledger", "aws-identity-center", "aws-iam", "scim"}
-_KINDS |= {"alibaba-ram", "alibaba-cloudsso"}
-_KINDS |= {"ldap"}
-
-
-def _describe(error: ValidationError, source: Path) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        reason = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            reason = "unknown key"
-        elif item["type"] == "union_tag_invalid":
-            ctx = item.get("ctx", {})
-            reason = f"unknown kind {ctx.get('tag')!r} (known: {ctx.get('expected_tags')})"
-            item["loc"] = (*item["loc"], "kind")
-        lines.append(f"  {_key(item['loc'])}: {reason}")
-    return "\n".join(lines)
-
-
 def _filter_problems(settings: Settings) -> list[str]:
     """Rules' user_filter must parse against the User schemas, declared extensions included."""
     # Imported here: config is read before anything else and should not pull in the SCIM
@@ -439,9 +407,6 @@ def _cross_check(settings: Settings, source: Path) -> None:
         raise ConfigError("\n".join([f"{source}: invalid configuration", *problems]))
 
 
-ENV_PREFIX = "JMLSYNC_"
-
-
 def _env_value(text: str) -> Any:
     """A TOML value when the text is one (numbers, booleans, arrays), else the text itself."""
     try:
@@ -450,11 +415,15 @@ def _env_value(text: str) -> Any:
         return text
 
 
-def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay ``JMLSYNC_SECTION__KEY=value`` variables on the file's values.
+def _apply_environment(
+    raw: dict[str, Any], environ: Mapping[str, str], origins: dict[tuple[str, ...], str]
+) -> dict[str, Any]:
+    """Overlay ``JMLSYNC_SECTION__KEY=value`` variables on the file's values, noting in
+    ``origins`` which variable set which key (an error then names the variable).
 
     ``JMLSYNC_SERVER__LISTEN=0.0.0.0:8080`` sets ``[server].listen``; deeper keys take more
-    ``__`` parts (``JMLSYNC_TARGETS__SANDBOX__PATH``). Names are lower-cased.
+    ``__`` parts (``JMLSYNC_TARGETS__SANDBOX__PATH``). Names are lower-cased. A name without
+    ``__`` (``JMLSYNC_CONFIG``) is not an override.
     """
     for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
@@ -467,6 +436,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[
                 raise ConfigError(f"{name}: {'.'.join(keys[:-1])} is not a table")
             node = child
         node[keys[-1]] = _env_value(text)
+        origins[tuple(keys)] = name
     return raw
 
 
@@ -481,11 +451,12 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    raw = _apply_environment(raw, os.environ if environ is None else environ)
+    origins: dict[tuple[str, ...], str] = {}
+    raw = _apply_environment(raw, os.environ if environ is None else environ, origins)
     raw = _anchor_paths(raw, path.resolve().parent)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from exc
+        raise ConfigError(describe(exc, path, Settings, origins)) from exc
     _cross_check(settings, path)
     return settings.model_copy(update={"source": path})

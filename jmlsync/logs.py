@@ -1,5 +1,8 @@
 """Logging: one configuration point. JSON lines on stdout when stdout is not a terminal (for
-journald, container runtimes and log shippers), readable lines when it is.
+journald, container runtimes and log shippers), readable lines when it is. When stdout is the
+journal (systemd sets ``JOURNAL_STREAM`` to its device and inode), each line starts with the
+``<N>`` syslog priority of its level, which journald reads (``SyslogLevelPrefix=``, on by
+default) so ``journalctl -p warning`` shows warnings and errors only.
 
 Structured fields travel as ``extra={"fields": {...}}``; nothing here ever formats a token or
 secret, and the SCIM layer logs paths without query strings or headers.
@@ -9,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -48,12 +53,65 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(*, stream: TextIO | None = None, json_lines: bool | None = None) -> None:
-    """Send every log record to ``stream`` (stdout by default) in the right format."""
+#: sd-daemon(3) priorities (syslog's) of the logging levels; a level in between takes the
+#: priority of the level below it.
+PRIORITIES = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+DEBUG_PRIORITY = 7
+
+
+def priority(level: int) -> int:
+    """The syslog priority of a logging level: error 3, warning 4, info 6, debug 7."""
+    return next((prio for floor, prio in PRIORITIES if level >= floor), DEBUG_PRIORITY)
+
+
+class JournalFormatter(logging.Formatter):
+    """Another formatter's lines, each prefixed with ``<N>``, the record's syslog priority."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """True when ``stream`` is the journal's: ``JOURNAL_STREAM`` names its device and inode.
+
+    The variable is inherited by children whose output goes elsewhere, so it is compared
+    with the stream itself, as sd-daemon(3) advises.
+    """
+    expected = environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # a StringIO, a closed stream
+        return False
+    return expected == f"{status.st_dev}:{status.st_ino}"
+
+
+def setup_logging(
+    *,
+    stream: TextIO | None = None,
+    json_lines: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Send every log record to ``stream`` (stdout by default) in the right format, with
+    journald priorities when the stream is the journal."""
     target = stream or sys.stdout
     as_json = (not target.isatty()) if json_lines is None else json_lines
     handler = logging.StreamHandler(target)
-    handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
+    formatter: logging.Formatter = JsonFormatter() if as_json else TextFormatter()
+    if is_journal(target, os.environ if environ is None else environ):
+        formatter = JournalFormatter(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 from typing import Any
 
+from jmlsync import tables
 from jmlsync.domain.grants import Operation, Reason
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.plan import summarize
@@ -35,6 +36,8 @@ class RunReport:
     unreadable: dict[str, str] = field(default_factory=dict)
     #: The review exceptions holding back grants the rules give.
     exceptions: Sequence[ReviewException] = ()
+    #: ``--user`` names the directory does not hold: warned about, not an error.
+    unknown_users: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -79,6 +82,7 @@ def plan_json(report: RunReport) -> str:
         "drift": report.drift,
         "unreadable": _unreadable_json(report.unreadable),
         "exceptions": exceptions_json(report.exceptions),
+        "unknown_users": report.unknown_users,
         "summary": report.summary(),
     }
     if report.held:
@@ -126,18 +130,26 @@ def _unreadable_lines(unreadable: dict[str, str]) -> list[str]:
     if not unreadable:
         return []
     lines = ["", f"unreadable targets ({len(unreadable)}), left out of the plan:"]
-    lines.extend(f"  {name:<16} {error}" for name, error in sorted(unreadable.items()))
+    lines.extend(tables.render(None, sorted(unreadable.items()), indent=2))
     return lines
 
 
-def _line(operation: Operation, outcome: Outcome | None) -> str:
-    role = operation.role or ""
+def _row(operation: Operation, outcome: Outcome | None) -> tuple[str, ...]:
+    """One operation: what, for whom, which role, why (and how applying it failed)."""
     flag = " [privileged]" if operation.privileged else ""
-    line = f"  {_MARK[operation.action]} {operation.action:<8} {operation.user:<32} {role}{flag}"
-    line = f"{line:<80} ({operation.reason})"
+    why = f"({operation.reason})"
     if outcome is not None and not outcome.ok:
-        line += f"  FAILED: {outcome.error}"
-    return line
+        why += f"  FAILED: {outcome.error}"
+    return (
+        f"{_MARK[operation.action]} {operation.action}",
+        operation.user,
+        (operation.role or "") + flag,
+        why,
+    )
+
+
+def _operation_lines(pairs: Iterable[tuple[Operation, Outcome | None]]) -> list[str]:
+    return tables.render(None, [_row(op, outcome) for op, outcome in pairs], indent=2)
 
 
 def plan_table(report: RunReport) -> str:
@@ -157,16 +169,16 @@ def plan_table(report: RunReport) -> str:
     for target, items in groupby(pairs, key=lambda p: p[0].target):
         lines.append("")
         lines.append(f"target {target}")
-        lines.extend(_line(op, outcome) for op, outcome in items)
+        lines.extend(_operation_lines(items))
     lines.extend(exceptions_lines(report.exceptions))
     if report.drift:
         lines.append("")
         lines.append(f"drift ({len(report.drift)}):")
-        lines.extend(
-            f"  {d['kind']:<9} {d['target']:<16} {d['user']:<32} {d['role']}"
-            f"  (first seen {d['first_seen']})"
+        rows = [
+            (d["kind"], d["target"], d["user"], d["role"], f"(first seen {d['first_seen']})")
             for d in report.drift
-        )
+        ]
+        lines.extend(tables.render(None, rows, indent=2))
     lines.extend(_unreadable_lines(report.unreadable))
     if report.outcomes:
         lines.append("")
@@ -206,12 +218,13 @@ def _leaver_lines(leaver: LeaverRecord | None) -> list[str]:
         return []
     overall = "cleared " + str(_stamp(leaver.cleared_at)) if leaver.cleared_at else "not cleared"
     lines = ["", f"leaver since {_stamp(leaver.left_at)}: {overall}"]
+    rows = []
     for detail in leaver.targets:
         state = leaver.target_state(detail)
         when = f" {_stamp(detail.cleared_at)}" if detail.cleared_at else ""
         error = f" ({detail.last_error})" if detail.last_error and state == "pending" else ""
-        lines.append(f"  {detail.target:<16} {state}{when}{error}")
-    return lines
+        rows.append((detail.target, f"{state}{when}{error}"))
+    return lines + tables.render(None, rows, indent=2)
 
 
 def _reason_json(reason: Reason) -> dict[str, Any]:
@@ -275,16 +288,28 @@ def explain_table(explanation: Explanation, leaver: LeaverRecord | None = None) 
     lines.append("groups: " + (", ".join(explanation.groups) or "none"))
     lines.append("")
     lines.append("desired (why they should have it):")
-    for grant, reasons in explanation.desired:
-        why = "; ".join(f"{r}{' [privileged]' if r.privileged else ''}" for r in reasons)
-        lines.append(f"  {grant.target:<16} {grant.role:<32} {why}")
+    desired = [
+        (
+            grant.target,
+            grant.role,
+            "; ".join(f"{r}{' [privileged]' if r.privileged else ''}" for r in reasons),
+        )
+        for grant, reasons in explanation.desired
+    ]
+    lines.extend(tables.render(None, desired, indent=2))
     if not explanation.desired:
         lines.append("  nothing")
     lines.append("")
     lines.append("actual (what the targets hold):")
-    for grant, managed in explanation.actual:
-        note = "" if managed else "  (unmanaged: no rule names this role; never touched)"
-        lines.append(f"  {grant.target:<16} {grant.role}{note}")
+    actual = [
+        (
+            grant.target,
+            grant.role,
+            "" if managed else "(unmanaged: no rule names this role; never touched)",
+        )
+        for grant, managed in explanation.actual
+    ]
+    lines.extend(tables.render(None, actual, indent=2))
     if not explanation.actual:
         lines.append("  nothing")
     for target, enabled in sorted(explanation.principals.items()):
@@ -294,7 +319,7 @@ def explain_table(explanation: Explanation, leaver: LeaverRecord | None = None) 
         lines.append(f"  principal in {target}: {status}")
     lines.append("")
     lines.append("difference (what reconcile would do):")
-    lines.extend(_line(op, None) for op in explanation.operations)
+    lines.extend(_operation_lines((op, None) for op in explanation.operations))
     if not explanation.operations:
         lines.append("  nothing: in sync" if not explanation.unreadable else "  nothing")
     lines.extend(_unreadable_lines(explanation.unreadable))

@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 
+from jmlsync import tables
 from jmlsync.sla import (
     LeaverOutcome,
     MoverOutcome,
@@ -143,7 +144,7 @@ def _mover_table(outcomes: Sequence[MoverOutcome]) -> list[str]:
         "VERIFIED",
         "TO REVOKE (s)",
     )
-    rows = [header]
+    rows = []
     for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"):
         r = o.revocation
         rows.append(
@@ -158,11 +159,7 @@ def _mover_table(outcomes: Sequence[MoverOutcome]) -> list[str]:
                 format_seconds(o.seconds),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    return tables.render(header, rows)
 
 
 def _provenance(report: SlaReport) -> list[str]:
@@ -208,12 +205,8 @@ def _leaver_table(outcomes: Sequence[LeaverOutcome]) -> list[str]:
         "TO VERIFY (s)",
         "PENDING ON",
     )
-    rows = [header, *(_table_row(o) for o in sorted(outcomes, key=lambda o: o.mark != "BREACH"))]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    rows = [_table_row(o) for o in sorted(outcomes, key=lambda o: o.mark != "BREACH")]
+    return tables.render(header, rows)
 
 
 def _table_row(outcome: LeaverOutcome) -> tuple[str, ...]:

@@ -147,7 +147,7 @@ async def test_permanent_errors_dead_letter_at_once(rig: Rig) -> None:
 
 async def test_queue_retry_needs_an_id_or_all(rig: Rig) -> None:
     code, _, err = await cli(rig.config, "queue", "retry")
-    assert code == 1
+    assert code == 64  # a usage error (EX_USAGE)
     assert "--all-failed" in err
     code, _, err = await cli(rig.config, "queue", "retry", "999")
     assert code == 1

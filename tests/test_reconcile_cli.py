@@ -341,7 +341,8 @@ def test_drift_keeps_its_first_sighting_and_finds_hand_made_grants(world: World)
         ("unmanaged", "bob@x.io", "admin")
     ]
     _, out, _ = world.run("reconcile", "--dry-run")
-    assert "unmanaged sandbox" in out
+    # Table columns are two spaces apart when piped.
+    assert "  unmanaged  sandbox  bob@x.io  admin  (first seen " in out
 
 
 def test_guard_defaults_to_the_configured_limit(world: World) -> None:

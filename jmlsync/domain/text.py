@@ -61,3 +61,10 @@ def bad_string(value: Any) -> str | None:
                 below.extend(item)
         level = below
     return None
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` fit for one log field: control characters escaped (they must not forge a line
+    or move a terminal's cursor) and at most ``limit`` characters, marked ``...`` when cut."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."

@@ -20,6 +20,7 @@ from jmlsync.domain.errors import (
     UnknownMembers,
     VersionMismatch,
 )
+from jmlsync.domain.text import printable
 from jmlsync.ports import Store
 from jmlsync.scim import discovery
 from jmlsync.scim.auth import BearerAuth
@@ -53,6 +54,9 @@ from jmlsync.scim.tolerant import tolerant_paths
 from jmlsync.scim.writes import LENIENCY, Leniency
 
 log = logging.getLogger("jmlsync.scim")
+
+#: The longest User-Agent a request log line carries (a client chooses it, and its length).
+USER_AGENT_CHARS = 200
 
 AUTH = web.AppKey("auth", BearerAuth)
 METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
@@ -165,6 +169,8 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                 "resource": resource,
                 "status": response.status,
                 "duration_ms": round(seconds * 1000, 2),
+                "client": request.remote or "unknown",
+                "user_agent": printable(request.headers.get("User-Agent", ""), USER_AGENT_CHARS),
             }
         },
     )
