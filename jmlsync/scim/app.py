@@ -12,6 +12,7 @@ from datetime import datetime
 from aiohttp import web
 
 from jmlsync import __version__
+from jmlsync.audit import ACTOR
 from jmlsync.domain.errors import (
     DomainError,
     DuplicateUserName,
@@ -66,6 +67,8 @@ OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
 #: Called with the client address on every request refused for its token.
 ON_AUTH_FAILURE: web.AppKey[Callable[[str], None]] = web.AppKey("on_auth_failure")
 THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
+#: The request's actor (``scim:LABEL``), once its credential is accepted.
+REQUEST_ACTOR = web.RequestKey("actor", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -127,7 +130,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         error = _translate(exc)
         headers = {}
         if isinstance(error, Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"'
+            auth = request.app.get(AUTH)
+            basic = ', Basic realm="jmlsync"' if auth is not None and auth.basic_enabled else ""
+            headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"' + basic
         if isinstance(exc, StoreUnavailable):
             # Logged once per outage by the store; each request only gets its request line.
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -162,6 +167,7 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                 "resource": resource,
                 "status": response.status,
                 "duration_ms": round(seconds * 1000, 2),
+                **({"actor": request[REQUEST_ACTOR]} if REQUEST_ACTOR in request else {}),
             }
         },
     )
@@ -170,17 +176,37 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require a valid bearer token everywhere but on the open health endpoints.
+    """Require a valid credential (bearer, or Basic when the tokens file holds Basic ones)
+    everywhere but on the open health endpoints; the request then acts as ``scim:LABEL``.
 
-    /metrics also takes the separate metrics token, when one is configured.
+    /metrics also takes the separate metrics token, when one is configured. A refusal is
+    logged at warning with the client address (never the credential).
     """
-    header = request.headers.get("Authorization")
-    if request.path in OPEN_PATHS or request.app[AUTH].allows(header):
+    if request.path in OPEN_PATHS:
         return await handler(request)
+    header = request.headers.get("Authorization")
+    credential = await request.app[AUTH].identify(header)
+    if credential is not None:
+        actor = f"scim:{credential.label}"
+        request[REQUEST_ACTOR] = actor
+        token = ACTOR.set(actor)
+        try:
+            return await handler(request)
+        finally:
+            ACTOR.reset(token)
     metrics_auth = request.app.get(METRICS_AUTH)
     if request.path == "/metrics" and metrics_auth is not None and metrics_auth.allows(header):
         return await handler(request)
     remote = request.remote or "unknown"
+    scheme = (header or "").partition(" ")[0].lower()
+    log.warning(
+        "refused %s credentials from %s on %s %s",
+        scheme if scheme in ("bearer", "basic") else "missing or unknown",
+        remote,
+        request.method,
+        request.path,
+        extra={"fields": {"remote": remote, "path": request.path, "scheme": scheme[:16]}},
+    )
     on_failure = request.app.get(ON_AUTH_FAILURE)
     if on_failure is not None:
         on_failure(remote)

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jmlsync.audit import AuditEntry
+from jmlsync.audit import ACTOR, AuditEntry
 from jmlsync.domain.errors import (
     DuplicateUserName,
     ResourceNotFound,
@@ -84,18 +84,19 @@ class SqlStore:
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
         resource_id = str(uuid.uuid4())
         stamp = format_timestamp(now)
+        actor = ACTOR.get()  # read here: the write may run on the writer's task
 
         async def body(conn: WriteConn) -> StoredResource:
             if kind == "User":
                 await self._insert_user(conn, resource_id, change.doc, stamp)
                 await effects.user_written(
-                    conn, resource_id, None, change.doc, now, notes=change.notes
+                    conn, resource_id, None, change.doc, now, notes=change.notes, actor=actor
                 )
             else:
                 await self._insert_group(conn, resource_id, change.doc, stamp)
                 affected = await memberships.apply(conn, resource_id, change.members)
                 await effects.group_written(
-                    conn, resource_id, "group.create", affected, change, now
+                    conn, resource_id, "group.create", affected, change, now, actor=actor
                 )
             return await self._read(conn, kind, resource_id, with_members=True)
 
@@ -117,6 +118,7 @@ class SqlStore:
         with_members: bool = True,
     ) -> StoredResource:
         stamp = format_timestamp(now)
+        actor = ACTOR.get()
 
         async def body(conn: WriteConn) -> StoredResource:
             current = await self._read(conn, kind, resource_id, with_members=False, lock=True)
@@ -126,7 +128,13 @@ class SqlStore:
             if kind == "User":
                 await self._update_user(conn, resource_id, change.doc, stamp)
                 await effects.user_written(
-                    conn, resource_id, current.doc, change.doc, now, notes=change.notes
+                    conn,
+                    resource_id,
+                    current.doc,
+                    change.doc,
+                    now,
+                    notes=change.notes,
+                    actor=actor,
                 )
             else:
                 await self._update_group(conn, resource_id, change.doc, stamp)
@@ -135,7 +143,7 @@ class SqlStore:
                     # Rules match on displayName (or externalId): every member may move.
                     affected |= await effects.members_of(conn, resource_id)
                 await effects.group_written(
-                    conn, resource_id, "group.update", affected, change, now
+                    conn, resource_id, "group.update", affected, change, now, actor=actor
                 )
             return await self._read(conn, kind, resource_id, with_members=with_members)
 
@@ -150,6 +158,7 @@ class SqlStore:
         expected_version: int | None = None,
     ) -> None:
         table = "users" if kind == "User" else "groups"
+        actor = ACTOR.get()
 
         async def body(conn: WriteConn) -> None:
             current = await self._read(conn, kind, resource_id, with_members=False, lock=True)
@@ -157,11 +166,13 @@ class SqlStore:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
             if kind == "User":
                 await self._touch_groups_of(conn, resource_id)
-                await effects.user_written(conn, resource_id, current.doc, None, now)
+                await effects.user_written(conn, resource_id, current.doc, None, now, actor=actor)
             else:
                 members = await effects.members_of(conn, resource_id)
                 gone = Change(doc=current.doc)
-                await effects.group_written(conn, resource_id, "group.delete", members, gone, now)
+                await effects.group_written(
+                    conn, resource_id, "group.delete", members, gone, now, actor=actor
+                )
             await conn.execute(f"DELETE FROM {table} WHERE id = ?", (resource_id,))
 
         await self.db.write(body, notify=True)
