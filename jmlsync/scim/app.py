@@ -225,7 +225,10 @@ async def healthz(_request: web.Request) -> web.Response:
 def _discovery_routes(base: str) -> list[web.RouteDef]:
     async def spc(request: web.Request) -> web.Response:
         limit = request.app[PAGE_LIMITS][1]
-        return scim_response(discovery.service_provider_config(base_url(request), limit))
+        basic = request.app[AUTH].basic_enabled
+        return scim_response(
+            discovery.service_provider_config(base_url(request), limit, basic=basic)
+        )
 
     async def resource_types(request: web.Request) -> web.Response:
         return scim_response(discovery.resource_type_list(base_url(request), request.app[SERVED]))

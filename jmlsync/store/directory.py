@@ -200,7 +200,9 @@ class SqlStore:
         )
         resources_ = [self._resource(kind, row) for row in rows]
         if query.with_members:
-            resources_ = await self._attach_relations(self._reader, kind, resources_)
+            resources_ = await self._attach_relations(
+                self._reader, kind, resources_, limit=query.member_limit
+            )
         return Page(total=total, resources=tuple(resources_))
 
     def _compile(self, expr: Expr, table: Table) -> tuple[str, list[Any]]:
@@ -304,12 +306,22 @@ class SqlStore:
         )
 
     async def _attach_relations(
-        self, conn: Conn, kind: ResourceKind, items: list[StoredResource]
+        self,
+        conn: Conn,
+        kind: ResourceKind,
+        items: list[StoredResource],
+        *,
+        limit: int | None = None,
     ) -> list[StoredResource]:
-        """Fill Group.members or User.groups for ``items`` with one query per chunk of ids."""
+        """Fill Group.members or User.groups for ``items`` with one query per chunk of ids;
+        a group with more than ``limit`` members is left without them (counted first, so
+        they are never read)."""
         if not items:
             return items
         ids = [item.id for item in items]
+        if kind == "Group" and limit is not None:
+            large = await self._larger_than(conn, ids, limit)
+            ids = [item_id for item_id in ids if item_id not in large]
         found: dict[str, list[Any]] = {item_id: [] for item_id in ids}
         for chunk in chunks(ids):
             if kind == "Group":
@@ -328,6 +340,9 @@ class SqlStore:
                     found[row["owner"]].append((row["ref"], row["display"]))
         result = []
         for item in items:
+            if item.id not in found:
+                result.append(item)
+                continue
             pairs = found[item.id]
             if kind == "Group":
                 members = tuple(Member(value=ref, display=display) for ref, display in pairs)
@@ -336,6 +351,19 @@ class SqlStore:
                 groups = tuple(GroupRef(value=ref, display=display) for ref, display in pairs)
                 result.append(replace(item, groups=groups))
         return result
+
+    @staticmethod
+    async def _larger_than(conn: Conn, group_ids: list[str], limit: int) -> set[str]:
+        large: set[str] = set()
+        for chunk in chunks(group_ids):
+            sql = (
+                "SELECT group_id FROM memberships"
+                f" WHERE group_id IN ({marks(len(chunk))})"
+                f" GROUP BY group_id HAVING count(*) > {int(limit)}"
+            )
+            async with conn.execute(sql, chunk) as cursor:
+                large.update([row[0] async for row in cursor])
+        return large
 
     async def _insert_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
         try:
