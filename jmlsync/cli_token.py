@@ -62,6 +62,7 @@ def _free_label(taken: set[str]) -> str:
 def _save_secret(output: Path, secret: str) -> None:
     """Write the plaintext secret to a new file only its owner may read."""
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         click.echo(f"jmlsync: cannot create {output}: {exc.strerror}", err=True)
