@@ -231,6 +231,9 @@ async def test_token_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> No
     assert code == 1
     assert "tokens:1" in err
     assert len(err.strip().splitlines()) == 1
+    code, _, err = await cli(config, "config", "check")
+    assert code == 1
+    assert "tokens:1" in err
 
 
 async def test_a_secrets_file_is_built_without_a_configuration(tmp_path: Path) -> None:
