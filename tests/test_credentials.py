@@ -98,6 +98,8 @@ async def test_bearer_tokens_labelled_hashed_rotated_revoked(config_path: Path) 
         await create(service, bearer(okta), "ann@x.io")
         await create(service, bearer(TOKENS[0]), "bob@x.io")  # a plaintext line still works
         assert await status(service, bearer("not-a-token-" + "x" * 30)) == 401
+        schemeless = "schemeless-" + "z" * 30  # a token pasted without "Bearer "
+        assert await status(service, {"Authorization": schemeless}) == 401
 
         code, out, err = await cli(config_path, "token", "migrate")
         assert code == 0, err
@@ -125,6 +127,7 @@ async def test_bearer_tokens_labelled_hashed_rotated_revoked(config_path: Path) 
     log = "".join(service.log)
     assert okta not in log
     assert TOKENS[0] not in log
+    assert "schemeless" not in log
     assert "refused bearer credentials from 127.0.0.1" in log
     assert '"actor": "scim:okta"' in log  # the request log line
     assert await actors(config_path) == {

@@ -199,13 +199,15 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     remote = request.remote or "unknown"
     scheme = (header or "").partition(" ")[0].lower()
+    # Only a known scheme is named: an unknown first word may be a token sent without one.
+    scheme = scheme if scheme in ("bearer", "basic") else "missing or unknown"
     log.warning(
         "refused %s credentials from %s on %s %s",
-        scheme if scheme in ("bearer", "basic") else "missing or unknown",
+        scheme,
         remote,
         request.method,
         request.path,
-        extra={"fields": {"remote": remote, "path": request.path, "scheme": scheme[:16]}},
+        extra={"fields": {"remote": remote, "path": request.path, "scheme": scheme}},
     )
     on_failure = request.app.get(ON_AUTH_FAILURE)
     if on_failure is not None:
