@@ -3,7 +3,7 @@
 #
 #   docker build -t jmlsync .
 #   docker run --rm -v jmlsync-state:/var/lib/jmlsync jmlsync token generate \
-#       --config /etc/jmlsync/jmlsync.toml --if-missing
+#       --config /etc/jmlsync/jmlsync.toml --if-missing --label okta
 #   docker run -d --name jmlsync -p 8080:8080 --stop-timeout 30 \
 #       -v jmlsync-state:/var/lib/jmlsync jmlsync
 #

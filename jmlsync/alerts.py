@@ -120,8 +120,8 @@ class AuthFailureWatch:
             task = asyncio.get_running_loop().create_task(
                 self._alerts.alert(
                     "auth_failures",
-                    f"{len(self._times)} SCIM requests refused for a bad token in the last"
-                    f" minute (latest from {remote})",
+                    f"{len(self._times)} SCIM requests refused for a bad token or password in"
+                    f" the last minute (latest from {remote})",
                     count=len(self._times),
                     remote=remote,
                     key="auth_failures",

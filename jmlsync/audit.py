@@ -7,10 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
 GENESIS = "0" * 64
+
+#: Who is making the current SCIM change: ``scim:LABEL`` of the credential the request
+#: carried. Set by the auth middleware for the request's task; read by the store when it
+#: writes the change's audit row (the write itself may run on another task).
+ACTOR: ContextVar[str] = ContextVar("jmlsync_actor", default="scim")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -20,10 +19,18 @@ from jmlsync.cli_reconcile import explain, reconcile
 from jmlsync.cli_reviews import review
 from jmlsync.cli_sla import sla_report
 from jmlsync.cli_status import status
-from jmlsync.cli_token import SCOPES, generate_personal, token_list, token_revoke
+from jmlsync.cli_token import (
+    FILE_OPTION,
+    generate_credential,
+    token_list,
+    token_migrate,
+    token_revoke,
+    tokens_file,
+)
+from jmlsync.cli_token_personal import SCOPES, generate_personal
 from jmlsync.config import ConfigError
 from jmlsync.logs import setup_logging
-from jmlsync.scim.auth import TokenFileError, new_token, read_tokens
+from jmlsync.scim.auth import TokenFileError
 from jmlsync.store.lock import StoreLocked
 from jmlsync.tls import TlsFileError
 
@@ -77,19 +84,32 @@ def serve(config_path: Path) -> None:
 
 @main.group(cls=Commands)
 def token() -> None:
-    """Manage the SCIM bearer tokens, and personal API tokens (--user)."""
-
-
-token.add_command(token_list)
-token.add_command(token_revoke)
+    """Manage the credentials IdPs present (bearer tokens and HTTP Basic passwords) and
+    personal API tokens (--user)."""
 
 
 @token.command("generate")
 @CONFIG_OPTION
+@FILE_OPTION
 @click.option(
     "--if-missing",
     is_flag=True,
     help="Do nothing when the tokens file already holds a token.",
+)
+@click.option(
+    "--label",
+    help="A unique name for the credential (e.g. okta): its audit actor is scim:LABEL."
+    " Default: default (or default-2, ...).",
+)
+@click.option(
+    "--basic",
+    is_flag=True,
+    help="An HTTP Basic username and password (the username is the label) instead of a token.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the secret to this new file (mode 0600) instead of printing it.",
 )
 @click.option(
     "--user",
@@ -101,33 +121,37 @@ token.add_command(token_revoke)
 @click.option("--scope", type=click.Choice(SCOPES), default="access", show_default=True)
 @click.option("--days", type=click.IntRange(1, 366), default=None, help="Validity (personal).")
 def token_generate(
-    config_path: Path, if_missing: bool, user: str | None, scope: str, days: int | None
+    config_path: Path,
+    tokens_path: Path | None,
+    if_missing: bool,
+    label: str | None,
+    basic: bool,
+    output: Path | None,
+    user: str | None,
+    scope: str,
+    days: int | None,
 ) -> None:
-    """Append a new random token to [server].tokens_file and print it.
+    """Add a new random credential to [server].tokens_file, stored hashed; print it once.
 
-    Two tokens in the file are valid at once: generate the new one, give it to the IdP,
-    then delete the old line. The file is created readable by its owner only.
+    Every credential in the file is valid at once: generate the new one, give it to the
+    IdP, then `jmlsync token revoke` the old one. The file is written readable by its owner
+    only.
 
     With --user, make a personal token for the HTTP API instead: printed once, stored only
     as its hash with an expiry ([access].token_days unless --days), never valid for SCIM.
     """
-    settings = settings_or_exit(config_path)
     if user is not None:
-        generate_personal(settings, user, scope, days)
+        generate_personal(settings_or_exit(config_path), user, scope, days)
         return
-    path = settings.server.tokens_file
-    if if_missing:
-        try:
-            read_tokens(path, private=False)
-        except TokenFileError:
-            pass
-        else:
-            click.echo(f"{path} already holds a token", err=True)
-            return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = new_token()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        handle.write(value + "\n")
-    click.echo(value)
-    click.echo(f"appended a new token to {path}", err=True)
+    generate_credential(
+        tokens_file(config_path, tokens_path, creating=True),
+        label=label,
+        basic=basic,
+        if_missing=if_missing,
+        output=output,
+    )
+
+
+token.add_command(token_list)
+token.add_command(token_revoke)
+token.add_command(token_migrate)

@@ -15,6 +15,7 @@ from jmlsync.domain.grants import GroupInfo
 from jmlsync.domain.policy import rule_matches_group
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.scim.auth import TokenFileError, check_private
+from jmlsync.scim.credentials import CredentialsError, read_credentials
 from jmlsync.service import open_store
 
 
@@ -72,7 +73,8 @@ def check(config_path: Path) -> None:
             continue
         try:
             check_private(path)
-        except TokenFileError as exc:
+            read_credentials(path)
+        except (TokenFileError, CredentialsError) as exc:
             click.echo(f"jmlsync: {exc}", err=True)
             sys.exit(1)
     click.echo(f"{config_path}: OK")

@@ -61,6 +61,9 @@ class Query:
     start_index: int = 1
     count: int = 100
     with_members: bool = True
+    #: With ``with_members``, a group with more members than this is returned without them
+    #: (``members`` None): a list page stays bounded however large its groups. None: no limit.
+    member_limit: int | None = None
 
 
 class Store(Protocol):

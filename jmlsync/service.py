@@ -47,6 +47,7 @@ from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.intake import BODY_TIMEOUT
+from jmlsync.scim.last_used import LastUsed
 from jmlsync.scim.resources import now_utc
 from jmlsync.scim.schema import schema_set
 from jmlsync.scim.throttle import AuthThrottle
@@ -493,8 +494,16 @@ async def build_app(settings: Settings) -> web.Application:
         background["pipeline"] = asyncio.create_task(
             runtime.pipeline.run(owner_lock), name="jmlsync-pipeline"
         )
+        used = LastUsed(auth, runtime.queue)
+        background["last_used"] = asyncio.create_task(used.run(), name="jmlsync-last-used")
         scheduler.start()
         yield
+        background["last_used"].cancel()
+        await asyncio.gather(background["last_used"], return_exceptions=True)
+        try:
+            await used.flush()
+        except Exception as exc:
+            log.warning("cannot record when credentials were last used: %s", exc)
         scheduler.shutdown()
         runtime.pipeline.stop()
         await background["pipeline"]

@@ -131,11 +131,11 @@ async def test_access_requests_over_http(config_path: Path) -> None:
             assert code == 200 and body["state"] == "ended" and body["ended_by"] == "ada@x.io"
 
             code, out, _ = await acli(config, "token", "list", "--format", "json")
-            tokens = json.loads(out)
+            tokens = [t for t in json.loads(out) if t["kind"] == "personal"]
             assert {t["user"] for t in tokens} == {"ada@x.io", "bob@x.io", "cy@x.io"}
             assert "token_hash" not in out and ada not in out
             ada_id = next(t["id"] for t in tokens if t["user"] == "ada@x.io")
-            code, _, _ = await acli(config, "token", "revoke", str(ada_id))
+            code, _, _ = await acli(config, "token", "revoke", f"personal:{ada_id}")
             assert code == 0
             _problem(await api.call("GET", "/access-requests", ada), 401, "revoked")
 

@@ -66,7 +66,7 @@ def test_serve_exits_non_zero_without_tokens(tmp_path: Path) -> None:
     assert "tokens_file" in err
 
 
-def test_token_generate_appends_and_protects_the_file(tmp_path: Path) -> None:
+def test_token_generate_appends_hashed_and_protects_the_file(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     tokens = tmp_path / "tokens"
     tokens.unlink()
@@ -77,7 +77,13 @@ def test_token_generate_appends_and_protects_the_file(tmp_path: Path) -> None:
     assert code == 0
     assert again == ""
     code, second, _ = run_cli("token", "generate", "--config", str(config))
-    assert tokens.read_text().split() == [first.strip(), second.strip()]
+    assert code == 0
+    text = tokens.read_text()
+    # Stored hashed, labelled: the plaintext is printed once and is not in the file.
+    assert first.strip() not in text
+    assert second.strip() not in text
+    labels = [line.split()[1] for line in text.splitlines() if line.startswith("bearer ")]
+    assert labels == ["default", "default-2"]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

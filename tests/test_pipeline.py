@@ -152,8 +152,9 @@ async def test_changes_are_audited_and_the_chain_verifies(service: Service) -> N
     await service.settle()
     rows = [row async for row in service.runtime.queue.audit_rows()]
     actions = [(r["actor"], r["action"], r["outcome"]) for r in rows]
-    assert ("scim", "user.create", "committed") in actions
-    assert ("scim", "group.create", "committed") in actions
+    # The actor of a SCIM change names the credential: TOKENS[0] is the file's "default".
+    assert ("scim:default", "user.create", "committed") in actions
+    assert ("scim:default", "group.create", "committed") in actions
     assert ("pipeline", "grant", "applied") in actions
     count, broken = verify_chain(rows)
     assert broken is None

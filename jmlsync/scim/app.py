@@ -12,6 +12,7 @@ from datetime import datetime
 from aiohttp import web
 
 from jmlsync import __version__
+from jmlsync.audit import ACTOR
 from jmlsync.domain.errors import (
     DomainError,
     DuplicateUserName,
@@ -73,6 +74,8 @@ OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
 #: Called with the client address on every request refused for its token.
 ON_AUTH_FAILURE: web.AppKey[Callable[[str], None]] = web.AppKey("on_auth_failure")
 THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
+#: The request's actor (``scim:LABEL``), once its credential is accepted.
+REQUEST_ACTOR = web.RequestKey("actor", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -134,7 +137,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         error = _translate(exc)
         headers = {}
         if isinstance(error, Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"'
+            auth = request.app.get(AUTH)
+            basic = ', Basic realm="jmlsync"' if auth is not None and auth.basic_enabled else ""
+            headers["WWW-Authenticate"] = 'Bearer realm="jmlsync"' + basic
         if isinstance(exc, StoreUnavailable):
             # Logged once per outage by the store; each request only gets its request line.
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -171,6 +176,7 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                 "duration_ms": round(seconds * 1000, 2),
                 "client": request.remote or "unknown",
                 "user_agent": printable(request.headers.get("User-Agent", ""), USER_AGENT_CHARS),
+                **({"actor": request[REQUEST_ACTOR]} if REQUEST_ACTOR in request else {}),
             }
         },
     )
@@ -179,21 +185,43 @@ async def scim_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require a valid bearer token everywhere but on the open health endpoints and the
-    routes of a sub-application marked :data:`SELF_AUTHENTICATED` (the HTTP API under
-    ``/api/v1``, whose own middleware takes personal tokens only).
+    """Require a valid credential (bearer, or Basic when the tokens file holds Basic ones)
+    everywhere but on the open health endpoints and the routes of a sub-application marked
+    :data:`SELF_AUTHENTICATED` (the HTTP API under ``/api/v1``, whose own middleware takes
+    personal tokens only); the request then acts as ``scim:LABEL``.
 
-    /metrics also takes the separate metrics token, when one is configured.
+    /metrics also takes the separate metrics token, when one is configured. A refusal is
+    logged at warning with the client address (never the credential).
     """
     if any(app.get(SELF_AUTHENTICATED, False) for app in request.match_info.apps[1:]):
         return await handler(request)
-    header = request.headers.get("Authorization")
-    if request.path in OPEN_PATHS or request.app[AUTH].allows(header):
+    if request.path in OPEN_PATHS:
         return await handler(request)
+    header = request.headers.get("Authorization")
+    credential = await request.app[AUTH].identify(header)
+    if credential is not None:
+        actor = f"scim:{credential.label}"
+        request[REQUEST_ACTOR] = actor
+        token = ACTOR.set(actor)
+        try:
+            return await handler(request)
+        finally:
+            ACTOR.reset(token)
     metrics_auth = request.app.get(METRICS_AUTH)
     if request.path == "/metrics" and metrics_auth is not None and metrics_auth.allows(header):
         return await handler(request)
     remote = request.remote or "unknown"
+    scheme = (header or "").partition(" ")[0].lower()
+    # Only a known scheme is named: an unknown first word may be a token sent without one.
+    scheme = scheme if scheme in ("bearer", "basic") else "missing or unknown"
+    log.warning(
+        "refused %s credentials from %s on %s %s",
+        scheme,
+        remote,
+        request.method,
+        request.path,
+        extra={"fields": {"remote": remote, "path": request.path, "scheme": scheme}},
+    )
     on_failure = request.app.get(ON_AUTH_FAILURE)
     if on_failure is not None:
         on_failure(remote)
@@ -212,7 +240,10 @@ async def healthz(_request: web.Request) -> web.Response:
 def _discovery_routes(base: str) -> list[web.RouteDef]:
     async def spc(request: web.Request) -> web.Response:
         limit = request.app[PAGE_LIMITS][1]
-        return scim_response(discovery.service_provider_config(base_url(request), limit))
+        basic = request.app[AUTH].basic_enabled
+        return scim_response(
+            discovery.service_provider_config(base_url(request), limit, basic=basic)
+        )
 
     async def resource_types(request: web.Request) -> web.Response:
         return scim_response(discovery.resource_type_list(base_url(request), request.app[SERVED]))

@@ -8,8 +8,26 @@ from typing import Any
 from jmlsync.scim.schema import BUILT_IN, LIST_RESPONSE_SCHEMA, SchemaSet
 
 
-def service_provider_config(base_url: str, max_results: int) -> dict[str, Any]:
-    """What this service provider supports, exactly."""
+def service_provider_config(
+    base_url: str, max_results: int, *, basic: bool = False
+) -> dict[str, Any]:
+    """What this service provider supports, exactly (HTTP Basic when ``basic``)."""
+    schemes: list[dict[str, Any]] = [
+        {
+            "type": "oauthbearertoken",
+            "name": "Bearer token",
+            "description": "A static bearer token from the server's tokens file",
+            "primary": True,
+        }
+    ]
+    if basic:
+        schemes.append(
+            {
+                "type": "httpbasic",
+                "name": "HTTP Basic",
+                "description": "A username and password from the server's tokens file",
+            }
+        )
     return {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "patch": {"supported": True},
@@ -18,14 +36,7 @@ def service_provider_config(base_url: str, max_results: int) -> dict[str, Any]:
         "changePassword": {"supported": False},
         "sort": {"supported": True},
         "etag": {"supported": True},
-        "authenticationSchemes": [
-            {
-                "type": "oauthbearertoken",
-                "name": "Bearer token",
-                "description": "A static bearer token from the server's tokens file",
-                "primary": True,
-            }
-        ],
+        "authenticationSchemes": schemes,
         "meta": {
             "resourceType": "ServiceProviderConfig",
             "location": f"{base_url}/ServiceProviderConfig",

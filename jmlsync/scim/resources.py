@@ -155,7 +155,14 @@ def _query(request: web.Request, resource_type: ResourceType, params: Any) -> Qu
         start_index=start_index,
         count=count,
         with_members=_wants_relations(resource_type, _projection(resource_type, params)),
+        member_limit=None if _asks_for_members(params) else max(count, 1),
     )
+
+
+def _asks_for_members(params: Any) -> bool:
+    """True when ``attributes`` names ``members`` (or a sub-attribute, or URN-qualified)."""
+    names = _csv(params.get("attributes"))
+    return any(name.strip().rsplit(":", 1)[-1].split(".")[0].lower() == "members" for name in names)
 
 
 def _sort_attr(text: Any, resource_type: ResourceType) -> Any:
@@ -191,6 +198,7 @@ async def _list(
                 start_index=offset,
                 count=room,
                 with_members=query.with_members,
+                member_limit=query.member_limit,
             ),
         )
         projection = _projection(resource_type, params)

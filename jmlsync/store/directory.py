@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jmlsync.audit import AuditEntry
+from jmlsync.audit import ACTOR, AuditEntry
 from jmlsync.domain.errors import (
     DuplicateUserName,
     ResourceNotFound,
@@ -84,18 +84,19 @@ class SqlStore:
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
         resource_id = str(uuid.uuid4())
         stamp = format_timestamp(now)
+        actor = ACTOR.get()  # read here: the write may run on the writer's task
 
         async def body(conn: WriteConn) -> StoredResource:
             if kind == "User":
                 await self._insert_user(conn, resource_id, change.doc, stamp)
                 await effects.user_written(
-                    conn, resource_id, None, change.doc, now, notes=change.notes
+                    conn, resource_id, None, change.doc, now, notes=change.notes, actor=actor
                 )
             else:
                 await self._insert_group(conn, resource_id, change.doc, stamp)
                 affected = await memberships.apply(conn, resource_id, change.members)
                 await effects.group_written(
-                    conn, resource_id, "group.create", affected, change, now
+                    conn, resource_id, "group.create", affected, change, now, actor=actor
                 )
             return await self._read(conn, kind, resource_id, with_members=True)
 
@@ -117,6 +118,7 @@ class SqlStore:
         with_members: bool = True,
     ) -> StoredResource:
         stamp = format_timestamp(now)
+        actor = ACTOR.get()
 
         async def body(conn: WriteConn) -> StoredResource:
             current = await self._read(conn, kind, resource_id, with_members=False, lock=True)
@@ -126,7 +128,13 @@ class SqlStore:
             if kind == "User":
                 await self._update_user(conn, resource_id, change.doc, stamp)
                 await effects.user_written(
-                    conn, resource_id, current.doc, change.doc, now, notes=change.notes
+                    conn,
+                    resource_id,
+                    current.doc,
+                    change.doc,
+                    now,
+                    notes=change.notes,
+                    actor=actor,
                 )
             else:
                 await self._update_group(conn, resource_id, change.doc, stamp)
@@ -135,7 +143,7 @@ class SqlStore:
                     # Rules match on displayName (or externalId): every member may move.
                     affected |= await effects.members_of(conn, resource_id)
                 await effects.group_written(
-                    conn, resource_id, "group.update", affected, change, now
+                    conn, resource_id, "group.update", affected, change, now, actor=actor
                 )
             return await self._read(conn, kind, resource_id, with_members=with_members)
 
@@ -150,6 +158,7 @@ class SqlStore:
         expected_version: int | None = None,
     ) -> None:
         table = "users" if kind == "User" else "groups"
+        actor = ACTOR.get()
 
         async def body(conn: WriteConn) -> None:
             current = await self._read(conn, kind, resource_id, with_members=False, lock=True)
@@ -157,11 +166,13 @@ class SqlStore:
                 raise VersionMismatch(f"{kind} {resource_id} is at version {current.version}")
             if kind == "User":
                 await self._touch_groups_of(conn, resource_id)
-                await effects.user_written(conn, resource_id, current.doc, None, now)
+                await effects.user_written(conn, resource_id, current.doc, None, now, actor=actor)
             else:
                 members = await effects.members_of(conn, resource_id)
                 gone = Change(doc=current.doc)
-                await effects.group_written(conn, resource_id, "group.delete", members, gone, now)
+                await effects.group_written(
+                    conn, resource_id, "group.delete", members, gone, now, actor=actor
+                )
             await conn.execute(f"DELETE FROM {table} WHERE id = ?", (resource_id,))
 
         await self.db.write(body, notify=True)
@@ -189,7 +200,9 @@ class SqlStore:
         )
         resources_ = [self._resource(kind, row) for row in rows]
         if query.with_members:
-            resources_ = await self._attach_relations(self._reader, kind, resources_)
+            resources_ = await self._attach_relations(
+                self._reader, kind, resources_, limit=query.member_limit
+            )
         return Page(total=total, resources=tuple(resources_))
 
     def _compile(self, expr: Expr, table: Table) -> tuple[str, list[Any]]:
@@ -293,12 +306,22 @@ class SqlStore:
         )
 
     async def _attach_relations(
-        self, conn: Conn, kind: ResourceKind, items: list[StoredResource]
+        self,
+        conn: Conn,
+        kind: ResourceKind,
+        items: list[StoredResource],
+        *,
+        limit: int | None = None,
     ) -> list[StoredResource]:
-        """Fill Group.members or User.groups for ``items`` with one query per chunk of ids."""
+        """Fill Group.members or User.groups for ``items`` with one query per chunk of ids;
+        a group with more than ``limit`` members is left without them (counted first, so
+        they are never read)."""
         if not items:
             return items
         ids = [item.id for item in items]
+        if kind == "Group" and limit is not None:
+            large = await self._larger_than(conn, ids, limit)
+            ids = [item_id for item_id in ids if item_id not in large]
         found: dict[str, list[Any]] = {item_id: [] for item_id in ids}
         for chunk in chunks(ids):
             if kind == "Group":
@@ -317,6 +340,9 @@ class SqlStore:
                     found[row["owner"]].append((row["ref"], row["display"]))
         result = []
         for item in items:
+            if item.id not in found:
+                result.append(item)
+                continue
             pairs = found[item.id]
             if kind == "Group":
                 members = tuple(Member(value=ref, display=display) for ref, display in pairs)
@@ -325,6 +351,19 @@ class SqlStore:
                 groups = tuple(GroupRef(value=ref, display=display) for ref, display in pairs)
                 result.append(replace(item, groups=groups))
         return result
+
+    @staticmethod
+    async def _larger_than(conn: Conn, group_ids: list[str], limit: int) -> set[str]:
+        large: set[str] = set()
+        for chunk in chunks(group_ids):
+            sql = (
+                "SELECT group_id FROM memberships"
+                f" WHERE group_id IN ({marks(len(chunk))})"
+                f" GROUP BY group_id HAVING count(*) > {int(limit)}"
+            )
+            async with conn.execute(sql, chunk) as cursor:
+                large.update([row[0] async for row in cursor])
+        return large
 
     async def _insert_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
         try:

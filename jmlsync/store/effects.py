@@ -63,6 +63,7 @@ async def user_written(
     now: datetime,
     *,
     notes: tuple[str, ...] = (),
+    actor: str = "scim",
 ) -> None:
     """Enqueue the user's principal(s) and keep the leaver record, for a create, an update
     (``before`` and ``after``) or a delete (``after`` None); ``notes`` join the audit row."""
@@ -87,7 +88,8 @@ async def user_written(
     elif before is not None and after is not None and not _active(before) and _active(after):
         detail = "reactivated"
     detail = "; ".join([*([detail] if detail else []), *notes]) or None
-    await audit(conn, now, action, f"user {new_name or old_name} ({user_id})", detail=detail)
+    subject = f"user {new_name or old_name} ({user_id})"
+    await audit(conn, now, action, subject, detail=detail, actor=actor)
 
 
 async def group_written(
@@ -97,6 +99,8 @@ async def group_written(
     affected_user_ids: Collection[str],
     change: Change,
     now: datetime,
+    *,
+    actor: str = "scim",
 ) -> None:
     """Enqueue every user whose membership of the group changed (or every member, when the
     group's name or existence changed) and audit the write, with its membership operations."""
@@ -109,7 +113,7 @@ async def group_written(
     subject = f"group {change.doc.get('displayName')} ({group_id})"
     members = rows.members_detail(change)
     detail = "; ".join([*([members] if members else []), *change.notes]) or None
-    await audit(conn, now, action, subject, detail=detail)
+    await audit(conn, now, action, subject, detail=detail, actor=actor)
 
 
 async def members_of(conn: Conn, group_id: str) -> set[str]:
