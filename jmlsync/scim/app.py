@@ -57,6 +57,8 @@ log = logging.getLogger("jmlsync.scim")
 AUTH = web.AppKey("auth", BearerAuth)
 METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Path prefixes with an authentication of their own (the console's sessions), not bearer's.
+OPEN_PREFIXES: web.AppKey[tuple[str, ...]] = web.AppKey("open_prefixes", tuple)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _OPS_LABELS = frozenset({"healthz", "readyz", "metrics"})
 
@@ -176,6 +178,8 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     """
     header = request.headers.get("Authorization")
     if request.path in OPEN_PATHS or request.app[AUTH].allows(header):
+        return await handler(request)
+    if (request.path + "/").startswith(request.app.get(OPEN_PREFIXES, ())):
         return await handler(request)
     metrics_auth = request.app.get(METRICS_AUTH)
     if request.path == "/metrics" and metrics_auth is not None and metrics_auth.allows(header):
