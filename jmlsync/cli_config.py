@@ -80,6 +80,13 @@ def check(config_path: Path) -> None:
     for extension in settings.scim.extensions:
         names = ", ".join(attribute.name for attribute in extension.attributes)
         click.echo(f"  {extension.urn} ({extension.resource}): {names}")
+    console = settings.console
+    if console.enabled:
+        click.echo(f"console: {console.base_path}, sign-in at {console.oidc.issuer}")
+        secret = console.oidc.client_secret_file
+        if secret is not None and not secret.is_file():
+            click.echo(f"jmlsync: [console.oidc].client_secret_file {secret} is missing", err=True)
+            sys.exit(1)
     for warning in _warnings(settings, asyncio.run(_known_groups(settings))):
         click.echo(f"warning: {warning}", err=True)
 

@@ -333,13 +333,13 @@ def _mount_console(
 
     base = runtime.settings.console.base_path
     console = build_console_app(runtime.settings, runtime.store, runtime.reconciler, checks)
-    app.add_subapp(base, console)
-    app[OPEN_PREFIXES] = (base + "/",)
 
     async def to_root(_request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": base + "/"})
 
-    app.router.add_get(base, to_root)
+    app.router.add_get(base, to_root)  # before the sub-application, which would take it
+    app.add_subapp(base, console)
+    app[OPEN_PREFIXES] = (base + "/",)
 
 
 async def build_app(settings: Settings) -> web.Application:

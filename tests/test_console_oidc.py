@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from aiohttp.test_utils import TestServer
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from jmlsync.config import ConfigError, load_settings
 from jmlsync.config_console import ConsoleOidcSettings
 from jmlsync.console.oidc import OidcClient, SignInError, code_challenge
 
@@ -127,41 +125,3 @@ async def test_the_authorization_url_carries_state_nonce_and_pkce(client: OidcCl
     assert f"state={pending.state}" in url and f"nonce={pending.nonce}" in url
     assert f"code_challenge={code_challenge(pending.verifier)}" in url
     assert "code_challenge_method=S256" in url and pending.verifier not in url
-
-
-def _config(tmp_path: Path, console: str) -> Path:
-    path = tmp_path / "jmlsync.toml"
-    path.write_text(f'[store]\nurl = "sqlite:///j.db"\n{console}')
-    return path
-
-
-@pytest.mark.parametrize(
-    ("console", "problem"),
-    [
-        ("[console]\nenabled = true\nadmin_groups = ['a']\n", "lacks issuer, client_id"),
-        (
-            "[console]\nenabled = true\nadmin_groups = ['a']\n[console.oidc]\n"
-            "issuer = 'http://idp.example'\nclient_id = 'c'\n",
-            "must be https:// unless insecure_http",
-        ),
-        (
-            "[console]\nenabled = true\n[console.oidc]\nissuer = 'https://idp.example'\n"
-            "client_id = 'c'\n",
-            "admin_groups is empty",
-        ),
-        ("[console.oidc]\nscopes = ['email']\n", "console.oidc.scopes: must include 'openid'"),
-        ("[console]\nbase_path = 'console'\n", "console.base_path: must start with '/'"),
-    ],
-)
-def test_console_configuration_is_checked(tmp_path: Path, console: str, problem: str) -> None:
-    with pytest.raises(ConfigError, match=problem):
-        load_settings(_config(tmp_path, console), environ={})
-
-
-def test_console_defaults_and_secret_path(tmp_path: Path) -> None:
-    settings = load_settings(
-        _config(tmp_path, "[console.oidc]\nclient_secret_file = 'secret'\n"), environ={}
-    )
-    assert settings.console.enabled is False and settings.console.base_path == "/console"
-    assert settings.console.oidc.username_claim == "email"
-    assert settings.console.oidc.client_secret_file == tmp_path / "secret"
