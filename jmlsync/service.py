@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +39,7 @@ from jmlsync.metrics import Metrics
 from jmlsync.ops_http import ops_routes
 from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
-from jmlsync.scim.app import OPEN_PREFIXES, Observer, build_scim_app
+from jmlsync.scim.app import Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.intake import BODY_TIMEOUT
 from jmlsync.scim.resources import now_utc
@@ -323,25 +323,6 @@ def _leniency(settings: Settings, metrics: Metrics) -> Leniency:
     )
 
 
-def _mount_console(
-    app: web.Application,
-    runtime: Runtime,
-    checks: Mapping[str, Callable[[], Awaitable[str | None]]],
-) -> None:
-    """The web console under ``[console].base_path``, with its own (session) authentication."""
-    from jmlsync.console.app import build_console_app
-
-    base = runtime.settings.console.base_path
-    console = build_console_app(runtime.settings, runtime.store, runtime.reconciler, checks)
-
-    async def to_root(_request: web.Request) -> web.Response:
-        return web.Response(status=302, headers={"Location": base + "/"})
-
-    app.router.add_get(base, to_root)  # before the sub-application, which would take it
-    app.add_subapp(base, console)
-    app[OPEN_PREFIXES] = (base + "/",)
-
-
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
@@ -417,7 +398,9 @@ async def build_app(settings: Settings) -> web.Application:
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
     app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
     if settings.console.enabled:
-        _mount_console(app, runtime, checks)
+        from jmlsync.console.app import mount_console
+
+        mount_console(app, settings, runtime.store, runtime.reconciler, checks)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         owner_lock: OwnerLock | None = None

@@ -60,6 +60,18 @@ async def _seed(url: str) -> dict[str, str]:
     return {ALICE: alice["id"], BOB: bob["id"]}
 
 
+async def _deactivate(url: str, user_id: str) -> None:
+    async with scim_client(url) as scim:
+        reply = await scim.patch(
+            f"/Users/{user_id}",
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": False}],
+            },
+        )
+        assert reply.status == 200, reply.body
+
+
 async def _open(config_path: Path, iam_server: Any, idle: int = 1800) -> Console:
     port = free_port()
     client = register_client(iam_server, port)
@@ -128,15 +140,7 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
     assert "default-src 'none'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"
 
-    async with scim_client(console.service.url) as scim:  # Bob leaves
-        reply_ = await scim.patch(
-            f"/Users/{ids[BOB]}",
-            {
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "active", "value": False}],
-            },
-        )
-        assert reply_.status == 200, reply_.body
+    await _deactivate(console.service.url, ids[BOB])  # Bob leaves
 
     async def leaver_shown() -> bool:
         await page.reload()
@@ -191,7 +195,7 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
 
 
 async def test_who_may_not_use_the_console_is_refused(console: Console, browser: Browser) -> None:
-    await _seed(console.service.url)
+    ids = await _seed(console.service.url)
     context = await browser.new_context()
     page = await context.new_page()
     assert await _sign_in(page, console, BOB, start="/") == 200
@@ -201,6 +205,9 @@ async def test_who_may_not_use_the_console_is_refused(console: Console, browser:
     assert reply is not None and reply.status == 403
     await screenshot(page, "forbidden")
     assert "you may not open this page" in await page.locator("main").inner_text()
+    await _deactivate(console.service.url, ids[BOB])  # Bob leaves: his session ends with him
+    await page.goto(console.url + "/")
+    assert "/console/login" in page.url
     await context.close()
 
     context = await browser.new_context()  # Carol: known to the provider, not the directory

@@ -21,6 +21,7 @@ from jmlsync.console.security import console_middleware
 from jmlsync.console.sessions import SqlSessions, Timeouts
 from jmlsync.console.signin import signin_routes
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.scim.app import OPEN_PREFIXES
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
@@ -108,3 +109,22 @@ def build_console_app(
     app.add_routes(signin_routes())
     add_features(app, FEATURES)
     return app
+
+
+def mount_console(
+    app: web.Application,
+    settings: Settings,
+    store: SqlStore,
+    reconciler: Reconciler,
+    checks: Checks,
+) -> None:
+    """Mount the console on the service's application under ``[console].base_path``, with its
+    own (session) authentication instead of the SCIM bearer token."""
+    base = settings.console.base_path
+
+    async def to_root(_request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": base + "/"})
+
+    app.router.add_get(base, to_root)  # before the sub-application, which would take it
+    app.add_subapp(base, build_console_app(settings, store, reconciler, checks))
+    app[OPEN_PREFIXES] = (base + "/",)
