@@ -134,6 +134,13 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
     await screenshot(page, "overview")
     assert "Signed in as alice@example.org" in await page.locator("header").inner_text()
     assert await page.locator("#leavers").inner_text() == "0 (0 not cleared)"
+    await page.keyboard.press("Tab")  # keyboard first: the skip link, then the navigation
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Home"
+    landmarks = [await page.locator(tag).count() for tag in ("header", "nav", "main", "footer")]
+    assert landmarks == [1, 1, 1, 1]
     reply = await page.reload()
     assert reply is not None
     headers = reply.headers

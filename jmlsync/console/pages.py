@@ -45,7 +45,7 @@ class Feature:
 FEATURES_KEY: web.AppKey[tuple[Feature, ...]] = web.AppKey("console_features", tuple)
 
 
-def navigation(request: web.Request) -> list[dict[str, str]]:
+def navigation(request: web.Request) -> list[dict[str, Any]]:
     """The pages the viewer may open, for the layout's navigation."""
     viewer = viewer_of(request)
     if viewer is None:
@@ -55,7 +55,7 @@ def navigation(request: web.Request) -> list[dict[str, str]]:
         {
             "title": page.title,
             "url": f"{base}{page.path}",
-            "current": str(request.path == f"{base}{page.path}"),
+            "current": request.path == f"{base}{page.path}",
         }
         for feature in request.app[FEATURES_KEY]
         for page in feature.pages
