@@ -97,6 +97,10 @@ async def test_the_console_has_its_own_authentication(config_path: Path) -> None
             assert reply.status == 200 and "text/html" in reply.headers["Content-Type"]
             assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
             assert 'href="/console/login/start?next=%2Fconsole%2F"' in await reply.text()
+            assert reply.headers["Cache-Control"] == "no-store"
+        async with http.get(f"{root}/console/static/console.css") as reply:
+            assert reply.status == 200 and reply.content_type == "text/css"
+            assert reply.headers["Cache-Control"] == "max-age=3600"
         async with http.post(f"{root}/console/logout", data={"csrf_token": "x"}) as reply:
             assert reply.status == 403  # no session, no CSRF token of one
         bearer = {"Authorization": f"Bearer {TOKENS[0]}"}

@@ -35,7 +35,6 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
 }
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -116,6 +115,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("console error on %s %s", request.method, request.path)
         response = _error_page(request, 500, "Something went wrong; it has been logged.")
     response.headers.update(HEADERS)
+    response.headers.setdefault("Cache-Control", "no-store")  # pages hold personal data
     return response
 
 

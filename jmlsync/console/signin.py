@@ -115,7 +115,7 @@ async def _claims(request: web.Request) -> tuple[dict[str, Any], str]:
     console = request.app[CONSOLE]
     query = request.query
     if "error" in query:
-        raise SignInError(f"the identity provider said: {query['error']}")
+        raise SignInError(f"the identity provider said: {query['error'][:100]}")
     state, code = query.get("state", ""), query.get("code", "")
     kept = request.cookies.get(LOGIN_COOKIE, "")
     if not state or not code or not hmac.compare_digest(state.encode(), kept.encode()):
