@@ -130,7 +130,7 @@ async def test_copy_a_sqlite_store_onto_postgres(tmp_path: Path) -> None:
         assert code == 0, out
         assert "intact" in out
         code, out, _ = await asyncio.to_thread(cli, "db", "upgrade", "--config", str(pg_config))
-        assert (code, out.strip()) == (0, "store at schema version 8")
+        assert (code, out.strip()) == (0, "store at schema version 11")
         code, out, _ = await asyncio.to_thread(
             cli, "alerts", "list", "--format", "json", "--config", str(pg_config)
         )
