@@ -107,6 +107,13 @@ def check(config_path: Path) -> None:
             f"  {review.name}: scope {scope}, reviewers {', '.join(review.reviewers)}, {when},"
             f" on_no_decision {review.on_no_decision}"
         )
+    console = settings.console
+    if console.enabled:
+        click.echo(f"console: {console.base_path}, sign-in at {console.oidc.issuer}")
+        secret = console.oidc.client_secret_file
+        if secret is not None and not secret.is_file():
+            click.echo(f"jmlsync: [console.oidc].client_secret_file {secret} is missing", err=True)
+            sys.exit(1)
     for warning in _warnings(settings, asyncio.run(_known_groups(settings))):
         click.echo(f"warning: {warning}", err=True)
 

@@ -13,14 +13,13 @@ from typing import TypeVar
 import click
 
 from jmlsync import tables
-from jmlsync.audit import verify_chain
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
+from jmlsync.report_reads import verify_audit
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
-from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
 from jmlsync.store.queue import SqlQueue
 
 T = TypeVar("T")
@@ -108,18 +107,7 @@ def audit() -> None:
 def audit_verify(config_path: Path) -> None:
     """Check the whole chain; exit 1 at the first edited, inserted or deleted row."""
 
-    async def check(q: SqlQueue) -> tuple[int, str | None]:
-        rows = [row async for row in q.audit_rows()]
-        count, broken = verify_chain(rows, await q.get_state(AUDIT_ANCHOR))
-        if broken is not None:
-            return count, f"row {broken.seq}: {broken.reason}"
-        head = await q.audit_head()
-        last = rows[-1]["hash"] if rows else None
-        if head != last:
-            return count, f"rows after {rows[-1]['seq'] if rows else 0} are missing (head moved)"
-        return count, None
-
-    count, problem = _with_queue(settings_or_exit(config_path), check)
+    count, problem = _with_queue(settings_or_exit(config_path), verify_audit)
     if problem:
         click.echo(f"audit chain BROKEN after {count} good row(s): {problem}", err=True)
         sys.exit(1)

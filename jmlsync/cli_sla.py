@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from jmlsync import __version__, sla
-from jmlsync.audit import verify_chain
+from jmlsync import sla
 from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
-from jmlsync.domain.models import format_timestamp
-from jmlsync.domain.policy import privileged_roles
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.report_reads import audit_head as audit_head
+from jmlsync.report_reads import sla_report_with_section
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
-from jmlsync.sla_access import TimeboundSection, build_section, table_lines
-from jmlsync.sla_evidence import AuditHead, Evidence
+from jmlsync.sla_access import TimeboundSection, table_lines
 from jmlsync.sla_html import render_html
 from jmlsync.sla_text import render_csv, render_table
-from jmlsync.store.access import SqlAccess
-from jmlsync.store.assurance import SqlAssurance
-from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
-from jmlsync.store.queue import SqlQueue
 
 RENDERERS = {
     "table": render_table,
@@ -38,36 +29,6 @@ RENDERERS = {
 }
 
 
-async def audit_head(queue: SqlQueue, until: datetime) -> AuditHead:
-    """The newest audit row before ``until``, and `audit verify` of the chain up to it."""
-    rows = []
-    async for row in queue.audit_rows():
-        if row["at"] >= format_timestamp(until):
-            break
-        rows.append(row)
-    checked, broken = verify_chain(rows, await queue.get_state(AUDIT_ANCHOR))
-    last = rows[-1] if rows else None
-    return AuditHead(
-        seq=None if last is None else int(last["seq"]),
-        hash=None if last is None else str(last["hash"]),
-        intact=broken is None,
-        rows_checked=checked,
-        problem=None if broken is None else f"row {broken.seq}: {broken.reason}",
-    )
-
-
-def _evidence(settings: Settings, audit: AuditHead) -> Evidence:
-    rules = rules_from_settings(settings)
-    return Evidence(
-        version=__version__,
-        host=socket.gethostname(),
-        targets={name: target.kind for name, target in settings.targets.items()},
-        rule_count=len(settings.rules),
-        privileged_roles=tuple(f"{t}/{r}" for t, r in sorted(privileged_roles(rules))),
-        audit=audit,
-    )
-
-
 async def build(
     settings: Settings, since: datetime, until: datetime, now: datetime
 ) -> tuple[sla.SlaReport, TimeboundSection]:
@@ -75,23 +36,7 @@ async def build(
     "time-bound access" (also inside the report's hashed body)."""
     store = await open_store(settings)
     try:
-        assurance = SqlAssurance(store.db)
-        audit = await audit_head(SqlQueue(store.db), min(until, now))
-        ended = await SqlAccess(store.db).find(ended_since=since, ended_until=until)
-        section = build_section(ended, end_seconds=settings.access.end_seconds, now=now)
-        report = sla.build_report(
-            await assurance.leaver_records(since, until),
-            await assurance.mover_revocations(since, until),
-            sla_seconds=settings.sla.leaver_seconds,
-            since=since,
-            until=until,
-            now=now,
-            targets=sorted(settings.targets),
-            mover_seconds=settings.sla.mover_limit,
-            evidence=_evidence(settings, audit),
-        )
-        report = replace(report, timebound=section.as_dict(), timebound_breaches=section.breaches)
-        return report, section
+        return await sla_report_with_section(settings, store, since, until, now)
     finally:
         await store.close()
 

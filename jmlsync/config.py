@@ -29,6 +29,7 @@ from jmlsync.config_alibaba import (
     AlibabaRamTargetSettings,
     role_problem,
 )
+from jmlsync.config_console import ConsoleSettings
 from jmlsync.config_errors import ENV_PREFIX, describe
 from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.config_reviews import ReviewSettings, review_problems
@@ -296,6 +297,7 @@ class Settings(_Section):
     safety: SafetySettings = SafetySettings()
     retention: RetentionSettings = RetentionSettings()
     access: AccessSettings = AccessSettings()
+    console: ConsoleSettings = ConsoleSettings()
     targets: dict[str, TargetSettings] = {}
     rules: list[RuleSettings] = []
     reviews: list[ReviewSettings] = []
@@ -316,6 +318,9 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     alerts = raw.get("alerts")
     if isinstance(alerts, dict) and isinstance(alerts.get("webhook_url_file"), str):
         alerts["webhook_url_file"] = str(_resolve(base, Path(alerts["webhook_url_file"])))
+    oidc = raw.get("console", {}).get("oidc") if isinstance(raw.get("console"), dict) else None
+    if isinstance(oidc, dict) and isinstance(oidc.get("client_secret_file"), str):
+        oidc["client_secret_file"] = str(_resolve(base, Path(oidc["client_secret_file"])))
     targets = raw.get("targets")
     if isinstance(targets, dict):
         for target in targets.values():

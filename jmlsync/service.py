@@ -477,6 +477,10 @@ async def build_app(settings: Settings) -> web.Application:
 
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
     app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
+    if settings.console.enabled:
+        from jmlsync.console.app import mount_console
+
+        mount_console(app, settings, runtime.store, runtime.reconciler, checks)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         owner_lock: OwnerLock | None = None

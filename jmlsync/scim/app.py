@@ -65,6 +65,9 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 #: Marks a sub-application that authenticates its own callers (the HTTP API: personal
 #: tokens, never the SCIM tokens). Decided by the route matched, never by the path's text.
 SELF_AUTHENTICATED: web.AppKey[bool] = web.AppKey("self_authenticated", bool)
+#: Exact paths open besides the health endpoints (the console's redirect to its own page;
+#: the console itself is a sub-application marked :data:`SELF_AUTHENTICATED`).
+OPEN_EXTRA: web.AppKey[frozenset[str]] = web.AppKey("open_extra", frozenset)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _OPS_LABELS = frozenset({"healthz", "readyz", "metrics"})
 
@@ -188,14 +191,15 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     """Require a valid credential (bearer, or Basic when the tokens file holds Basic ones)
     everywhere but on the open health endpoints and the routes of a sub-application marked
     :data:`SELF_AUTHENTICATED` (the HTTP API under ``/api/v1``, whose own middleware takes
-    personal tokens only); the request then acts as ``scim:LABEL``.
+    personal tokens only, and the console, with its sessions); the request then acts as
+    ``scim:LABEL``.
 
     /metrics also takes the separate metrics token, when one is configured. A refusal is
     logged at warning with the client address (never the credential).
     """
     if any(app.get(SELF_AUTHENTICATED, False) for app in request.match_info.apps[1:]):
         return await handler(request)
-    if request.path in OPEN_PATHS:
+    if request.path in OPEN_PATHS or request.path in request.app.get(OPEN_EXTRA, frozenset()):
         return await handler(request)
     header = request.headers.get("Authorization")
     credential = await request.app[AUTH].identify(header)

@@ -1,0 +1,134 @@
+"""The web console as an aiohttp application, mounted under ``[console].base_path`` of the
+service: server-rendered pages (Jinja2 through aiohttp-jinja2), no JavaScript."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from importlib import resources
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from jmlsync import sla
+from jmlsync.config import Settings
+from jmlsync.console.context import BASE, CONSOLE, Checks, Console
+from jmlsync.console.features import evidence, home, overview, person
+from jmlsync.console.oidc import OidcClient
+from jmlsync.console.pages import Feature, add_features
+from jmlsync.console.security import console_middleware
+from jmlsync.console.sessions import SqlSessions, Timeouts
+from jmlsync.console.signin import signin_routes
+from jmlsync.engine.reconcile import Reconciler
+from jmlsync.scim.app import OPEN_EXTRA, SELF_AUTHENTICATED
+from jmlsync.store.assurance import SqlAssurance
+from jmlsync.store.directory import SqlStore
+from jmlsync.store.queue import SqlQueue
+
+#: Every feature's pages, in the navigation's order. Time-bound access and reviews add theirs.
+FEATURES: tuple[Feature, ...] = (
+    home.FEATURE,
+    overview.FEATURE,
+    person.FEATURE,
+    evidence.FEATURE,
+)
+
+_STYLESHEET = resources.files("jmlsync.console").joinpath("static/console.css").read_bytes()
+
+
+async def stylesheet(_request: web.Request) -> web.Response:
+    """The one stylesheet."""
+    return web.Response(
+        body=_STYLESHEET, content_type="text/css", headers={"Cache-Control": "max-age=3600"}
+    )
+
+
+def read_client_secret(settings: Settings) -> str | None:
+    """The client secret from ``[console.oidc].client_secret_file`` (OSError if unreadable)."""
+    path = settings.console.oidc.client_secret_file
+    if path is None:
+        return None
+    try:
+        secret = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot read [console.oidc].client_secret_file {path}: {exc.strerror}"
+        ) from exc
+    if not secret:
+        raise OSError(f"[console.oidc].client_secret_file {path} is empty")
+    return secret
+
+
+def build_console_app(
+    settings: Settings,
+    store: SqlStore,
+    reconciler: Reconciler,
+    checks: Checks,
+) -> web.Application:
+    """The console application (to mount with ``add_subapp`` at the base path)."""
+    secret = read_client_secret(settings)
+    sessions = SqlSessions(
+        store.db,
+        Timeouts(
+            idle=timedelta(seconds=settings.console.idle_timeout_seconds),
+            absolute=timedelta(seconds=settings.console.absolute_timeout_seconds),
+        ),
+    )
+    app = web.Application(middlewares=[console_middleware])
+    app[BASE] = settings.console.base_path
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("jmlsync.console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["seconds"] = sla.format_seconds
+    env.filters["percent"] = sla.format_percent
+    env.filters["iso"] = sla.iso_z
+
+    oidc = OidcClient(settings.console.oidc, secret)
+    app[CONSOLE] = Console(
+        settings=settings,
+        store=store,
+        queue=SqlQueue(store.db),
+        assurance=SqlAssurance(store.db),
+        reconciler=reconciler,
+        checks=checks,
+        sessions=sessions,
+        oidc=oidc,
+    )
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await oidc.open()
+        yield
+        await oidc.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/static/console.css", stylesheet)
+    app.add_routes(signin_routes())
+    add_features(app, FEATURES)
+    return app
+
+
+def mount_console(
+    app: web.Application,
+    settings: Settings,
+    store: SqlStore,
+    reconciler: Reconciler,
+    checks: Checks,
+) -> None:
+    """Mount the console on the service's application under ``[console].base_path``, with its
+    own (session) authentication instead of the SCIM bearer token."""
+    base = settings.console.base_path
+
+    async def to_root(_request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": base + "/"})
+
+    app.router.add_get(base, to_root)  # before the sub-application, which would take it
+    console = build_console_app(settings, store, reconciler, checks)
+    # Its own sessions authenticate it, decided by the route matched (never the path's text,
+    # which `/console/../scim/v2/Users` could dress up).
+    console[SELF_AUTHENTICATED] = True
+    app.add_subapp(base, console)
+    app[OPEN_EXTRA] = frozenset({base})

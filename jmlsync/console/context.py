@@ -1,0 +1,59 @@
+"""What the console's handlers run on, and who is asking: typed application and request keys."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from jmlsync.config import Settings
+from jmlsync.console.oidc import OidcClient
+from jmlsync.console.sessions import Session, SqlSessions
+from jmlsync.engine.reconcile import Reconciler
+from jmlsync.store.assurance import SqlAssurance
+from jmlsync.store.directory import SqlStore
+from jmlsync.store.queue import SqlQueue
+
+#: Readiness checks by name: each returns why it is not ready, or None.
+Checks = Mapping[str, Callable[[], Awaitable[str | None]]]
+
+
+@dataclass(frozen=True)
+class Console:
+    """The domain and store objects the pages read and act through (those of the service)."""
+
+    settings: Settings
+    store: SqlStore
+    queue: SqlQueue
+    assurance: SqlAssurance
+    reconciler: Reconciler
+    checks: Checks
+    sessions: SqlSessions
+    oidc: OidcClient | None = None
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in person: their directory userName and the roles the directory gives them."""
+
+    user_name: str
+    roles: frozenset[str]
+    session: Session
+    token: str
+
+    @property
+    def csrf_token(self) -> str:
+        """The token every form of this session carries."""
+        return self.session.csrf_token
+
+
+CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+BASE: web.AppKey[str] = web.AppKey("console_base", str)
+VIEWER_KEY = "jmlsync.console.viewer"
+
+
+def viewer_of(request: web.Request) -> Viewer | None:
+    """The signed-in person of this request, or None."""
+    viewer = request.get(VIEWER_KEY)
+    return viewer if isinstance(viewer, Viewer) else None

@@ -1,0 +1,1 @@
+"""The console's features: one module each, exposing ``FEATURE`` (see :mod:`..pages`)."""

@@ -1,0 +1,46 @@
+"""A person: what ``jmlsync explain`` shows (groups, desired grants with their reasons, actual
+grants, pending operations) and their history from the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from jmlsync.console.authz import ADMIN
+from jmlsync.console.context import CONSOLE, Viewer
+from jmlsync.console.pages import Feature, Page
+
+_HISTORY = 100
+
+
+async def history(request: web.Request, user_name: str) -> list[dict[str, Any]]:
+    """The newest audit rows about ``user_name`` (its SCIM changes, grants, sign-ins)."""
+    subject = f"user {user_name}"
+    prefix = f"{subject} ("
+    rows = await request.app[CONSOLE].store.db.reader.execute_fetchall(
+        "SELECT seq, at, actor, action, target, role, outcome, detail FROM audit"
+        " WHERE subject = ? OR substr(subject, 1, ?) = ? ORDER BY seq DESC LIMIT ?",
+        (subject, len(prefix), prefix, _HISTORY),
+    )
+    keys = ("seq", "at", "actor", "action", "target", "role", "outcome", "detail")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+async def person(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
+    console = request.app[CONSOLE]
+    wanted = request.query.get("user", "").strip()
+    if not wanted:
+        return {"wanted": ""}
+    found = await console.store.find_user(wanted)
+    if found is None:
+        return {"wanted": wanted, "missing": True}
+    explanation = await console.reconciler.explain(str(found.doc["userName"]))
+    return {
+        "wanted": wanted,
+        "explanation": explanation,
+        "history": await history(request, explanation.user),
+    }
+
+
+FEATURE = Feature("person", (Page("/person", "People", "person.html", person, frozenset({ADMIN})),))

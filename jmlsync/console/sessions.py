@@ -1,0 +1,173 @@
+"""Console sessions and sign-ins under way, kept in the store (SQLite or PostgreSQL).
+
+Only hashes of the cookie's token and of the OIDC ``state`` are stored. Expired rows are
+deleted as new ones are written, so the tables stay as small as the number of people signed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from jmlsync.audit import AuditEntry
+from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.store.database import Backend, WriteConn
+from jmlsync.store.pipeline_sql import append_audit
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    """One signed-in person."""
+
+    user_name: str
+    csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    claims: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a session lasts unused (idle) and at all (absolute)."""
+
+    idle: timedelta
+    absolute: timedelta
+
+
+class SqlSessions:
+    """Sessions and pending sign-ins over one store."""
+
+    def __init__(self, db: Backend, timeouts: Timeouts) -> None:
+        self.db = db
+        self.timeouts = timeouts
+
+    async def begin_login(
+        self, state: str, nonce: str, verifier: str, return_to: str, now: datetime
+    ) -> None:
+        """Remember a sign-in sent to the issuer (pending ones older than the idle timeout
+        are dropped)."""
+        cutoff = format_timestamp(now - min(self.timeouts.idle, timedelta(minutes=15)))
+
+        async def body(conn: WriteConn) -> None:
+            await conn.execute("DELETE FROM console_logins WHERE created_at < ?", (cutoff,))
+            await conn.execute(
+                "INSERT INTO console_logins (state_hash, nonce, verifier, return_to, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (_hash(state), nonce, verifier, return_to, format_timestamp(now)),
+            )
+
+        await self.db.write(body)
+
+    async def take_login(self, state: str, now: datetime) -> tuple[str, str, str] | None:
+        """The (nonce, verifier, return_to) of a pending sign-in, used up; None when unknown
+        or older than 15 minutes."""
+        cutoff = format_timestamp(now - timedelta(minutes=15))
+
+        async def body(conn: WriteConn) -> tuple[str, str, str] | None:
+            async with conn.execute(
+                "DELETE FROM console_logins WHERE state_hash = ?"
+                " RETURNING nonce, verifier, return_to, created_at",
+                (_hash(state),),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None or row[3] < cutoff:
+                return None
+            return str(row[0]), str(row[1]), str(row[2])
+
+        return await self.db.write(body)
+
+    async def create(
+        self, user_name: str, claims: dict[str, Any], now: datetime, audit: AuditEntry
+    ) -> str:
+        """A new session for ``user_name`` with its sign-in's audit row, in one transaction;
+        the cookie's token."""
+        token = secrets.token_urlsafe(32)
+        stamp = format_timestamp(now)
+        ends = format_timestamp(now + self.timeouts.absolute)
+        idle_cutoff = format_timestamp(now - self.timeouts.idle)
+
+        async def body(conn: WriteConn) -> None:
+            await conn.execute(
+                "DELETE FROM console_sessions WHERE expires_at < ? OR last_seen_at < ?",
+                (stamp, idle_cutoff),
+            )
+            await conn.execute(
+                "INSERT INTO console_sessions (token_hash, user_name, csrf_token, created_at,"
+                " last_seen_at, expires_at, claims) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _hash(token),
+                    user_name,
+                    secrets.token_urlsafe(32),
+                    stamp,
+                    stamp,
+                    ends,
+                    json.dumps(claims, sort_keys=True, default=str),
+                ),
+            )
+            await append_audit(conn, audit)
+
+        await self.db.write(body)
+        return token
+
+    async def get(self, token: str, now: datetime) -> Session | None:
+        """The live session of this token, its last use moved to ``now``; None when there is
+        none or it reached its idle or absolute end (then it is deleted)."""
+        async with self.db.reader.execute(
+            "SELECT user_name, csrf_token, created_at, last_seen_at, expires_at, claims"
+            " FROM console_sessions WHERE token_hash = ?",
+            (_hash(token),),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        session = Session(
+            str(row[0]),
+            str(row[1]),
+            parse_timestamp(row[2]),
+            parse_timestamp(row[3]),
+            parse_timestamp(row[4]),
+            json.loads(row[5]),
+        )
+        if now >= session.expires_at or now - session.last_seen_at >= self.timeouts.idle:
+            await self.delete(token)
+            return None
+        # One write per request would be wasted: the idle end moves in steps of a tenth.
+        if now - session.last_seen_at >= self.timeouts.idle / 10:
+            await self._touch(token, now)
+        return session
+
+    async def _touch(self, token: str, now: datetime) -> None:
+        async def body(conn: WriteConn) -> None:
+            await conn.execute(
+                "UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?",
+                (format_timestamp(now), _hash(token)),
+            )
+
+        await self.db.write(body)
+
+    async def delete(self, token: str, audit: AuditEntry | None = None) -> None:
+        """End the session of this token (idempotent), with an audit row if given."""
+
+        async def body(conn: WriteConn) -> None:
+            await conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", (_hash(token),))
+            if audit is not None:
+                await append_audit(conn, audit)
+
+        await self.db.write(body)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append one audit row (a refused sign-in)."""
+
+        async def body(conn: WriteConn) -> None:
+            await append_audit(conn, entry)
+
+        await self.db.write(body)
