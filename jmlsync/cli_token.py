@@ -171,9 +171,12 @@ def token_list(config_path: Path, tokens_path: Path | None, output_format: str) 
     personal: list[dict[str, object]] = []
     if tokens_path is None:
         settings = settings_or_exit(config_path)
+        # The store's own log lines would only add noise to the listing; the level is put
+        # back after, so a caller in the same process (a test, an embedding) keeps its logs.
+        logger = logging.getLogger("jmlsync")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
         try:
-            # The store's own log lines would only add noise to the listing.
-            logging.getLogger("jmlsync").setLevel(logging.WARNING)
             used = asyncio.run(_last_used(settings, [c.fingerprint for c in credentials]))
             personal = personal_rows(settings)
         except Exception as exc:
@@ -181,6 +184,8 @@ def token_list(config_path: Path, tokens_path: Path | None, output_format: str) 
                 f"jmlsync: last use and personal tokens unknown, cannot read the store: {exc}",
                 err=True,
             )
+        finally:
+            logger.setLevel(level)
     rows = [_row(c, used) for c in credentials]
     if output_format == "json":
         click.echo(json.dumps([*rows, *personal], indent=2))
