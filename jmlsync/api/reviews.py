@@ -55,14 +55,22 @@ async def _campaign(request: web.Request) -> Campaign:
         raise Problem(404, str(exc)) from exc
 
 
+Groups = dict[str, frozenset[str]]
+
+
 async def _visible(
-    reviews: Reviews, campaign: Campaign, user: ApiUser
+    reviews: Reviews, campaign: Campaign, user: ApiUser, known: dict[str, Groups] | None = None
 ) -> tuple[CampaignView, bool]:
-    """The campaign with the items ``user`` may see, and whether they are its admin."""
+    """The campaign with the items ``user`` may see, and whether they are its admin
+    (``known``: reviewing groups already read in this call, by campaign name)."""
     view = await campaign_view(reviews, campaign.id)
     if _is_admin(reviews, campaign, user):
         return view, True
-    groups = await reviews.reviewer_groups(campaign)
+    known = {} if known is None else known
+    if campaign.name not in known:
+        # One directory read per definition, not per campaign: a list has many of each.
+        known[campaign.name] = await reviews.reviewer_groups(campaign)
+    groups = known[campaign.name]
     mine = [item for item in view.items if may_decide(item, user.user, groups)]
     ids = {item.id for item in mine}
     return (
@@ -85,8 +93,9 @@ async def list_campaigns(request: web.Request) -> web.Response:
     user = caller(request, SCOPE)
     reviews = request.app[REVIEWS]
     found = []
+    known: dict[str, Groups] = {}
     for campaign in await reviews.reviews.campaigns():
-        view, admin = await _visible(reviews, campaign, user)
+        view, admin = await _visible(reviews, campaign, user, known)
         found.append(
             {
                 **asdict(campaign),
