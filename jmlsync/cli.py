@@ -118,7 +118,13 @@ def token() -> None:
     metavar="USERNAME",
     help="Make a personal API token for this directory user instead (stored hashed).",
 )
-@click.option("--scope", type=click.Choice(SCOPES), default="access", show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default="access",
+    show_default=True,
+    help="What a personal token may call: access (time-bound access) or reviews (access reviews).",
+)
 @click.option("--days", type=click.IntRange(1, 366), default=None, help="Validity (personal).")
 def token_generate(
     config_path: Path,

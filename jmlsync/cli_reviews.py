@@ -26,6 +26,7 @@ from jmlsync.review_evidence import (
     export_json,
     verify_bundle,
 )
+from jmlsync.review_views import campaign_view
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import Runtime, open_runtime
 
@@ -63,35 +64,6 @@ def _run(settings: Settings, work: Callable[[Runtime, Reviews], Awaitable[T]]) -
     except (ReviewError, DecisionError) as exc:
         click.echo(f"jmlsync: {exc}", err=True)
         sys.exit(1)
-
-
-async def campaign_view(reviews: Reviews, campaign_id: str) -> CampaignView:
-    """Everything the store knows of one campaign."""
-    campaign = await reviews.campaign(campaign_id)
-    store = reviews.reviews
-    definition = reviews.definitions.get(campaign.name)
-    exceptions = await store.exceptions(active_only=False)
-    return CampaignView(
-        campaign=campaign,
-        items=await store.items(campaign_id),
-        decisions=await store.decisions(campaign_id),
-        remediations={r.item_id: r for r in await store.remediations(campaign_id)},
-        exceptions={e.item_id: e for e in exceptions if e.campaign == campaign_id},
-        scope=_scope_text(reviews, campaign.name),
-        on_no_decision=definition.on_no_decision if definition else "keep",
-    )
-
-
-def _scope_text(reviews: Reviews, name: str) -> str:
-    definition = reviews.definitions.get(name)
-    if definition is None:
-        return "(campaign no longer configured)"
-    scope = definition.scope
-    if scope.kind == "roles":
-        return ", ".join(f"{t}:{r or '*'}" for t, r in sorted(scope.roles, key=str))
-    if scope.kind == "rules":
-        return "grants of rules " + ", ".join(str(n) for n in sorted(scope.rules))
-    return scope.kind
 
 
 @click.group("review")

@@ -66,6 +66,7 @@ class ReviewSettings(_Section):
     #: What an item nobody decided by the deadline becomes (alerted either way).
     on_no_decision: Literal["keep", "revoke"] = "keep"
     #: Who may import decisions after the deadline (``--late``): userNames or OS users.
+    #: Over the API, they see every item of the campaign.
     admins: list[str] = []
 
     _reviewers = field_validator("reviewers")(_check_reviewers)

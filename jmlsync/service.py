@@ -25,6 +25,7 @@ from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_poli
 from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
 from jmlsync.api.access import access_part
 from jmlsync.api.app import build_api, mount
+from jmlsync.api.reviews import reviews_part
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
@@ -390,14 +391,15 @@ def _leniency(settings: Settings, metrics: Metrics) -> Leniency:
     )
 
 
-def _api(timebound: TimeboundAccess) -> web.Application:
+def _api(timebound: TimeboundAccess, reviews: Reviews) -> web.Application:
     """The HTTP API (``/api/v1``) over the runtime's parts."""
 
     async def active(user_name: str) -> bool:
         person = await timebound.person(user_name)
         return person is not None and person.active
 
-    api = build_api([access_part(timebound)], timebound.access, clock=now_utc, active=active)
+    parts = [access_part(timebound), reviews_part(reviews)]
+    api = build_api(parts, timebound.access, clock=now_utc, active=active)
     # Its routes take personal tokens, never the SCIM tokens (see bearer_auth).
     api[SELF_AUTHENTICATED] = True
     return api
@@ -516,8 +518,8 @@ async def build_app(settings: Settings) -> web.Application:
             await asyncio.gather(background["alerts"], return_exceptions=True)
         await stack.aclose()
 
-    if runtime.timebound is not None:
-        mount(app, _api(runtime.timebound))
+    if runtime.timebound is not None and runtime.reviews is not None:
+        mount(app, _api(runtime.timebound, runtime.reviews))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -17,10 +17,13 @@ from jmlsync.domain.policy import grant_causes, rules_by_group, without_exceptio
 from jmlsync.domain.reviews import (
     DecisionError,
     Item,
+    NotReviewer,
     Owner,
+    PastDeadline,
     Person,
     ReviewScope,
     Source,
+    UnknownItem,
     assign_reviewer,
     check_decisions,
     exception_holds,
@@ -197,6 +200,7 @@ def test_decision_files() -> None:
     for text, kind, message in [
         ("decision,reviewer\nkeep,boss\n", "csv", "row 1: the header lacks item_id"),
         ("item_id,decision,reviewer\nx,keep,boss\n", "csv", "row 2: item_id 'x' is not a number"),
+        ("item_id,decision,reviewer\n\u00b2,keep,boss\n", "csv", "row 2: item_id '\u00b2' is not"),
         ("item_id,decision,reviewer\n1,keep,\n", "csv", "row 2: missing reviewer"),
         ('item_id,decision,reviewer\n1,keep,"boss\n', "csv", "row 2: malformed CSV"),
         ("", "csv", "empty"),
@@ -218,14 +222,16 @@ def test_checking_decisions() -> None:
         check_decisions(rows, items, groups, now=now, deadline=deadline, late=late)
 
     check("1,keep,BOSS,\n2,revoke,sec,\n")
-    for text, message in [
-        ("9,keep,boss,\n", "row 2: unknown item_id 9"),
-        ("1,keep,boss,\n2,keep,boss,\n", "row 3: boss is not the reviewer of item 2"),
-        ("2,keep,bob,\n", "row 2: bob is not the reviewer"),  # the holder, though in the group
-        ("3,keep,boss,\n", "assigned: nobody"),
-        ("1,keep,boss,\n1,revoke,boss,\n", "row 3: item_id 1 is decided again"),
+    for text, kind, message in [
+        ("9,keep,boss,\n", UnknownItem, "row 2: unknown item_id 9"),
+        ("1,keep,boss,\n2,keep,boss,\n", NotReviewer, "row 3: boss is not the reviewer of item 2"),
+        # the holder, though in the group
+        ("2,keep,bob,\n", NotReviewer, "row 2: bob is not the reviewer"),
+        ("3,keep,boss,\n", NotReviewer, "assigned: nobody"),
+        ("1,keep,boss,\n1,revoke,boss,\n", DecisionError, "row 3: item_id 1 is decided again"),
     ]:
-        with pytest.raises(DecisionError, match=message):
+        # The kinds let the API answer 403 or 422; the CLI catches them all as DecisionError.
+        with pytest.raises(kind, match=message):
             check(text)
     rows = parse_decisions("item_id,decision,reviewer\n1,revoke,boss\n", "csv")
     with pytest.raises(DecisionError, match="row 2: ann is a protected account"):
@@ -238,7 +244,7 @@ def test_checking_decisions() -> None:
             late=False,
             protected=frozenset({"ann"}),
         )
-    with pytest.raises(DecisionError, match="deadline"):
+    with pytest.raises(PastDeadline, match="deadline"):
         check("1,keep,boss,\n", now=deadline + timedelta(seconds=1))
     check("1,keep,boss,\n", now=deadline + timedelta(seconds=1), late=True)
 

@@ -72,7 +72,7 @@ def document(parts: Sequence[ApiPart]) -> dict[str, Any]:
         "info": {
             "title": "jmlsync API",
             "version": __version__,
-            "description": "Time-bound access (and more) over HTTP. Authenticate with a"
+            "description": "Time-bound access and access reviews over HTTP. Authenticate with a"
             " personal token from `jmlsync token generate --user USERNAME --scope SCOPE`;"
             " the token's user is the actor of every call. SCIM bearer tokens are not"
             " accepted here.",

@@ -1,8 +1,9 @@
 """Personal API tokens: random, shown once, stored only as their SHA-256, with an expiry.
 
 A token names one directory user (the actor of every call made with it) and one scope
-(``access`` for time-bound access). It never authorises SCIM, and SCIM bearer tokens never
-authorise the API: the two are checked by different middlewares against different stores.
+(``access`` for time-bound access, ``reviews`` for access reviews). It never authorises
+SCIM, and SCIM bearer tokens never authorise the API: the two are checked by different
+middlewares against different stores.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from jmlsync.ports import AccessStore
 
 #: Marks a personal token, so a leaked one is recognised for what it is.
 PREFIX = "jmlp_"
-SCOPES = ("access",)
+SCOPES = ("access", "reviews")
 
 
 def new_token() -> tuple[str, str]:

@@ -24,9 +24,12 @@ __all__ = [
     "DecisionError",
     "DecisionRow",
     "Item",
+    "NotReviewer",
+    "PastDeadline",
     "Person",
     "ReviewScope",
     "Source",
+    "UnknownItem",
     "assign_reviewer",
     "check_decisions",
     "exception_holds",
@@ -226,6 +229,18 @@ class DecisionError(Exception):
     """A decisions file that cannot be applied; the message names the row."""
 
 
+class UnknownItem(DecisionError):
+    """A decision names an item the campaign does not have."""
+
+
+class NotReviewer(DecisionError):
+    """A decision by someone the item is not assigned to."""
+
+
+class PastDeadline(DecisionError):
+    """A decision after the campaign's deadline, without an admin's ``late``."""
+
+
 @dataclass(frozen=True)
 class DecisionRow:
     """One line of a decisions file (``row``: its number, the header being row 1)."""
@@ -242,7 +257,8 @@ def _decision_row(number: int, raw: Mapping[str, Any]) -> DecisionRow:
     if missing:
         raise DecisionError(f"row {number}: missing {', '.join(missing)}")
     text = str(raw["item_id"]).strip()
-    if not text.isdigit():
+    # ASCII only: str.isdigit() also accepts "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()):
         raise DecisionError(f"row {number}: item_id {text!r} is not a number")
     decision = str(raw["decision"]).strip().lower()
     if decision not in DECISIONS:
@@ -315,7 +331,7 @@ def check_decisions(
     import).
     """
     if now > deadline and not late:
-        raise DecisionError(
+        raise PastDeadline(
             f"the campaign's deadline {deadline:%Y-%m-%dT%H:%M:%SZ} has passed;"
             " an admin may import late decisions with --late"
         )
@@ -323,7 +339,7 @@ def check_decisions(
     for row in rows:
         item = items.get(row.item_id)
         if item is None:
-            raise DecisionError(f"row {row.row}: unknown item_id {row.item_id}")
+            raise UnknownItem(f"row {row.row}: unknown item_id {row.item_id}")
         if row.item_id in seen:
             raise DecisionError(
                 f"row {row.row}: item_id {row.item_id} is decided again (first in row"
@@ -337,7 +353,7 @@ def check_decisions(
             )
         if not may_decide(item, row.reviewer, groups):
             assigned = item.reviewer or "nobody"
-            raise DecisionError(
+            raise NotReviewer(
                 f"row {row.row}: {row.reviewer} is not the reviewer of item {row.item_id}"
                 f" (assigned: {assigned})"
             )

@@ -23,6 +23,7 @@ from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import (
     Campaign,
     DecisionError,
+    DecisionRow,
     Item,
     Owner,
     Person,
@@ -298,7 +299,22 @@ class Reviews:
                 f"--late is for an admin of campaign {campaign.name}; {imported_by} is not"
                 " one ([[reviews]] admins)"
             )
-        rows = parse_decisions(text, kind)
+        return await self.decide_rows(
+            campaign_id, parse_decisions(text, kind), imported_by=imported_by, late=late
+        )
+
+    async def decide_rows(
+        self,
+        campaign_id: str,
+        rows: Sequence[DecisionRow],
+        *,
+        imported_by: str,
+        late: bool = False,
+    ) -> tuple[int, int]:
+        """Check decisions whole (the file's or the API's), then record them all in one
+        transaction; (decisions, jobs queued). ``late`` is the caller's to authorise."""
+        campaign = await self.campaign(campaign_id)
+        definition = self.definition(campaign.name)
         items = {item.id: item for item in await self.reviews.items(campaign_id)}
         directory = await self.directory(self._reviewer_groups(definition))
         check_decisions(
@@ -323,6 +339,14 @@ class Reviews:
             exceptions=exceptions,
         )
         return len(rows), jobs
+
+    async def reviewer_groups(self, campaign: Campaign) -> dict[str, frozenset[str]]:
+        """Members (userNames) of the campaign's reviewing groups, by casefolded name;
+        empty when the campaign is no longer configured."""
+        definition = self.definitions.get(campaign.name)
+        if definition is None:
+            return {}
+        return (await self.directory(self._reviewer_groups(definition))).members
 
     def exceptions_for(self, revoked: Sequence[Item], directory: Directory) -> list[NewException]:
         """For each revoked grant a rule still gives: the paths that give it, to hold back."""
