@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from jmlsync.store.outbox import PENDING, SqlOutbox
+from jmlsync.store.outbox import PENDING, SqlOutbox, add_alert
 
 log = logging.getLogger("jmlsync.alerts")
 
@@ -62,9 +62,9 @@ class OutboxAlerts:
         on_written: Callable[[int], None] | None = None,
     ) -> None:
         self.outbox = outbox
-        self._clock = clock
-        self._dedupe = dedupe
-        self._routed = routed
+        self.clock = clock
+        self.dedupe = dedupe
+        self.routed = routed
         self._on_written = on_written
         #: The rows this process wrote to deliver: a CLI command delivers them before it exits.
         self.written: list[int] = []
@@ -75,28 +75,77 @@ class OutboxAlerts:
             alert_key(fields),
             text,
             fields,
-            now=self._clock(),
-            dedupe=self._dedupe,
-            routed=self._routed,
+            now=self.clock(),
+            dedupe=self.dedupe,
+            routed=self.routed,
         )
         if state == PENDING:
-            self.written.append(alert_id)
-            if self._on_written is not None:
-                self._on_written(alert_id)
+            self.wrote(alert_id)
+
+    def wrote(self, alert_id: int) -> None:
+        """Note a committed row to deliver, and wake the deliverer."""
+        self.written.append(alert_id)
+        if self._on_written is not None:
+            self._on_written(alert_id)
 
 
 class Alerts:
     """Every configured sink: the log always, the webhook when configured."""
 
     def __init__(self, *sinks: AlertSink) -> None:
-        self._sinks = sinks or (LogAlerts(),)
+        self.sinks = sinks or (LogAlerts(),)
 
     async def alert(self, kind: str, text: str, **fields: Any) -> None:
-        for sink in self._sinks:
+        for sink in self.sinks:
             try:
                 await sink.alert(kind, text, **fields)
             except Exception:
                 log.exception("an alert sink failed")
+
+
+class StagedAlert:
+    """An alert to write in the transaction of the event that raises it (a dead letter), so
+    that a crash between the event and its alert cannot lose the alert.
+
+    :meth:`write` adds the outbox rows inside the caller's transaction body; once that
+    transaction committed, :meth:`after_commit` logs the alert and wakes the deliverer. Sinks
+    without an outbox (a test's recorder) just get :meth:`AlertSink.alert` after the commit.
+    """
+
+    def __init__(self, sink: AlertSink, kind: str, text: str, fields: dict[str, Any]) -> None:
+        self._kind, self._text, self._fields = kind, text, fields
+        sinks = sink.sinks if isinstance(sink, Alerts) else (sink,)
+        self._outboxes = [s for s in sinks if isinstance(s, OutboxAlerts)]
+        self._others = [s for s in sinks if not isinstance(s, OutboxAlerts)]
+        self._written: list[tuple[OutboxAlerts, int, str]] = []
+
+    async def write(self, conn: Any) -> None:
+        """Add the alert's outbox rows with ``conn``, the caller's transaction."""
+        self._written = []  # a retried transaction body starts again
+        for outbox in self._outboxes:
+            alert_id, state = await add_alert(
+                conn,
+                self._kind,
+                alert_key(self._fields),
+                self._text,
+                self._fields,
+                now=outbox.clock(),
+                dedupe=outbox.dedupe,
+                routed=outbox.routed,
+            )
+            self._written.append((outbox, alert_id, state))
+
+    async def after_commit(self) -> None:
+        """The rest of the alert, once the transaction holding its rows committed."""
+        for outbox, alert_id, state in self._written:
+            if state == PENDING:
+                outbox.wrote(alert_id)
+        await Alerts(*self._others).alert(self._kind, self._text, **self._fields)
+
+
+def stage_alert(sink: AlertSink, kind: str, text: str, **fields: Any) -> StagedAlert:
+    """A :class:`StagedAlert` for ``sink`` (written with the event, sent after its commit)."""
+    return StagedAlert(sink, kind, text, fields)
 
 
 class AuthFailureWatch:

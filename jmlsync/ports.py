@@ -277,12 +277,14 @@ class Queue(Protocol):
         *,
         retry_in: timedelta | None,
         pending_targets: Collection[str] | None = None,
+        also: Callable[[Any], Awaitable[object]] | None = None,
     ) -> bool:
         """Count a failed attempt and reschedule it, or dead-letter it (``retry_in`` None).
 
         ``pending_targets``: the only targets the next attempt plans (the others are done);
         None keeps the row's set. A change coalesced meanwhile plans every target again.
-        True when dead-lettered."""
+        ``also`` runs in the same transaction with its connection (the dead letter's alert
+        row: both commit or neither does). True when dead-lettered."""
         ...
 
     async def release(self, job_ids: Collection[int]) -> None:

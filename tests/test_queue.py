@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from jmlsync.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
 from jmlsync.domain.models import Change
 from jmlsync.store.directory import SqlStore
+from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
 from tests.postgres import fresh_database
 
@@ -200,3 +203,39 @@ async def test_leaver_records_keep_per_target_outcomes(store: SqlStore, queue: S
     assert leaver[0] == "2026-01-01T00:00:09.000000Z"
     # Nothing open any more: a late outcome changes nothing.
     assert await queue.record_leaver_targets("gil", {"a": "x"}, ["a", "b"], last) == []
+
+
+async def test_a_dead_letter_and_its_alert_commit_together(
+    store: SqlStore, queue: SqlQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = SqlOutbox(store.db)
+    sink = Alerts(
+        LogAlerts(), OutboxAlerts(outbox, clock=lambda: T0, dedupe=timedelta(0), routed=True)
+    )
+    await store.create("User", user("eve"), T0)
+    job = await queue.lease("w", T0, LEASE)
+    assert job is not None
+
+    async def breaks(_conn: Any) -> None:
+        raise RuntimeError("the alert could not be written")
+
+    # The alert's write fails inside the transaction: the dead letter is rolled back too.
+    with pytest.raises(RuntimeError):
+        await queue.fail(job, "denied", T0, retry_in=None, also=breaks)
+    assert await queue.rows(failed_only=True) == []
+    assert await outbox.rows() == []
+
+    alert = stage_alert(sink, "dead_letter", "job for eve dead-lettered", user="eve")
+    with caplog.at_level(logging.ERROR, logger="jmlsync.alerts"):
+        assert await queue.fail(job, "denied", T0, retry_in=None, also=alert.write) is True
+        assert "ALERT dead_letter" not in caplog.text  # logged only once committed
+        await alert.after_commit()
+    (dead,) = await queue.rows(failed_only=True)
+    (row,) = await outbox.rows()
+    assert (dead.user_name, row.kind, row.key, row.state) == (
+        "eve",
+        "dead_letter",
+        "eve",
+        "pending",
+    )
+    assert "ALERT dead_letter: job for eve dead-lettered" in caplog.text

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.alerts import AlertSink
+from jmlsync.alerts import AlertSink, stage_alert
 from jmlsync.domain.grants import Rule
 from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.policy import (
@@ -467,10 +467,9 @@ class Pipeline:
         pending = error.targets or None
         where = f" on {', '.join(error.targets)}" if error.targets else ""
         if error.permanent or attempts >= self.options.max_attempts:
-            await self.queue.fail(
-                job, str(error), self.clock(), retry_in=None, pending_targets=pending
-            )
-            await self.alerts.alert(
+            # The alert's row commits with the dead letter: a crash between them loses neither.
+            alert = stage_alert(
+                self.alerts,
                 "dead_letter",
                 f"job for {job.user_name} dead-lettered after {attempts} attempt(s){where}:"
                 f" {error}",
@@ -479,6 +478,15 @@ class Pipeline:
                 leaver=job.leaver,
                 targets=list(error.targets),
             )
+            await self.queue.fail(
+                job,
+                str(error),
+                self.clock(),
+                retry_in=None,
+                pending_targets=pending,
+                also=alert.write,
+            )
+            await alert.after_commit()
             return
         delay = min(self.options.retry_base * 2 ** (attempts - 1), self.options.retry_max)
         await self.queue.fail(

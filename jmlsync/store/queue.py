@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,11 +59,15 @@ class SqlQueue:
         *,
         retry_in: timedelta | None,
         pending_targets: Collection[str] | None = None,
+        also: Callable[[Any], Awaitable[object]] | None = None,
     ) -> bool:
         async def body(conn: WriteConn) -> bool:
-            return await pipeline_sql.fail(
+            failed = await pipeline_sql.fail(
                 conn, job, error, now, retry_in=retry_in, pending_targets=pending_targets
             )
+            if also is not None:
+                await also(conn)
+            return failed
 
         return await self.db.write(body)
 
