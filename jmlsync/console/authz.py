@@ -10,13 +10,30 @@ from aiohttp import web
 
 from jmlsync.config import Settings
 from jmlsync.console.context import Viewer, viewer_of
+from jmlsync.domain import timebound as tb
+from jmlsync.domain.reviews import may_decide
+from jmlsync.engine.reviews import Reviews
+from jmlsync.engine.timebound import TimeboundAccess, person_of
 from jmlsync.store.directory import SqlStore
 
 #: Members of ``[console].admin_groups``: the operators' pages.
 ADMIN = "admin"
+#: An active member of an approver group of some ``[[eligibility]]``: the approvals inbox.
+APPROVER = "approver"
+#: Eligible for some ``[[eligibility]]``: the request form and their own requests.
+REQUESTER = "requester"
+#: Assigned items (by name or through a group) in an open review campaign.
+REVIEWER = "reviewer"
 
 
-async def roles_of(store: SqlStore, user_name: str, settings: Settings) -> frozenset[str] | None:
+async def roles_of(
+    store: SqlStore,
+    user_name: str,
+    settings: Settings,
+    *,
+    timebound: TimeboundAccess | None = None,
+    reviews: Reviews | None = None,
+) -> frozenset[str] | None:
     """The console roles of the directory user ``user_name``; None when the user is unknown
     or inactive (who may not use the console at all)."""
     state, groups = await store.policy_user(user_name)
@@ -26,7 +43,33 @@ async def roles_of(store: SqlStore, user_name: str, settings: Settings) -> froze
     roles = set()
     if names & {group.casefold() for group in settings.console.admin_groups}:
         roles.add(ADMIN)
+    person = person_of(state, groups)
+    if timebound is not None and person is not None:
+        eligibilities = timebound.eligibilities.values()
+        if any(person.in_any(e.approvers) for e in eligibilities):
+            roles.add(APPROVER)
+        if any(tb.eligible(e, person) for e in eligibilities):
+            roles.add(REQUESTER)
+    if reviews is not None and await assigned_items(reviews, state.user_name, names):
+        roles.add(REVIEWER)
     return frozenset(roles)
+
+
+async def assigned_items(
+    reviews: Reviews, user_name: str, group_names: Collection[str]
+) -> list[tuple[str, int]]:
+    """(campaign id, item id) of every item of an open campaign that ``user_name`` may decide:
+    assigned to them, or to a group they are in (never their own grants)."""
+    # Only this person's memberships matter to may_decide: a group maps to them alone.
+    groups = {name.casefold(): frozenset({user_name}) for name in group_names}
+    found: list[tuple[str, int]] = []
+    for campaign in await reviews.reviews.campaigns():
+        if campaign.closed_at is not None:
+            continue
+        for item in await reviews.reviews.items(campaign.id):
+            if may_decide(item, user_name, groups):
+                found.append((campaign.id, item.id))
+    return found
 
 
 def may(viewer: Viewer, roles: Collection[str]) -> bool:
