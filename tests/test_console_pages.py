@@ -5,14 +5,17 @@ the grant, the requester ends it; the refusals are 403."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from playwright.async_api import Browser, BrowserContext, Page
 
+from jmlsync.cli import main
 from tests.conftest import stop_service
 from tests.console_support import ADMINS, chromium, chromium_missing, scim_client, screenshot
 from tests.test_console_browser import Console, _open, _sign_in, _until
@@ -37,6 +40,11 @@ approvals = 1
 approvers = ["leads"]
 require_reason = true
 ticket_pattern = "INC-[0-9]+"
+
+[[reviews]]
+name = "everything"
+scope = "all"
+reviewers = ["group:leads"]
 """
 
 
@@ -57,8 +65,9 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
-async def _seed(url: str) -> None:
-    """Alice an admin, Bob on call (a requester), Dave a lead (an approver)."""
+async def _seed(url: str, eng: bool = False) -> None:
+    """Alice an admin, Bob on call (a requester; in eng too if ``eng``), Dave a lead (an
+    approver, and the reviewer of every item)."""
     async with scim_client(url) as scim:
         alice = await scim.create_user(ALICE)
         bob = await scim.create_user(BOB)
@@ -66,6 +75,8 @@ async def _seed(url: str) -> None:
         await scim.create_group(ADMINS, [alice["id"]])
         await scim.create_group("oncall", [bob["id"]])
         await scim.create_group("leads", [dave["id"]])
+        if eng:
+            await scim.create_group("eng", [bob["id"]])
 
 
 def ledger_roles(path: Path, user: str) -> set[str]:
@@ -184,4 +195,70 @@ async def test_request_approve_and_end_a_time_bound_grant(
     assert "sandbox/admin" in timebound and "ended" in timebound and DAVE in timebound
     await screenshot(alice_page, "person-timebound")
     for context in (bob, dave, alice):
+        await context.close()
+
+
+def _cli(config: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [*args, "--config", str(config)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
+    console: Console, browser: Browser
+) -> None:
+    await _seed(console.service.url, eng=True)
+    ledger = console.config.parent / "ledger.db"
+
+    async def deployer() -> bool:
+        return "deployer" in ledger_roles(ledger, BOB)
+
+    await _until(deployer)  # the eng rule's grant, applied: what the campaign reviews
+    code, _out, err = await asyncio.to_thread(_cli, console.config, "review", "start", "everything")
+    assert code == 0, err
+    alice, alice_page = await _signed_in(browser, console, ALICE, "/reviews/campaigns")
+    progress = await alice_page.locator("main table").inner_text()
+    assert "0/1" in progress and "open" in progress
+    await screenshot(alice_page, "review-campaigns")
+
+    # Bob holds the grant and reviews nothing: no review pages, and a decision is 403.
+    bob, bob_page = await _signed_in(browser, console, BOB, "/access")
+    forbidden = await bob_page.goto(console.url + "/reviews")
+    assert forbidden is not None and forbidden.status == 403
+    campaign = (await alice_page.locator("main table a").first.inner_text()).strip()
+    refused = await bob.request.post(
+        f"{console.url}/reviews/{campaign}/1/decide",
+        form={"csrf_token": await _csrf(bob_page), "decision": "keep"},
+    )
+    assert refused.status == 403
+
+    dave, dave_page = await _signed_in(browser, console, DAVE, "/reviews")
+    row = dave_page.locator(f"#item-{campaign}-1")
+    assert BOB in await row.inner_text() and "sandbox/deployer" in await row.inner_text()
+    await screenshot(dave_page, "review-my-items")
+    await row.get_by_label("Revoke").check()
+    await dave_page.get_by_label("Comment on item 1").fill("left the on-call rota")
+    await dave_page.get_by_role("button", name="Decide item 1").click()
+    await dave_page.wait_for_url("**/console/reviews?done=*")
+    assert f"Item 1 of {campaign}: revoke." in await dave_page.locator("#done").inner_text()
+    decided = await dave_page.locator(f"#item-{campaign}-1").inner_text()
+    assert f"revoke by {DAVE}: left the on-call rota" in decided
+    await screenshot(dave_page, "review-decided")
+
+    await alice_page.reload()
+    progress = await alice_page.locator(f"#campaign-{campaign}").inner_text()
+    assert "1/1" in progress
+    await alice_page.get_by_role("link", name=campaign).click()
+    await alice_page.wait_for_url("**/console/reviews/evidence?campaign=*")
+    summary = await alice_page.locator("main").inner_text()
+    assert f"revoke by {DAVE}" in summary and "left the on-call rota" in summary
+    assert "Snapshot sha256" in summary
+    await screenshot(alice_page, "review-evidence")
+
+    async def revoked() -> bool:
+        return "deployer" not in ledger_roles(ledger, BOB)
+
+    await _until(revoked)
+    await alice_page.goto(console.url + "/audit")
+    assert "review.decide" in await alice_page.locator("main table").inner_text()
+    for context in (alice, bob, dave):
         await context.close()
