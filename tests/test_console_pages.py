@@ -172,6 +172,18 @@ async def test_request_approve_and_end_a_time_bound_grant(
 
     await bob_page.goto(console.url + "/access")
     assert "active" in await bob_page.locator("#request-1").inner_text()
+    await bob_page.get_by_label("More time for #1").fill("30m")
+    await bob_page.get_by_role("button", name="Extend #1").click()
+    await bob_page.wait_for_url("**/console/access?done=*")
+    assert "Request #1 extension asked: now active." in await bob_page.locator("#done").inner_text()
+    assert "extension of 30m waiting" in await bob_page.locator("#request-1").inner_text()
+    await dave_page.goto(console.url + "/access/approvals")
+    assert "30m more" in await dave_page.locator("#waiting-1").inner_text()
+    await dave_page.get_by_label("Comment on #1").fill("not tonight")
+    await dave_page.get_by_role("button", name="Deny #1").click()
+    await dave_page.wait_for_url("**/console/access/approvals?done=*")
+    assert "Nothing is waiting for you." in await dave_page.locator("#inbox ~ p").inner_text()
+    await bob_page.goto(console.url + "/access")
     await bob_page.get_by_role("button", name="End #1", exact=True).click()
     await bob_page.wait_for_url("**/console/access?done=*")
     assert "Request #1 ended: now ended." in await bob_page.locator("#done").inner_text()
@@ -181,6 +193,24 @@ async def test_request_approve_and_end_a_time_bound_grant(
         return "admin" not in ledger_roles(ledger, BOB)
 
     await _until(revoked)
+
+    # A second request, denied with a comment: the requester sees who and why.
+    await bob_page.get_by_label("Duration for sandbox/admin").fill("15m")
+    await bob_page.get_by_label("Reason for sandbox/admin").fill("once more")
+    await bob_page.get_by_label("Ticket for sandbox/admin").fill("INC-43")
+    await bob_page.get_by_role("button", name="Request sandbox/admin").click()
+    await bob_page.wait_for_url("**/console/access?done=*")
+    await dave_page.goto(console.url + "/access/approvals")
+    await dave_page.get_by_label("Comment on #2").fill("use the runbook")
+    await dave_page.get_by_role("button", name="Deny #2").click()
+    await dave_page.wait_for_url("**/console/access/approvals?done=*")
+    assert "Request #2 denied: now denied." in await dave_page.locator("#done").inner_text()
+    await bob_page.goto(console.url + "/access")
+    assert f"denied by {DAVE}: use the runbook" in await bob_page.locator("#request-2").inner_text()
+    unknown = await dave.request.post(
+        console.url + "/access/abc/approve", form={"csrf_token": await _csrf(dave_page)}
+    )
+    assert unknown.status == 404
 
     # The admin sees it on the person page and in the audit chain, with the people as actors.
     alice, alice_page = await _signed_in(browser, console, ALICE, "/audit")
@@ -215,7 +245,9 @@ async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
     await _until(deployer)  # the eng rule's grant, applied: what the campaign reviews
     code, _out, err = await asyncio.to_thread(_cli, console.config, "review", "start", "everything")
     assert code == 0, err
-    alice, alice_page = await _signed_in(browser, console, ALICE, "/reviews/campaigns")
+    alice, alice_page = await _signed_in(browser, console, ALICE, "/overview")
+    assert await alice_page.locator("#reviews").inner_text() == "1 undecided in 1 campaign(s)"
+    await alice_page.goto(console.url + "/reviews/campaigns")
     progress = await alice_page.locator("main table").inner_text()
     assert "0/1" in progress and "open" in progress
     await screenshot(alice_page, "review-campaigns")
@@ -258,6 +290,9 @@ async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
         return "deployer" not in ledger_roles(ledger, BOB)
 
     await _until(revoked)
+    await alice_page.goto(console.url + "/overview")
+    assert await alice_page.locator("#reviews").inner_text() == "0 undecided in 1 campaign(s)"
+    await screenshot(alice_page, "overview-after-review")
     await alice_page.goto(console.url + "/audit")
     assert "review.decide" in await alice_page.locator("main table").inner_text()
     for context in (alice, bob, dave):
