@@ -91,10 +91,12 @@ async def _roles(runtime: Runtime, user_name: str) -> frozenset[str] | None:
 
 
 async def test_roles_come_from_groups_and_eligibilities(runtime: Runtime) -> None:
-    assert await _roles(runtime, "ada@x.io") == {REQUESTER}  # in an eligible group
-    assert await _roles(runtime, "ned@x.io") == {REQUESTER}  # named (as Ned@x.io)
-    assert await _roles(runtime, "bob@x.io") == {APPROVER}  # no campaign: no reviewer yet
-    assert await _roles(runtime, "cy@x.io") == {ADMIN}  # admin group, caselessly
+    assert await _roles(runtime, "ada@x.io") == frozenset({REQUESTER})  # in an eligible group
+    assert await _roles(runtime, "ned@x.io") == frozenset({REQUESTER})  # named (as Ned@x.io)
+    assert await _roles(runtime, "bob@x.io") == frozenset(
+        {APPROVER}
+    )  # no campaign: no reviewer yet
+    assert await _roles(runtime, "cy@x.io") == frozenset({ADMIN})  # admin group, caselessly
     assert await _roles(runtime, "dee@x.io") == frozenset()  # signed in, nothing to open
     assert await _roles(runtime, "eve@x.io") is None  # inactive: in every group, no console
     assert await _roles(runtime, "zed@x.io") is None  # unknown
@@ -103,7 +105,7 @@ async def test_roles_come_from_groups_and_eligibilities(runtime: Runtime) -> Non
 async def test_without_the_engines_only_admins_have_a_role(runtime: Runtime) -> None:
     settings = runtime.settings
     assert await roles_of(runtime.store, "ada@x.io", settings) == frozenset()
-    assert await roles_of(runtime.store, "cy@x.io", settings) == {ADMIN}
+    assert await roles_of(runtime.store, "cy@x.io", settings) == frozenset({ADMIN})
 
 
 async def test_no_open_campaign_assigns_nobody(runtime: Runtime) -> None:
