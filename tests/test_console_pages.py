@@ -140,6 +140,10 @@ async def test_request_approve_and_end_a_time_bound_grant(
     assert "pending" in await bob_page.locator("#request-1").inner_text()
     await screenshot(bob_page, "access-my-requests")
 
+    # A crafted link cannot make the page say anything: only a stored request is reported.
+    await bob_page.goto(console.url + "/access?done=Access+granted&verb=made")
+    assert await bob_page.locator("#done").count() == 0
+
     # Bob is no approver: the approvals page and the approve action are 403 for him.
     token = await _csrf(bob_page)
     forbidden = await bob_page.goto(console.url + "/access/approvals")
@@ -270,7 +274,7 @@ async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
     await row.get_by_label("Revoke").check()
     await dave_page.get_by_label("Comment on item 1").fill("left the on-call rota")
     await dave_page.get_by_role("button", name="Decide item 1").click()
-    await dave_page.wait_for_url("**/console/reviews?done=*")
+    await dave_page.wait_for_url("**/console/reviews?decided=*")
     assert f"Item 1 of {campaign}: revoke." in await dave_page.locator("#done").inner_text()
     decided = await dave_page.locator(f"#item-{campaign}-1").inner_text()
     assert f"revoke by {DAVE}: left the on-call rota" in decided

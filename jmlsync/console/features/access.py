@@ -89,8 +89,31 @@ async def mine(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     return {
         "offers": offers(timebound, person),
         "requests": [shown(r) for r in reversed(requests)],
-        "done": request.query.get("done", "")[:200],
+        "done": await done_message(request, timebound),
     }
+
+
+#: What the page says after an action; the redirect names one, never free text (which a
+#: crafted link could make say anything).
+VERBS = {
+    "made": "made",
+    "approved": "approved",
+    "denied": "denied",
+    "ended": "ended",
+    "extended": "extension asked",
+}
+
+
+async def done_message(request: web.Request, timebound: TimeboundAccess) -> str:
+    """ "Request #N approved: now active.", from the redirect's ``done`` and ``verb`` and the
+    request's stored state; empty when they name nothing."""
+    number, verb = request.query.get("done", ""), request.query.get("verb", "")
+    if not number.isdigit() or not 0 < int(number) <= MAX_ID or verb not in VERBS:
+        return ""
+    found = await timebound.access.get(int(number))
+    if found is None:
+        return ""
+    return f"Request #{found.id} {VERBS[verb]}: now {found.state.replace('_', ' ')}."
 
 
 def _approves(person: Person | None, request: AccessRequest, timebound: TimeboundAccess) -> bool:
@@ -117,7 +140,7 @@ async def approvals(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     return {
         "waiting": [shown(r) for r in waiting],
         "active": [shown(r) for r in active],
-        "done": request.query.get("done", "")[:200],
+        "done": await done_message(request, timebound),
     }
 
 
@@ -171,8 +194,8 @@ async def _act(
         return render(
             request, template, {"title": title, **context, "problem": str(exc)}, status=422
         )
-    message = f"Request #{done.id} {verb}: now {done.state.replace('_', ' ')}."
-    location = f"{request.app[BASE]}{BACK[back_name]}?{urlencode({'done': message})}"
+    query = urlencode({"done": done.id, "verb": verb})
+    location = f"{request.app[BASE]}{BACK[back_name]}?{query}"
     return web.Response(status=303, headers={"Location": location})
 
 
@@ -227,7 +250,7 @@ async def extend(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     async def action(timebound: TimeboundAccess, actor: Actor, form: Any) -> AccessRequest:
         return await timebound.extend(actor, number, _duration(form))
 
-    return await _act(request, viewer, action, "extension asked")
+    return await _act(request, viewer, action, "extended")
 
 
 _ANY = frozenset({REQUESTER, APPROVER, ADMIN})

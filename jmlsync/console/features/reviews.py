@@ -59,7 +59,12 @@ async def my_items(request: web.Request, viewer: Viewer) -> dict[str, Any]:
                 "key": f"{campaign_id}-{item_id}",
             }
         )
-    return {"rows": rows, "done": request.query.get("done", "")[:200]}
+    done = ""
+    decided = request.query.get("decided", "")
+    for row in rows:  # says only what is recorded, never the link's own text
+        if row["key"] == decided and row["decision"] is not None:
+            done = f"Item {row['item'].id} of {row['campaign'].id}: {row['decision'].decision}."
+    return {"rows": rows, "done": done}
 
 
 async def decide(request: web.Request, viewer: Viewer) -> web.StreamResponse:
@@ -94,8 +99,8 @@ async def decide(request: web.Request, viewer: Viewer) -> web.StreamResponse:
             {"title": "My reviews", **context, "problem": problem},
             status=422,
         )
-    message = f"Item {item} of {campaign_id}: {decision}."
-    location = f"{request.app[BASE]}/reviews?{urlencode({'done': message})}"
+    query = urlencode({"decided": f"{campaign_id}-{item}"})
+    location = f"{request.app[BASE]}/reviews?{query}"
     return web.Response(status=303, headers={"Location": location})
 
 
