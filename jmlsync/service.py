@@ -482,7 +482,15 @@ async def build_app(settings: Settings) -> web.Application:
     if settings.console.enabled:
         from jmlsync.console.app import mount_console
 
-        mount_console(app, settings, runtime.store, runtime.reconciler, checks)
+        mount_console(
+            app,
+            settings,
+            runtime.store,
+            runtime.reconciler,
+            checks,
+            timebound=runtime.timebound,
+            reviews=runtime.reviews,
+        )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         owner_lock: OwnerLock | None = None

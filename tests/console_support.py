@@ -34,9 +34,10 @@ ADMINS = "console-admins"
 
 
 def console_config(
-    config: Path, iam_url: str, client_id: str, port: int, *, idle: int = 1800
+    config: Path, iam_url: str, client_id: str, port: int, *, idle: int = 1800, extra: str = ""
 ) -> None:
-    """Turn the test configuration into one serving the console on ``port``."""
+    """Turn the test configuration into one serving the console on ``port`` (``extra``:
+    more configuration, appended)."""
     secret = config.parent / "oidc-secret"
     secret.write_text(SECRET + "\n")
     text = config.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
@@ -65,6 +66,7 @@ path = "ledger.db"
 group = "eng"
 grants = [{{ target = "sandbox", role = "deployer" }}]
 """
+    text += extra
     config.write_text(text)
 
 

@@ -72,10 +72,11 @@ async def _deactivate(url: str, user_id: str) -> None:
         assert reply.status == 200, reply.body
 
 
-async def _open(config_path: Path, iam_server: Any, idle: int = 1800) -> Console:
+async def _open(config_path: Path, iam_server: Any, idle: int = 1800, extra: str = "") -> Console:
+    """A console on a free port; ``extra`` is appended to its configuration."""
     port = free_port()
     client = register_client(iam_server, port)
-    console_config(config_path, iam_server.url, client.client_id, port, idle=idle)
+    console_config(config_path, iam_server.url, client.client_id, port, idle=idle, extra=extra)
     service = await start_service(config_path)
     return Console(iam_server, client, config_path, port, service)
 

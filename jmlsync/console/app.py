@@ -14,23 +14,29 @@ from aiohttp import web
 from jmlsync import sla
 from jmlsync.config import Settings
 from jmlsync.console.context import BASE, CONSOLE, Checks, Console
+from jmlsync.console.features import access as access_pages
 from jmlsync.console.features import evidence, home, overview, person
+from jmlsync.console.features import reviews as review_pages
 from jmlsync.console.oidc import OidcClient
 from jmlsync.console.pages import Feature, add_features
 from jmlsync.console.security import console_middleware
 from jmlsync.console.sessions import SqlSessions, Timeouts
 from jmlsync.console.signin import signin_routes
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.engine.reviews import Reviews
+from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.scim.app import OPEN_EXTRA, SELF_AUTHENTICATED
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
 
-#: Every feature's pages, in the navigation's order. Time-bound access and reviews add theirs.
+#: Every feature's pages, in the navigation's order.
 FEATURES: tuple[Feature, ...] = (
     home.FEATURE,
     overview.FEATURE,
     person.FEATURE,
+    access_pages.FEATURE,
+    review_pages.FEATURE,
     evidence.FEATURE,
 )
 
@@ -65,6 +71,9 @@ def build_console_app(
     store: SqlStore,
     reconciler: Reconciler,
     checks: Checks,
+    *,
+    timebound: TimeboundAccess | None = None,
+    reviews: Reviews | None = None,
 ) -> web.Application:
     """The console application (to mount with ``add_subapp`` at the base path)."""
     secret = read_client_secret(settings)
@@ -97,6 +106,8 @@ def build_console_app(
         checks=checks,
         sessions=sessions,
         oidc=oidc,
+        timebound=timebound,
+        reviews=reviews,
     )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
@@ -117,6 +128,9 @@ def mount_console(
     store: SqlStore,
     reconciler: Reconciler,
     checks: Checks,
+    *,
+    timebound: TimeboundAccess | None = None,
+    reviews: Reviews | None = None,
 ) -> None:
     """Mount the console on the service's application under ``[console].base_path``, with its
     own (session) authentication instead of the SCIM bearer token."""
@@ -126,7 +140,9 @@ def mount_console(
         return web.Response(status=302, headers={"Location": base + "/"})
 
     app.router.add_get(base, to_root)  # before the sub-application, which would take it
-    console = build_console_app(settings, store, reconciler, checks)
+    console = build_console_app(
+        settings, store, reconciler, checks, timebound=timebound, reviews=reviews
+    )
     # Its own sessions authenticate it, decided by the route matched (never the path's text,
     # which `/console/../scim/v2/Users` could dress up).
     console[SELF_AUTHENTICATED] = True

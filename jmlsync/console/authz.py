@@ -10,13 +10,31 @@ from aiohttp import web
 
 from jmlsync.config import Settings
 from jmlsync.console.context import Viewer, viewer_of
+from jmlsync.domain import timebound as tb
+from jmlsync.domain.reviews import may_decide
+from jmlsync.engine.reviews import Reviews
+from jmlsync.engine.timebound import TimeboundAccess, person_of
 from jmlsync.store.directory import SqlStore
+from jmlsync.store.reviews import item_from_json
 
 #: Members of ``[console].admin_groups``: the operators' pages.
 ADMIN = "admin"
+#: An active member of an approver group of some ``[[eligibility]]``: the approvals inbox.
+APPROVER = "approver"
+#: Eligible for some ``[[eligibility]]``: the request form and their own requests.
+REQUESTER = "requester"
+#: Assigned items (by name or through a group) in an open review campaign.
+REVIEWER = "reviewer"
 
 
-async def roles_of(store: SqlStore, user_name: str, settings: Settings) -> frozenset[str] | None:
+async def roles_of(
+    store: SqlStore,
+    user_name: str,
+    settings: Settings,
+    *,
+    timebound: TimeboundAccess | None = None,
+    reviews: Reviews | None = None,
+) -> frozenset[str] | None:
     """The console roles of the directory user ``user_name``; None when the user is unknown
     or inactive (who may not use the console at all)."""
     state, groups = await store.policy_user(user_name)
@@ -26,7 +44,37 @@ async def roles_of(store: SqlStore, user_name: str, settings: Settings) -> froze
     roles = set()
     if names & {group.casefold() for group in settings.console.admin_groups}:
         roles.add(ADMIN)
+    person = person_of(state, groups)
+    if timebound is not None and person is not None:
+        eligibilities = timebound.eligibilities.values()
+        if any(person.in_any(e.approvers) for e in eligibilities):
+            roles.add(APPROVER)
+        if any(tb.eligible(e, person) for e in eligibilities):
+            roles.add(REQUESTER)
+    if reviews is not None and await assigned_items(store, state.user_name, names):
+        roles.add(REVIEWER)
     return frozenset(roles)
+
+
+async def assigned_items(
+    store: SqlStore, user_name: str, group_names: Collection[str]
+) -> list[tuple[str, int]]:
+    """(campaign id, item id) of every item of an open campaign that ``user_name`` may decide:
+    assigned to them, or to a group they are in (never their own grants)."""
+    # Roles are worked out on every click: the query narrows to this person's candidates by
+    # the reviewer column in SQL (not every item of every campaign loaded); may_decide, the
+    # rule review decide applies, has the say.
+    specs = sorted({user_name.casefold(), *(f"group:{g.casefold()}" for g in group_names)})
+    rows = await store.db.reader.execute_fetchall(
+        "SELECT i.item FROM review_items i JOIN review_campaigns c ON c.id = i.campaign_id"
+        f" WHERE c.closed_at IS NULL AND lower(i.reviewer) IN ({', '.join('?' for _ in specs)})"
+        " ORDER BY c.started_at, i.campaign_id, i.item_id",
+        specs,
+    )
+    # Only this person's memberships matter to may_decide: a group maps to them alone.
+    groups = {name.casefold(): frozenset({user_name}) for name in group_names}
+    items = [item_from_json(row[0]) for row in rows]
+    return [(i.campaign, i.id) for i in items if may_decide(i, user_name, groups)]
 
 
 def may(viewer: Viewer, roles: Collection[str]) -> bool:

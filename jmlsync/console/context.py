@@ -11,6 +11,8 @@ from jmlsync.config import Settings
 from jmlsync.console.oidc import OidcClient
 from jmlsync.console.sessions import Session, SqlSessions
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.engine.reviews import Reviews
+from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
@@ -31,6 +33,9 @@ class Console:
     checks: Checks
     sessions: SqlSessions
     oidc: OidcClient | None = None
+    #: Time-bound access and reviews: the same engines the CLI and the API call.
+    timebound: TimeboundAccess | None = None
+    reviews: Reviews | None = None
 
 
 @dataclass(frozen=True)

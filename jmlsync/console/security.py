@@ -54,7 +54,13 @@ async def _load_viewer(request: web.Request) -> None:
     session = await console.sessions.get(token, now_utc())
     if session is None:
         return
-    roles = await roles_of(console.store, session.user_name, console.settings)
+    roles = await roles_of(
+        console.store,
+        session.user_name,
+        console.settings,
+        timebound=console.timebound,
+        reviews=console.reviews,
+    )
     if roles is None:  # deactivated or deleted since sign-in: the session ends now
         await console.sessions.delete(token)
         return

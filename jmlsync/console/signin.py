@@ -147,7 +147,17 @@ async def callback(request: web.Request) -> web.StreamResponse:
         )
     user = await console.store.find_user(claimed)
     user_name = str(user.doc["userName"]) if user is not None else claimed
-    roles = None if user is None else await roles_of(console.store, user_name, console.settings)
+    roles = (
+        None
+        if user is None
+        else await roles_of(
+            console.store,
+            user_name,
+            console.settings,
+            timebound=console.timebound,
+            reviews=console.reviews,
+        )
+    )
     if roles is None:
         why = "unknown" if user is None else "inactive"
         await console.sessions.audit(_audit("console.sign-in", user_name, "refused", f"{why} user"))

@@ -1,4 +1,5 @@
-"""The operators' overview: queue, dead letters, drift, SLA breaches, last runs, readiness."""
+"""The operators' overview: queue, dead letters, drift, SLA breaches, time-bound access and
+open reviews, last runs, readiness."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from jmlsync.console.authz import ADMIN
-from jmlsync.console.context import CONSOLE, Viewer
+from jmlsync.console.context import CONSOLE, Console, Viewer
 from jmlsync.console.pages import Feature, Page
 from jmlsync.domain.models import parse_timestamp
 from jmlsync.scim.resources import now_utc
@@ -22,6 +23,29 @@ def _age(stamp: str | None) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h"
+
+
+async def _timebound(console: Console) -> dict[str, int]:
+    """Requests waiting for approval (or an extension) and grants running now."""
+    if console.timebound is None:
+        return {"waiting": 0, "active": 0}
+    found = await console.timebound.access.find(states=["pending", "active"])
+    return {
+        "waiting": sum(1 for r in found if r.state == "pending" or r.extension is not None),
+        "active": sum(1 for r in found if r.state == "active"),
+    }
+
+
+async def _reviews(console: Console) -> dict[str, int]:
+    """Open campaigns and their items nobody has decided yet."""
+    if console.reviews is None:
+        return {"open": 0, "undecided": 0}
+    store = console.reviews.reviews
+    opened = [c for c in await store.campaigns() if c.closed_at is None]
+    undecided = 0
+    for campaign in opened:
+        undecided += campaign.items - len(await store.decisions(campaign.id))
+    return {"open": len(opened), "undecided": undecided}
 
 
 async def overview(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
@@ -51,6 +75,8 @@ async def overview(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
             "not_cleared": sum(1 for leaver in unverified if leaver.cleared_at is None),
             "not_verified": len(unverified),
         },
+        "timebound": await _timebound(console),
+        "reviews": await _reviews(console),
         "runs": await console.assurance.last_runs(),
         "readiness": readiness,
         "ready": all(problem is None for problem in readiness.values()),

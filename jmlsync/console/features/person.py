@@ -1,5 +1,5 @@
 """A person: what ``jmlsync explain`` shows (groups, desired grants with their reasons, actual
-grants, pending operations) and their history from the audit log."""
+grants, pending operations), their time-bound grants and their history from the audit log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiohttp import web
 
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Viewer
+from jmlsync.console.features.access import shown
 from jmlsync.console.pages import Feature, Page
 
 _HISTORY = 100
@@ -36,9 +37,15 @@ async def person(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
     if found is None:
         return {"wanted": wanted, "missing": True}
     explanation = await console.reconciler.explain(str(found.doc["userName"]))
+    timebound = (
+        []
+        if console.timebound is None
+        else [shown(r) for r in await console.timebound.access.find(user=explanation.user)]
+    )
     return {
         "wanted": wanted,
         "explanation": explanation,
+        "timebound": list(reversed(timebound)),
         "history": await history(request, explanation.user),
     }
 
