@@ -15,13 +15,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from jmlsync.cli_reviews import campaign_view
 from jmlsync.console.authz import ADMIN, REVIEWER, assigned_items
 from jmlsync.console.context import BASE, CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page, render
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews
 from jmlsync.review_evidence import completion
+from jmlsync.review_views import campaign_view
 
 MAX_COMMENT = 1000
 
