@@ -48,7 +48,7 @@ _LATENCY_HEADINGS = ("p50 (s)", "p95 (s)", "Max (s)", "Breaches", "Compliance")
 def render_html(report: SlaReport) -> str:
     """The whole report as one HTML document: summary, histogram, breaches, leavers, movers."""
     title = f"Leaver SLA report, {human_time(report.since)} to {human_time(report.until)}"
-    sections = (
+    sections: tuple[str, ...] = (
         _header(report),
         _section("summary", "Summary", _summary_table(report.summary)),
         _section("histogram", "Time to clear", histogram_block(report)),
@@ -56,6 +56,8 @@ def render_html(report: SlaReport) -> str:
         _section("leavers", "All leavers", _leavers_block(report.leavers)),
         _section("movers", "Movers' revocations", _movers_block(report)),
     )
+    if report.timebound is not None:
+        sections += (_section("timebound", "Time-bound access", _timebound_block(report)),)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
@@ -138,6 +140,47 @@ def _movers_block(report: SlaReport) -> str:
         rows = [
             _row(_mover_cells(o), "breach" if o.mark == "BREACH" else None) for o in report.movers
         ]
+        parts.append(_table(headings, rows))
+    return "\n".join(parts)
+
+
+def _timebound_block(report: SlaReport) -> str:
+    section = report.timebound or {}
+    summary = section.get("summary", {})
+    counts = [str(summary.get(k, 0)) for k in ("ended", "verified", "breaches")]
+    table = _table(("Ended", "Verified", "Breaches"), [_row(_cell(v, "num") for v in counts)])
+    note = (
+        "Every time-bound grant that ended in the window; its end must be read back as gone"
+        f" within {section.get('end_seconds', 0)} s of its expiry (or of its early end)."
+    )
+    parts = [table, f'<p class="note">{_e(note)}</p>']
+    grants = section.get("grants", [])
+    if grants:
+        headings = (
+            "Status",
+            "Request",
+            "User",
+            "Grant",
+            "Approvers",
+            "Expires",
+            "Verified",
+            "Past (s)",
+        )
+        rows = []
+        for grant in grants:
+            mark = {True: "ok", False: "BREACH", None: "pending"}[grant.get("within_sla")]
+            past = grant.get("seconds_past_expiry")
+            cells = [
+                _cell(mark, f"mark-{mark}"),
+                _cell(f"#{grant.get('id')}"),
+                _cell(str(grant.get("user", ""))),
+                _cell(str(grant.get("grant", ""))),
+                _cell(", ".join(str(a) for a in grant.get("approvers") or [])),
+                _cell(str(grant.get("expires_at") or "-")),
+                _cell(str(grant.get("verified_at") or "-")),
+                _cell("-" if past is None else f"{past:.0f}", "num"),
+            ]
+            rows.append(_row(cells, "breach" if mark == "BREACH" else None))
         parts.append(_table(headings, rows))
     return "\n".join(parts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from typing import Any
 
 from jmlsync import tables
 from jmlsync.sla import (
@@ -49,6 +50,36 @@ MOVER_CSV_COLUMNS = (
 )
 
 
+#: The columns of the "time-bound access" section of the CSV (grants ended in the window).
+TIMEBOUND_CSV_COLUMNS = (
+    "id",
+    "user",
+    "grant",
+    "approvers",
+    "reason",
+    "ticket",
+    "expires_at",
+    "ended_at",
+    "end_reason",
+    "revoked_at",
+    "verified_at",
+    "seconds_past_expiry",
+    "within_sla",
+    "breached_at",
+)
+
+
+def _timebound_csv_row(grant: dict[str, Any]) -> list[str]:
+    def text(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            return ";".join(str(v) for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return [text(grant.get(column)) for column in TIMEBOUND_CSV_COLUMNS]
+
+
 def render_csv(report: SlaReport) -> str:
     """One row per leaver after a header row; targets as ``name:revocations`` joined by ``;``."""
     buffer = io.StringIO()
@@ -58,6 +89,10 @@ def render_csv(report: SlaReport) -> str:
     writer.writerow([])
     writer.writerow(MOVER_CSV_COLUMNS)
     writer.writerows(_mover_csv_row(outcome) for outcome in report.movers)
+    if report.timebound is not None:
+        writer.writerow([])
+        writer.writerow(TIMEBOUND_CSV_COLUMNS)
+        writer.writerows(_timebound_csv_row(g) for g in report.timebound["grants"])
     writer.writerow([])
     writer.writerow(("field", "value"))
     writer.writerows(evidence_lines(report))

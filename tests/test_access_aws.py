@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from jmlsync.sla_text import TIMEBOUND_CSV_COLUMNS
 from tests.conftest import start_service, stop_service
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
 from tests.test_access_process import HEADERS, Directory, access_json, acli, until
@@ -106,3 +107,14 @@ async def test_time_bound_grant_in_identity_center_ends_verified(
     assert section["summary"] == {"ended": 1, "verified": 1, "breaches": 0}
     code, table, _ = await acli(config, "sla-report", "--since", "1h")
     assert "time-bound access" in table and f"{made['id']:>5} ada@x.io" in table
+    # The auditor's formats carry the section too: a CSV section and an HTML table.
+    code, csv_text, _ = await acli(config, "sla-report", "--format", "csv", "--since", "1h")
+    assert code == 0
+    lines = csv_text.splitlines()
+    start = lines.index(",".join(TIMEBOUND_CSV_COLUMNS))
+    assert lines[start + 1].startswith(f"{made['id']},ada@x.io,sso/{ACCOUNT}/AdministratorAccess,")
+    assert lines[start + 1].split(",")[3] == "bob@x.io;cy@x.io"
+    code, page, _ = await acli(config, "sla-report", "--format", "html", "--since", "1h")
+    assert code == 0
+    assert '<section id="timebound"' in page and f"#{made['id']}</td>" in page
+    assert f"sso/{ACCOUNT}/AdministratorAccess" in page.split('id="timebound"')[1]
