@@ -135,6 +135,10 @@ class StagedAlert:
             )
             self._written.append((outbox, alert_id, state))
 
+    async def send(self) -> None:
+        """The whole alert now, its rows in a transaction of their own."""
+        await Alerts(*self._outboxes, *self._others).alert(self._kind, self._text, **self._fields)
+
     async def after_commit(self) -> None:
         """The rest of the alert, once the transaction holding its rows committed."""
         for outbox, alert_id, state in self._written:

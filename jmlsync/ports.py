@@ -162,10 +162,17 @@ class Store(Protocol):
         ...
 
     async def record_applied(
-        self, grant: Grant, reason: str, now: datetime, audit: AuditEntry | None = None
+        self,
+        grant: Grant,
+        reason: str,
+        now: datetime,
+        audit: AuditEntry | None = None,
+        *,
+        also: Callable[[Any], Awaitable[object]] | None = None,
     ) -> None:
         """Remember that jmlsync applied ``grant`` (idempotent), with its audit row if given,
-        in one transaction."""
+        in one transaction; ``also`` runs in it with its connection (a privileged grant's
+        alert row)."""
         ...
 
     async def forget_applied(

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from jmlsync.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
+from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import Change
+from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
@@ -239,3 +241,44 @@ async def test_a_dead_letter_and_its_alert_commit_together(
         "pending",
     )
     assert "ALERT dead_letter: job for eve dead-lettered" in caplog.text
+
+
+async def test_a_privileged_grant_and_its_alert_commit_together(store: SqlStore) -> None:
+    outbox = SqlOutbox(store.db)
+    sink = OutboxAlerts(outbox, clock=lambda: T0, dedupe=timedelta(0), routed=True)
+    grant = Grant("sandbox", "eve", "admin")
+
+    async def breaks(_conn: Any) -> None:
+        raise RuntimeError("the alert could not be written")
+
+    with pytest.raises(RuntimeError):
+        await store.record_applied(grant, "rule 1", T0, also=breaks)
+    assert await store.applied_grants() == set()  # rolled back with the alert
+    alert = stage_alert(sink, "privileged_grant", "eve was granted admin", user="eve")
+    await store.record_applied(grant, "rule 1", T0, also=alert.write)
+    await alert.after_commit()
+    assert await store.applied_grants() == {grant}
+    (row,) = await outbox.rows()
+    assert (row.kind, row.state, sink.written) == ("privileged_grant", "pending", [row.id])
+
+
+async def test_new_drift_and_its_alerts_commit_together(store: SqlStore) -> None:
+    assurance = SqlAssurance(store.db)
+    found = [("unmanaged", Grant("sandbox", "eve", "admin"))]
+
+    async def breaks(_conn: Any, _new: list[Any]) -> None:
+        raise RuntimeError("the alert could not be written")
+
+    with pytest.raises(RuntimeError):
+        await assurance.record_drift(found, T0, scope_complete=True, also=breaks)
+    assert await assurance.open_drift() == []  # rolled back with its alerts
+    seen: list[Any] = []
+
+    async def alert_rows(_conn: Any, new: list[Any]) -> None:
+        seen.extend(new)
+
+    new, open_findings = await assurance.record_drift(
+        found, T0, scope_complete=True, also=alert_rows
+    )
+    assert [f.user for f in seen] == [f.user for f in new] == ["eve"]
+    assert len(open_findings) == 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from jmlsync.alerts import AlertSink
+from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
@@ -204,8 +204,6 @@ class Applier:
         if self.metrics is not None:
             result = "applied" if outcome.ok else "failed"
             self.metrics.operations.labels(operation.target, operation.action, result).inc()
-        if outcome.ok and operation.privileged and operation.action == "grant":
-            await self._privileged_alert(operation, actor)
         return outcome
 
     async def _apply_one(
@@ -234,21 +232,31 @@ class Applier:
             await self.call(op.target, "ensure principal", lambda: target.ensure_principal(spec))
             ensured.add((op.target, op.user))
         await self.call(op.target, "grant", lambda: target.grant(op.user, role))
+        alert = self._privileged_alert(op, actor) if op.privileged else None
+        # A privileged grant's alert commits with the record of the grant and its audit row.
         await self.store.record_applied(
-            grant, op.reason, self.clock(), self._entry(op, actor, "applied")
+            grant,
+            op.reason,
+            self.clock(),
+            self._entry(op, actor, "applied"),
+            also=alert.write if alert is not None else None,
         )
+        if alert is not None:
+            await alert.after_commit()
 
-    async def _privileged_alert(self, op: Operation, actor: str) -> None:
-        if self.alerts is not None:
-            await self.alerts.alert(
-                "privileged_grant",
-                f"{op.user} was granted privileged role {op.role} on {op.target} ({op.reason})",
-                user=op.user,
-                target=op.target,
-                role=op.role,
-                actor=actor,
-                key=f"{op.target}/{op.user}/{op.role}",
-            )
+    def _privileged_alert(self, op: Operation, actor: str) -> StagedAlert | None:
+        if self.alerts is None:
+            return None
+        return stage_alert(
+            self.alerts,
+            "privileged_grant",
+            f"{op.user} was granted privileged role {op.role} on {op.target} ({op.reason})",
+            user=op.user,
+            target=op.target,
+            role=op.role,
+            actor=actor,
+            key=f"{op.target}/{op.user}/{op.role}",
+        )
 
     async def _spec(self, user_name: str) -> PrincipalSpec:
         stored = await self.store.find_user(user_name)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.alerts import AlertSink, stage_alert
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant, Operation
 from jmlsync.engine.apply import Applier
@@ -120,11 +120,10 @@ class Assurance:
             return False
         if cause is None:
             cause = await self._not_cleared_cause(leaver)
-        if not await self.store.mark_breached(leaver.id, now, cause):
-            return False
-        self.metrics.sla_breaches.inc()
         late = (now - leaver.left_at).total_seconds()
-        await self.alerts.alert(
+        # The alert's row commits with the breach itself: a crash cannot keep one only.
+        alert = stage_alert(
+            self.alerts,
             "sla_breach",
             f"leaver {leaver.user_name} still not verified {late:.0f}s after leaving"
             f" (SLA {self.sla.total_seconds():.0f}s; {cause}); revocations queued again",
@@ -132,6 +131,10 @@ class Assurance:
             left_at=leaver.left_at.isoformat(),
             cause=cause,
         )
+        if not await self.store.mark_breached(leaver.id, now, cause, also=alert.write):
+            return False
+        self.metrics.sla_breaches.inc()
+        await alert.after_commit()
         await self.queue.enqueue([leaver.user_name], cause="sla.breach", now=now, leaver=True)
         return True
 

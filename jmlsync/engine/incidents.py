@@ -3,15 +3,15 @@ leaver's revoked access found again. Alerted by whichever read finds them."""
 
 from __future__ import annotations
 
-from jmlsync.alerts import AlertSink
+from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
 from jmlsync.domain.grants import Grant
 
 
-async def privileged_drift(alerts: AlertSink | None, grant: Grant, found_by: str) -> None:
-    """Alert ``privileged_drift``: ``grant`` is on a privileged role and no rule gives it."""
-    if alerts is None:
-        return
-    await alerts.alert(
+def privileged_drift_alert(alerts: AlertSink, grant: Grant, found_by: str) -> StagedAlert:
+    """The ``privileged_drift`` alert, staged: ``grant`` is on a privileged role and no rule
+    gives it."""
+    return stage_alert(
+        alerts,
         "privileged_drift",
         f"{grant.user} holds privileged role {grant.role} on {grant.target}, which no rule"
         f" grants (granted outside jmlsync?); found by {found_by}",
@@ -21,6 +21,13 @@ async def privileged_drift(alerts: AlertSink | None, grant: Grant, found_by: str
         found_by=found_by,
         key=f"{grant.target}/{grant.user}/{grant.role}",
     )
+
+
+async def privileged_drift(alerts: AlertSink | None, grant: Grant, found_by: str) -> None:
+    """Alert ``privileged_drift`` at once, in a transaction of its own."""
+    if alerts is None:
+        return
+    await privileged_drift_alert(alerts, grant, found_by).send()
 
 
 async def leaver_regranted(alerts: AlertSink, grant: Grant, found_by: str) -> None:

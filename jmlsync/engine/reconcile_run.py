@@ -9,12 +9,13 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from jmlsync.alerts import AlertSink
+from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
 from jmlsync.domain.grants import Grant, Operation
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Outcome
-from jmlsync.engine.incidents import leaver_regranted, privileged_drift
+from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
 from jmlsync.metrics import Metrics
 from jmlsync.ports import Queue
@@ -161,11 +162,25 @@ class ReconcileRun:
             snapshot = await self.reconciler.snapshot(request.scope, progress)
         findings = drift_of(snapshot)
         complete = request.scope.targets is None and request.scope.users is None
+        staged: list[StagedAlert] = []
+
+        async def alert_rows(conn: Any, new: list[DriftFinding]) -> None:
+            # The new findings' alerts commit with the findings: a crash cannot keep one only.
+            staged.clear()
+            for alert in self._drift_alerts(new, snapshot):
+                await alert.write(conn)
+                staged.append(alert)
+
         new, open_findings = await self.store.record_drift(
-            findings, self.clock(), scope_complete=complete, unreadable=snapshot.unreadable
+            findings,
+            self.clock(),
+            scope_complete=complete,
+            unreadable=snapshot.unreadable,
+            also=alert_rows,
         )
         self._drift_metrics(open_findings)
-        await self._alert_new(new, snapshot)
+        for alert in staged:
+            await alert.after_commit()
         regranted = await self._regranted(snapshot, findings, request)
         operations = snapshot.operations
         if request.select is not None:
@@ -245,14 +260,18 @@ class ReconcileRun:
                 await self.queue.enqueue([grant.user], cause="sla.regranted", now=now, leaver=True)
         return count
 
-    async def _alert_new(self, new: Iterable[DriftFinding], snapshot: Snapshot) -> None:
+    def _drift_alerts(self, new: Iterable[DriftFinding], snapshot: Snapshot) -> list[StagedAlert]:
         privileged = snapshot.plan_input.privileged
+        alerts = []
         for finding in new:
-            if finding.kind == "unmanaged" and (finding.target, finding.role) in privileged:
-                grant = Grant(finding.target, finding.user, finding.role)
-                await privileged_drift(self.alerts, grant, "reconciliation")
-            if finding.kind == "unmanaged":
-                await self.alerts.alert(
+            if finding.kind != "unmanaged":
+                continue
+            grant = Grant(finding.target, finding.user, finding.role)
+            if (finding.target, finding.role) in privileged:
+                alerts.append(privileged_drift_alert(self.alerts, grant, "reconciliation"))
+            alerts.append(
+                stage_alert(
+                    self.alerts,
                     "unmanaged_drift",
                     f"{finding.user} holds {finding.role} on {finding.target}, which no rule"
                     " grants (granted outside jmlsync?)",
@@ -261,3 +280,5 @@ class ReconcileRun:
                     role=finding.role,
                     key=f"{finding.target}/{finding.user}/{finding.role}",
                 )
+            )
+        return alerts

@@ -4,7 +4,7 @@ movers' revocations, drift findings, the record of scheduled runs, and housekeep
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,8 +91,16 @@ class SqlAssurance:
 
         await self.db.write(body)
 
-    async def mark_breached(self, leaver_id: int, now: datetime, cause: str | None = None) -> bool:
-        """Record the breach and its cause; True the first time only (so it is alerted once)."""
+    async def mark_breached(
+        self,
+        leaver_id: int,
+        now: datetime,
+        cause: str | None = None,
+        *,
+        also: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> bool:
+        """Record the breach and its cause; True the first time only (so it is alerted once).
+        ``also`` (the breach's alert row) runs in the same transaction, that first time."""
 
         async def body(conn: WriteConn) -> bool:
             async with conn.execute(
@@ -100,7 +108,10 @@ class SqlAssurance:
                 " WHERE id = ? AND breached_at IS NULL",
                 (format_timestamp(now), format_timestamp(now), cause, leaver_id),
             ) as cursor:
-                return bool(cursor.rowcount > 0)
+                first = bool(cursor.rowcount > 0)
+            if first and also is not None:
+                await also(conn)
+            return first
 
         return await self.db.write(body)
 
@@ -248,10 +259,12 @@ class SqlAssurance:
         *,
         scope_complete: bool,
         unreadable: Collection[str] = (),
+        also: Callable[[Any, list[DriftFinding]], Awaitable[object]] | None = None,
     ) -> tuple[list[DriftFinding], list[DriftFinding]]:
         """Upsert what this run found; resolve what it no longer finds (when it looked at
         everything), except on the ``unreadable`` targets: not reading a target is not
-        finding it clean. Returns (new findings, all open findings)."""
+        finding it clean. ``also`` runs in the same transaction with its connection and the
+        new findings (their alert rows). Returns (new findings, all open findings)."""
         stamp = format_timestamp(now)
         new: list[DriftFinding] = []
         seen: set[tuple[str, str, str, str]] = set()
@@ -275,6 +288,8 @@ class SqlAssurance:
                 new.append(DriftFinding(*key, stamp, stamp))
             if scope_complete:
                 await _resolve_unseen(conn, seen, stamp, frozenset(unreadable))
+            if also is not None:
+                await also(conn, new)
 
         await self.db.write(body)
         return new, await self.open_drift()

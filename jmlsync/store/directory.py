@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -247,12 +247,20 @@ class SqlStore:
         return await policy_reads.policy_user(self._reader, user_name)
 
     async def record_applied(
-        self, grant: Grant, reason: str, now: datetime, audit: AuditEntry | None = None
+        self,
+        grant: Grant,
+        reason: str,
+        now: datetime,
+        audit: AuditEntry | None = None,
+        *,
+        also: Callable[[Any], Awaitable[object]] | None = None,
     ) -> None:
         async def body(conn: WriteConn) -> None:
             await policy_reads.record_applied(conn, grant, reason, now)
             if audit is not None:
                 await pipeline_sql.append_audit(conn, audit)
+            if also is not None:
+                await also(conn)
 
         await self.db.write(body)
 
