@@ -161,6 +161,8 @@ class PipelineSettings(_Section):
     poll_seconds: Annotated[float, Field(gt=0)] = 1.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
     max_leavers_per_minute: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 32
+    leaver_workers: Annotated[int, Field(ge=0, le=63)] = 1
 
 
 class AwsIdentityCenterTargetSettings(_TargetSection):

@@ -14,7 +14,7 @@ from collections.abc import (
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.filters import Attr, Expr
@@ -187,8 +187,60 @@ class Store(Protocol):
         as a mover's revocation at the audit row's time, in that same transaction."""
         ...
 
+    async def record_effects(self, effects: Sequence[Effect]) -> None:
+        """Record many applied (or failed) operations in one transaction, all or none: each
+        effect as :meth:`record_applied` (``granted``) or :meth:`forget_applied` (``revoked``)
+        would, or only its audit row; audit rows are appended in the order given."""
+        ...
+
     async def close(self) -> None:
         """Release connections; pending writes are already committed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One operation's record for :meth:`Store.record_effects`: the grant jmlsync applied
+    (``granted``) or revoked (``revoked``), or nothing but the audit row (``audit``)."""
+
+    kind: Literal["granted", "revoked", "audit"]
+    audit: AuditEntry
+    grant: Grant | None = None
+    reason: str = ""
+    now: datetime | None = None
+    #: A revocation answering a mover: the commit time of the change (see forget_applied).
+    mover_requested_at: str | None = None
+    #: Runs in the same transaction with its connection (a privileged grant's alert row).
+    also: Callable[[Any], Awaitable[object]] | None = None
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One write of :meth:`BatchTarget.apply_batch`: ``ensure`` (with ``spec``), ``grant``
+    and ``revoke`` (with ``role``), or ``disable``."""
+
+    action: Literal["ensure", "grant", "revoke", "disable"]
+    user: str
+    role: str | None = None
+    spec: PrincipalSpec | None = None
+
+
+@runtime_checkable
+class BatchTarget(Protocol):
+    """What a Target may add: many writes in one transaction. Optional; the engine applies
+    operations one by one on connectors without it."""
+
+    async def apply_batch(self, steps: Sequence[BatchStep]) -> None:
+        """Apply every step in order, as the single writes would, in one transaction: on
+        any failure nothing of the batch is applied and the error (TransientTargetError or
+        PermanentTargetError) is raised."""
+        ...
+
+    async def read_batch(
+        self, users: Sequence[str]
+    ) -> Mapping[str, tuple[frozenset[str], Principal | None]]:
+        """For each of ``users``: the roles it holds and its principal (as ``grants_of``
+        and ``principal``), read together."""
         ...
 
 
@@ -271,9 +323,26 @@ class Queue(Protocol):
         """How many leaver events started at or after ``since``."""
         ...
 
+    async def lease_batch(
+        self,
+        owner: str,
+        now: datetime,
+        lease_for: timedelta,
+        *,
+        limit: int,
+        lane: Literal["any", "leavers", "others"] = "any",
+    ) -> list[Job]:
+        """Lease up to ``limit`` due rows in one statement, leavers first: of every kind
+        (``any``), leavers only or none of them (``others``)."""
+        ...
+
     async def ack(self, job: Job) -> bool:
         """Done: delete the row, unless a newer change coalesced into it (then it is due
         again). True when deleted."""
+        ...
+
+    async def ack_batch(self, jobs: Sequence[Job]) -> list[bool]:
+        """:meth:`ack` for each job, in one transaction; True for each row deleted."""
         ...
 
     async def fail(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -19,7 +19,7 @@ from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.metrics import Metrics
-from jmlsync.ports import LISTING_READ_RETRY, Queue, Store, Target
+from jmlsync.ports import LISTING_READ_RETRY, BatchStep, BatchTarget, Effect, Queue, Store, Target
 
 log = logging.getLogger("jmlsync.apply")
 
@@ -131,6 +131,32 @@ class Applier:
         found = await self.call(target, "read principal", lambda: connector.principal(user))
         return roles, found
 
+    async def read_users(
+        self, target: str, users: Sequence[str]
+    ) -> dict[str, tuple[frozenset[str], Principal | None] | TargetError]:
+        """:meth:`read_user` for each of ``users``: in one call where the target can read
+        them together (``read_batch``), else side by side; a user whose read failed maps
+        to its error."""
+        connector = self.targets[target]
+        if isinstance(connector, BatchTarget):
+            try:
+                found = await self.call(target, "read grants", lambda: connector.read_batch(users))
+            except TargetError as exc:
+                return dict.fromkeys(users, exc)
+            return {user: found[user] for user in users}
+        results: dict[str, tuple[frozenset[str], Principal | None] | TargetError] = {}
+
+        async def one(user: str) -> None:
+            try:
+                results[user] = await self.read_user(target, user)
+            except TargetError as exc:
+                results[user] = exc
+
+        async with asyncio.TaskGroup() as group:
+            for user in users:
+                group.create_task(one(user))
+        return results
+
     async def apply(
         self,
         operations: Iterable[Operation],
@@ -183,6 +209,137 @@ class Applier:
                 for indexes in lanes.values():
                     group.create_task(lane(indexes))
         return [outcome for outcome in outcomes if outcome is not None]
+
+    async def apply_jobs(
+        self,
+        target: str,
+        jobs: Sequence[Sequence[Operation]],
+        *,
+        actor: str,
+        specs: Mapping[str, PrincipalSpec] | None = None,
+        requested_at: Mapping[str, str] | None = None,
+    ) -> list[list[Outcome]]:
+        """Apply the operations of many jobs (one principal each) on one ``target``; the
+        outcomes of each job, in the order given.
+
+        A target with ``apply_batch`` (:class:`~jmlsync.ports.BatchTarget`) gets them all
+        in one transaction, and their records and audit rows are written in one store
+        transaction after it. When that batch fails permanently, each job is tried again
+        in a transaction of its own, so one job's bad operation fails only that job; a
+        transient failure (after the retries) fails every job of the batch, with nothing
+        applied. Other targets get each job's operations one by one, the jobs side by side
+        (bounded by the target's ``max_concurrency``).
+        """
+        connector = self.targets[target]
+        if isinstance(connector, BatchTarget) and any(jobs):
+            return await self._apply_batch(
+                target, connector, jobs, actor, specs or {}, requested_at or {}
+            )
+        outcomes: list[list[Outcome]] = [[] for _ in jobs]
+
+        async def one(index: int) -> None:
+            outcomes[index] = await self.apply(
+                jobs[index], actor=actor, specs=specs, requested_at=requested_at
+            )
+
+        async with asyncio.TaskGroup() as group:
+            for index, operations in enumerate(jobs):
+                if operations:
+                    group.create_task(one(index))
+        return outcomes
+
+    async def _apply_batch(
+        self,
+        target: str,
+        connector: BatchTarget,
+        jobs: Sequence[Sequence[Operation]],
+        actor: str,
+        specs: Mapping[str, PrincipalSpec],
+        requested_at: Mapping[str, str],
+    ) -> list[list[Outcome]]:
+        started = time.perf_counter()
+        steps: list[BatchStep] = []
+        for operations in jobs:
+            ensured: set[str] = set()
+            for op in operations:
+                if op.action == "grant" and op.user not in ensured:
+                    spec = specs.get(op.user) or await self._spec(op.user)
+                    steps.append(BatchStep("ensure", op.user, spec=spec))
+                    ensured.add(op.user)
+                steps.append(BatchStep(op.action, op.user, role=op.role))
+        try:
+            await self.call(target, "apply batch", lambda: connector.apply_batch(steps))
+        except TargetError as exc:
+            permanent = isinstance(exc, PermanentTargetError)
+            if permanent and sum(1 for operations in jobs if operations) > 1:
+                # Find the job at fault: each one alone, in its own transaction.
+                alone: list[list[Outcome]] = []
+                for ops in jobs:
+                    alone.extend(
+                        await self._apply_batch(
+                            target, connector, [ops], actor, specs, requested_at
+                        )
+                        if ops
+                        else [[]]
+                    )
+                return alone
+            failed = [[Outcome(op, False, str(exc), permanent) for op in ops] for ops in jobs]
+            effects = [
+                Effect("audit", self._entry(o.operation, actor, "failed", str(exc)))
+                for outcomes in failed
+                for o in outcomes
+            ]
+            if self.queue is not None:
+                await self.store.record_effects(effects)
+            self._count([o for outcomes in failed for o in outcomes], actor, started)
+            return failed
+        effects = []
+        alerts: list[StagedAlert] = []
+        for operations in jobs:
+            for op in operations:
+                effects.append(self._effect(op, actor, requested_at, alerts))
+        await self.store.record_effects(effects)
+        for alert in alerts:
+            await alert.after_commit()
+        done = [[Outcome(op, ok=True) for op in ops] for ops in jobs]
+        self._count([o for outcomes in done for o in outcomes], actor, started)
+        return done
+
+    def _effect(
+        self,
+        op: Operation,
+        actor: str,
+        requested_at: Mapping[str, str],
+        alerts: list[StagedAlert],
+    ) -> Effect:
+        entry = self._entry(op, actor, "applied")
+        if op.action == "disable" or op.role is None:
+            return Effect("audit", entry)
+        grant = Grant(op.target, op.user, op.role)
+        if op.action == "revoke":
+            mover_at = requested_at.get(op.user) if op.reason == "mover" else None
+            return Effect("revoked", entry, grant, mover_requested_at=mover_at)
+        alert = self._privileged_alert(op, actor) if op.privileged else None
+        if alert is not None:
+            alerts.append(alert)
+        return Effect(
+            "granted",
+            entry,
+            grant,
+            reason=op.reason,
+            now=self.clock(),
+            also=alert.write if alert is not None else None,
+        )
+
+    def _count(self, outcomes: Sequence[Outcome], actor: str, started: float) -> None:
+        """The log line and the metric of each operation of a batch."""
+        seconds = (time.perf_counter() - started) / max(1, len(outcomes))
+        for outcome in outcomes:
+            _log(outcome, actor, seconds)
+            if self.metrics is not None:
+                op = outcome.operation
+                result = "applied" if outcome.ok else "failed"
+                self.metrics.operations.labels(op.target, op.action, result).inc()
 
     async def _apply_recorded(
         self,

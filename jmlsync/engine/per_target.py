@@ -9,7 +9,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from jmlsync.domain.errors import PermanentTargetError, TargetError
-from jmlsync.domain.grants import Grant, Reason
+from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec, Reason
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.timebound import Person
 from jmlsync.engine.apply import Applier
@@ -40,6 +40,8 @@ class JobWork:
     withheld: AbstractSet[Grant] = frozenset()
     #: The user as time-bound access sees them (None: not in the directory).
     person: Person | None = None
+    #: What a target needs to create the principal (None: read from the store if needed).
+    spec: PrincipalSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,105 @@ async def run_targets(
     return [task.result() for task in tasks]
 
 
+async def run_batch(
+    applier: Applier, roles: RoleSets, jobs: Sequence[tuple[JobWork, Sequence[str]]]
+) -> list[list[TargetResult]]:
+    """Many jobs, each with the targets it plans: every target at once, and on each target
+    the jobs' reads side by side and their operations applied together
+    (:meth:`Applier.apply_jobs`: one transaction where the target can). The results of each
+    job, in the order of its names. A target's errors are its jobs' results; anything else
+    is raised as it came."""
+    names = sorted({name for _, wanted in jobs for name in wanted})
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                name: group.create_task(
+                    _run_target_batch(
+                        applier,
+                        roles,
+                        [(i, work) for i, (work, wanted) in enumerate(jobs) if name in wanted],
+                        name,
+                    )
+                )
+                for name in names
+            }
+    except ExceptionGroup as grouped:
+        first: BaseException = grouped
+        while isinstance(first, BaseExceptionGroup):  # task groups inside task groups
+            first = first.exceptions[0]
+        raise first from grouped
+    by_target = {name: task.result() for name, task in tasks.items()}
+    return [[by_target[name][i] for name in wanted] for i, (_, wanted) in enumerate(jobs)]
+
+
+async def _run_target_batch(
+    applier: Applier, roles: RoleSets, jobs: Sequence[tuple[int, JobWork]], name: str
+) -> dict[int, TargetResult]:
+    results: dict[int, TargetResult] = {}
+    planned: list[tuple[int, JobWork, list[Operation]]] = []
+
+    read = await applier.read_users(name, [work.user_name for _, work in jobs])
+    for index, work in jobs:
+        found = read[work.user_name]
+        if isinstance(found, TargetError):
+            permanent = isinstance(found, PermanentTargetError)
+            results[index] = TargetResult(name, f"read {name}: {found}", permanent)
+            continue
+        planned.append((index, work, await _plan_target(applier, roles, work, name, found)))
+    planned.sort(key=lambda item: item[0])
+    specs = {work.user_name: work.spec for _, work, _ in planned if work.spec is not None}
+    requested = {w.user_name: w.requested_at for _, w, _ in planned if w.requested_at}
+    outcomes = await applier.apply_jobs(
+        name,
+        [operations for _, _, operations in planned],
+        actor="pipeline",
+        specs=specs,
+        requested_at=requested,
+    )
+    for (index, _, _), job_outcomes in zip(planned, outcomes, strict=True):
+        failures = [o for o in job_outcomes if not o.ok]
+        results[index] = (
+            TargetResult(
+                name,
+                "; ".join(f"{o.operation.action} {name}: {o.error}" for o in failures),
+                any(o.permanent for o in failures),
+            )
+            if failures
+            else TargetResult(name)
+        )
+    return results
+
+
 async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: str) -> TargetResult:
     try:
-        held, found = await applier.read_user(name, work.user_name)
+        found = await applier.read_user(name, work.user_name)
     except TargetError as exc:
         return TargetResult(name, f"read {name}: {exc}", isinstance(exc, PermanentTargetError))
+    operations = await _plan_target(applier, roles, work, name, found)
+    requested = {work.user_name: work.requested_at} if work.requested_at else None
+    specs = {work.user_name: work.spec} if work.spec is not None else None
+    outcomes = await applier.apply(
+        operations, actor="pipeline", specs=specs, requested_at=requested
+    )
+    failures = [o for o in outcomes if not o.ok]
+    if not failures:
+        return TargetResult(name)
+    return TargetResult(
+        name,
+        "; ".join(f"{o.operation.action} {name}: {o.error}" for o in failures),
+        any(o.permanent for o in failures),
+    )
+
+
+async def _plan_target(
+    applier: Applier,
+    roles: RoleSets,
+    work: JobWork,
+    name: str,
+    read: tuple[frozenset[str], Principal | None],
+) -> list[Operation]:
+    """The plan of one job on one target, from what was read back from it."""
+    held, found = read
     for role in sorted(held):
         grant = Grant(name, work.user_name, role)
         owned = grant in work.desired or grant in work.applied
@@ -90,13 +186,4 @@ async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: st
         only_users=frozenset({work.user_name}),
         withheld=work.withheld,
     )
-    requested = {work.user_name: work.requested_at} if work.requested_at else None
-    outcomes = await applier.apply(plan(inp), actor="pipeline", requested_at=requested)
-    failures = [o for o in outcomes if not o.ok]
-    if not failures:
-        return TargetResult(name)
-    return TargetResult(
-        name,
-        "; ".join(f"{o.operation.action} {name}: {o.error}" for o in failures),
-        any(o.permanent for o in failures),
-    )
+    return plan(inp)

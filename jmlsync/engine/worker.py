@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from jmlsync.alerts import AlertSink, stage_alert
 from jmlsync.domain.grants import Rule
@@ -32,8 +32,8 @@ from jmlsync.domain.policy import (
     rules_by_group,
     with_timebound,
 )
-from jmlsync.engine.apply import Applier
-from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
+from jmlsync.engine.apply import Applier, principal_spec
+from jmlsync.engine.per_target import JobWork, RoleSets, TargetResult, run_batch
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.engine.timebound import TimeboundAccess, person_of
@@ -58,6 +58,12 @@ class PipelineOptions:
     poll_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
     max_leavers_per_minute: int | None = None
+    #: How many due rows a worker leases, plans and applies together (one lease, one
+    #: transaction per target that supports it, one ack).
+    batch_size: int = 32
+    #: Workers that take only leavers, so a burst of joiners and movers never delays a
+    #: leaver (at most ``workers - 1``: one worker at least takes everything).
+    leaver_workers: int = 1
     #: While the store refuses the workers: the first wait between attempts, doubling up
     #: to the second (tests set both to 0).
     outage_initial_wait: float = 0.1
@@ -242,14 +248,20 @@ class Pipeline:
         self._stopping.set()
         self._wake.set()
 
+    def _lane(self, index: int) -> Literal["any", "leavers"]:
+        """Worker ``index``'s lane: the first ``leaver_workers`` take only leavers."""
+        reserved = min(self.options.leaver_workers, self.options.workers - 1)
+        return "leavers" if index < reserved else "any"
+
     async def _work(self, index: int) -> None:
         owner = f"{self._owner}/{index}"
+        lane = self._lane(index)
         failures = 0
         while not self._stopping.is_set():
             # Cleared before looking, so a commit that lands while we look still wakes us.
             self._wake.clear()
             try:
-                job = await self._next_job(owner)
+                jobs = await self._next_jobs(owner, lane)
             except Exception as exc:
                 self._outage.failed(exc)
                 failures += 1
@@ -257,7 +269,7 @@ class Pipeline:
                 continue
             failures = 0
             self._outage.recovered()
-            if job is None:
+            if not jobs:
                 self._idle_workers += 1
                 if self._idle_workers == self.options.workers:
                     self._drained.set()
@@ -267,46 +279,57 @@ class Pipeline:
                     self._idle_workers -= 1
                 continue
             self._drained.clear()
-            await self._run_job(owner, job)
+            await self._run_jobs(owner, jobs)
 
-    async def _next_job(self, owner: str) -> Job | None:
+    async def _next_jobs(self, owner: str, lane: Literal["any", "leavers"]) -> list[Job]:
         if self._owner_lock is not None:
             await self._owner_lock.hold()
-        include_leavers = not await self._leavers_paused()
+        paused = await self._leavers_paused()
+        if paused and lane == "leavers":
+            return []
         now = self.clock()
-        job = await self.queue.lease(
-            owner, now, self.options.lease, include_leavers=include_leavers
+        jobs = await self.queue.lease_batch(
+            owner,
+            now,
+            self.options.lease,
+            limit=max(1, self.options.batch_size),
+            lane="others" if paused else lane,
         )
-        if job is not None:
+        for job in jobs:
             self._lease_until[job.id] = now + self.options.lease
-        return job
+        return jobs
 
-    async def _run_job(self, owner: str, job: Job) -> None:
-        self._in_flight[job.id] = (owner, job)
+    async def _run_jobs(self, owner: str, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._in_flight[job.id] = (owner, job)
+        ids = [job.id for job in jobs]
         try:
-            await self.process(job)
+            await self.process_batch(jobs)
         except asyncio.CancelledError:
-            # Shutdown ran out of grace: give the lease back so the next start takes the
-            # job at once (its operations are idempotent, so a partial run is harmless).
+            # Shutdown ran out of grace: give the leases back so the next start takes the
+            # jobs at once (their operations are idempotent, so a partial run is harmless).
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.queue.release([job.id]))
+                await asyncio.shield(self.queue.release(ids))
             raise
         except Exception as exc:
             outage = store_outage(exc)
             if outage is not None:
-                # Not the job's fault: it runs again once the store is back, with no attempt
-                # counted (the outage would otherwise dead-letter leavers).
+                # Not the jobs' fault: they run again once the store is back, with no
+                # attempt counted (the outage would otherwise dead-letter leavers).
                 self._outage.failed(outage)
-                await self._settle(job, lambda: self.queue.release([job.id]))
+                await self._settle(jobs[0], lambda: self.queue.release(ids))
                 return
-            log.exception("job %d for %s crashed; it will be retried", job.id, job.user_name)
+            names = ", ".join(job.user_name for job in jobs)
+            log.exception("a batch of %d job(s) crashed (%s); retried", len(jobs), names)
             failure = JobFailed("internal error", permanent=False)
-            await self._settle(job, lambda: self._failed(job, failure))
+            for job in jobs:
+                await self._settle(job, functools.partial(self._failed, job, failure))
         else:
             self._outage.recovered()
         finally:
-            self._in_flight.pop(job.id, None)
-            self._lease_until.pop(job.id, None)
+            for job in jobs:
+                self._in_flight.pop(job.id, None)
+                self._lease_until.pop(job.id, None)
 
     async def _settle(self, job: Job, write: Callable[[], Awaitable[None]]) -> None:
         """Write a job's outcome, retrying with backoff while its lease is surely ours;
@@ -375,29 +398,58 @@ class Pipeline:
             pass
 
     async def process(self, job: Job) -> None:
-        """Plan and apply the job's principal on each target independently.
+        """Plan and apply one job (a batch of one, see :meth:`process_batch`)."""
+        await self.process_batch([job])
+
+    async def process_batch(self, jobs: Sequence[Job]) -> None:
+        """Plan and apply the jobs' principals on each target independently, together.
 
         A target that cannot be read or written keeps only its own operations pending: the
         job is retried (or dead-lettered) for those targets alone, while every healthy target
-        got its grants and revocations in this attempt.
+        got its grants and revocations in this attempt. A job is acknowledged only after
+        its effects are recorded; the jobs that are done are acknowledged in one write.
         """
-        if job.user_name.casefold() in self.protected:
-            # A break-glass account: never changed by jmlsync; the IdP touched it, so tell.
-            await self.alerts.alert(
-                "protected_user",
-                f"the IdP changed protected user {job.user_name} ({job.cause}); jmlsync"
-                " changed nothing in any target",
-                user=job.user_name,
-                cause=job.cause,
+        done: list[Job] = []
+        planned: list[tuple[Job, JobWork]] = []
+        # Planned side by side: their reads queue up on the store's reader together.
+        works = await asyncio.gather(
+            *(self._plan(job) for job in jobs if job.user_name.casefold() not in self.protected)
+        )
+        plans = iter(works)
+        for job in jobs:
+            if job.user_name.casefold() in self.protected:
+                # A break-glass account: never changed by jmlsync; the IdP touched it, so tell.
+                await self.alerts.alert(
+                    "protected_user",
+                    f"the IdP changed protected user {job.user_name} ({job.cause}); jmlsync"
+                    " changed nothing in any target",
+                    user=job.user_name,
+                    cause=job.cause,
+                )
+                done.append(job)
+                continue
+            work = next(plans)
+            if work is None:
+                done.append(job)
+                continue
+            planned.append((job, replace(work, requested_at=job.enqueued_at)))
+        if planned:
+            outcomes = await run_batch(
+                self.applier,
+                self._roles,
+                [(work, self._targets_of(job)) for job, work in planned],
             )
-            await self.queue.ack(job)
-            return
-        work = await self._plan(job)
-        if work is None:
-            await self.queue.ack(job)
-            return
-        work = replace(work, requested_at=job.enqueued_at)
-        results = await run_targets(self.applier, self._roles, work, self._targets_of(job))
+            finished = await asyncio.gather(
+                *(
+                    self._finish(job, work, results)
+                    for (job, work), results in zip(planned, outcomes, strict=True)
+                )
+            )
+            done.extend(job for (job, _), ok in zip(planned, finished, strict=True) if ok)
+        await self.queue.ack_batch(done)
+
+    async def _finish(self, job: Job, work: JobWork, results: list[TargetResult]) -> bool:
+        """Record a planned job's outcome but its ack; True when it is done (to be acked)."""
         failed = [result for result in results if result.error is not None]
         if self.timebound is not None:
             succeeded = [result.target for result in results if result.error is None]
@@ -421,8 +473,8 @@ class Pipeline:
                     targets=tuple(result.target for result in failed),
                 ),
             )
-            return
-        await self.queue.ack(job)
+            return False
+        return True
 
     def _targets_of(self, job: Job) -> list[str]:
         """The targets this attempt plans: those still pending from an earlier attempt (that
@@ -460,6 +512,7 @@ class Pipeline:
             leaver,
             withheld=held.withheld,
             person=person,
+            spec=principal_spec(job.user_name, user.resource) if user else None,
         )
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
@@ -518,4 +571,6 @@ def options_from(settings: Mapping[str, Any]) -> PipelineOptions:
             if settings.get("max_leavers_per_minute")
             else None
         ),
+        batch_size=int(settings.get("batch_size", PipelineOptions.batch_size)),
+        leaver_workers=int(settings.get("leaver_workers", PipelineOptions.leaver_workers)),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ from jmlsync.domain.models import (
     format_timestamp,
     parse_timestamp,
 )
-from jmlsync.ports import Query
+from jmlsync.ports import Effect, Query
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
 from jmlsync.store.database import (
     Backend,
@@ -278,6 +278,30 @@ class SqlStore:
                 # Recorded with the revocation's audit row: a crash cannot keep one only.
                 revoked_at = parse_timestamp(audit.at)
                 await movers.insert(conn, grant, mover_requested_at, revoked_at, audit.actor)
+
+        await self.db.write(body)
+
+    async def record_effects(self, effects: Sequence[Effect]) -> None:
+        if not effects:
+            return
+
+        async def body(conn: WriteConn) -> None:
+            for effect in effects:
+                grant = effect.grant
+                if grant is None or effect.kind == "audit":
+                    continue
+                if effect.kind == "granted":
+                    assert effect.now is not None
+                    await policy_reads.record_applied(conn, grant, effect.reason, effect.now)
+                elif await policy_reads.forget_applied(conn, grant) and effect.mover_requested_at:
+                    revoked_at = parse_timestamp(effect.audit.at)
+                    await movers.insert(
+                        conn, grant, effect.mover_requested_at, revoked_at, effect.audit.actor
+                    )
+            await pipeline_sql.append_audits(conn, [effect.audit for effect in effects])
+            for effect in effects:
+                if effect.also is not None:
+                    await effect.also(conn)
 
         await self.db.write(body)
 

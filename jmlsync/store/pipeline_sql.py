@@ -7,7 +7,7 @@ rows it causes and its audit row commit together or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
@@ -82,6 +82,54 @@ async def lease(
         return None
     pending = frozenset(json.loads(row[7])) if row[7] is not None else None
     return Job(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], pending)
+
+
+_LANES = {"any": "", "leavers": " AND leaver", "others": " AND NOT leaver"}
+
+
+async def lease_batch(
+    conn: Conn,
+    owner: str,
+    now: datetime,
+    lease_for: timedelta,
+    *,
+    limit: int,
+    lane: str = "any",
+) -> list[Job]:
+    """Take up to ``limit`` due jobs in one statement, leavers first, for ``lease_for``.
+
+    ``lane``: ``any`` row, ``leavers`` only, or ``others`` (no leavers). The jobs come back
+    leavers first, then in id order."""
+    stamp = format_timestamp(now)
+    async with conn.execute(
+        "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id IN ("
+        " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
+        f" AND (leased_until IS NULL OR leased_until < ?){_LANES[lane]}"
+        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT ?{skip_locked(conn)})"
+        " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at,"
+        " pending_targets",
+        (format_timestamp(now + lease_for), owner, stamp, stamp, limit),
+    ) as cursor:
+        rows = await cursor.fetchall()
+    jobs = [
+        Job(
+            r[0],
+            r[1],
+            bool(r[2]),
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            frozenset(json.loads(r[7])) if r[7] is not None else None,
+        )
+        for r in rows
+    ]
+    return sorted(jobs, key=lambda job: (not job.leaver, job.id))
+
+
+async def ack_batch(conn: Conn, jobs: Sequence[Job]) -> list[bool]:
+    """:func:`ack` for each job, in the caller's one transaction."""
+    return [await ack(conn, job) for job in jobs]
 
 
 async def ack(conn: Conn, job: Job) -> bool:
@@ -363,6 +411,51 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
         ),
     )
     await set_state(conn, AUDIT_HEAD, digest)
+
+
+async def append_audits(conn: Conn, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` to the chain in order, reading the head once (as many
+    :func:`append_audit` calls would, in the caller's transaction)."""
+    if len(entries) <= 1:
+        for entry in entries:
+            await append_audit(conn, entry)
+        return
+    async with conn.execute(
+        f"SELECT value FROM service_state WHERE key = ?{for_update(conn)}", (AUDIT_HEAD,)
+    ) as c:
+        row = await c.fetchone()
+    previous = row[0] if row else GENESIS
+    async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
+        seq_row = await c.fetchone()
+    seq = int(seq_row[0]) if seq_row else 1
+    anchor = await get_state(conn, AUDIT_ANCHOR)
+    if anchor and seq == 1:
+        seq = int(anchor.partition(":")[0]) + 1
+    rows = []
+    for entry in entries:
+        digest = chain_hash(previous, entry)
+        rows.append(
+            (
+                seq,
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.subject,
+                entry.target,
+                entry.role,
+                entry.outcome,
+                entry.detail,
+                previous,
+                digest,
+            )
+        )
+        previous, seq = digest, seq + 1
+    await conn.executemany(
+        "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
+        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    await set_state(conn, AUDIT_HEAD, previous)
 
 
 async def get_state(conn: Conn, key: str) -> str | None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import Job, QueueRow, QueueStats
@@ -41,6 +49,31 @@ class SqlQueue:
             )
 
         return await self.db.write(body)
+
+    async def lease_batch(
+        self,
+        owner: str,
+        now: datetime,
+        lease_for: timedelta,
+        *,
+        limit: int,
+        lane: Literal["any", "leavers", "others"] = "any",
+    ) -> list[Job]:
+        async def body(conn: WriteConn) -> list[Job]:
+            return await pipeline_sql.lease_batch(
+                conn, owner, now, lease_for, limit=limit, lane=lane
+            )
+
+        return await self.db.write(body)
+
+    async def ack_batch(self, jobs: Sequence[Job]) -> list[bool]:
+        if not jobs:
+            return []
+
+        async def body(conn: WriteConn) -> list[bool]:
+            return await pipeline_sql.ack_batch(conn, jobs)
+
+        return await self.db.write(body, notify=True)
 
     async def leaver_events_since(self, since: datetime) -> int:
         return await pipeline_sql.leaver_events_since(self.db.reader, since)

@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
+from jmlsync.ports import BatchStep
 
 WriteOp = Literal["create_principal", "enable_principal", "grant", "revoke", "disable_principal"]
 
@@ -116,50 +117,193 @@ class LedgerTarget:
         return Principal(user=user, enabled=bool(rows[0][0])) if rows else None
 
     async def ensure_principal(self, spec: PrincipalSpec) -> None:
-        at = _now()
         async with self._transaction() as conn:
-            if await _changed(
-                conn,
-                "INSERT INTO principals (user, enabled, display_name, email, external_id,"
-                " created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (user) DO NOTHING",
-                (spec.user, spec.display_name, spec.email, spec.external_id, at, at),
-            ):
-                await _log(conn, "create_principal", spec.user, None, at)
-            elif await _changed(
-                conn,
-                "UPDATE principals SET enabled = 1, updated_at = ? WHERE user = ? AND NOT enabled",
-                (at, spec.user),
-            ):
-                await _log(conn, "enable_principal", spec.user, None, at)
+            await self._ensure(conn, spec, _now())
 
     async def grant(self, user: str, role: str) -> None:
-        at = _now()
         async with self._transaction() as conn:
-            async with conn.execute("SELECT 1 FROM principals WHERE user = ?", (user,)) as cursor:
-                if await cursor.fetchone() is None:
-                    raise PermanentTargetError(f"ledger {self.name!r} has no principal {user!r}")
-            if await _changed(
-                conn,
-                "INSERT INTO grants (user, role, granted_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (user, role) DO NOTHING",
-                (user, role, at),
-            ):
-                await _log(conn, "grant", user, role, at)
+            await self._grant(conn, user, role, _now())
 
     async def revoke(self, user: str, role: str) -> None:
-        at = _now()
         async with self._transaction() as conn:
-            sql = "DELETE FROM grants WHERE user = ? AND role = ?"
-            if await _changed(conn, sql, (user, role)):
-                await _log(conn, "revoke", user, role, at)
+            await self._revoke(conn, user, role, _now())
 
     async def disable_principal(self, user: str) -> None:
+        async with self._transaction() as conn:
+            await self._disable(conn, user, _now())
+
+    async def apply_batch(self, steps: Sequence[BatchStep]) -> None:
+        """Every step in one transaction (one commit, one fsync): all of them or none.
+
+        When each principal's steps come in the order a plan makes them (revocations, then
+        the disable, then ensure and grants), the steps run as a few set statements, one per
+        kind, in that order; any other order runs step by step."""
         at = _now()
         async with self._transaction() as conn:
-            sql = "UPDATE principals SET enabled = 0, updated_at = ? WHERE user = ? AND enabled"
-            if await _changed(conn, sql, (at, user)):
-                await _log(conn, "disable_principal", user, None, at)
+            if _in_plan_order(steps):
+                await self._apply_sets(conn, steps, at)
+                return
+            for step in steps:
+                if step.action == "ensure":
+                    assert step.spec is not None
+                    await self._ensure(conn, step.spec, at)
+                elif step.action == "grant":
+                    assert step.role is not None
+                    await self._grant(conn, step.user, step.role, at)
+                elif step.action == "revoke":
+                    assert step.role is not None
+                    await self._revoke(conn, step.user, step.role, at)
+                else:
+                    await self._disable(conn, step.user, at)
+
+    async def _apply_sets(
+        self, conn: aiosqlite.Connection, steps: Sequence[BatchStep], at: str
+    ) -> None:
+        """The steps as one statement per kind and chunk, each logging what it changed."""
+
+        def of(action: str) -> list[BatchStep]:
+            return [step for step in steps if step.action == action]
+
+        logged: list[tuple[str, str, str | None, str]] = []
+        for chunk in _chunks(of("revoke")):
+            pairs = ", ".join("(?, ?)" for _ in chunk)
+            params = [value for step in chunk for value in (step.user, step.role)]
+            rows = await _returning(
+                conn,
+                f"DELETE FROM grants WHERE (user, role) IN (VALUES {pairs}) RETURNING user, role",
+                params,
+            )
+            logged += [("revoke", row[0], row[1], at) for row in rows]
+        for chunk in _chunks(of("disable")):
+            marks = ", ".join("?" * len(chunk))
+            rows = await _returning(
+                conn,
+                "UPDATE principals SET enabled = 0, updated_at = ?"
+                f" WHERE enabled AND user IN ({marks}) RETURNING user",
+                [at, *(step.user for step in chunk)],
+            )
+            logged += [("disable_principal", row[0], None, at) for row in rows]
+        specs: dict[str, PrincipalSpec] = {}
+        for step in of("ensure"):
+            assert step.spec is not None
+            specs.setdefault(step.user, step.spec)
+        for group in _chunks(list(specs.values())):
+            values = ", ".join("(?, 1, ?, ?, ?, ?, ?)" for _ in group)
+            params = [
+                value
+                for spec in group
+                for value in (spec.user, spec.display_name, spec.email, spec.external_id, at, at)
+            ]
+            created = {
+                row[0]
+                for row in await _returning(
+                    conn,
+                    "INSERT INTO principals (user, enabled, display_name, email, external_id,"
+                    f" created_at, updated_at) VALUES {values}"
+                    " ON CONFLICT (user) DO NOTHING RETURNING user",
+                    params,
+                )
+            }
+            logged += [
+                ("create_principal", spec.user, None, at) for spec in group if spec.user in created
+            ]
+            others = [spec.user for spec in group if spec.user not in created]
+            if others:
+                rows = await _returning(
+                    conn,
+                    "UPDATE principals SET enabled = 1, updated_at = ?"
+                    f" WHERE NOT enabled AND user IN ({', '.join('?' * len(others))})"
+                    " RETURNING user",
+                    [at, *others],
+                )
+                logged += [("enable_principal", row[0], None, at) for row in rows]
+        for chunk in _chunks(of("grant")):
+            users = sorted({step.user for step in chunk})
+            known = {
+                row[0]
+                for row in await _returning(
+                    conn,
+                    f"SELECT user FROM principals WHERE user IN ({', '.join('?' * len(users))})",
+                    users,
+                )
+            }
+            if missing := [user for user in users if user not in known]:
+                raise PermanentTargetError(f"ledger {self.name!r} has no principal {missing[0]!r}")
+            values = ", ".join("(?, ?, ?)" for _ in chunk)
+            params = [value for step in chunk for value in (step.user, step.role, at)]
+            rows = await _returning(
+                conn,
+                f"INSERT INTO grants (user, role, granted_at) VALUES {values}"
+                " ON CONFLICT (user, role) DO NOTHING RETURNING user, role",
+                params,
+            )
+            logged += [("grant", row[0], row[1], at) for row in rows]
+        if logged:
+            await conn.executemany(
+                "INSERT INTO writes (op, user, role, at) VALUES (?, ?, ?, ?)", logged
+            )
+
+    async def read_batch(
+        self, users: Sequence[str]
+    ) -> dict[str, tuple[frozenset[str], Principal | None]]:
+        found: dict[str, tuple[frozenset[str], Principal | None]] = {}
+        names = sorted(set(users))
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            roles: dict[str, set[str]] = {}
+            for user, role in await self._fetch(
+                f"SELECT user, role FROM grants WHERE user IN ({marks})", chunk
+            ):
+                roles.setdefault(user, set()).add(role)
+            enabled = {
+                row[0]: bool(row[1])
+                for row in await self._fetch(
+                    f"SELECT user, enabled FROM principals WHERE user IN ({marks})", chunk
+                )
+            }
+            for user in chunk:
+                principal = Principal(user, enabled[user]) if user in enabled else None
+                found[user] = (frozenset(roles.get(user, ())), principal)
+        return found
+
+    async def _ensure(self, conn: aiosqlite.Connection, spec: PrincipalSpec, at: str) -> None:
+        if await _changed(
+            conn,
+            "INSERT INTO principals (user, enabled, display_name, email, external_id,"
+            " created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (user) DO NOTHING",
+            (spec.user, spec.display_name, spec.email, spec.external_id, at, at),
+        ):
+            await _log(conn, "create_principal", spec.user, None, at)
+        elif await _changed(
+            conn,
+            "UPDATE principals SET enabled = 1, updated_at = ? WHERE user = ? AND NOT enabled",
+            (at, spec.user),
+        ):
+            await _log(conn, "enable_principal", spec.user, None, at)
+
+    async def _grant(self, conn: aiosqlite.Connection, user: str, role: str, at: str) -> None:
+        async with conn.execute("SELECT 1 FROM principals WHERE user = ?", (user,)) as cursor:
+            if await cursor.fetchone() is None:
+                raise PermanentTargetError(f"ledger {self.name!r} has no principal {user!r}")
+        if await _changed(
+            conn,
+            "INSERT INTO grants (user, role, granted_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (user, role) DO NOTHING",
+            (user, role, at),
+        ):
+            await _log(conn, "grant", user, role, at)
+
+    async def _revoke(self, conn: aiosqlite.Connection, user: str, role: str, at: str) -> None:
+        sql = "DELETE FROM grants WHERE user = ? AND role = ?"
+        if await _changed(conn, sql, (user, role)):
+            await _log(conn, "revoke", user, role, at)
+
+    async def _disable(self, conn: aiosqlite.Connection, user: str, at: str) -> None:
+        sql = "UPDATE principals SET enabled = 0, updated_at = ? WHERE user = ? AND enabled"
+        if await _changed(conn, sql, (at, user)):
+            await _log(conn, "disable_principal", user, None, at)
 
     async def write_count(self, op: str | None = None) -> int:
         """How many changing writes the ledger has logged, of one ``op`` or of all."""
@@ -220,6 +364,44 @@ class LedgerTarget:
             if len(rows) < self._page_size:
                 return
             last = tuple(rows[-1][: len(key)])
+
+
+#: The order a plan gives one principal's steps (see ``apply_batch``).
+_RANK = {"revoke": 0, "disable": 1, "ensure": 2, "grant": 2}
+_CHUNK = 300
+
+T = TypeVar("T")
+
+
+def _in_plan_order(steps: Sequence[BatchStep]) -> bool:
+    """Whether each principal's steps come revocations, disable, then ensure and grants,
+    with each principal ensured before its grants and no step twice."""
+    rank: dict[str, int] = {}
+    ensured: set[str] = set()
+    seen: set[tuple[str, str, str | None]] = set()
+    for step in steps:
+        key = (step.action, step.user, step.role)
+        if key in seen or _RANK[step.action] < rank.get(step.user, 0):
+            return False
+        seen.add(key)
+        rank[step.user] = _RANK[step.action]
+        if step.action == "ensure":
+            ensured.add(step.user)
+        elif step.action == "grant" and step.user not in ensured:
+            return False
+    return True
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+async def _returning(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[Any]
+) -> list[sqlite3.Row]:
+    async with conn.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
 
 
 async def _changed(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> bool:
