@@ -5,9 +5,11 @@ and the audit row of every operation. Shared by the pipeline and `jmlsync reconc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -22,6 +24,46 @@ from jmlsync.metrics import Metrics
 from jmlsync.ports import LISTING_READ_RETRY, BatchStep, BatchTarget, Effect, Queue, Store, Target
 
 log = logging.getLogger("jmlsync.apply")
+
+#: Set while a leaver's operations run: their target calls take a target's reserved slot.
+URGENT: ContextVar[bool] = ContextVar("jmlsync_urgent", default=False)
+
+
+class Slots:
+    """A target's ``max_concurrency`` slots, one of them (when there are two or more) kept
+    for leavers' calls (:data:`URGENT`), which also go before every other waiting call: a
+    burst of joiners and movers never keeps a leaver waiting for a slot."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._reserved = 1 if limit > 1 else 0
+        self._used = 0
+        self._urgent_waiting = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        urgent = URGENT.get()
+        async with self._changed:
+            if urgent:
+                self._urgent_waiting += 1
+                try:
+                    await self._changed.wait_for(lambda: self._used < self.limit)
+                finally:
+                    self._urgent_waiting -= 1
+            else:
+                await self._changed.wait_for(
+                    lambda: self._urgent_waiting == 0 and self._used < self.limit - self._reserved
+                )
+            self._used += 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._used -= 1
+                self._changed.notify_all()
+
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -79,7 +121,7 @@ class Applier:
         self.clock = clock
         self.retry = retry or RetryPolicy()
         limits = concurrency or {}
-        self._slots = {name: asyncio.Semaphore(limits.get(name, 4)) for name in targets}
+        self._slots = {name: Slots(limits.get(name, 4)) for name in targets}
         self.metrics = metrics
         self.alerts = alerts
 
@@ -87,7 +129,7 @@ class Applier:
         """Run one target call under the target's concurrency limit, with retries."""
 
         async def limited() -> T:
-            async with self._slots[target]:
+            async with self._slots[target].hold():
                 return await action()
 
         return await self.retry.call(f"{what} on {target}", limited, self._retry_counter(target))

@@ -12,7 +12,7 @@ from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec, Reason
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.timebound import Person
-from jmlsync.engine.apply import Applier
+from jmlsync.engine.apply import URGENT, Applier
 from jmlsync.engine.incidents import privileged_drift
 
 
@@ -103,6 +103,8 @@ async def _run_target_batch(
 ) -> dict[int, TargetResult]:
     results: dict[int, TargetResult] = {}
     planned: list[tuple[int, JobWork, list[Operation]]] = []
+    # This target's task alone: a batch with a leaver takes the target's leaver slot.
+    URGENT.set(any(work.leaver for _, work in jobs))
 
     read = await applier.read_users(name, [work.user_name for _, work in jobs])
     for index, work in jobs:
