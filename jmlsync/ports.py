@@ -332,13 +332,21 @@ class Queue(Protocol):
         limit: int,
         lane: Literal["any", "leavers", "others"] = "any",
     ) -> list[Job]:
-        """Lease up to ``limit`` due rows in one statement, leavers first: of every kind
-        (``any``), leavers only or none of them (``others``)."""
+        """Lease up to ``limit`` due rows in one transaction: leavers only (``leavers``),
+        none of them (``others``), or (``any``) the due leavers if there are some, else the
+        others; a batch never mixes the two."""
         ...
 
     async def ack(self, job: Job) -> bool:
         """Done: delete the row, unless a newer change coalesced into it (then it is due
         again). True when deleted."""
+        ...
+
+    async def seen(self, jobs: Sequence[Job]) -> bool:
+        """Whether the store's reader sees the leased ``jobs``' rows at their generation
+        (then every read after it sees at least the changes that made them due). A reader
+        that lags (SQLite keeps one snapshot while reads overlap on its connection) says
+        False until it catches up."""
         ...
 
     async def ack_batch(self, jobs: Sequence[Job]) -> list[bool]:

@@ -3,6 +3,7 @@ ledger batch that is one transaction (all of it or nothing, then the usual retry
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import write_config
-from tests.fakes import RecordingAlerts
+from tests.fakes import FlakyLedgerFake, RecordingAlerts
 from tests.postgres import fresh_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -79,17 +80,21 @@ async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 async def test_a_batch_lease_takes_leavers_first_and_never_a_row_twice(queue: SqlQueue) -> None:
     await queue.enqueue([f"u{i}" for i in range(5)], cause="test", now=T0)
-    await queue.enqueue(["leo"], cause="test", now=T0, leaver=True)
+    await queue.enqueue(["leo", "lia"], cause="test", now=T0, leaver=True)
+    # Leavers first, and in a batch of their own: never behind a joiner or a mover.
     first = await queue.lease_batch("w1", T0, LEASE, limit=3)
-    assert first[0].user_name == "leo"
-    assert len(first) == 3
-    second = await queue.lease_batch("w2", T0, LEASE, limit=10)
+    assert sorted((job.user_name, job.leaver) for job in first) == [("leo", True), ("lia", True)]
+    second = await queue.lease_batch("w2", T0, LEASE, limit=3)
     assert len(second) == 3
-    assert not {job.id for job in first} & {job.id for job in second}
+    assert not any(job.leaver for job in second)
+    third = await queue.lease_batch("w3", T0, LEASE, limit=10)
+    assert len(third) == 2
+    assert len({job.id for job in [*first, *second, *third]}) == 7
     assert await queue.lease_batch("w3", T0, LEASE, limit=10) == []
     # Leases expire as single leases do: the rows are due again, to anyone.
-    again = await queue.lease_batch("w3", T0 + LEASE + timedelta(seconds=1), LEASE, limit=10)
-    assert len(again) == 6
+    later = T0 + LEASE + timedelta(seconds=1)
+    assert len(await queue.lease_batch("w3", later, LEASE, limit=10)) == 2
+    assert len(await queue.lease_batch("w3", later, LEASE, limit=10)) == 5
 
 
 async def test_lanes_take_only_leavers_or_none_of_them(queue: SqlQueue) -> None:
@@ -265,3 +270,133 @@ async def test_a_permanent_failure_in_a_ledger_batch_fails_only_its_job(
         (dead,) = await runtime.queue.rows(failed_only=True)
         assert (dead.user_name, dead.attempts) == ("bad@x.io", 1)
         assert alerts.kinds() == ["dead_letter"]
+
+
+# -- the leavers' lane ------------------------------------------------------------------------
+
+
+async def _deactivate(directory: Any, user_id: str) -> None:
+    def inactive(current: Any) -> Change:
+        return Change({**current.doc, "active": False})
+
+    await directory.update("User", user_id, inactive, now_utc())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("workers", "leaver_workers"), [(2, 0), (2, 1), (4, 1)])
+async def test_a_leaver_is_applied_ahead_of_a_queued_burst_of_movers(
+    tmp_path: Path, workers: int, leaver_workers: int
+) -> None:
+    settings = load_settings(write_config(tmp_path, extra=CONFIG))
+    async with open_runtime(settings) as runtime:
+        gated = FlakyLedgerFake(runtime.targets["sandbox"])
+        left = asyncio.Event()
+
+        def on_cleared(user: str, _seconds: float) -> None:
+            if user == "leo@x.io":
+                left.set()
+
+        pipeline = Pipeline(
+            runtime.store,
+            runtime.queue,
+            Applier(runtime.store, runtime.queue, {"sandbox": gated}, clock=now_utc),
+            rules_from_settings(settings),
+            clock=now_utc,
+            alerts=RecordingAlerts(),
+            options=PipelineOptions(
+                workers=workers, leaver_workers=leaver_workers, poll_seconds=0.05
+            ),
+            on_cleared=on_cleared,
+        )
+        (leo,) = await _join(runtime.store, ["leo@x.io"])
+        movers = [
+            (await runtime.store.create("User", Change({"userName": n}), now_utc())).id
+            for n in [f"m{i}@x.io" for i in range(40)]
+        ]
+        task = asyncio.create_task(pipeline.run())
+        await pipeline.wait_drained()
+        pipeline.stop()
+        await task
+        assert await gated.ledger.grants_of("leo@x.io") == {"developer", "viewer"}
+        # Queued while no worker runs: the movers join the group (their grants hang on the
+        # target), then leo leaves.
+        (group,) = await runtime.store.list_groups()
+        add = MemberOp("add", items=tuple(Member(i) for i in movers))
+        await runtime.store.update("Group", group.id, lambda c: Change(c.doc, (add,)), now_utc())
+        await _deactivate(runtime.store, leo)
+        gated.hang = asyncio.Event()
+        task = asyncio.create_task(pipeline.run())
+        try:
+            await left.wait()
+            assert await gated.ledger.grants_of("leo@x.io") == frozenset()
+            principal = await gated.ledger.principal("leo@x.io")
+            assert principal is not None and not principal.enabled
+            assert await gated.ledger.grants_of("m0@x.io") == frozenset(), "the burst waits"
+            gated.hang.set()
+            await pipeline.wait_drained()
+            assert await gated.ledger.grants_of("m39@x.io") == {"developer", "viewer"}
+            assert await runtime.queue.rows() == []
+        finally:
+            gated.hang.set()
+            pipeline.stop()
+            await task
+
+
+class LaggingReaderSpy:
+    """The queue, telling when the workers found the store's reader behind the lease."""
+
+    def __init__(self, queue: SqlQueue) -> None:
+        self._queue = queue
+        self.lagged = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def seen(self, jobs: Any) -> bool:
+        seen = await self._queue.seen(jobs)
+        if not seen:
+            self.lagged.set()
+        return seen
+
+
+@pytest.mark.timeout(30)
+async def test_a_leaver_is_never_planned_from_a_reader_snapshot_older_than_its_lease(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(write_config(tmp_path, extra=CONFIG))
+    async with open_runtime(settings) as runtime:
+        ledger = runtime.targets["sandbox"]
+        spy = LaggingReaderSpy(runtime.queue)
+        left = asyncio.Event()
+        pipeline = Pipeline(
+            runtime.store,
+            spy,
+            Applier(runtime.store, runtime.queue, {"sandbox": ledger}, clock=now_utc),
+            rules_from_settings(settings),
+            clock=now_utc,
+            alerts=RecordingAlerts(),
+            options=PipelineOptions(workers=2),
+            on_cleared=lambda user, _seconds: left.set(),
+        )
+        (leo,) = await _join(runtime.store, ["leo@x.io"])
+        await pipeline.process_batch(
+            await runtime.queue.lease_batch("t", now_utc(), LEASE, limit=9)
+        )
+        assert await ledger.grants_of("leo@x.io") == {"developer", "viewer"}
+        # A read still open on the store's reader keeps its snapshot from before leo leaves
+        # (on SQLite, reads overlapping on the one reader connection do that).
+        reader = runtime.store.db.reader
+        many = "SELECT id FROM users, (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)"
+        async with reader.execute(many) as pinned:  # more rows to come: the read stays open
+            assert await pinned.fetchone() is not None
+            await _deactivate(runtime.store, leo)
+            jobs = await runtime.queue.lease_batch("t", now_utc(), LEASE, limit=9)
+            assert [(job.user_name, job.leaver) for job in jobs] == [("leo@x.io", True)]
+            task = asyncio.create_task(pipeline.process_batch(jobs))
+            lagged = asyncio.create_task(spy.lagged.wait())
+            await asyncio.wait({task, lagged}, return_when=asyncio.FIRST_COMPLETED)
+            assert not task.done(), "planned from the old snapshot"
+        await task
+        assert left.is_set()
+        assert await ledger.grants_of("leo@x.io") == frozenset()
+        assert await runtime.queue.rows() == []

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -81,6 +82,10 @@ class JobFailed(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.targets = tuple(targets)
+
+
+class _ReaderBehind(Exception):
+    """The store's reader does not yet see the leased rows (see ``Pipeline._caught_up``)."""
 
 
 class Pipeline:
@@ -311,6 +316,10 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.queue.release(ids))
             raise
+        except _ReaderBehind as exc:
+            # Nothing was planned or applied: planned again at once, no attempt counted.
+            log.warning("%s; the batch is planned again", exc)
+            await self._settle(jobs[0], lambda: self.queue.release(ids))
         except Exception as exc:
             outage = store_outage(exc)
             if outage is not None:
@@ -411,6 +420,10 @@ class Pipeline:
         """
         done: list[Job] = []
         planned: list[tuple[Job, JobWork]] = []
+        # Planned from what the changes that made the jobs due wrote, never from an older
+        # snapshot: a plan of a leaver from before its deactivation grants nothing, revokes
+        # nothing and is acknowledged, and the leaver is lost.
+        await self._caught_up(jobs)
         # Planned side by side: their reads queue up on the store's reader together.
         works = await asyncio.gather(
             *(self._plan(job) for job in jobs if job.user_name.casefold() not in self.protected)
@@ -447,6 +460,22 @@ class Pipeline:
             )
             done.extend(job for (job, _), ok in zip(planned, finished, strict=True) if ok)
         await self.queue.ack_batch(done)
+
+    async def _caught_up(self, jobs: Sequence[Job]) -> None:
+        """Return once the store's reader sees the jobs' rows at their leased generation.
+
+        On SQLite the reader is one connection, and its snapshot lasts while any of its
+        statements is open: reads that keep overlapping (the plans of a batch, requests,
+        other workers) can keep it from before a commit the writer has made. The wait is
+        brief (until the overlapping reads end); if it lasts beyond a third of the lease,
+        the jobs are given back (no attempt counted) to be planned again."""
+        wait = 0.001
+        deadline = time.monotonic() + self.options.lease.total_seconds() / 3
+        while not await self.queue.seen(jobs):
+            if time.monotonic() >= deadline:
+                raise _ReaderBehind(f"the store's reader still lags for {len(jobs)} job(s)")
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 0.05)
 
     async def _finish(self, job: Job, work: JobWork, results: list[TargetResult]) -> bool:
         """Record a planned job's outcome but its ack; True when it is done (to be acked)."""

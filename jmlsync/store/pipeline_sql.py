@@ -96,10 +96,18 @@ async def lease_batch(
     limit: int,
     lane: str = "any",
 ) -> list[Job]:
-    """Take up to ``limit`` due jobs in one statement, leavers first, for ``lease_for``.
+    """Take up to ``limit`` due jobs, leavers first, for ``lease_for``.
 
-    ``lane``: ``any`` row, ``leavers`` only, or ``others`` (no leavers). The jobs come back
-    leavers first, then in id order."""
+    ``lane``: ``leavers`` only, ``others`` (no leavers), or ``any``: the due leavers when
+    there are some, else the others. A batch never mixes leavers with other jobs: a leaver's
+    calls take the target's reserved slot and its job is done when its batch is, so a slow
+    joiner or mover in its batch would hold it up (and take that slot). The jobs come back
+    in id order."""
+    if lane == "any":
+        leavers = await lease_batch(conn, owner, now, lease_for, limit=limit, lane="leavers")
+        if leavers:
+            return leavers
+        lane = "others"
     stamp = format_timestamp(now)
     async with conn.execute(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id IN ("
@@ -124,7 +132,27 @@ async def lease_batch(
         )
         for r in rows
     ]
-    return sorted(jobs, key=lambda job: (not job.leaver, job.id))
+    return sorted(jobs, key=lambda job: job.id)
+
+
+async def seen(conn: Conn, jobs: Sequence[Job]) -> bool:
+    """Whether ``conn`` sees every job's row at (at least) the generation it was leased at:
+    in one statement, so on a reader whose snapshot may lag (SQLite: one connection, its
+    read transaction kept open while any of its statements is), every later read on it is
+    at least as new as the commits that made these jobs due."""
+    if not jobs:
+        return True
+    wanted = {job.id: job.generation for job in jobs}
+    found: dict[int, int] = {}
+    ids = sorted(wanted)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        async with conn.execute(
+            f"SELECT id, generation FROM queue WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ) as cursor:
+            found.update((int(row[0]), int(row[1])) for row in await cursor.fetchall())
+    return all(found.get(job_id, -1) >= generation for job_id, generation in wanted.items())
 
 
 async def ack_batch(conn: Conn, jobs: Sequence[Job]) -> list[bool]:

@@ -78,6 +78,9 @@ class SqlQueue:
     async def leaver_events_since(self, since: datetime) -> int:
         return await pipeline_sql.leaver_events_since(self.db.reader, since)
 
+    async def seen(self, jobs: Sequence[Job]) -> bool:
+        return await pipeline_sql.seen(self.db.reader, jobs)
+
     async def ack(self, job: Job) -> bool:
         async def body(conn: WriteConn) -> bool:
             return await pipeline_sql.ack(conn, job)
