@@ -280,7 +280,16 @@ def build_scheduler(
     scheduler = Scheduler((start, finish), gate)
     settings = runtime.settings
     if settings.reconcile.schedule:
-        scheduler.add_cron("full-reconcile", settings.reconcile.schedule, assurance.full_reconcile)
+
+        async def full_reconcile() -> tuple[str, dict[str, int], str | None]:
+            # The run writes its own record, so a guard trip's alert commits with it.
+            run = assurance.reconcile_run()
+            run.runner = RUNNER
+            return (await run.recorded(assurance.full_request())).result
+
+        scheduler.add_cron(
+            "full-reconcile", settings.reconcile.schedule, full_reconcile, records_itself=True
+        )
     scheduler.add_interval(
         "verify-leavers", settings.sla.verify_every_seconds, assurance.verify_leavers
     )

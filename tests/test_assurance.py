@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -222,6 +223,40 @@ async def test_the_guard_holds_remediation(rig: Rig) -> None:
     assert "revokes 2 grants" in detail
     assert "guard_tripped" in rig.alerts.kinds()
     assert await rig.flaky.ledger.grants_of("dan@x.io") == {"developer", "admin"}
+
+
+async def test_a_scheduled_held_run_records_itself_with_its_alert(rig: Rig) -> None:
+    for name in ("dan@x.io", "eve@x.io"):
+        await rig.user(name, "engineering")
+    await rig.drain()
+    for name in ("dan@x.io", "eve@x.io"):
+        await rig.flaky.ledger.grant(name, "admin")
+    guarded = replace(rig.assurance, drift_mode="remediate", max_revocations=1)
+    store = SqlAssurance(rig.runtime.store.db)
+    writes: list[str] = []
+    finish = store.finish_run
+
+    async def finish_run(*args: Any, also: Any = None, **kwargs: Any) -> None:
+        writes.append("with alert" if also is not None else "alone")
+        await finish(*args, also=also, **kwargs)
+
+    run = replace(guarded.reconcile_run(), store=store)
+    store.finish_run = finish_run  # type: ignore[method-assign]
+
+    async def job() -> tuple[str, dict[str, int], str | None]:
+        return (await run.recorded(guarded.full_request())).result
+
+    async def never(*_args: Any) -> Any:
+        raise AssertionError("a job that records itself is not recorded again")
+
+    scheduler = Scheduler((never, never))
+    assert await scheduler.run_now("full-reconcile", job, records_itself=True) == "held"
+    assert writes == ["with alert"]
+    assert rig.alerts.kinds().count("guard_tripped") == 1
+    (record,) = [r for r in await store.last_runs() if r.job == "full-reconcile"]
+    assert record.outcome == "held"
+    assert record.detail is not None
+    assert "revokes 2 grants" in record.detail
 
 
 async def test_protected_users_are_never_changed(tmp_path: Path) -> None:

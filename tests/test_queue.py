@@ -282,3 +282,29 @@ async def test_new_drift_and_its_alerts_commit_together(store: SqlStore) -> None
     )
     assert [f.user for f in seen] == [f.user for f in new] == ["eve"]
     assert len(open_findings) == 1
+
+
+async def test_a_held_run_and_its_guard_alert_commit_together(store: SqlStore) -> None:
+    assurance = SqlAssurance(store.db)
+    outbox = SqlOutbox(store.db)
+    sink = OutboxAlerts(outbox, clock=lambda: T0, dedupe=timedelta(0), routed=True)
+    run_id = await assurance.start_run("full-reconcile", T0, "here")
+
+    async def breaks(_conn: Any) -> None:
+        raise RuntimeError("the alert could not be written")
+
+    with pytest.raises(RuntimeError):
+        await assurance.finish_run(run_id, T0, "held", {}, "revokes 2 grants", also=breaks)
+    (run,) = await assurance.last_runs()
+    assert (run.finished_at, run.outcome) == (None, None)  # rolled back with its alert
+    alert = stage_alert(sink, "guard_tripped", "revokes 2 grants", revocations=2, key="full")
+    await assurance.finish_run(run_id, T0, "held", {}, "revokes 2 grants", also=alert.write)
+    await alert.after_commit()
+    (run,) = await assurance.last_runs()
+    (row,) = await outbox.rows()
+    assert (run.outcome, row.kind, row.state, sink.written) == (
+        "held",
+        "guard_tripped",
+        "pending",
+        [row.id],
+    )

@@ -146,7 +146,11 @@ class Assurance:
 
     async def full_reconcile(self) -> RunResult:
         """Read every target, record drift, and remediate it when configured (guarded)."""
-        request = RunRequest(
+        return (await self.reconcile_run().run(self.full_request())).result
+
+    def full_request(self) -> RunRequest:
+        """What a full reconciliation does under this configuration."""
+        return RunRequest(
             scope=Scope(),
             apply=self.drift_mode in ("remediate", "remediate-privileged"),
             max_revocations=self.max_revocations,
@@ -154,7 +158,6 @@ class Assurance:
             guard_key="full",
             select=privileged_revocation if self.drift_mode == "remediate-privileged" else None,
         )
-        return (await self.reconcile_run().run(request)).result
 
     async def housekeeping(self, keep: timedelta) -> RunResult:
         pruned = await self.store.housekeeping(self.clock(), keep)

@@ -6,7 +6,7 @@ metrics and the run record. Callers add only their own output (the CLI its plan 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -122,6 +122,8 @@ class RunOutcome:
     would_hold: str | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Alerts to commit with the run's record (a held run's guard trip).
+    staged: list[StagedAlert] = field(default_factory=list)
 
     @property
     def result(self) -> RunResult:
@@ -144,17 +146,29 @@ class ReconcileRun:
         """:meth:`run`, recorded in the store's runs like a scheduled job."""
         run_id = await self.store.start_run(request.job, self.clock(), self.runner)
         try:
-            result = await self.run(request, progress)
+            result = await self._run(request, progress)
         except Exception as exc:
             await self.store.finish_run(
                 run_id, self.clock(), "failed", {}, f"{type(exc).__name__}: {exc}"
             )
             raise
-        await self.store.finish_run(run_id, self.clock(), *result.result)
+        await self.store.finish_run(
+            run_id, self.clock(), *result.result, also=_writes(result.staged)
+        )
+        for alert in result.staged:
+            await alert.after_commit()
         return result
 
     async def run(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
-        """Read, record drift (alerting new unmanaged findings), guard, and apply if asked."""
+        """:meth:`recorded` without a run record: its alerts are sent on their own."""
+        result = await self._run(request, progress)
+        for alert in result.staged:
+            await alert.send()
+        return result
+
+    async def _run(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
+        """Read, record drift (alerting new unmanaged findings), guard, and apply if asked.
+        A guard trip's alert is staged on the outcome, for the run record's transaction."""
         started = self.clock()
         if progress is None:
             snapshot = await self.reconciler.snapshot(request.scope)
@@ -204,8 +218,14 @@ class ReconcileRun:
         elif held is not None:
             result.held = guard_message(held, request.max_revocations)
             result.outcome, result.detail = "held", result.held
-            await self.alerts.alert(
-                "guard_tripped", result.held, revocations=held, key=request.guard_key
+            result.staged.append(
+                stage_alert(
+                    self.alerts,
+                    "guard_tripped",
+                    result.held,
+                    revocations=held,
+                    key=request.guard_key,
+                )
             )
         elif request.apply and operations:
             await self._apply(result, started, progress)
@@ -282,3 +302,15 @@ class ReconcileRun:
                 )
             )
         return alerts
+
+
+def _writes(staged: list[StagedAlert]) -> Callable[[Any], Awaitable[None]] | None:
+    """One transaction body step writing every staged alert's rows, or None."""
+    if not staged:
+        return None
+
+    async def write(conn: Any) -> None:
+        for alert in staged:
+            await alert.write(conn)
+
+    return write

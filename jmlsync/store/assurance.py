@@ -321,12 +321,18 @@ class SqlAssurance:
         outcome: str,
         counts: dict[str, int] | None = None,
         detail: str | None = None,
+        also: Callable[[Any], Awaitable[object]] | None = None,
     ) -> None:
+        """Close run ``run_id``; ``also`` (a held run's guard alert rows) runs in the same
+        transaction, so the record and its alert commit together or not at all."""
+
         async def body(conn: WriteConn) -> None:
             await conn.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, detail = ? WHERE id = ?",
                 (format_timestamp(now), outcome, json.dumps(counts or {}), detail, run_id),
             )
+            if also is not None:
+                await also(conn)
 
         await self.db.write(body)
 
