@@ -308,3 +308,30 @@ async def test_a_held_run_and_its_guard_alert_commit_together(store: SqlStore) -
         "pending",
         [row.id],
     )
+
+
+async def test_a_regranted_leaver_and_its_alert_commit_together(store: SqlStore) -> None:
+    assurance = SqlAssurance(store.db)
+    outbox = SqlOutbox(store.db)
+    sink = OutboxAlerts(outbox, clock=lambda: T0, dedupe=timedelta(0), routed=True)
+    created = await store.create("User", user("gus", active=True), T0)
+    await store.update("User", created.id, lambda c: Change({**c.doc, "active": False}), T0)
+    (leaver,) = await assurance.unverified_leavers()
+    await assurance.mark_verified(leaver.id, T0)
+
+    async def breaks(_conn: Any) -> None:
+        raise RuntimeError("the alert could not be written")
+
+    with pytest.raises(RuntimeError):
+        await assurance.mark_regranted("gus", "re-granted", T0, also=breaks)
+    assert await assurance.open_breaches() == 0  # rolled back with its alert
+    alert = stage_alert(sink, "leaver_regranted", "gus holds admin again", user="gus")
+    assert await assurance.mark_regranted("gus", "re-granted", T0, also=alert.write) is True
+    await alert.after_commit()
+    assert await assurance.open_breaches() == 1
+    (row,) = await outbox.rows()
+    assert (row.kind, row.state) == ("leaver_regranted", "pending")
+    # Already breached and unverified: no second breach, no second alert row.
+    again = stage_alert(sink, "leaver_regranted", "gus holds admin again", user="gus")
+    assert await assurance.mark_regranted("gus", "re-granted", T0, also=again.write) is False
+    assert len(await outbox.rows()) == 1

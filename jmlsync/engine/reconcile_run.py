@@ -271,11 +271,12 @@ class ReconcileRun:
                 f"re-granted: {grant.target} held {grant.role} again at {format_timestamp(now)},"
                 " after the leaver was verified"
             )
-            if not await self.store.mark_regranted(grant.user, cause, now):
+            alert = leaver_regranted(self.alerts, grant, f"reconciliation ({request.job})")
+            if not await self.store.mark_regranted(grant.user, cause, now, also=alert.write):
                 continue
+            await alert.after_commit()
             count += 1
             self.metrics.sla_breaches.inc()
-            await leaver_regranted(self.alerts, grant, f"reconciliation ({request.job})")
             if request.requeue_regranted:
                 await self.queue.enqueue([grant.user], cause="sla.regranted", now=now, leaver=True)
         return count

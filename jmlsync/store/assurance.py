@@ -115,10 +115,17 @@ class SqlAssurance:
 
         return await self.db.write(body)
 
-    async def mark_regranted(self, user_name: str, cause: str, now: datetime) -> bool:
+    async def mark_regranted(
+        self,
+        user_name: str,
+        cause: str,
+        now: datetime,
+        also: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> bool:
         """A verified leaver's revoked access was found again: the event is breached (its
         first breach time kept), with ``cause``, and no longer verified, so verification reads
-        it back again. True when the user's newest leaver event was verified (alert then)."""
+        it back again. True when the user's newest leaver event was verified (alert then);
+        ``also`` (the breach's alert rows) runs in the same transaction, only then."""
         stamp = format_timestamp(now)
         newest = (
             "SELECT id, verified_at FROM leavers WHERE user_name = ? AND cancelled_at IS NULL"
@@ -139,6 +146,8 @@ class SqlAssurance:
                 " breach_alerted_at = coalesce(breach_alerted_at, ?) WHERE id = ?",
                 (stamp, cause, stamp, stamp, rows[0][0]),
             )
+            if also is not None:
+                await also(conn)
             return True
 
         return await self.db.write(body)
