@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 
+from jmlsync.store.dialect import SQLITE, Dialect
 from jmlsync.store.health import WriteHealth
 from jmlsync.store.sqlite_reader import SqliteReader, unavailable
 
@@ -120,6 +121,8 @@ class WriteConn:
     """The writer connection as transaction bodies see it: the subset of aiosqlite's
     Connection they use, executed synchronously in the writer thread."""
 
+    dialect: Dialect = SQLITE
+
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
 
@@ -160,6 +163,8 @@ class _Write:
 
 class Database:
     """The connections to one SQLite file, and the one way to write to it."""
+
+    dialect: Dialect = SQLITE
 
     def __init__(
         self, raw: sqlite3.Connection, executor: ThreadPoolExecutor, reader: SqliteReader
@@ -306,6 +311,9 @@ class Backend(Protocol):
     PostgreSQL): a reader, transaction bodies, commit callbacks, and closing."""
 
     @property
+    def dialect(self) -> Dialect: ...
+
+    @property
     def reader(self) -> Any: ...
 
     def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]: ...
@@ -320,19 +328,3 @@ class Backend(Protocol):
 
 #: A constraint was violated (a duplicate unique key): the one class every backend raises.
 IntegrityError = sqlite3.IntegrityError
-
-
-def dialect(conn: Conn) -> str:
-    """``sqlite`` or ``postgresql``: which SQL the connection speaks."""
-    return str(getattr(conn, "dialect", "sqlite"))
-
-
-def for_update(conn: Conn) -> str:
-    """`` FOR UPDATE`` where a read inside a transaction must lock its rows (PostgreSQL, where
-    transactions run side by side); nothing on SQLite, whose writes are already serial."""
-    return " FOR UPDATE" if dialect(conn) == "postgresql" else ""
-
-
-def skip_locked(conn: Conn) -> str:
-    """`` FOR UPDATE SKIP LOCKED`` for queue claims on PostgreSQL: replicas take different rows."""
-    return " FOR UPDATE SKIP LOCKED" if dialect(conn) == "postgresql" else ""

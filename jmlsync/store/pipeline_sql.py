@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
 from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
-from jmlsync.store.database import Conn, for_update, skip_locked
+from jmlsync.store.database import Conn
 
 AUDIT_HEAD = "audit_head"
 #: "seq:hash" of the newest pruned audit row: where verification of the kept rows starts.
@@ -72,7 +72,7 @@ async def lease(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id = ("
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
         f" AND (leased_until IS NULL OR leased_until < ?){leavers}"
-        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{skip_locked(conn)})"
+        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{conn.dialect.skip_locked})"
         " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at,"
         " pending_targets",
         (format_timestamp(now + lease_for), owner, stamp, stamp),
@@ -332,7 +332,7 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     """Append ``entry`` to the chain; the caller's transaction makes this serial."""
     # Locked, so appends from several processes on one database chain one after another.
     async with conn.execute(
-        f"SELECT value FROM service_state WHERE key = ?{for_update(conn)}", (AUDIT_HEAD,)
+        f"SELECT value FROM service_state WHERE key = ?{conn.dialect.for_update}", (AUDIT_HEAD,)
     ) as c:
         row = await c.fetchone()
     previous = row[0] if row else GENESIS

@@ -2,7 +2,8 @@
 
 The SQL modules of the store are shared with SQLite: they see a connection with the same
 surface (``execute``, ``executemany``, ``execute_fetchall``, ``?`` placeholders) and ask
-:func:`jmlsync.store.database.for_update` / ``skip_locked`` where PostgreSQL must lock. Each
+:attr:`Dialect.for_update <jmlsync.store.dialect.Dialect.for_update>` / ``skip_locked``
+where PostgreSQL must lock. Each
 write body runs in its own READ COMMITTED transaction from the pool; rows a body reads in order
 to change them are locked (``FOR UPDATE``), queue claims skip rows other replicas hold
 (``FOR UPDATE SKIP LOCKED``), and audit appends take the chain's head row lock.
@@ -27,6 +28,7 @@ import asyncpg
 
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.store.database import IntegrityError
+from jmlsync.store.dialect import POSTGRESQL, Dialect
 from jmlsync.store.health import WriteHealth
 from jmlsync.store.pipeline_sql import OWNER_LOCK
 
@@ -147,7 +149,7 @@ def _rowcount(status: str) -> int:
 class PgConn:
     """An asyncpg connection with the surface the shared SQL modules use."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -187,7 +189,7 @@ def _returns_rows(sql: str) -> bool:
 class PgReader:
     """Reads outside write transactions: one pooled connection per statement."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, pool: asyncpg.Pool, timeouts: PgTimeouts) -> None:
         self._pool = pool
@@ -222,7 +224,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class PgDatabase:
     """The PostgreSQL twin of :class:`jmlsync.store.database.Database`."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, timeouts: PgTimeouts | None = None) -> None:
         self._pool = pool

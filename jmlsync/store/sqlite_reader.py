@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.store.dialect import SQLITE, Dialect
 
 T = TypeVar("T")
 
@@ -111,6 +112,8 @@ class _ReadStatement:
 
 class SqliteReader:
     """The reader connection as the store's SQL modules see it."""
+
+    dialect: Dialect = SQLITE
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
