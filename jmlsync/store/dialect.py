@@ -12,9 +12,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from jmlsync.domain.filters import Attr, Expr
-from jmlsync.store import filter_pg as pg_filters
-from jmlsync.store import filter_sql as sqlite_filters
-from jmlsync.store.filter_sql import Table
+from jmlsync.store.filters import postgres as pg_filters
+from jmlsync.store.filters import sqlite as sqlite_filters
+from jmlsync.store.filters.columns import Table
 
 
 class Dialect(ABC):

@@ -37,7 +37,7 @@ from jmlsync.store.database import (
     IntegrityError,
     WriteConn,
 )
-from jmlsync.store.filter_sql import GROUPS_TABLE, USERS_TABLE
+from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE
 from jmlsync.store.memberships import chunks, marks
 from jmlsync.store.postgres import PgDatabase, PgTimeouts
 
