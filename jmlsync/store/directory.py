@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
@@ -30,6 +29,7 @@ from jmlsync.domain.models import (
 )
 from jmlsync.ports import Query
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
+from jmlsync.store.connection import Row
 from jmlsync.store.database import (
     Backend,
     Conn,
@@ -277,7 +277,7 @@ class SqlStore:
         return resource
 
     @staticmethod
-    def _resource(kind: ResourceKind, row: sqlite3.Row) -> StoredResource:
+    def _resource(kind: ResourceKind, row: Row) -> StoredResource:
         return StoredResource(
             kind=kind,
             id=row["id"],

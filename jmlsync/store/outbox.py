@@ -111,7 +111,7 @@ async def add_alert(
     return int(row[0]), state
 
 
-async def prune(conn: Conn, cutoff: str) -> dict[str, int]:
+async def prune(conn: WriteConn, cutoff: str) -> dict[str, int]:
     """Housekeeping: delete settled alerts and de-duplication windows older than ``cutoff``."""
     async with conn.execute(
         "DELETE FROM alert_outbox WHERE (state = ? AND delivered_at < ?)"

@@ -19,7 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -27,6 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.store.connection import Body
 from jmlsync.store.database import IntegrityError
 from jmlsync.store.dialect import POSTGRESQL, Dialect
 from jmlsync.store.health import WriteHealth
@@ -131,7 +140,7 @@ class _Statement:
     def __init__(self, run: Callable[[], Coroutine[Any, Any, PgCursor]]) -> None:
         self._run = run
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, PgCursor]:
         return self._run().__await__()
 
     async def __aenter__(self) -> PgCursor:
@@ -271,12 +280,10 @@ class PgDatabase:
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
 
-    def write(
-        self, body: Callable[[Any], Coroutine[Any, Any, T]], *, notify: bool = False
-    ) -> Awaitable[T]:
+    def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]:
         return self._write(body, notify)
 
-    async def _write(self, body: Callable[[Any], Coroutine[Any, Any, T]], notify: bool) -> T:
+    async def _write(self, body: Body[T], notify: bool) -> T:
         try:
             async with (
                 self._pool.acquire(timeout=self.timeouts.acquire) as conn,

@@ -9,7 +9,7 @@ read in a request answers 503 with ``Retry-After`` rather than an internal error
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -98,7 +98,7 @@ class _ReadStatement:
         self._run = run
         self._cursor: ReadCursor | None = None
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, ReadCursor]:
         return self._run().__await__()
 
     async def __aenter__(self) -> ReadCursor:
