@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jmlsync.domain.errors import InvalidFilterError
 from jmlsync.domain.filters import (
     And,
     Attr,
@@ -27,13 +28,8 @@ from jmlsync.domain.filters import (
 from jmlsync.scim.errors import InvalidFilter
 from jmlsync.scim.filters import parse_filter, parse_value_filter
 from jmlsync.scim.schema import ENTERPRISE_USER_SCHEMA, GROUP, USER, Attribute
-from jmlsync.store.filter_sql import (
-    GROUPS_TABLE,
-    USERS_TABLE,
-    Table,
-    compile_filter,
-    sort_expression,
-)
+from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE, Table
+from jmlsync.store.filters.sqlite import compile_filter, sort_expression
 
 ENT = ENTERPRISE_USER_SCHEMA
 USER_NAME = Attr("userName")
@@ -741,7 +737,7 @@ def test_values_are_parameters() -> None:
     ],
 )
 def test_compile_refuses(expr: Expr, table: Table) -> None:
-    with pytest.raises(InvalidFilter):
+    with pytest.raises(InvalidFilterError):
         compile_filter(expr, table)
 
 

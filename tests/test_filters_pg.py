@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from hypothesis import given, settings
 
+from jmlsync.domain.errors import InvalidFilterError
 from jmlsync.domain.filters import (
     And,
     Attr,
@@ -31,16 +32,10 @@ from jmlsync.domain.filters import (
     ValuePath,
     matches,
 )
-from jmlsync.scim.errors import InvalidFilter
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.schema import ENTERPRISE_USER_SCHEMA, GROUP, USER
-from jmlsync.store.filter_pg import (
-    GROUPS_TABLE,
-    USERS_TABLE,
-    Table,
-    compile_filter_pg,
-    sort_expression_pg,
-)
+from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE, Table
+from jmlsync.store.filters.postgres import compile_filter_pg, sort_expression_pg
 from tests.test_filters import (
     DISPLAY,
     GROUP_CASES,
@@ -466,7 +461,7 @@ def test_numbers_are_decimal_parameters() -> None:
     ],
 )
 def test_compile_refuses(expr: Expr, table: Table) -> None:
-    with pytest.raises(InvalidFilter):
+    with pytest.raises(InvalidFilterError):
         compile_filter_pg(expr, table)
 
 

@@ -126,6 +126,22 @@ async def test_bad_filters_are_invalid_filter(scim: ScimClient, filter_text: str
     assert_error(reply, 400, "invalidFilter")
 
 
+@pytest.mark.parametrize(
+    ("filter_text", "detail"),
+    [
+        ("password pr", "cannot filter on 'password'"),
+        ('meta.location eq "x"', "cannot filter on 'meta.location'"),
+    ],
+)
+async def test_filters_the_store_refuses_are_invalid_filter(
+    scim: ScimClient, filter_text: str, detail: str
+) -> None:
+    """The store's own refusal (a parsed filter it cannot run) is answered as any bad filter."""
+    reply = await scim.get("/Users", params={"filter": filter_text})
+    assert_error(reply, 400, "invalidFilter")
+    assert reply.body["detail"] == detail
+
+
 async def test_bad_paging_parameters(scim: ScimClient) -> None:
     reply = await scim.get("/Users", params={"count": "ten"})
     assert_error(reply, 400, "invalidValue")

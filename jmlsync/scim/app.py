@@ -16,6 +16,7 @@ from jmlsync.audit import ACTOR
 from jmlsync.domain.errors import (
     DomainError,
     DuplicateUserName,
+    InvalidFilterError,
     ResourceNotFound,
     StoreUnavailable,
     UnknownMembers,
@@ -26,6 +27,7 @@ from jmlsync.ports import Store
 from jmlsync.scim import discovery
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.errors import (
+    InvalidFilter,
     InvalidValue,
     MethodNotAllowed,
     NotFound,
@@ -95,6 +97,8 @@ def _translate(exc: Exception) -> ScimError:
         return PreconditionFailed(str(exc))
     if isinstance(exc, UnknownMembers):
         return InvalidValue(f"members: {exc}")
+    if isinstance(exc, InvalidFilterError):
+        return InvalidFilter(str(exc))
     if isinstance(exc, StoreUnavailable):
         # The detail stays generic: the store's own message may name its host or path.
         return ScimError("the store is unavailable; nothing was changed, retry later", status=503)

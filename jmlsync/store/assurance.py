@@ -13,7 +13,7 @@ from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import outbox, pipeline_sql
-from jmlsync.store.database import Backend, Conn, WriteConn
+from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.movers import SqlMovers
 
 
@@ -389,7 +389,7 @@ class SqlAssurance:
 
 
 async def _resolve_unseen(
-    conn: Conn, seen: set[tuple[str, str, str, str]], stamp: str, unread: frozenset[str]
+    conn: WriteConn, seen: set[tuple[str, str, str, str]], stamp: str, unread: frozenset[str]
 ) -> None:
     """Close the open findings this complete run did not find again (on targets it read)."""
     rows = await conn.execute_fetchall(
@@ -399,7 +399,7 @@ async def _resolve_unseen(
     await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
 
 
-async def _prune_audit(conn: Conn, cutoff: str) -> int:
+async def _prune_audit(conn: WriteConn, cutoff: str) -> int:
     async with conn.execute(
         "SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1", (cutoff,)
     ) as cursor:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jmlsync.audit import ACTOR, AuditEntry
 from jmlsync.domain.errors import (
@@ -17,7 +16,6 @@ from jmlsync.domain.errors import (
     ResourceNotFound,
     VersionMismatch,
 )
-from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.grants import Grant, GroupInfo, UserState
 from jmlsync.domain.models import (
     Change,
@@ -31,26 +29,17 @@ from jmlsync.domain.models import (
 )
 from jmlsync.ports import Query
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
+from jmlsync.store.connection import Row
 from jmlsync.store.database import (
     Backend,
     Conn,
     Database,
     IntegrityError,
     WriteConn,
-    dialect,
-    for_update,
 )
-from jmlsync.store.filter_sql import (
-    GROUPS_TABLE,
-    USERS_TABLE,
-    Table,
-    compile_filter,
-    sort_expression,
-)
+from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE
 from jmlsync.store.memberships import chunks, marks
-
-if TYPE_CHECKING:
-    from jmlsync.store.postgres import PgTimeouts
+from jmlsync.store.postgres import PgDatabase, PgTimeouts
 
 
 class SqlStore:
@@ -69,8 +58,6 @@ class SqlStore:
     async def open_postgres(cls, dsn: str, timeouts: PgTimeouts | None = None) -> SqlStore:
         """Open the PostgreSQL database at ``dsn`` (migrating it): the same store, on the
         PostgreSQL backend."""
-        from jmlsync.store.postgres import PgDatabase
-
         return cls(await PgDatabase.open(dsn, timeouts=timeouts))
 
     async def close(self) -> None:
@@ -179,7 +166,10 @@ class SqlStore:
 
     async def search(self, kind: ResourceKind, query: Query) -> Page:
         table = USERS_TABLE if kind == "User" else GROUPS_TABLE
-        where, params = ("TRUE", []) if query.filter is None else self._compile(query.filter, table)
+        dialect = self.db.dialect
+        where, params = (
+            ("TRUE", []) if query.filter is None else dialect.compile_filter(query.filter, table)
+        )
         async with self._reader.execute(
             f"SELECT count(*) FROM {table.name} WHERE {where}", params
         ) as cursor:
@@ -190,10 +180,8 @@ class SqlStore:
         order = "id"
         if query.sort_by is not None:
             direction = "DESC" if query.descending else "ASC"
-            order = f"{self._sort(query.sort_by, table)} {direction} NULLS LAST, id"
-        window = "LIMIT ? OFFSET ?"
-        if dialect(self._reader) == "postgresql":
-            window = f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+            order = f"{dialect.sort_expression(query.sort_by, table)} {direction} NULLS LAST, id"
+        window = dialect.window(len(params))
         sql = f"SELECT * FROM {table.name} WHERE {where} ORDER BY {order} {window}"
         rows = await self._reader.execute_fetchall(
             sql, [*params, query.count, query.start_index - 1]
@@ -204,20 +192,6 @@ class SqlStore:
                 self._reader, kind, resources_, limit=query.member_limit
             )
         return Page(total=total, resources=tuple(resources_))
-
-    def _compile(self, expr: Expr, table: Table) -> tuple[str, list[Any]]:
-        if dialect(self._reader) == "postgresql":
-            from jmlsync.store.filter_pg import compile_filter_pg
-
-            return compile_filter_pg(expr, table)
-        return compile_filter(expr, table)
-
-    def _sort(self, attr: Attr, table: Table) -> str:
-        if dialect(self._reader) == "postgresql":
-            from jmlsync.store.filter_pg import sort_expression_pg
-
-            return sort_expression_pg(attr, table)
-        return sort_expression(attr, table)
 
     async def list_groups(self) -> list[GroupInfo]:
         return await policy_reads.list_groups(self._reader)
@@ -291,7 +265,7 @@ class SqlStore:
         lock: bool = False,
     ) -> StoredResource:
         table = "users" if kind == "User" else "groups"
-        suffix = for_update(conn) if lock else ""
+        suffix = conn.dialect.for_update if lock else ""
         sql = f"SELECT * FROM {table} WHERE id = ?{suffix}"
         async with conn.execute(sql, (resource_id,)) as cursor:
             row = await cursor.fetchone()
@@ -303,7 +277,7 @@ class SqlStore:
         return resource
 
     @staticmethod
-    def _resource(kind: ResourceKind, row: sqlite3.Row) -> StoredResource:
+    def _resource(kind: ResourceKind, row: Row) -> StoredResource:
         return StoredResource(
             kind=kind,
             id=row["id"],

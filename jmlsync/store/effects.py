@@ -14,7 +14,7 @@ from typing import Any
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.models import Change, format_timestamp
 from jmlsync.store import pipeline_sql, reviews_sql, rows
-from jmlsync.store.database import Conn
+from jmlsync.store.database import Conn, WriteConn
 
 _CHUNK = 500
 
@@ -56,7 +56,7 @@ async def audit(
 
 
 async def user_written(
-    conn: Conn,
+    conn: WriteConn,
     user_id: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
@@ -93,7 +93,7 @@ async def user_written(
 
 
 async def group_written(
-    conn: Conn,
+    conn: WriteConn,
     group_id: str,
     action: str,
     affected_user_ids: Collection[str],

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.domain.models import format_timestamp, parse_timestamp
-from jmlsync.store.database import Backend, Conn, WriteConn, skip_locked
+from jmlsync.store.database import Backend, Conn, WriteConn
 
 PENDING, DELIVERED, SUPPRESSED, UNROUTED = "pending", "delivered", "suppressed", "unrouted"
 
@@ -111,7 +111,7 @@ async def add_alert(
     return int(row[0]), state
 
 
-async def prune(conn: Conn, cutoff: str) -> dict[str, int]:
+async def prune(conn: WriteConn, cutoff: str) -> dict[str, int]:
     """Housekeeping: delete settled alerts and de-duplication windows older than ``cutoff``."""
     async with conn.execute(
         "DELETE FROM alert_outbox WHERE (state = ? AND delivered_at < ?)"
@@ -181,7 +181,7 @@ class SqlOutbox:
                 "UPDATE alert_outbox SET leased_until = ?, leased_by = ? WHERE id = ("
                 " SELECT id FROM alert_outbox WHERE state = ? AND next_attempt_at <= ?"
                 f" AND (leased_until IS NULL OR leased_until < ?){among}"
-                f" ORDER BY id LIMIT 1{skip_locked(conn)})"
+                f" ORDER BY id LIMIT 1{conn.dialect.skip_locked})"
                 f" RETURNING {_COLUMNS}",
                 params,
             ) as cursor:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
 from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
-from jmlsync.store.database import Conn, for_update, skip_locked
+from jmlsync.store.database import Conn, WriteConn
 
 AUDIT_HEAD = "audit_head"
 #: "seq:hash" of the newest pruned audit row: where verification of the kept rows starts.
@@ -20,7 +20,7 @@ AUDIT_ANCHOR = "audit_anchor"
 
 
 async def enqueue(
-    conn: Conn,
+    conn: WriteConn,
     user_names: Iterable[str],
     *,
     cause: str,
@@ -48,7 +48,7 @@ async def enqueue(
     return len(rows)
 
 
-async def enqueue_everyone(conn: Conn, *, cause: str, now: datetime) -> int:
+async def enqueue_everyone(conn: WriteConn, *, cause: str, now: datetime) -> int:
     """Enqueue every principal jmlsync knows: each user, and each name it granted to."""
     async with conn.execute(
         "SELECT user_name FROM users UNION SELECT user_name FROM applied_grants"
@@ -72,7 +72,7 @@ async def lease(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id = ("
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
         f" AND (leased_until IS NULL OR leased_until < ?){leavers}"
-        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{skip_locked(conn)})"
+        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{conn.dialect.skip_locked})"
         " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at,"
         " pending_targets",
         (format_timestamp(now + lease_for), owner, stamp, stamp),
@@ -84,7 +84,7 @@ async def lease(
     return Job(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], pending)
 
 
-async def ack(conn: Conn, job: Job) -> bool:
+async def ack(conn: WriteConn, job: Job) -> bool:
     """Finish ``job``: delete its row unless a newer change coalesced into it meanwhile
     (then release the lease so the row runs again). True when the row was deleted.
     """
@@ -99,7 +99,7 @@ async def ack(conn: Conn, job: Job) -> bool:
     return deleted
 
 
-async def release(conn: Conn, job_ids: Collection[int]) -> None:
+async def release(conn: WriteConn, job_ids: Collection[int]) -> None:
     """Give leases back untouched (graceful shutdown): the rows are due again at once."""
     await conn.executemany(
         "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?",
@@ -107,7 +107,7 @@ async def release(conn: Conn, job_ids: Collection[int]) -> None:
     )
 
 
-async def renew(conn: Conn, job_ids: Collection[int], owner: str, until: datetime) -> None:
+async def renew(conn: WriteConn, job_ids: Collection[int], owner: str, until: datetime) -> None:
     """Extend the leases ``owner`` holds on these rows (a heartbeat while jobs run)."""
     stamp = format_timestamp(until)
     await conn.executemany(
@@ -116,7 +116,7 @@ async def renew(conn: Conn, job_ids: Collection[int], owner: str, until: datetim
     )
 
 
-async def release_all(conn: Conn) -> int:
+async def release_all(conn: WriteConn) -> int:
     """Drop every lease: at the start of the only process using the database, any lease
     left is from a process that died."""
     async with conn.execute(
@@ -131,7 +131,7 @@ OWNER_LOCK = 7_263_003
 _OWNER_KEY = r"^worker-[0-9a-f]{8}/"
 
 
-async def release_orphans(conn: Conn, lock_key: int = OWNER_LOCK) -> int:
+async def release_orphans(conn: WriteConn, lock_key: int = OWNER_LOCK) -> int:
     """PostgreSQL: drop the leases whose owner no longer holds its session advisory lock
     ``(lock_key, owner key)``: its process died or lost the database, so nothing renews or
     finishes them. Owners in another format are left to expire."""
@@ -219,7 +219,7 @@ async def queue_rows(conn: Conn, *, failed_only: bool) -> list[QueueRow]:
     ]
 
 
-async def retry_failed(conn: Conn, now: datetime, job_id: int | None = None) -> int:
+async def retry_failed(conn: WriteConn, now: datetime, job_id: int | None = None) -> int:
     """Re-drive dead letters (one by id, or all): attempts start again, due now."""
     sql = (
         "UPDATE queue SET failed_at = NULL, attempts = 0, last_error = NULL,"
@@ -277,7 +277,7 @@ async def clear_leaver(conn: Conn, user_name: str, now: datetime) -> list[str]:
 
 
 async def record_leaver_targets(
-    conn: Conn,
+    conn: WriteConn,
     user_name: str,
     outcomes: Mapping[str, str | None],
     every_target: Collection[str],
@@ -332,7 +332,7 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     """Append ``entry`` to the chain; the caller's transaction makes this serial."""
     # Locked, so appends from several processes on one database chain one after another.
     async with conn.execute(
-        f"SELECT value FROM service_state WHERE key = ?{for_update(conn)}", (AUDIT_HEAD,)
+        f"SELECT value FROM service_state WHERE key = ?{conn.dialect.for_update}", (AUDIT_HEAD,)
     ) as c:
         row = await c.fetchone()
     previous = row[0] if row else GENESIS

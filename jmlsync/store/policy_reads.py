@@ -12,7 +12,7 @@ from datetime import datetime
 
 from jmlsync.domain.grants import Grant, GroupInfo, UserState
 from jmlsync.domain.models import format_timestamp
-from jmlsync.store.database import Conn
+from jmlsync.store.database import Conn, WriteConn
 
 _CHUNK = 500
 
@@ -118,7 +118,7 @@ async def record_applied(conn: Conn, grant: Grant, reason: str, now: datetime) -
     )
 
 
-async def forget_applied(conn: Conn, grant: Grant) -> bool:
+async def forget_applied(conn: WriteConn, grant: Grant) -> bool:
     """Forget an applied grant once it is revoked; True when jmlsync had applied it."""
     async with conn.execute(
         "DELETE FROM applied_grants WHERE target = ? AND user_name = ? AND role = ?",

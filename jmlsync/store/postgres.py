@@ -2,7 +2,8 @@
 
 The SQL modules of the store are shared with SQLite: they see a connection with the same
 surface (``execute``, ``executemany``, ``execute_fetchall``, ``?`` placeholders) and ask
-:func:`jmlsync.store.database.for_update` / ``skip_locked`` where PostgreSQL must lock. Each
+:attr:`Dialect.for_update <jmlsync.store.dialect.Dialect.for_update>` / ``skip_locked``
+where PostgreSQL must lock. Each
 write body runs in its own READ COMMITTED transaction from the pool; rows a body reads in order
 to change them are locked (``FOR UPDATE``), queue claims skip rows other replicas hold
 (``FOR UPDATE SKIP LOCKED``), and audit appends take the chain's head row lock.
@@ -18,7 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -26,7 +35,9 @@ from typing import Any, TypeVar
 import asyncpg
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.store.connection import Body
 from jmlsync.store.database import IntegrityError
+from jmlsync.store.dialect import POSTGRESQL, Dialect
 from jmlsync.store.health import WriteHealth
 from jmlsync.store.pipeline_sql import OWNER_LOCK
 
@@ -129,7 +140,7 @@ class _Statement:
     def __init__(self, run: Callable[[], Coroutine[Any, Any, PgCursor]]) -> None:
         self._run = run
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, PgCursor]:
         return self._run().__await__()
 
     async def __aenter__(self) -> PgCursor:
@@ -147,7 +158,7 @@ def _rowcount(status: str) -> int:
 class PgConn:
     """An asyncpg connection with the surface the shared SQL modules use."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -187,7 +198,7 @@ def _returns_rows(sql: str) -> bool:
 class PgReader:
     """Reads outside write transactions: one pooled connection per statement."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, pool: asyncpg.Pool, timeouts: PgTimeouts) -> None:
         self._pool = pool
@@ -222,7 +233,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class PgDatabase:
     """The PostgreSQL twin of :class:`jmlsync.store.database.Database`."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, timeouts: PgTimeouts | None = None) -> None:
         self._pool = pool
@@ -269,12 +280,10 @@ class PgDatabase:
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
 
-    def write(
-        self, body: Callable[[Any], Coroutine[Any, Any, T]], *, notify: bool = False
-    ) -> Awaitable[T]:
+    def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]:
         return self._write(body, notify)
 
-    async def _write(self, body: Callable[[Any], Coroutine[Any, Any, T]], notify: bool) -> T:
+    async def _write(self, body: Body[T], notify: bool) -> T:
         try:
             async with (
                 self._pool.acquire(timeout=self.timeouts.acquire) as conn,

@@ -90,7 +90,7 @@ class SqlQueue:
     async def recover(self) -> int:
         """Release the leases of a process that died: SQLite serves one process at a time,
         so every lease is; on PostgreSQL, those whose owner's session lock is gone."""
-        if self._on_postgres:
+        if self.db.dialect.shared:
             return await self.take_back_orphans()
 
         async def body(conn: WriteConn) -> int:
@@ -99,17 +99,13 @@ class SqlQueue:
         return await self.db.write(body, notify=True)
 
     async def take_back_orphans(self) -> int:
-        if not self._on_postgres:
+        if not self.db.dialect.shared:
             return 0
 
         async def body(conn: WriteConn) -> int:
             return await pipeline_sql.release_orphans(conn, pipeline_sql.OWNER_LOCK)
 
         return await self.db.write(body, notify=True)
-
-    @property
-    def _on_postgres(self) -> bool:
-        return getattr(self.db, "dialect", "sqlite") == "postgresql"
 
     async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:
         return await pipeline_sql.queue_rows(self.db.reader, failed_only=failed_only)

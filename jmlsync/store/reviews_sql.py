@@ -13,7 +13,7 @@ from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.store import pipeline_sql
-from jmlsync.store.database import Conn
+from jmlsync.store.database import Conn, WriteConn
 
 
 async def audit(conn: Conn, entry: AuditEntry) -> int:
@@ -26,7 +26,7 @@ async def audit(conn: Conn, entry: AuditEntry) -> int:
 
 
 async def lift_exception(
-    conn: Conn, exception_id: int, subject: str, reason: str, now: datetime, actor: str
+    conn: WriteConn, exception_id: int, subject: str, reason: str, now: datetime, actor: str
 ) -> bool:
     """Lift one active exception (audited); False when it was not active."""
     stamp = format_timestamp(now)
@@ -52,7 +52,7 @@ async def lift_exception(
 
 
 async def lift_for_membership(
-    conn: Conn,
+    conn: WriteConn,
     group_id: str,
     affected_user_ids: Collection[str],
     now: datetime,
@@ -150,7 +150,7 @@ async def add_exception(
     )
 
 
-async def withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
+async def withdraw(conn: WriteConn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
     """A keep replacing an earlier revoke of the same item ends its exception."""
     rows = await conn.execute_fetchall(
         "SELECT id, user_name FROM review_exceptions"
@@ -171,7 +171,7 @@ async def withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor
     )
 
 
-async def remediate(conn: Conn, campaign_id: str, item: Item, now: datetime) -> None:
+async def remediate(conn: WriteConn, campaign_id: str, item: Item, now: datetime) -> None:
     """Queue the holder's job and note it; the pipeline plans the revocation."""
     await pipeline_sql.enqueue(conn, [item.user.user_name], cause="review.revoke", now=now)
     rows = await conn.execute_fetchall(

@@ -12,7 +12,7 @@ on every connection as Python's :meth:`str.casefold`, passing other values throu
     )
 
 Every value travels as a ``?`` parameter. The only text spliced into SQL is the table
-definitions below and JSON paths built from the schema's canonical attribute names.
+definitions (:mod:`.columns`) and JSON paths built from the schema's canonical attribute names.
 
 Limits: dateTime values inside ``doc`` (none in the served schemas) compare as text against the
 normalised storage format ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; ``password``, ``meta`` as a whole,
@@ -22,108 +22,14 @@ normalised storage format ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; ``password``, ``meta`
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from jmlsync.domain.filters import (
-    And,
-    Attr,
-    Compare,
-    Expr,
-    Not,
-    Or,
-    Present,
-    Scalar,
-    ValuePath,
-    parse_datetime,
-)
-from jmlsync.scim.errors import InvalidFilter
-
-
-@dataclass(frozen=True)
-class Column:
-    """An SQL expression that holds one attribute's value for the current row."""
-
-    sql: str
-    folded: bool = False
-    """The column holds ``str.casefold()`` of the value, so operands are folded in Python."""
-
-
-@dataclass(frozen=True)
-class Membership:
-    """A multi-valued attribute kept as ``memberships`` rows (alias ``m``), not in ``doc``."""
-
-    owner: str
-    """The ``memberships`` column naming the current row: ``user_id`` or ``group_id``."""
-    subs: Mapping[str, Column]
-    """Sub-attribute name to an expression over ``m``."""
-
-
-@dataclass(frozen=True)
-class Table:
-    """How one resource table stores its attributes."""
-
-    name: str
-    columns: Mapping[str, Column]
-    """Attribute key (``userName``, ``meta.created``) to the column that holds it."""
-    memberships: Mapping[str, Membership] = field(default_factory=dict)
-    """Top-level attribute name (``groups``, ``members``) to its ``memberships`` rows."""
-    unfilterable: frozenset[str] = frozenset()
-    """Attribute keys neither a column nor in ``doc``: filtering on them is refused."""
-    doc: str = "doc"
-    """The JSON column holding every other attribute under its canonical name."""
-
-
-def _meta_columns(table: str, resource_type: str) -> dict[str, Column]:
-    return {
-        "id": Column(f"{table}.id"),
-        "externalId": Column(f"{table}.external_id"),
-        "meta.created": Column(f"{table}.created"),
-        "meta.lastModified": Column(f"{table}.last_modified"),
-        "meta.resourceType": Column(f"'{resource_type}'"),
-        "meta.version": Column(f"'W/\"' || {table}.version || '\"'"),
-    }
-
-
-_UNFILTERABLE = frozenset({"meta", "meta.location"})
-
-USERS_TABLE = Table(
-    name="users",
-    columns={
-        **_meta_columns("users", "User"),
-        "userName": Column("users.user_name_key", folded=True),
-        "displayName": Column("users.display_name"),
-        "active": Column("users.active"),
-    },
-    memberships={
-        "groups": Membership(
-            owner="user_id",
-            subs={
-                "value": Column("m.group_id"),
-                "display": Column(
-                    "(SELECT g.display_name FROM groups AS g WHERE g.id = m.group_id)"
-                ),
-            },
-        )
-    },
-    unfilterable=_UNFILTERABLE | {"password"},
-)
-GROUPS_TABLE = Table(
-    name="groups",
-    columns={
-        **_meta_columns("groups", "Group"),
-        "displayName": Column("groups.display_name_key", folded=True),
-    },
-    memberships={
-        "members": Membership(
-            owner="group_id", subs={"value": Column("m.user_id"), "display": Column("m.display")}
-        )
-    },
-    unfilterable=_UNFILTERABLE,
-)
+from jmlsync.domain.errors import InvalidFilterError
+from jmlsync.domain.filters import Attr, Expr, Scalar, ValuePath
+from jmlsync.store.filters.columns import Membership, Table
+from jmlsync.store.filters.walker import FilterWalker, attr_key, storage_datetime
 
 
 def compile_filter(expr: Expr, table: Table) -> tuple[str, list[Any]]:
@@ -194,7 +100,7 @@ def _json_path(*keys: str) -> str:
     """A quoted SQL literal for the JSON path of ``keys``; they come from the schema."""
     for key in keys:
         if not _SAFE_KEY.fullmatch(key):
-            raise InvalidFilter(f"cannot filter on the attribute {key!r}")
+            raise InvalidFilterError(f"cannot filter on the attribute {key!r}")
     return "'$" + "".join(f'."{key}"' for key in keys) + "'"
 
 
@@ -216,91 +122,6 @@ def _item(sub: str | None) -> _Operand:
     )
 
 
-def negate(sql: str) -> str:
-    """NOT of a test where SQL NULL means "no match": COALESCE keeps NOT from turning it into
-    another NULL. (``false`` is a keyword in both SQLite and PostgreSQL.)"""
-    return f"NOT COALESCE(({sql}), false)"
-
-
-def attr_key(attr: Attr) -> str:
-    """The key of ``attr`` in a table's column and unfilterable maps."""
-    key = attr.name if attr.sub is None else f"{attr.name}.{attr.sub}"
-    return key if attr.uri is None else f"{attr.uri}:{key}"
-
-
-def storage_datetime(value: str) -> str:
-    """A dateTime comparand in the stores' fixed-width UTC text form."""
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise InvalidFilter(f"{value!r} is not a valid dateTime")
-    naive = parsed.astimezone(UTC).replace(tzinfo=None)
-    return naive.isoformat(timespec="microseconds") + "Z"
-
-
-def _chain(expr: And | Or) -> list[Expr]:
-    """The operands of a chain of ``expr``'s operator, left to right, however it nests."""
-    operands: list[Expr] = []
-    pending: list[Expr] = [expr]
-    while pending:
-        node = pending.pop()
-        if type(node) is type(expr):
-            assert isinstance(node, And | Or)
-            pending += [node.right, node.left]
-        else:
-            operands.append(node)
-    return operands
-
-
-#: How a dialect represents one value under test.
-Operand = TypeVar("Operand")
-
-
-class FilterWalker(ABC, Generic[Operand]):
-    """The walk over a filter that both SQL dialects share: logic, ``ne``, ``eq null``.
-
-    A dialect says how one attribute reaches its values (``_leaf``), how presence and a
-    comparison read in SQL (``_present``, ``_test``), and how ``attr[...]`` is written.
-    """
-
-    def expr(self, expr: Expr) -> str:
-        """The SQL for ``expr``, a boolean; NULL counts as false."""
-        if isinstance(expr, And | Or):
-            # A chain of one operator is written flat: SQLite's parser stack (about 100
-            # entries) overflows on a hundred nested parentheses.
-            word = " AND " if isinstance(expr, And) else " OR "
-            return word.join(f"({self.expr(operand)})" for operand in _chain(expr))
-        if isinstance(expr, Not):
-            return negate(self.expr(expr.expr))
-        if isinstance(expr, Present):
-            return self._leaf(expr.attr, self._present)
-        if isinstance(expr, ValuePath):
-            return self._value_path(expr)
-        return self._compare(expr)
-
-    def _compare(self, expr: Compare) -> str:
-        attr, value = expr.attr, expr.value
-        if value is None:
-            present = self._leaf(attr, self._present)
-            return present if expr.op == "ne" else negate(present)
-        if expr.op == "ne":
-            # Negating eq as a whole: a missing attribute, or no equal value, matches.
-            return negate(self._leaf(attr, lambda o: self._test(o, "eq", value, attr)))
-        return self._leaf(attr, lambda o: self._test(o, expr.op, value, attr))
-
-    @abstractmethod
-    def _leaf(self, attr: Attr, build: Callable[[Operand], str]) -> str:
-        """``build``'s test applied to ``attr``, true when any of its values passes."""
-
-    @abstractmethod
-    def _present(self, operand: Operand) -> str: ...
-
-    @abstractmethod
-    def _test(self, operand: Operand, op: str, value: Scalar, attr: Attr) -> str: ...
-
-    @abstractmethod
-    def _value_path(self, expr: ValuePath) -> str: ...
-
-
 class _Compiler(FilterWalker["_Operand"]):
     """Walks one filter, collecting the parameters in the order their ``?`` appear."""
 
@@ -319,7 +140,7 @@ class _Compiler(FilterWalker["_Operand"]):
         if column is not None:
             return build(_Operand(column.sql, folded=column.folded))
         if key in table.unfilterable or attr.name in table.unfilterable:
-            raise InvalidFilter(f"cannot filter on {key!r}")
+            raise InvalidFilterError(f"cannot filter on {key!r}")
         membership = table.memberships.get(attr.name) if attr.uri is None else None
         if membership is not None:
             test = build(self._membership_operand(membership, attr.sub or "value"))
@@ -331,7 +152,7 @@ class _Compiler(FilterWalker["_Operand"]):
 
     def _value_path(self, expr: ValuePath) -> str:
         if self.inner is not None:
-            raise InvalidFilter("nested value filters are not supported")
+            raise InvalidFilterError("nested value filters are not supported")
         attr, table = expr.attr, self.table
         membership = table.memberships.get(attr.name) if attr.uri is None else None
         keys = (attr.name,) if attr.uri is None else (attr.uri, attr.name)
@@ -362,7 +183,7 @@ class _Compiler(FilterWalker["_Operand"]):
     def _membership_operand(membership: Membership, sub: str) -> _Operand:
         column = membership.subs.get(sub)
         if column is None:
-            raise InvalidFilter(f"cannot filter on the membership attribute {sub!r}")
+            raise InvalidFilterError(f"cannot filter on the membership attribute {sub!r}")
         return _Operand(column.sql, folded=column.folded)
 
     @staticmethod
@@ -389,7 +210,7 @@ class _Compiler(FilterWalker["_Operand"]):
         elif op == "ew":
             test, params = f"substr({sql}, length({sql}) - length(?) + 1) = ?", [param, param]
         else:
-            raise InvalidFilter(f"unknown operator {op!r}")
+            raise InvalidFilterError(f"unknown operator {op!r}")
         self.params.extend(params)
         if operand.json_type is None:
             return test

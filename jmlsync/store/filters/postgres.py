@@ -1,6 +1,6 @@
 """Filter nodes compiled to parameterised PostgreSQL ``WHERE`` fragments over the directory tables.
 
-The PostgreSQL twin of :mod:`jmlsync.store.filter_sql`, over the same :class:`Table`
+The PostgreSQL twin of :mod:`jmlsync.store.filters.sqlite`, over the same :class:`Table`
 definitions: a fragment is written for ``SELECT ... FROM users WHERE <fragment>`` (or
 ``groups``), names the table by its own name, so the query must not alias it, and selects
 exactly the rows whose full SCIM resource :func:`jmlsync.domain.filters.matches` accepts.
@@ -47,37 +47,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeAlias
 
+from jmlsync.domain.errors import InvalidFilterError
 from jmlsync.domain.filters import (
     Attr,
     Expr,
     Scalar,
     ValuePath,
 )
-from jmlsync.scim.errors import InvalidFilter
-from jmlsync.store.filter_sql import (
-    GROUPS_TABLE,
-    USERS_TABLE,
+from jmlsync.store.filters.columns import (
+    BOOLEAN_COLUMNS,
     Column,
-    FilterWalker,
     Membership,
     Table,
-    attr_key,
-    storage_datetime,
 )
-
-__all__ = [
-    "BOOLEAN_COLUMNS",
-    "GROUPS_TABLE",
-    "USERS_TABLE",
-    "Column",
-    "Membership",
-    "Table",
-    "compile_filter_pg",
-    "sort_expression_pg",
-]
-
-BOOLEAN_COLUMNS: frozenset[str] = frozenset({"users.active"})
-"""The :attr:`Column.sql` expressions of type ``boolean``; every other column is ``text``."""
+from jmlsync.store.filters.walker import FilterWalker, attr_key, storage_datetime
 
 
 def compile_filter_pg(expr: Expr, table: Table, start: int = 1) -> tuple[str, list[Any]]:
@@ -169,7 +152,7 @@ def _checked(key: str) -> str:
     """``key``, a schema's canonical name, once known safe to splice into SQL literals."""
     # Integer-like keys would index arrays in a jsonb path rather than name a member.
     if not _SAFE_KEY.fullmatch(key) or _INDEX_LIKE.fullmatch(key):
-        raise InvalidFilter(f"cannot filter on the attribute {key!r}")
+        raise InvalidFilterError(f"cannot filter on the attribute {key!r}")
     return key
 
 
@@ -230,7 +213,7 @@ class _Compiler(FilterWalker[_Operand]):
         if column is not None:
             return build(_column_operand(column))
         if key in table.unfilterable or attr.name in table.unfilterable:
-            raise InvalidFilter(f"cannot filter on {key!r}")
+            raise InvalidFilterError(f"cannot filter on {key!r}")
         membership = table.memberships.get(attr.name) if attr.uri is None else None
         if membership is not None:
             test = build(self._membership_operand(membership, attr.sub or "value"))
@@ -256,10 +239,10 @@ class _Compiler(FilterWalker[_Operand]):
 
     def _value_path(self, expr: ValuePath) -> str:
         if self.in_value_path:
-            raise InvalidFilter("nested value filters are not supported")
+            raise InvalidFilterError("nested value filters are not supported")
         attr, table = expr.attr, self.table
         if attr.name in table.unfilterable or attr_key(attr) in table.unfilterable:
-            raise InvalidFilter(f"cannot filter on {attr_key(attr)!r}")
+            raise InvalidFilterError(f"cannot filter on {attr_key(attr)!r}")
         membership = table.memberships.get(attr.name) if attr.uri is None else None
         keys = _doc_keys(attr)
         guard = ""
@@ -293,7 +276,7 @@ class _Compiler(FilterWalker[_Operand]):
     def _membership_operand(membership: Membership, sub: str) -> _Operand:
         column = membership.subs.get(sub)
         if column is None:
-            raise InvalidFilter(f"cannot filter on the membership attribute {sub!r}")
+            raise InvalidFilterError(f"cannot filter on the membership attribute {sub!r}")
         return _column_operand(column)
 
     @staticmethod
@@ -308,7 +291,7 @@ class _Compiler(FilterWalker[_Operand]):
     def _test(self, operand: _Operand, op: str, value: Scalar, attr: Attr) -> str:
         """``operand op value`` for a non-null ``value``; values of another type never match."""
         if op not in _SYMBOLS and op not in _TEXT_OPS:
-            raise InvalidFilter(f"unknown operator {op!r}")
+            raise InvalidFilterError(f"unknown operator {op!r}")
         if isinstance(value, bool):
             if op != "eq":
                 return "FALSE"
@@ -323,7 +306,7 @@ class _Compiler(FilterWalker[_Operand]):
             actual += f" THEN ({operand.jsonb})::numeric END"
             return f"{actual} {_SYMBOLS[op]} {self.param(number, 'numeric')}"
         if not isinstance(value, str):
-            raise InvalidFilter(f"cannot compare with {value!r}")
+            raise InvalidFilterError(f"cannot compare with {value!r}")
         if operand.boolean:
             return "FALSE"
         test = self._text_test(operand, op, value, attr)
@@ -346,7 +329,7 @@ class _Compiler(FilterWalker[_Operand]):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidFilter(f"{value!r} is not valid Unicode text") from None
+            raise InvalidFilterError(f"{value!r} is not valid Unicode text") from None
         wanted = self.param(value, "text")
         if fold_wanted:
             wanted = f"fold({wanted})"
