@@ -12,7 +12,7 @@ from typing import Literal, TypeVar
 
 import click
 
-from jmlsync.cli_common import CONFIG_ENVVAR, CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_ENVVAR, CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews

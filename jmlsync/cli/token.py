@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
-from jmlsync.cli_token_personal import PREFIX, personal_rows, revoke_personal
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.token_personal import PREFIX, personal_rows, revoke_personal
 from jmlsync.config import Settings
 from jmlsync.scim.credentials import (
     LABEL,

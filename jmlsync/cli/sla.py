@@ -11,7 +11,7 @@ from typing import NoReturn
 import click
 
 from jmlsync import sla
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.report_reads import audit_head as audit_head
 from jmlsync.report_reads import sla_report_with_section
