@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync.access_output import request_json
+from jmlsync.report.access import request_json
 from jmlsync.api.openapi import COMMON_ERRORS, ApiPart, problem
 from jmlsync.api.problems import Problem
 from jmlsync.api.tokens import caller

@@ -13,7 +13,7 @@ from typing import TypeVar
 import aiohttp
 import click
 
-from jmlsync import tables
+from jmlsync.report import tables
 from jmlsync.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings

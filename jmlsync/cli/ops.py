@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import click
 
-from jmlsync import tables
+from jmlsync.report import tables
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp

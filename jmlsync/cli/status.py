@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from jmlsync import tables
+from jmlsync.report import tables
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable

@@ -11,7 +11,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from jmlsync import sla
+from jmlsync.report.sla import build as sla
 from jmlsync.config import Settings
 from jmlsync.console.context import BASE, CONSOLE, Checks, Console
 from jmlsync.console.features import access as access_pages

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from jmlsync.access_output import request_json
+from jmlsync.report.access import request_json
 from jmlsync.console.authz import ADMIN, APPROVER, REQUESTER
 from jmlsync.console.context import BASE, CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page, render

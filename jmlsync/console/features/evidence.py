@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync import sla
+from jmlsync.report.sla import build as sla
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page

@@ -9,7 +9,7 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from jmlsync import tables
+from jmlsync.report import tables
 from jmlsync.domain.grants import Operation, Reason
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.plan import summarize
