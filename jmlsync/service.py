@@ -20,9 +20,10 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from jmlsync import __version__, systemd
-from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
-from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync import __version__
+from jmlsync.ops import systemd
+from jmlsync.ops.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
+from jmlsync.ops.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
 from jmlsync.api.access import access_part
 from jmlsync.api.app import build_api, mount
 from jmlsync.api.reviews import reviews_part
@@ -38,11 +39,11 @@ from jmlsync.engine.rules import eligibilities_from_settings, rules_from_setting
 from jmlsync.engine.supervision import OwnerLock
 from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.engine.worker import Pipeline, options_from
-from jmlsync.forwarded import forwarded_middleware
-from jmlsync.http_server import DeadlineAppRunner
-from jmlsync.logs import redacted_url
-from jmlsync.metrics import Metrics
-from jmlsync.ops_http import ops_routes
+from jmlsync.ops.forwarded import forwarded_middleware
+from jmlsync.ops.http_server import DeadlineAppRunner
+from jmlsync.ops.logs import redacted_url
+from jmlsync.ops.metrics import Metrics
+from jmlsync.ops.http import ops_routes
 from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
@@ -63,7 +64,7 @@ from jmlsync.store.postgres import LeaderLock, PgDatabase, PgTimeouts
 from jmlsync.store.queue import SqlQueue
 from jmlsync.store.reviews import SqlReviews
 from jmlsync.targets.registry import open_target
-from jmlsync.tls import ReloadingTls
+from jmlsync.ops.tls import ReloadingTls
 
 log = logging.getLogger("jmlsync.service")
 

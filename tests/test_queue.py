@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
+from jmlsync.ops.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import Change
 from jmlsync.store.assurance import SqlAssurance

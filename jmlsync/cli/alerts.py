@@ -14,7 +14,7 @@ import aiohttp
 import click
 
 from jmlsync.report import tables
-from jmlsync.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
+from jmlsync.ops.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.scim.resources import now_utc

@@ -3,7 +3,7 @@ leaver's revoked access found again. Alerted by whichever read finds them."""
 
 from __future__ import annotations
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
+from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
 from jmlsync.domain.grants import Grant
 
 

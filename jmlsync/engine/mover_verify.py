@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from jmlsync.alerts import AlertSink
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.review_records import NO_DECISION

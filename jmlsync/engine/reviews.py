@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.alerts import AlertSink
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.audit import AuditEntry
 from jmlsync.config_reviews import ReviewSettings, RuleScope
 from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain import timebound as tb
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain.timebound import AccessRequest, Eligibility, describe, format_duration
 
 

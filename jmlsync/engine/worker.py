@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.alerts import AlertSink, stage_alert
+from jmlsync.ops.alerts import AlertSink, stage_alert
 from jmlsync.domain.grants import Rule
 from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.policy import (
