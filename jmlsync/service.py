@@ -50,7 +50,7 @@ from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.intake import BODY_TIMEOUT
 from jmlsync.scim.last_used import LastUsed
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.scim.schema import schema_set
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.unknown import IgnoredReporter

@@ -20,7 +20,7 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts

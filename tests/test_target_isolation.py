@@ -20,7 +20,7 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.service import open_runtime
 from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config

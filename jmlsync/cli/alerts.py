@@ -17,7 +17,7 @@ from jmlsync.report import tables
 from jmlsync.ops.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.service import RUNNER, open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 

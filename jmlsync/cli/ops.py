@@ -18,7 +18,7 @@ from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
 from jmlsync.report_reads import verify_audit
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.service import open_store
 from jmlsync.store.queue import SqlQueue
 

@@ -27,7 +27,7 @@ from jmlsync.report.review_evidence import (
     verify_bundle,
 )
 from jmlsync.report.review_views import campaign_view
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.service import Runtime, open_runtime
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.report_reads import audit_head as audit_head
 from jmlsync.report_reads import sla_report_with_section
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 from jmlsync.service import open_store
 from jmlsync.report.sla.access import TimeboundSection, table_lines
 from jmlsync.report.sla.html import render_html

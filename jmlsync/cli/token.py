@@ -29,7 +29,7 @@ from jmlsync.scim.credentials import (
     read_credentials,
 )
 from jmlsync.scim.last_used import last_used
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 
 FILE_OPTION = click.option(
     "--file",

@@ -21,7 +21,7 @@ from jmlsync.console.oidc import Pending, SignInError, new_pending
 from jmlsync.console.pages import render
 from jmlsync.console.security import LOGIN_COOKIE, SESSION_COOKIE, set_cookie
 from jmlsync.domain.models import format_timestamp
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 
 log = logging.getLogger("jmlsync.console")
 

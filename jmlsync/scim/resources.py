@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -372,7 +372,3 @@ class ResourceEndpoints:
 
     async def search_resources(self, request: web.Request) -> web.Response:
         return await _list(request, [self.resource_type], await _search_body(request))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

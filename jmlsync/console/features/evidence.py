@@ -12,7 +12,7 @@ from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page
 from jmlsync.report_reads import sla_report, verify_audit
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
 
 _AUDIT_ROWS = 200
 
