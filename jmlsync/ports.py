@@ -18,8 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.filters import Attr, Expr
-from jmlsync.domain.grants import Grant, GroupInfo, Principal, PrincipalSpec, UserState
-from jmlsync.domain.models import (
+from jmlsync.domain.access import Grant, GroupInfo, Principal, PrincipalSpec, UserState
+from jmlsync.domain.directory import (
     Change,
     Job,
     Page,

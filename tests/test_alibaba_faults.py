@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
+from jmlsync.domain.access import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
+from jmlsync.domain.access import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy

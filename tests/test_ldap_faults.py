@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jmlsync.domain.errors import TransientTargetError
-from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
+from jmlsync.domain.access import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.clock import now_utc

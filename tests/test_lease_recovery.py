@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.clock import now_utc
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import WriteConn

@@ -15,7 +15,7 @@ import click
 from jmlsync.report import tables
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
 from jmlsync.report_reads import verify_audit
 from jmlsync.clock import now_utc

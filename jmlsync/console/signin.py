@@ -20,7 +20,7 @@ from jmlsync.console.context import BASE, CONSOLE, viewer_of
 from jmlsync.console.oidc import Pending, SignInError, new_pending
 from jmlsync.console.pages import render
 from jmlsync.console.security import LOGIN_COOKIE, SESSION_COOKIE, set_cookie
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.clock import now_utc
 
 log = logging.getLogger("jmlsync.console")

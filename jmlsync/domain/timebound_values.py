@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from jmlsync.domain.errors import DomainError
-from jmlsync.domain.grants import RoleGrant
+from jmlsync.domain.access import RoleGrant
 
 State = Literal[
     "pending", "approved", "active", "ended", "verified", "denied", "cancelled", "timed_out"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from jmlsync.ops.alerts import AlertSink, stage_alert
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant, Operation
+from jmlsync.domain.access import Grant, Operation
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier

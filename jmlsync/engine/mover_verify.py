@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.store.movers import OpenMover, SqlMovers

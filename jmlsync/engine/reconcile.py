@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import (
+from jmlsync.domain.access import (
     Grant,
     GroupInfo,
     Operation,

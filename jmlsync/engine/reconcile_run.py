@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.domain.grants import Grant, Operation
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant, Operation
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.review_records import NO_DECISION
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.engine.apply import Applier

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from jmlsync.ops.alerts import AlertSink
 from jmlsync.domain import timebound as tb
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
+from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.policy import desired_grants, rules_by_group, timebound_grants
 from jmlsync.domain.timebound import (
     AccessRefused,

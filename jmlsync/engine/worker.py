@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.ops.alerts import AlertSink, stage_alert
-from jmlsync.domain.grants import Rule
-from jmlsync.domain.models import Job, parse_timestamp
+from jmlsync.domain.access import Rule
+from jmlsync.domain.directory import Job, parse_timestamp
 from jmlsync.domain.policy import (
     desired_grants,
     managed_roles,

@@ -10,8 +10,8 @@ from itertools import groupby
 from typing import Any
 
 from jmlsync.report import tables
-from jmlsync.domain.grants import Operation, Reason
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Operation, Reason
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.plan import summarize
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.domain.sla import LeaverRecord

@@ -9,7 +9,7 @@ from typing import Any
 
 from jmlsync.report.sla import build as sla
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.report.review_evidence import (
     MANIFEST,
     CampaignView,

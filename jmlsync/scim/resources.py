@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
-from jmlsync.domain.models import Change, Member, MemberOp, StoredResource
+from jmlsync.domain.directory import Change, Member, MemberOp, StoredResource
 from jmlsync.ports import Query, Store
 from jmlsync.scim.discovery import list_response
 from jmlsync.scim.errors import (

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
-from jmlsync.domain.models import Change, MemberOp, StoredResource
+from jmlsync.domain.directory import Change, MemberOp, StoredResource
 from jmlsync.ports import Store
 from jmlsync.scim.errors import ScimError
 from jmlsync.scim.patch import apply_patch

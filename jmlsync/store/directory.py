@@ -18,8 +18,8 @@ from jmlsync.domain.errors import (
     VersionMismatch,
 )
 from jmlsync.domain.filters import Attr, Expr
-from jmlsync.domain.grants import Grant, GroupInfo, UserState
-from jmlsync.domain.models import (
+from jmlsync.domain.access import Grant, GroupInfo, UserState
+from jmlsync.domain.directory import (
     Change,
     GroupRef,
     Member,

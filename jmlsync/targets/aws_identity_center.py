@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from jmlsync.config import AwsIdentityCenterTargetSettings
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.targets.aws_common import (
     AwsClients,
     KeyedLocks,

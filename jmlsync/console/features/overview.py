@@ -10,7 +10,7 @@ from aiohttp import web
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Console, Viewer
 from jmlsync.console.pages import Feature, Page
-from jmlsync.domain.models import parse_timestamp
+from jmlsync.domain.directory import parse_timestamp
 from jmlsync.clock import now_utc
 
 
