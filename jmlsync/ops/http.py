@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from jmlsync.ops.metrics import Metrics
-from jmlsync.scim.app import AUTH, METRICS_AUTH
+from jmlsync.scim.keys import AUTH, METRICS_AUTH
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
 

@@ -37,46 +37,38 @@ from jmlsync.scim.errors import (
     Uniqueness,
 )
 from jmlsync.scim.intake import storable_target
-from jmlsync.scim.resources import (
+from jmlsync.scim.keys import (
+    AUTH,
     BASE_PATH,
     CLOCK,
+    LENIENCY,
+    METRICS_AUTH,
+    OBSERVER,
+    ON_AUTH_FAILURE,
+    OPEN_EXTRA,
     PAGE_LIMITS,
     PUBLIC_URL,
+    SELF_AUTHENTICATED,
     SERVED,
     STORE,
-    ResourceEndpoints,
-    base_url,
-    scim_response,
-    search_root,
+    THROTTLE,
+    Observer,
 )
+from jmlsync.scim.resources import ResourceEndpoints, base_url, scim_response, search_root
 from jmlsync.scim.schema import BUILT_IN, SchemaSet
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.tolerant import tolerant_paths
-from jmlsync.scim.writes import LENIENCY, Leniency
+from jmlsync.scim.writes import Leniency
 
 log = logging.getLogger("jmlsync.scim")
 
 #: The longest User-Agent a request log line carries (a client chooses it, and its length).
 USER_AGENT_CHARS = 200
 
-AUTH = web.AppKey("auth", BearerAuth)
-METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-#: Marks a sub-application that authenticates its own callers (the HTTP API: personal
-#: tokens, never the SCIM tokens). Decided by the route matched, never by the path's text.
-SELF_AUTHENTICATED: web.AppKey[bool] = web.AppKey("self_authenticated", bool)
-#: Exact paths open besides the health endpoints (the console's redirect to its own page;
-#: the console itself is a sub-application marked :data:`SELF_AUTHENTICATED`).
-OPEN_EXTRA: web.AppKey[frozenset[str]] = web.AppKey("open_extra", frozenset)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _OPS_LABELS = frozenset({"healthz", "readyz", "metrics"})
 
-#: Called once per request with (resource, method, status, seconds), e.g. to count it.
-Observer = Callable[[str, str, int, float], None]
-OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
-#: Called with the client address on every request refused for its token.
-ON_AUTH_FAILURE: web.AppKey[Callable[[str], None]] = web.AppKey("on_auth_failure")
-THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 #: The request's actor (``scim:LABEL``), once its credential is accepted.
 REQUEST_ACTOR = web.RequestKey("actor", str)
 

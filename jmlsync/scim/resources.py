@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
 from jmlsync.domain.directory import Change, Member, MemberOp, StoredResource
-from jmlsync.ports import Query, Store
+from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
+from jmlsync.ports import Query
 from jmlsync.scim.discovery import list_response
 from jmlsync.scim.errors import (
     InvalidFilter,
@@ -23,25 +23,17 @@ from jmlsync.scim.errors import (
 )
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.intake import read_json
+from jmlsync.scim.keys import BASE_PATH, CLOCK, LENIENCY, PAGE_LIMITS, PUBLIC_URL, SERVED, STORE
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
-from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType, SchemaSet
+from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType
 from jmlsync.scim.unknown import Unknowns
 from jmlsync.scim.validate import normalize_resource
-from jmlsync.scim.writes import LENIENCY, Write, salvage, salvageable, write_leniently
+from jmlsync.scim.writes import Write, salvage, salvageable, write_leniently
 
 log = logging.getLogger("jmlsync.scim")
 
 SCIM_CONTENT_TYPE = "application/scim+json"
-
-STORE: web.AppKey[Store] = web.AppKey("store")
-BASE_PATH = web.AppKey("base_path", str)
-PUBLIC_URL = web.AppKey("public_url", str)
-PAGE_LIMITS: web.AppKey[tuple[int, int]] = web.AppKey("page_limits")
-Clock = Callable[[], datetime]
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-#: The resource types and schemas served, declared extensions included.
-SERVED = web.AppKey("served", SchemaSet)
 
 
 def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str) -> web.Response:
