@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from jmlsync.ops.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
 from jmlsync.domain.access import Grant
 from jmlsync.domain.directory import Change
+from jmlsync.ops.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from jmlsync.report import tables
 from jmlsync.domain.access import Operation
+from jmlsync.report import tables
 from jmlsync.report.plan import RunReport, plan_table
 
 LONG = "a-very-long-user-name-" * 12 + "@example.com"

@@ -31,9 +31,9 @@ from jmlsync.cli.token import (
 from jmlsync.cli.token_personal import SCOPES, generate_personal
 from jmlsync.config import ConfigError
 from jmlsync.ops.logs import setup_logging
+from jmlsync.ops.tls import TlsFileError
 from jmlsync.scim.auth import TokenFileError
 from jmlsync.store.lock import StoreLocked
-from jmlsync.ops.tls import TlsFileError
 
 
 @click.group(cls=Commands)

@@ -13,6 +13,7 @@ from typing import Literal, TypeVar
 import click
 
 from jmlsync.cli.common import CONFIG_ENVVAR, CONFIG_OPTION, settings_or_exit
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews
@@ -27,7 +28,6 @@ from jmlsync.report.review_evidence import (
     verify_bundle,
 )
 from jmlsync.report.review_views import campaign_view
-from jmlsync.clock import now_utc
 from jmlsync.service import Runtime, open_runtime
 
 T = TypeVar("T")

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 
-from jmlsync.domain.filters import matches
 from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
+from jmlsync.domain.filters import matches
 from jmlsync.domain.reviews import exception_holds
 from jmlsync.domain.timebound import AccessRequest, describe
 

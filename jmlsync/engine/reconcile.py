@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jmlsync.domain.errors import TargetError
 from jmlsync.domain.access import (
     Grant,
     GroupInfo,
@@ -18,6 +17,7 @@ from jmlsync.domain.access import (
     Rule,
     UserState,
 )
+from jmlsync.domain.errors import TargetError
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import (
     desired_grants,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.ops.alerts import AlertSink
 from jmlsync.audit import AuditEntry
 from jmlsync.config_reviews import ReviewSettings, RuleScope
 from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
@@ -35,6 +34,7 @@ from jmlsync.domain.reviews import (
     snapshot_digest,
 )
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.ports import ReviewStore, Store
 
 log = logging.getLogger("jmlsync.reviews")

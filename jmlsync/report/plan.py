@@ -9,7 +9,6 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from jmlsync.report import tables
 from jmlsync.domain.access import Operation, Reason
 from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.plan import summarize
@@ -17,6 +16,7 @@ from jmlsync.domain.review_records import ReviewException
 from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.reconcile import Explanation
+from jmlsync.report import tables
 
 _MARK = {"grant": "+", "revoke": "-", "disable": "~"}
 

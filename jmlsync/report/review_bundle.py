@@ -7,7 +7,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from jmlsync.report.sla import build as sla
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.report.review_evidence import (
@@ -18,9 +17,10 @@ from jmlsync.report.review_evidence import (
     manifest,
     sha256,
 )
-from jmlsync.service import Runtime
+from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.html import render_html
 from jmlsync.report.sla.text import render_csv
+from jmlsync.service import Runtime
 
 
 async def sla_report(runtime: Runtime, since: datetime, until: datetime) -> sla.SlaReport:

@@ -22,8 +22,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jmlsync.domain.filters import And, Compare, Expr, Or, matches
 from jmlsync.domain.directory import Member, MemberOp
+from jmlsync.domain.filters import And, Compare, Expr, Or, matches
 from jmlsync.scim.errors import (
     InvalidFilter,
     InvalidPath,

@@ -12,12 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jmlsync.audit import ACTOR, AuditEntry
-from jmlsync.domain.errors import (
-    DuplicateUserName,
-    ResourceNotFound,
-    VersionMismatch,
-)
-from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.access import Grant, GroupInfo, UserState
 from jmlsync.domain.directory import (
     Change,
@@ -29,6 +23,12 @@ from jmlsync.domain.directory import (
     format_timestamp,
     parse_timestamp,
 )
+from jmlsync.domain.errors import (
+    DuplicateUserName,
+    ResourceNotFound,
+    VersionMismatch,
+)
+from jmlsync.domain.filters import Attr, Expr
 from jmlsync.ports import Query
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
 from jmlsync.store.database import (
