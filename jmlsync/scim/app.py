@@ -11,7 +11,6 @@ from datetime import datetime
 
 from aiohttp import web
 
-from jmlsync import __version__
 from jmlsync.audit import ACTOR
 from jmlsync.domain.errors import (
     DomainError,
@@ -23,7 +22,7 @@ from jmlsync.domain.errors import (
 )
 from jmlsync.domain.text import printable
 from jmlsync.ports import Store
-from jmlsync.scim import discovery
+from jmlsync.scim import handlers
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.errors import (
     InvalidValue,
@@ -36,6 +35,7 @@ from jmlsync.scim.errors import (
     Unauthorized,
     Uniqueness,
 )
+from jmlsync.scim.handlers import ResourceEndpoints, scim_response, search_root
 from jmlsync.scim.intake import storable_target
 from jmlsync.scim.keys import (
     AUTH,
@@ -54,7 +54,6 @@ from jmlsync.scim.keys import (
     THROTTLE,
     Observer,
 )
-from jmlsync.scim.resources import ResourceEndpoints, base_url, scim_response, search_root
 from jmlsync.scim.schema import BUILT_IN, SchemaSet
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.tolerant import tolerant_paths
@@ -229,46 +228,13 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     raise Unauthorized("a valid bearer token is required")
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
-
-
 def _discovery_routes(base: str) -> list[web.RouteDef]:
-    async def spc(request: web.Request) -> web.Response:
-        limit = request.app[PAGE_LIMITS][1]
-        basic = request.app[AUTH].basic_enabled
-        return scim_response(
-            discovery.service_provider_config(base_url(request), limit, basic=basic)
-        )
-
-    async def resource_types(request: web.Request) -> web.Response:
-        return scim_response(discovery.resource_type_list(base_url(request), request.app[SERVED]))
-
-    async def resource_type(request: web.Request) -> web.Response:
-        doc = discovery.resource_type_document(
-            request.match_info["id"], base_url(request), request.app[SERVED]
-        )
-        if doc is None:
-            raise NotFound(f"no resource type {request.match_info['id']!r}")
-        return scim_response(doc)
-
-    async def schemas(request: web.Request) -> web.Response:
-        return scim_response(discovery.schema_list(base_url(request), request.app[SERVED]))
-
-    async def schema(request: web.Request) -> web.Response:
-        doc = discovery.schema_document(
-            request.match_info["id"], base_url(request), request.app[SERVED]
-        )
-        if doc is None:
-            raise NotFound(f"no schema {request.match_info['id']!r}")
-        return scim_response(doc)
-
     return [
-        web.get(f"{base}/ServiceProviderConfig", spc),
-        web.get(f"{base}/ResourceTypes", resource_types),
-        web.get(f"{base}/ResourceTypes/{{id}}", resource_type),
-        web.get(f"{base}/Schemas", schemas),
-        web.get(f"{base}/Schemas/{{id}}", schema),
+        web.get(f"{base}/ServiceProviderConfig", handlers.service_provider_config),
+        web.get(f"{base}/ResourceTypes", handlers.resource_types),
+        web.get(f"{base}/ResourceTypes/{{id}}", handlers.resource_type),
+        web.get(f"{base}/Schemas", handlers.schemas),
+        web.get(f"{base}/Schemas/{{id}}", handlers.schema),
     ]
 
 
@@ -335,7 +301,7 @@ def build_scim_app(
     app[CLOCK] = clock
     app[LENIENCY] = leniency or Leniency()
     app[SERVED] = served
-    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.router.add_get("/healthz", handlers.healthz, allow_head=True)
     app.add_routes(_discovery_routes(base_path))
     app.add_routes(_resource_routes(base_path, served))
     return app
