@@ -83,13 +83,13 @@ def serve(config_path: Path) -> None:
         sys.exit(1)
 
 
-@main.group(cls=Commands)
-def token() -> None:
+@main.group("token", cls=Commands)
+def token_group() -> None:
     """Manage the credentials IdPs present (bearer tokens and HTTP Basic passwords) and
     personal API tokens (--user)."""
 
 
-@token.command("generate")
+@token_group.command("generate")
 @CONFIG_OPTION
 @FILE_OPTION
 @click.option(
@@ -159,6 +159,6 @@ def token_generate(
     )
 
 
-token.add_command(token_list)
-token.add_command(token_revoke)
-token.add_command(token_migrate)
+token_group.add_command(token_list)
+token_group.add_command(token_revoke)
+token_group.add_command(token_migrate)
