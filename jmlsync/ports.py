@@ -17,9 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.filters import Attr, Expr
-from jmlsync.domain.grants import Grant, GroupInfo, Principal, PrincipalSpec, UserState
-from jmlsync.domain.models import (
+from jmlsync.domain.access import Grant, GroupInfo, Principal, PrincipalSpec, UserState
+from jmlsync.domain.directory import (
     Change,
     Job,
     Page,
@@ -28,6 +27,7 @@ from jmlsync.domain.models import (
     ResourceKind,
     StoredResource,
 )
+from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.review_records import Decision, NewException, Remediation, ReviewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.domain.timebound import AccessRequest

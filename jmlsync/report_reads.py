@@ -7,14 +7,15 @@ import socket
 from dataclasses import replace
 from datetime import datetime
 
-from jmlsync import __version__, sla
+from jmlsync import __version__
 from jmlsync.audit import verify_chain
 from jmlsync.config import Settings
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.policy import privileged_roles
 from jmlsync.engine.rules import rules_from_settings
-from jmlsync.sla_access import TimeboundSection, build_section
-from jmlsync.sla_evidence import AuditHead, Evidence
+from jmlsync.report.sla import build as sla
+from jmlsync.report.sla.access import TimeboundSection, build_section
+from jmlsync.report.sla.evidence import AuditHead, Evidence
 from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore

@@ -20,12 +20,11 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from jmlsync import __version__, systemd
-from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
-from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync import __version__
 from jmlsync.api.access import access_part
 from jmlsync.api.app import build_api, mount
 from jmlsync.api.reviews import reviews_part
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
@@ -38,18 +37,21 @@ from jmlsync.engine.rules import eligibilities_from_settings, rules_from_setting
 from jmlsync.engine.supervision import OwnerLock
 from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.engine.worker import Pipeline, options_from
-from jmlsync.forwarded import forwarded_middleware
-from jmlsync.http_server import DeadlineAppRunner
-from jmlsync.logs import redacted_url
-from jmlsync.metrics import Metrics
-from jmlsync.ops_http import ops_routes
+from jmlsync.ops import systemd
+from jmlsync.ops.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
+from jmlsync.ops.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync.ops.forwarded import forwarded_middleware
+from jmlsync.ops.http import ops_routes
+from jmlsync.ops.http_server import DeadlineAppRunner
+from jmlsync.ops.logs import redacted_url
+from jmlsync.ops.metrics import Metrics
+from jmlsync.ops.tls import ReloadingTls
 from jmlsync.ports import Target
 from jmlsync.scheduling import Scheduler
-from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
+from jmlsync.scim.app import build_scim_app
 from jmlsync.scim.auth import BearerAuth
-from jmlsync.scim.intake import BODY_TIMEOUT
+from jmlsync.scim.keys import BODY_TIMEOUT, SELF_AUTHENTICATED, Observer
 from jmlsync.scim.last_used import LastUsed
-from jmlsync.scim.resources import now_utc
 from jmlsync.scim.schema import schema_set
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.unknown import IgnoredReporter
@@ -63,7 +65,6 @@ from jmlsync.store.postgres import LeaderLock, PgDatabase, PgTimeouts
 from jmlsync.store.queue import SqlQueue
 from jmlsync.store.reviews import SqlReviews
 from jmlsync.targets.registry import open_target
-from jmlsync.tls import ReloadingTls
 
 log = logging.getLogger("jmlsync.service")
 

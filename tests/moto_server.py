@@ -23,7 +23,7 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 
 from jmlsync.config import AwsIamTargetSettings, AwsIdentityCenterTargetSettings
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.ports import Target
 from jmlsync.targets.aws_iam import IamTarget
 from jmlsync.targets.aws_identity_center import IdentityCenterTarget

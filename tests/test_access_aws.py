@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jmlsync.sla_text import TIMEBOUND_CSV_COLUMNS
+from jmlsync.report.sla.text import TIMEBOUND_CSV_COLUMNS
 from tests.conftest import start_service, stop_service
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
 from tests.test_access_process import HEADERS, Directory, access_json, acli, until

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from jmlsync.config import load_settings
-from jmlsync.domain.grants import PrincipalSpec
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.access import PrincipalSpec
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.domain.timebound import AccessRefused, Person, new_request
 from jmlsync.domain.timebound_records import Step
 from jmlsync.engine.reconcile import Reconciler, Scope

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jmlsync.alert_delivery import Deliverer, DeliveryPolicy
-from jmlsync.alerts import Alerts, LogAlerts, OutboxAlerts
 from jmlsync.config import load_settings
+from jmlsync.ops.alert_delivery import Deliverer, DeliveryPolicy
+from jmlsync.ops.alerts import Alerts, LogAlerts, OutboxAlerts
 from jmlsync.service import open_store
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from jmlsync.config import load_settings
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.service import open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 from jmlsync.targets.ledger import LedgerTarget

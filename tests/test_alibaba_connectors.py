@@ -24,8 +24,8 @@ from darabonba.exceptions import UnretryableException
 from darabonba.policy.retry import RetryPolicyContext
 
 from jmlsync.cli import main
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets import alibaba_cloudsso, alibaba_ram
 from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
 from jmlsync.targets.alibaba_common import translated

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
+from jmlsync.clock import now_utc
+from jmlsync.domain.access import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.ports import Target
-from jmlsync.scim.resources import now_utc
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
 from jmlsync.targets.alibaba_ram import RamTarget, ram_user_name

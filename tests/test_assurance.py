@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from jmlsync.config import load_settings
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler

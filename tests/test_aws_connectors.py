@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets import aws_iam, aws_identity_center
 from jmlsync.targets.aws_common import TRANSIENT_CODES, follow_request, translated
 from jmlsync.targets.aws_iam import IamTarget, iam_user_name, tag_value, user_from_tag

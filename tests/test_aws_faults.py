@@ -18,12 +18,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
+from jmlsync.clock import now_utc
+from jmlsync.domain.access import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.ports import Target
-from jmlsync.scim.resources import now_utc
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.aws_iam import IamTarget
 from jmlsync.targets.aws_identity_center import IdentityCenterTarget

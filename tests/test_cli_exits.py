@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jmlsync.cli_common import Commands
+from jmlsync.cli.common import Commands
 from tests.test_reconcile_cli import World, world  # noqa: F401  (the fixture)
 
 

@@ -10,7 +10,7 @@ import sys
 import click
 import pytest
 
-from jmlsync import clidocs
+from jmlsync.cli import docs as clidocs
 from jmlsync.cli import main
 from tests.test_cli_walk import COMMANDS
 
@@ -18,7 +18,7 @@ from tests.test_cli_walk import COMMANDS
 def test_docs_cli_md_is_current() -> None:
     current = clidocs.DOCUMENT.read_text("utf-8")
     assert clidocs.rendered(current, main) == current, (
-        "docs/cli.md is stale: run python -m jmlsync.clidocs"
+        "docs/cli.md is stale: run python -m jmlsync.cli.docs"
     )
 
 
@@ -60,7 +60,7 @@ def test_a_stale_page_is_told_apart_and_the_check_passes_on_this_one() -> None:
     )
     assert clidocs.rendered(stale, main) != stale
     done = subprocess.run(
-        [sys.executable, "-m", "jmlsync.clidocs", "--check"],
+        [sys.executable, "-m", "jmlsync.cli.docs", "--check"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -76,7 +76,7 @@ def test_markers_are_required() -> None:
 
 def test_the_man_page_is_current_and_covers_every_command() -> None:
     page = clidocs.MAN_PAGE.read_text("utf-8")
-    assert clidocs.man_page(main) == page, "docs/jmlsync.1 is stale: run python -m jmlsync.clidocs"
+    assert clidocs.man_page(main) == page, "docs/jmlsync.1 is stale: run python -m jmlsync.cli.docs"
     for path in COMMANDS:
         assert f'.SS "jmlsync {" ".join(path)}"\n' in page
     assert ".SH EXIT STATUS" in page

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
-from jmlsync.cli_common import CONFIG_ENVVAR
+from jmlsync.cli.common import CONFIG_ENVVAR
 from tests.conftest import write_config
 from tests.test_deploy import CONFIG_FILE, DOCKERFILE, UNIT, _final, _unit_directives
 

@@ -12,7 +12,7 @@ import pytest
 
 from jmlsync.config import load_settings
 from jmlsync.console.authz import ADMIN, APPROVER, REQUESTER, assigned_items, roles_of
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.service import Runtime, open_runtime
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
-from jmlsync.domain.models import Change
+from jmlsync.domain.directory import Change
 from jmlsync.scim.filters import MAX_FILTER_DEPTH, MAX_FILTER_TERMS
-from jmlsync.scim.resources import scim_response
+from jmlsync.scim.handlers import scim_response
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient

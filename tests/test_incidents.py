@@ -9,7 +9,7 @@ import json
 from dataclasses import replace
 from datetime import timedelta
 
-from jmlsync.domain.grants import PrincipalSpec
+from jmlsync.domain.access import PrincipalSpec
 from tests.test_assurance import Rig, rig  # noqa: F401
 
 

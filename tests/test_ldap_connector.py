@@ -15,8 +15,8 @@ from bonsai import errors as ldap_errors
 
 from jmlsync.config import ConfigError
 from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.ldap import LdapTarget
 from jmlsync.targets.ldap_client import (
     Change,

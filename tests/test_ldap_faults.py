@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from jmlsync.clock import now_utc
+from jmlsync.domain.access import Grant, Operation, PrincipalSpec
 from jmlsync.domain.errors import TransientTargetError
-from jmlsync.domain.grants import Grant, Operation, PrincipalSpec
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.scim.resources import now_utc
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.ldap import LdapTarget
 from tests.slapd_server import LdapTree, ldap_settings, ldap_tree, slapd  # noqa: F401

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jmlsync.domain.models import Change, Member, MemberOp
-from jmlsync.scim.resources import now_utc
+from jmlsync.clock import now_utc
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import WriteConn
 from jmlsync.store.directory import SqlStore

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
-from jmlsync.domain.models import Change, MemberOp, parse_timestamp
+from jmlsync.domain.directory import Change, MemberOp, parse_timestamp
 from tests.test_assurance import Rig, rig  # noqa: F401
 
 

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from jmlsync.config import load_settings
-from jmlsync.logs import setup_logging
+from jmlsync.ops.logs import setup_logging
 from tests.conftest import TOKENS, ScimClient, start_service, stop_service, write_config
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync.domain.models import Member, MemberOp
+from jmlsync.domain.directory import Member, MemberOp
 from jmlsync.scim.errors import (
     InvalidFilter,
     InvalidPath,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jmlsync.domain.models import Member, MemberOp
+from jmlsync.domain.directory import Member, MemberOp
 from jmlsync.scim.errors import InvalidPath, InvalidValue
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.schema import (

@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
+from jmlsync.clock import now_utc
 from jmlsync.config import load_settings
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts

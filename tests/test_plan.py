@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jmlsync.domain.grants import Grant, GroupInfo, Operation, Reason, RoleGrant, Rule, UserState
+from jmlsync.domain.access import Grant, GroupInfo, Operation, Reason, RoleGrant, Rule, UserState
 from jmlsync.domain.plan import PlanInput, plan, summarize
 from jmlsync.domain.policy import desired_grants, managed_roles, privileged_roles, rules_by_group
 from jmlsync.scim.filters import parse_filter

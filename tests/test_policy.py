@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, RoleGrant, Rule, UserState
+from jmlsync.domain.access import Grant, GroupInfo, Reason, RoleGrant, Rule, UserState
 from jmlsync.domain.policy import (
     desired_grants,
     explain_user,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from jmlsync.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import Change
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import Change
+from jmlsync.ops.alerts import Alerts, LogAlerts, OutboxAlerts, stage_alert
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
@@ -143,7 +143,7 @@ async def test_a_new_change_revives_a_dead_letter(store: SqlStore, queue: SqlQue
 async def test_group_writes_enqueue_the_members_they_touch(
     store: SqlStore, queue: SqlQueue
 ) -> None:
-    from jmlsync.domain.models import Member, MemberOp
+    from jmlsync.domain.directory import Member, MemberOp
 
     ids = {n: (await store.create("User", user(n), T0)).id for n in ("f", "g", "h")}
     await queue.release([])

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from jmlsync.config import ConfigError, load_settings
-from jmlsync.metrics import Metrics
-from jmlsync.ops_http import ops_routes
-from jmlsync.scim.app import AUTH
+from jmlsync.ops.http import ops_routes
+from jmlsync.ops.metrics import Metrics
 from jmlsync.scim.auth import BearerAuth
+from jmlsync.scim.keys import AUTH
 from tests.conftest import TOKENS, write_config
 
 

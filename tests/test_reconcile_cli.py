@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from jmlsync.config import load_settings
-from jmlsync.domain.grants import PrincipalSpec
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.access import PrincipalSpec
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.ledger import LedgerTarget
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jmlsync.logs import priority, setup_logging
+from jmlsync.ops.logs import priority, setup_logging
 from tests.conftest import BASE_PATH, TOKENS, start_service, stop_service, write_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from jmlsync.config import ConfigError, Settings, load_settings
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, RoleGrant, Rule, UserState
+from jmlsync.domain.access import Grant, GroupInfo, Reason, RoleGrant, Rule, UserState
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import grant_causes, rules_by_group, without_exceptions
 from jmlsync.domain.reviews import (

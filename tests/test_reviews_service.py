@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
-from jmlsync.domain.grants import PrincipalSpec
+from jmlsync.domain.access import PrincipalSpec
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service
 

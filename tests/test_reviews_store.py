@@ -11,7 +11,7 @@ import pytest
 
 from jmlsync.audit import AuditEntry
 from jmlsync.config import load_settings
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item, Person, Source
 from jmlsync.service import open_store

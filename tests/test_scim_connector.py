@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 
 from jmlsync.config import ConfigError
+from jmlsync.domain.access import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.retry import RetryPolicy

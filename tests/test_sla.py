@@ -12,9 +12,9 @@ from html.parser import HTMLParser
 import pytest
 
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
-from jmlsync.sla import SlaReport, build_report, parse_since, percentile, render_json
-from jmlsync.sla_html import render_html
-from jmlsync.sla_text import CSV_COLUMNS, MOVER_CSV_COLUMNS, render_csv, render_table
+from jmlsync.report.sla.build import SlaReport, build_report, parse_since, percentile, render_json
+from jmlsync.report.sla.html import render_html
+from jmlsync.report.sla.text import CSV_COLUMNS, MOVER_CSV_COLUMNS, render_csv, render_table
 
 SLA = 900
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

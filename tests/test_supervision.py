@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from jmlsync.clock import now_utc
 from jmlsync.config import load_settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
@@ -19,7 +20,6 @@ from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.supervision import store_outage
 from jmlsync.engine.worker import Pipeline, PipelineOptions
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts

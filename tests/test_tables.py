@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from jmlsync import tables
-from jmlsync.domain.grants import Operation
-from jmlsync.plan_output import RunReport, plan_table
+from jmlsync.domain.access import Operation
+from jmlsync.report import tables
+from jmlsync.report.plan import RunReport, plan_table
 
 LONG = "a-very-long-user-name-" * 12 + "@example.com"
 ROWS = [("1", LONG, "dead", "kaput " * 30), ("22", "bob@x.io", "pending", "")]

@@ -18,8 +18,8 @@ import aiosqlite
 import pytest
 
 from jmlsync.config import LedgerTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.ports import Target
 from jmlsync.targets.ledger import LedgerTarget
 from jmlsync.targets.registry import open_target

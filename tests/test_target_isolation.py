@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
+from jmlsync.clock import now_utc
 from jmlsync.config import load_settings
-from jmlsync.domain.models import Change, Member, MemberOp
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
 from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from jmlsync.cli import main
 from jmlsync.config import ConfigError, load_settings
-from jmlsync.domain.grants import Grant, Reason, RoleGrant
+from jmlsync.domain.access import Grant, Reason, RoleGrant
 from jmlsync.domain.policy import timebound_grants, with_timebound
 from jmlsync.domain.timebound import (
     AccessRefused,

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from jmlsync.forwarded import client_address
-from jmlsync.tls import ReloadingTls
+from jmlsync.ops.forwarded import client_address
+from jmlsync.ops.tls import ReloadingTls
 from tests.conftest import (
     BASE_PATH,
     TOKENS,

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jmlsync import __version__
-from jmlsync.logs import redacted_url
+from jmlsync.ops.logs import redacted_url
 from tests.conftest import (
     BASE_PATH,
     TOKENS,

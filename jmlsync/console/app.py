@@ -11,7 +11,6 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from jmlsync import sla
 from jmlsync.config import Settings
 from jmlsync.console.context import BASE, CONSOLE, Checks, Console
 from jmlsync.console.features import access as access_pages
@@ -25,7 +24,8 @@ from jmlsync.console.signin import signin_routes
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.reviews import Reviews
 from jmlsync.engine.timebound import TimeboundAccess
-from jmlsync.scim.app import OPEN_EXTRA, SELF_AUTHENTICATED
+from jmlsync.report.sla import build as sla
+from jmlsync.scim.keys import OPEN_EXTRA, SELF_AUTHENTICATED
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue

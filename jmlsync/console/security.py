@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import roles_of
 from jmlsync.console.context import BASE, CONSOLE, VIEWER_KEY, Viewer, viewer_of
 from jmlsync.console.pages import render
 from jmlsync.domain.errors import StoreUnavailable
-from jmlsync.scim.resources import now_utc
 
 log = logging.getLogger("jmlsync.console")
 

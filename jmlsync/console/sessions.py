@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.pipeline_sql import append_audit
 

@@ -15,13 +15,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from jmlsync.audit import AuditEntry
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import roles_of
 from jmlsync.console.context import BASE, CONSOLE, viewer_of
 from jmlsync.console.oidc import Pending, SignInError, new_pending
 from jmlsync.console.pages import render
 from jmlsync.console.security import LOGIN_COOKIE, SESSION_COOKIE, set_cookie
-from jmlsync.domain.models import format_timestamp
-from jmlsync.scim.resources import now_utc
+from jmlsync.domain.directory import format_timestamp
 
 log = logging.getLogger("jmlsync.console")
 

@@ -11,7 +11,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from jmlsync.domain.grants import Action, Grant, Operation, Reason
+from jmlsync.domain.access import Action, Grant, Operation, Reason
 
 __all__ = ["PlanInput", "plan", "summarize"]
 

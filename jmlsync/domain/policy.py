@@ -1,6 +1,6 @@
 """The policy: which grants the rules (and active time-bound grants) give which users.
 
-Pure functions over the values of :mod:`jmlsync.domain.grants`. The engine first narrows the
+Pure functions over the values of :mod:`jmlsync.domain.access`. The engine first narrows the
 rules to the groups they name (:func:`rules_by_group`), then streams users through
 :func:`desired_grants`, so the cost is proportional to the memberships of groups some rule
 names, never to the whole directory.
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 
+from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.filters import matches
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.reviews import exception_holds
 from jmlsync.domain.timebound import AccessRequest, describe
 

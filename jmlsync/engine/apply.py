@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
 from jmlsync.audit import AuditEntry
+from jmlsync.domain.access import Grant, Operation, Principal, PrincipalSpec
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.errors import PermanentTargetError, TargetError
-from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
-from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.metrics import Metrics
+from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
+from jmlsync.ops.metrics import Metrics
 from jmlsync.ports import LISTING_READ_RETRY, Queue, Store, Target
 
 log = logging.getLogger("jmlsync.apply")

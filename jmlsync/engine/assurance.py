@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink, stage_alert
+from jmlsync.domain.access import Grant, Operation
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant, Operation
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
-from jmlsync.metrics import Metrics
+from jmlsync.ops.alerts import AlertSink, stage_alert
+from jmlsync.ops.metrics import Metrics
 from jmlsync.ports import Queue
 from jmlsync.store.assurance import OpenLeaver, SqlAssurance
 

@@ -3,8 +3,8 @@ leaver's revoked access found again. Alerted by whichever read finds them."""
 
 from __future__ import annotations
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.domain.grants import Grant
+from jmlsync.domain.access import Grant
+from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
 
 
 def privileged_drift_alert(alerts: AlertSink, grant: Grant, found_by: str) -> StagedAlert:

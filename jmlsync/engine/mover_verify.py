@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.store.movers import OpenMover, SqlMovers
 
 log = logging.getLogger("jmlsync.assurance")

@@ -9,8 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import (
+from jmlsync.domain.access import (
     Grant,
     GroupInfo,
     Operation,
@@ -18,6 +17,7 @@ from jmlsync.domain.grants import (
     Rule,
     UserState,
 )
+from jmlsync.domain.errors import TargetError
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import (
     desired_grants,

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.domain.grants import Grant, Operation
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant, Operation
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
-from jmlsync.metrics import Metrics
+from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
+from jmlsync.ops.metrics import Metrics
 from jmlsync.ports import Queue
 from jmlsync.store.assurance import DriftFinding, SqlAssurance
 

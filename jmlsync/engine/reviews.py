@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.alerts import AlertSink
 from jmlsync.audit import AuditEntry
 from jmlsync.config_reviews import ReviewSettings, RuleScope
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.policy import desired_grants, grant_causes, privileged_roles, rules_by_group
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import (
@@ -35,6 +34,7 @@ from jmlsync.domain.reviews import (
     snapshot_digest,
 )
 from jmlsync.engine.reconcile import Reconciler
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.ports import ReviewStore, Store
 
 log = logging.getLogger("jmlsync.reviews")

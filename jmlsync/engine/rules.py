@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jmlsync.config import Settings
-from jmlsync.domain.grants import RoleGrant, Rule
+from jmlsync.domain.access import RoleGrant, Rule
 from jmlsync.domain.timebound import Eligibility, parse_duration
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.schema import schema_set

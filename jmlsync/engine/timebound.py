@@ -16,10 +16,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
 from jmlsync.domain import timebound as tb
+from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.policy import desired_grants, rules_by_group, timebound_grants
 from jmlsync.domain.timebound import (
     AccessRefused,
@@ -36,6 +35,7 @@ from jmlsync.engine.timebound_alerts import (
     alert_privileged_started,
     alert_waiting,
 )
+from jmlsync.ops.alerts import AlertSink
 from jmlsync.ports import AccessStore, Store
 
 log = logging.getLogger("jmlsync.access")

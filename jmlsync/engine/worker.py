@@ -22,9 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.alerts import AlertSink, stage_alert
-from jmlsync.domain.grants import Rule
-from jmlsync.domain.models import Job, parse_timestamp
+from jmlsync.domain.access import Rule
+from jmlsync.domain.directory import Job, parse_timestamp
 from jmlsync.domain.policy import (
     desired_grants,
     managed_roles,
@@ -37,6 +36,7 @@ from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.engine.timebound import TimeboundAccess, person_of
+from jmlsync.ops.alerts import AlertSink, stage_alert
 from jmlsync.ports import Queue, ReviewHolds, Store
 
 log = logging.getLogger("jmlsync.worker")

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.timebound import AccessRefused, AccessRequest, Approval
 from jmlsync.domain.timebound_records import HistoryRow, Step, TokenRow
 from jmlsync.store import pipeline_sql

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import outbox, pipeline_sql
 from jmlsync.store.database import Backend, WriteConn

@@ -11,13 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from jmlsync.audit import ACTOR, AuditEntry
-from jmlsync.domain.errors import (
-    DuplicateUserName,
-    ResourceNotFound,
-    VersionMismatch,
-)
-from jmlsync.domain.grants import Grant, GroupInfo, UserState
-from jmlsync.domain.models import (
+from jmlsync.domain.access import Grant, GroupInfo, UserState
+from jmlsync.domain.directory import (
     Change,
     GroupRef,
     Member,
@@ -26,6 +21,11 @@ from jmlsync.domain.models import (
     StoredResource,
     format_timestamp,
     parse_timestamp,
+)
+from jmlsync.domain.errors import (
+    DuplicateUserName,
+    ResourceNotFound,
+    VersionMismatch,
 )
 from jmlsync.ports import Query
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows

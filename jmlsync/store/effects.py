@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import Change, format_timestamp
+from jmlsync.domain.directory import Change, format_timestamp
 from jmlsync.store import pipeline_sql, reviews_sql, rows
 from jmlsync.store.database import Conn, WriteConn
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from jmlsync.domain.directory import Member, MemberOp
 from jmlsync.domain.errors import UnknownMembers
-from jmlsync.domain.models import Member, MemberOp
 from jmlsync.store import effects
 from jmlsync.store.database import WriteConn
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import MoverRevocation
 from jmlsync.store.database import Backend, Conn, WriteConn
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.store.database import Backend, Conn, WriteConn
 
 PENDING, DELIVERED, SUPPRESSED, UNROUTED = "pending", "delivered", "suppressed", "unrouted"

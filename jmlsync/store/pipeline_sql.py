@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
-from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
+from jmlsync.domain.directory import Job, QueueRow, QueueStats, format_timestamp
 from jmlsync.store.database import Conn, WriteConn
 
 AUDIT_HEAD = "audit_head"

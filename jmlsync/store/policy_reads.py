@@ -10,8 +10,8 @@ import json
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 
-from jmlsync.domain.grants import Grant, GroupInfo, UserState
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant, GroupInfo, UserState
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.store.database import Conn, WriteConn
 
 _CHUNK = 500

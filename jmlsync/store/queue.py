@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import Job, QueueRow, QueueStats
+from jmlsync.domain.directory import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, WriteConn
 

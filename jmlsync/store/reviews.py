@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.review_records import (
     Decision,
     NewException,

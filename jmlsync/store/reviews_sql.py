@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.store import pipeline_sql

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jmlsync.domain.models import Change
+from jmlsync.domain.directory import Change
 
 
 def group_identity(doc: dict[str, Any]) -> tuple[Any, Any]:

@@ -26,8 +26,8 @@ from jmlsync.config_alibaba import (
     CLOUDSSO_ROLE_SYNTAX,
     AlibabaCloudSsoTargetSettings,
 )
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.alibaba_common import EXISTS, AlibabaApi, Body, sdk_config
 from jmlsync.targets.aws_common import KeyedLocks, follow_request
 

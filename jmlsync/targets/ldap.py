@@ -19,8 +19,8 @@ from bonsai import errors as ldap_errors
 
 from jmlsync.config import ConfigError
 from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.ldap_client import (
     Attributes,
     Change,

@@ -18,8 +18,8 @@ import re
 from typing import Literal
 
 from jmlsync.config_ldap import LdapEntryTemplate
+from jmlsync.domain.access import PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.targets.ldap_client import Attributes, Change
 
 DisableMode = Literal["ppolicy", "389ds", "ad", "none"]

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 
 WriteOp = Literal["create_principal", "enable_principal", "grant", "revoke", "disable_principal"]
 

@@ -19,8 +19,8 @@ from typing import Literal, TypeVar
 import aiohttp
 
 from jmlsync.config import ScimTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.scim_http import PATCH_OP, Json, ScimClient, ScimRefused, quote, read_token
 from jmlsync.targets.scim_resources import is_active, new_user, user_members
 

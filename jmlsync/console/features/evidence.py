@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync import sla
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page
+from jmlsync.report.sla import build as sla
 from jmlsync.report_reads import sla_report, verify_audit
-from jmlsync.scim.resources import now_utc
 
 _AUDIT_ROWS = 200
 

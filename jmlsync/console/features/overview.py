@@ -7,11 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Console, Viewer
 from jmlsync.console.pages import Feature, Page
-from jmlsync.domain.models import parse_timestamp
-from jmlsync.scim.resources import now_utc
+from jmlsync.domain.directory import parse_timestamp
 
 
 def _age(stamp: str | None) -> str:

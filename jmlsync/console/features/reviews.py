@@ -20,8 +20,8 @@ from jmlsync.console.context import BASE, CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page, render
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews
-from jmlsync.review_evidence import completion
-from jmlsync.review_views import campaign_view
+from jmlsync.report.review_evidence import completion
+from jmlsync.report.review_views import campaign_view
 
 MAX_COMMENT = 1000
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.engine.reconcile_run import RunRequest
-from jmlsync.plan_output import RunReport, explain_json, explain_table, plan_json, plan_table
+from jmlsync.report.plan import RunReport, explain_json, explain_table, plan_json, plan_table
 from jmlsync.service import RUNNER, open_runtime
 from jmlsync.store.directory import SqlStore
 

@@ -1,47 +1,52 @@
-"""Handlers of /Users and /Groups: create, read, list, search, replace, patch, delete."""
+"""The SCIM requests' handlers: /Users and /Groups (create, read, list, search, replace, patch,
+delete), the discovery endpoints and /healthz."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from jmlsync import __version__
+from jmlsync.domain.directory import Change, Member, MemberOp, StoredResource
 from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
-from jmlsync.domain.models import Change, Member, MemberOp, StoredResource
-from jmlsync.ports import Query, Store
+from jmlsync.ports import Query
+from jmlsync.scim import discovery
 from jmlsync.scim.discovery import list_response
 from jmlsync.scim.errors import (
     InvalidFilter,
     InvalidSyntax,
     InvalidValue,
+    NotFound,
     PreconditionFailed,
     ScimError,
 )
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.intake import read_json
+from jmlsync.scim.keys import (
+    AUTH,
+    BASE_PATH,
+    CLOCK,
+    LENIENCY,
+    PAGE_LIMITS,
+    PUBLIC_URL,
+    SERVED,
+    STORE,
+)
 from jmlsync.scim.patch import apply_patch
 from jmlsync.scim.render import Projection, etag, parse_etags, to_scim
-from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType, SchemaSet
+from jmlsync.scim.schema import BUILT_IN, SEARCH_REQUEST_SCHEMA, ResourceType
 from jmlsync.scim.unknown import Unknowns
 from jmlsync.scim.validate import normalize_resource
-from jmlsync.scim.writes import LENIENCY, Write, salvage, salvageable, write_leniently
+from jmlsync.scim.writes import Write, salvage, salvageable, write_leniently
 
 log = logging.getLogger("jmlsync.scim")
 
 SCIM_CONTENT_TYPE = "application/scim+json"
-
-STORE: web.AppKey[Store] = web.AppKey("store")
-BASE_PATH = web.AppKey("base_path", str)
-PUBLIC_URL = web.AppKey("public_url", str)
-PAGE_LIMITS: web.AppKey[tuple[int, int]] = web.AppKey("page_limits")
-Clock = Callable[[], datetime]
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-#: The resource types and schemas served, declared extensions included.
-SERVED = web.AppKey("served", SchemaSet)
 
 
 def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str) -> web.Response:
@@ -374,5 +379,37 @@ class ResourceEndpoints:
         return await _list(request, [self.resource_type], await _search_body(request))
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def service_provider_config(request: web.Request) -> web.Response:
+    limit = request.app[PAGE_LIMITS][1]
+    basic = request.app[AUTH].basic_enabled
+    return scim_response(discovery.service_provider_config(base_url(request), limit, basic=basic))
+
+
+async def resource_types(request: web.Request) -> web.Response:
+    return scim_response(discovery.resource_type_list(base_url(request), request.app[SERVED]))
+
+
+async def resource_type(request: web.Request) -> web.Response:
+    doc = discovery.resource_type_document(
+        request.match_info["id"], base_url(request), request.app[SERVED]
+    )
+    if doc is None:
+        raise NotFound(f"no resource type {request.match_info['id']!r}")
+    return scim_response(doc)
+
+
+async def schemas(request: web.Request) -> web.Response:
+    return scim_response(discovery.schema_list(base_url(request), request.app[SERVED]))
+
+
+async def schema(request: web.Request) -> web.Response:
+    doc = discovery.schema_document(
+        request.match_info["id"], base_url(request), request.app[SERVED]
+    )
+    if doc is None:
+        raise NotFound(f"no schema {request.match_info['id']!r}")
+    return scim_response(doc)

@@ -6,7 +6,7 @@ access reviews (``review_started``, ``review_reminder``, ``review_overdue``,
 ``review_auto_revoked``) and
 time-bound access (:mod:`jmlsync.engine.timebound_alerts`). Every alert is an
 ERROR log line at once and a row of the store's outbox (:mod:`jmlsync.store.outbox`), which
-:mod:`jmlsync.alert_delivery` posts to the webhook: an alert survives exit and crash, and
+:mod:`jmlsync.ops.alert_delivery` posts to the webhook: an alert survives exit and crash, and
 alerts with the same kind and key are posted once per de-duplication window.
 """
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from jmlsync.sla import SlaReport, format_seconds
+from jmlsync.report.sla.build import SlaReport, format_seconds
 
 _WIDTH, _HEIGHT = 720, 300
 _LEFT, _RIGHT, _TOP, _BOTTOM = 60, 20, 44, 56

@@ -12,13 +12,13 @@ from typing import TypeVar
 
 import click
 
-from jmlsync import tables
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
+from jmlsync.report import tables
 from jmlsync.report_reads import verify_audit
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
 from jmlsync.store.queue import SqlQueue
 

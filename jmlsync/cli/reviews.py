@@ -12,12 +12,13 @@ from typing import Literal, TypeVar
 
 import click
 
-from jmlsync.cli_common import CONFIG_ENVVAR, CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_ENVVAR, CONFIG_OPTION, settings_or_exit
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews
-from jmlsync.review_bundle import anchor_problems, build_bundle
-from jmlsync.review_evidence import (
+from jmlsync.report.review_bundle import anchor_problems, build_bundle
+from jmlsync.report.review_evidence import (
     MANIFEST,
     CampaignView,
     campaign_json,
@@ -26,8 +27,7 @@ from jmlsync.review_evidence import (
     export_json,
     verify_bundle,
 )
-from jmlsync.review_views import campaign_view
-from jmlsync.scim.resources import now_utc
+from jmlsync.report.review_views import campaign_view
 from jmlsync.service import Runtime, open_runtime
 
 T = TypeVar("T")
@@ -285,7 +285,7 @@ def verify_evidence(folder: Path, config_path: Path | None) -> None:
 @click.option("--all", "everything", is_flag=True, help="Lifted ones too.")
 def exceptions(config_path: Path, output_format: str, everything: bool) -> None:
     """The review exceptions: rule-given grants held back, and what ends each."""
-    from jmlsync.plan_output import exceptions_json
+    from jmlsync.report.plan import exceptions_json
 
     settings = settings_or_exit(config_path)
     found = _run(settings, lambda _rt, r: r.reviews.exceptions(active_only=not everything))

@@ -10,16 +10,16 @@ from typing import NoReturn
 
 import click
 
-from jmlsync import sla
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
+from jmlsync.report.sla import build as sla
+from jmlsync.report.sla.access import TimeboundSection, table_lines
+from jmlsync.report.sla.html import render_html
+from jmlsync.report.sla.text import render_csv, render_table
 from jmlsync.report_reads import audit_head as audit_head
 from jmlsync.report_reads import sla_report_with_section
-from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_store
-from jmlsync.sla_access import TimeboundSection, table_lines
-from jmlsync.sla_html import render_html
-from jmlsync.sla_text import render_csv, render_table
 
 RENDERERS = {
     "table": render_table,

@@ -13,11 +13,11 @@ from typing import TypeVar
 import aiohttp
 import click
 
-from jmlsync import tables
-from jmlsync.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
-from jmlsync.scim.resources import now_utc
+from jmlsync.ops.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
+from jmlsync.report import tables
 from jmlsync.service import RUNNER, open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from jmlsync.domain.sla import LeaverRecord, TargetDetail
-from jmlsync.sla import (
+from jmlsync.report.sla.build import (
     LeaverOutcome,
     MoverOutcome,
     SlaReport,
@@ -20,7 +20,7 @@ from jmlsync.sla import (
     human_time,
     iso_z,
 )
-from jmlsync.sla_histogram import histogram_block
+from jmlsync.report.sla.histogram import histogram_block
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;

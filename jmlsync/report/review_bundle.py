@@ -7,10 +7,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from jmlsync import sla
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp, parse_timestamp
-from jmlsync.review_evidence import (
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
+from jmlsync.report.review_evidence import (
     MANIFEST,
     CampaignView,
     bundle_files,
@@ -18,9 +17,10 @@ from jmlsync.review_evidence import (
     manifest,
     sha256,
 )
+from jmlsync.report.sla import build as sla
+from jmlsync.report.sla.html import render_html
+from jmlsync.report.sla.text import render_csv
 from jmlsync.service import Runtime
-from jmlsync.sla_html import render_html
-from jmlsync.sla_text import render_csv
 
 
 async def sla_report(runtime: Runtime, since: datetime, until: datetime) -> sla.SlaReport:

@@ -9,14 +9,14 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from jmlsync import tables
-from jmlsync.domain.grants import Operation, Reason
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Operation, Reason
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.plan import summarize
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.reconcile import Explanation
+from jmlsync.report import tables
 
 _MARK = {"grant": "+", "revoke": "-", "disable": "~"}
 

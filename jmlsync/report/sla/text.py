@@ -7,8 +7,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from jmlsync import tables
-from jmlsync.sla import (
+from jmlsync.report import tables
+from jmlsync.report.sla.build import (
     LeaverOutcome,
     MoverOutcome,
     SlaReport,

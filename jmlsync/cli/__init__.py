@@ -9,17 +9,18 @@ from pathlib import Path
 import click
 
 from jmlsync import __version__
-from jmlsync.cli_access import access
-from jmlsync.cli_alerts import alerts
-from jmlsync.cli_common import CONFIG_OPTION, Commands, settings_or_exit
-from jmlsync.cli_config import config
-from jmlsync.cli_db import db
-from jmlsync.cli_ops import audit, queue
-from jmlsync.cli_reconcile import explain, reconcile
-from jmlsync.cli_reviews import review
-from jmlsync.cli_sla import sla_report
-from jmlsync.cli_status import status
-from jmlsync.cli_token import (
+from jmlsync.cli.access import access as access_group
+from jmlsync.cli.alerts import alerts as alerts_group
+from jmlsync.cli.common import CONFIG_OPTION, Commands, settings_or_exit
+from jmlsync.cli.config import config as config_group
+from jmlsync.cli.db import db as db_group
+from jmlsync.cli.ops import audit, queue
+from jmlsync.cli.reconcile import explain
+from jmlsync.cli.reconcile import reconcile as reconcile_command
+from jmlsync.cli.reviews import review
+from jmlsync.cli.sla import sla_report
+from jmlsync.cli.status import status as status_command
+from jmlsync.cli.token import (
     FILE_OPTION,
     generate_credential,
     token_list,
@@ -27,12 +28,12 @@ from jmlsync.cli_token import (
     token_revoke,
     tokens_file,
 )
-from jmlsync.cli_token_personal import SCOPES, generate_personal
+from jmlsync.cli.token_personal import SCOPES, generate_personal
 from jmlsync.config import ConfigError
-from jmlsync.logs import setup_logging
+from jmlsync.ops.logs import setup_logging
+from jmlsync.ops.tls import TlsFileError
 from jmlsync.scim.auth import TokenFileError
 from jmlsync.store.lock import StoreLocked
-from jmlsync.tls import TlsFileError
 
 
 @click.group(cls=Commands)
@@ -41,17 +42,17 @@ def main() -> None:
     """jmlsync: joiner-mover-leaver sync from your identity provider to your clouds."""
 
 
-main.add_command(reconcile)
+main.add_command(reconcile_command)
 main.add_command(explain)
-main.add_command(config)
-main.add_command(db)
+main.add_command(config_group)
+main.add_command(db_group)
 main.add_command(queue)
 main.add_command(audit)
-main.add_command(status)
+main.add_command(status_command)
 main.add_command(sla_report)
-main.add_command(alerts)
+main.add_command(alerts_group)
 main.add_command(review)
-main.add_command(access)
+main.add_command(access_group)
 
 
 @main.command()
@@ -82,13 +83,13 @@ def serve(config_path: Path) -> None:
         sys.exit(1)
 
 
-@main.group(cls=Commands)
-def token() -> None:
+@main.group("token", cls=Commands)
+def token_group() -> None:
     """Manage the credentials IdPs present (bearer tokens and HTTP Basic passwords) and
     personal API tokens (--user)."""
 
 
-@token.command("generate")
+@token_group.command("generate")
 @CONFIG_OPTION
 @FILE_OPTION
 @click.option(
@@ -158,6 +159,6 @@ def token_generate(
     )
 
 
-token.add_command(token_list)
-token.add_command(token_revoke)
-token.add_command(token_migrate)
+token_group.add_command(token_list)
+token_group.add_command(token_revoke)
+token_group.add_command(token_migrate)

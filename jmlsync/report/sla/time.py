@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 
 _DURATION = re.compile(r"(\d+)([smhdw])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

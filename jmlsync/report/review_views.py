@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jmlsync.engine.reviews import Reviews
-from jmlsync.review_evidence import CampaignView
+from jmlsync.report.review_evidence import CampaignView
 
 __all__ = ["campaign_view", "scope_text"]
 

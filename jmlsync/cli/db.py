@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from jmlsync import tables
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
+from jmlsync.report import tables
 from jmlsync.store.copy import CopyError, copy_store
 from jmlsync.store.directory import SqlStore
 

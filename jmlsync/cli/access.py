@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import click
 
-from jmlsync.access_output import request_details, request_json, request_table
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.timebound import AccessRefused, AccessRequest, parse_duration
 from jmlsync.engine.timebound import Actor, TimeboundAccess
+from jmlsync.report.access import request_details, request_json, request_table
 from jmlsync.service import open_runtime
 
 T = TypeVar("T")

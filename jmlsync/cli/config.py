@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
-from jmlsync.domain.grants import GroupInfo
+from jmlsync.domain.access import GroupInfo
 from jmlsync.domain.policy import rule_matches_group
 from jmlsync.engine.rules import rules_from_settings
 from jmlsync.scim.auth import TokenFileError, check_private

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import click
 
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
-from jmlsync.cli_token_personal import PREFIX, personal_rows, revoke_personal
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.token_personal import PREFIX, personal_rows, revoke_personal
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.scim.credentials import (
     LABEL,
@@ -29,7 +30,6 @@ from jmlsync.scim.credentials import (
     read_credentials,
 )
 from jmlsync.scim.last_used import last_used
-from jmlsync.scim.resources import now_utc
 
 FILE_OPTION = click.option(
     "--file",

@@ -3,7 +3,7 @@
 The SLA runs from ``left_at`` (jmlsync acknowledged the deactivation or delete) until every grant
 was revoked (``cleared_at``) and read back as gone (``verified_at``). Building the report is pure:
 the caller passes ``now``, which decides whether an unverified leaver is still pending or late.
-:mod:`jmlsync.sla_html` renders the same report as one self-contained page for auditors.
+:mod:`jmlsync.report.sla.html` renders the same report as one self-contained page for auditors.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from jmlsync import __version__
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
-from jmlsync.sla_evidence import Evidence, body_hash
-from jmlsync.sla_time import format_percent as format_percent
-from jmlsync.sla_time import format_seconds as format_seconds
-from jmlsync.sla_time import human_time as human_time
-from jmlsync.sla_time import iso_z as iso_z
-from jmlsync.sla_time import parse_since as parse_since
-from jmlsync.sla_time import percentile as percentile
-from jmlsync.sla_time import utc as _utc
+from jmlsync.report.sla.evidence import Evidence, body_hash
+from jmlsync.report.sla.time import format_percent as format_percent
+from jmlsync.report.sla.time import format_seconds as format_seconds
+from jmlsync.report.sla.time import human_time as human_time
+from jmlsync.report.sla.time import iso_z as iso_z
+from jmlsync.report.sla.time import parse_since as parse_since
+from jmlsync.report.sla.time import percentile as percentile
+from jmlsync.report.sla.time import utc as _utc
 
 Mark = Literal["OK", "BREACH", "pending"]
 
@@ -183,7 +183,7 @@ class SlaReport:
         """The whole report as JSON-ready values; operators script against these names.
 
         ``generated`` (version, host, time) and ``sha256`` describe this generation; every
-        other member is the body the hash is taken over (see :mod:`jmlsync.sla_evidence`).
+        other member is the body the hash is taken over (see :mod:`jmlsync.report.sla.evidence`).
         """
         body = self.body()
         evidence = self.evidence

@@ -1,4 +1,4 @@
-"""``jmlsync status``: what an operator asks at a glance (``sla-report`` is in cli_sla)."""
+"""``jmlsync status``: what an operator asks at a glance (``sla-report`` is in cli.sla)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from jmlsync import tables
-from jmlsync.cli_common import CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.worker import LEAVERS_PAUSED
+from jmlsync.report import tables
 from jmlsync.service import open_store, probe_write
 from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from jmlsync.metrics import Metrics
-from jmlsync.scim.app import AUTH, METRICS_AUTH
+from jmlsync.ops.metrics import Metrics
+from jmlsync.scim.keys import AUTH, METRICS_AUTH
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
 
