@@ -15,6 +15,7 @@ from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import outbox, pipeline_sql
 from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.movers import SqlMovers
+from jmlsync.store.sql import assurance as sql
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,6 @@ class _Tally:
     last: str | None = None
 
 
-_LEAVER_COLUMNS = (
-    "id, user_name, left_at, cleared_at, verified_at, breached_at, breach_cause, regranted_at"
-)
-
-
 def _when(text: str | None) -> datetime | None:
     return parse_timestamp(text) if text else None
 
@@ -74,10 +70,7 @@ class SqlAssurance:
 
     async def unverified_leavers(self) -> list[OpenLeaver]:
         """Leaver events neither verified nor cancelled, oldest first."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, left_at, cleared_at, breached_at FROM leavers"
-            " WHERE verified_at IS NULL AND cancelled_at IS NULL ORDER BY left_at"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.UNVERIFIED_LEAVERS)
         return [
             OpenLeaver(r[0], r[1], parse_timestamp(r[2]), _when(r[3]), _when(r[4])) for r in rows
         ]
@@ -85,7 +78,7 @@ class SqlAssurance:
     async def mark_verified(self, leaver_id: int, now: datetime) -> None:
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE leavers SET verified_at = ? WHERE id = ? AND verified_at IS NULL",
+                sql.MARK_LEAVER_VERIFIED,
                 (format_timestamp(now), leaver_id),
             )
 
@@ -104,8 +97,7 @@ class SqlAssurance:
 
         async def body(conn: WriteConn) -> bool:
             async with conn.execute(
-                "UPDATE leavers SET breached_at = ?, breach_alerted_at = ?, breach_cause = ?"
-                " WHERE id = ? AND breached_at IS NULL",
+                sql.MARK_LEAVER_BREACHED,
                 (format_timestamp(now), format_timestamp(now), cause, leaver_id),
             ) as cursor:
                 first = bool(cursor.rowcount > 0)
@@ -127,23 +119,17 @@ class SqlAssurance:
         it back again. True when the user's newest leaver event was verified (alert then);
         ``also`` (the breach's alert rows) runs in the same transaction, only then."""
         stamp = format_timestamp(now)
-        newest = (
-            "SELECT id, verified_at FROM leavers WHERE user_name = ? AND cancelled_at IS NULL"
-            " ORDER BY left_at DESC, id DESC LIMIT 1"
-        )
         # Read first: most unmanaged grants of inactive users are not re-grants (no write then).
-        seen = await self.db.reader.execute_fetchall(newest, (user_name,))
+        seen = await self.db.reader.execute_fetchall(sql.NEWEST_LEAVER, (user_name,))
         if not seen or seen[0][1] is None:
             return False
 
         async def body(conn: WriteConn) -> bool:
-            rows = await conn.execute_fetchall(newest, (user_name,))
+            rows = await conn.execute_fetchall(sql.NEWEST_LEAVER, (user_name,))
             if not rows or rows[0][1] is None:
                 return False
             await conn.execute(
-                "UPDATE leavers SET regranted_at = ?, breach_cause = ?, verified_at = NULL,"
-                " breached_at = coalesce(breached_at, ?),"
-                " breach_alerted_at = coalesce(breach_alerted_at, ?) WHERE id = ?",
+                sql.MARK_LEAVER_REGRANTED,
                 (stamp, cause, stamp, stamp, rows[0][0]),
             )
             if also is not None:
@@ -156,10 +142,7 @@ class SqlAssurance:
         self, leaver_id: int, targets: Iterable[str]
     ) -> dict[str, str | None]:
         """The configured targets a leaver event has no clear for, with the last error."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
-            (leaver_id,),
-        )
+        rows = await self.db.reader.execute_fetchall(sql.LEAVER_TARGETS, (leaver_id,))
         known = {row[0]: (row[1], row[2]) for row in rows}
         return {
             name: known.get(name, (None, None))[1]
@@ -177,30 +160,20 @@ class SqlAssurance:
     async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
         """Leaver events (not cancelled) that started in the window, with per-target detail."""
         rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_LEAVER_COLUMNS} FROM leavers"
-            " WHERE cancelled_at IS NULL AND left_at >= ? AND left_at < ? ORDER BY left_at",
+            sql.LEAVERS_IN_WINDOW,
             (format_timestamp(since), format_timestamp(until)),
         )
         return [await self._record(tuple(row)) for row in rows]
 
     async def latest_leaver(self, user_name: str) -> LeaverRecord | None:
         """The newest leaver event of ``user_name`` (not cancelled), with per-target detail."""
-        rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_LEAVER_COLUMNS} FROM leavers"
-            " WHERE user_name = ? AND cancelled_at IS NULL ORDER BY left_at DESC, id DESC"
-            " LIMIT 1",
-            (user_name,),
-        )
+        rows = await self.db.reader.execute_fetchall(sql.LATEST_LEAVER, (user_name,))
         return await self._record(tuple(rows[0])) if rows else None
 
     async def pending_by_target(self, targets: Iterable[str]) -> dict[str, int]:
         """For each target, the open leaver events (not cleared, not cancelled) that still
         wait on it: no clear recorded there yet."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT l.id, t.target FROM leavers l LEFT JOIN leaver_targets t"
-            " ON t.leaver_id = l.id AND t.cleared_at IS NOT NULL"
-            " WHERE l.cleared_at IS NULL AND l.cancelled_at IS NULL"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.OPEN_LEAVER_CLEARS)
         cleared: dict[int, set[str]] = {}
         for leaver_id, target in rows:
             done = cleared.setdefault(int(leaver_id), set())
@@ -212,14 +185,11 @@ class SqlAssurance:
         }
 
     async def _record(self, row: tuple[Any, ...]) -> LeaverRecord:
-        """A leaver row (:data:`_LEAVER_COLUMNS`) with its per-target detail: operations from
-        the audit log, outcomes from leaver_targets."""
+        """A leaver row (:data:`.sql.assurance.LEAVER_COLUMNS`) with its per-target detail:
+        operations from the audit log, outcomes from leaver_targets."""
         leaver_id, user, left_at, cleared_at, verified_at, breached_at, cause, regranted = row
         details = await self._target_details(user, left_at)
-        states = await self.db.reader.execute_fetchall(
-            "SELECT target, cleared_at, last_error FROM leaver_targets WHERE leaver_id = ?",
-            (leaver_id,),
-        )
+        states = await self.db.reader.execute_fetchall(sql.LEAVER_TARGETS, (leaver_id,))
         by_target = {t.target: t for t in details}
         for target, target_cleared, error in states:
             detail = by_target.get(target) or TargetDetail(target, 0, False, 0, None)
@@ -237,10 +207,7 @@ class SqlAssurance:
 
     async def _target_details(self, user: str, left_at: str) -> list[TargetDetail]:
         rows = await self.db.reader.execute_fetchall(
-            "SELECT target, action, outcome, max(at), count(*) FROM audit"
-            " WHERE subject = ? AND at >= ? AND target IS NOT NULL"
-            " AND action IN ('revoke', 'disable') GROUP BY target, action, outcome",
-            (f"user {user}", left_at),
+            sql.LEAVER_OPERATIONS, (f"user {user}", left_at)
         )
         tally: dict[str, _Tally] = {}
         for target, action, outcome, last, count in rows:
@@ -282,18 +249,10 @@ class SqlAssurance:
             for kind, grant in findings:
                 key = (kind, grant.target, grant.user, grant.role)
                 seen.add(key)
-                async with conn.execute(
-                    "UPDATE drift SET last_seen = ? WHERE kind = ? AND target = ?"
-                    " AND user_name = ? AND role = ? AND resolved_at IS NULL",
-                    (stamp, *key),
-                ) as cursor:
+                async with conn.execute(sql.TOUCH_DRIFT, (stamp, *key)) as cursor:
                     if cursor.rowcount:
                         continue
-                await conn.execute(
-                    "INSERT INTO drift (kind, target, user_name, role, first_seen, last_seen)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (*key, stamp, stamp),
-                )
+                await conn.execute(sql.INSERT_DRIFT, (*key, stamp, stamp))
                 new.append(DriftFinding(*key, stamp, stamp))
             if scope_complete:
                 await _resolve_unseen(conn, seen, stamp, frozenset(unreadable))
@@ -304,19 +263,13 @@ class SqlAssurance:
         return new, await self.open_drift()
 
     async def open_drift(self) -> list[DriftFinding]:
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT kind, target, user_name, role, first_seen, last_seen FROM drift"
-            " WHERE resolved_at IS NULL ORDER BY kind, target, user_name, role"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.OPEN_DRIFT)
         return [DriftFinding(*row) for row in rows]
 
     async def start_run(self, job: str, now: datetime, runner: str | None = None) -> int:
 
         async def body(conn: WriteConn) -> int:
-            async with conn.execute(
-                "INSERT INTO runs (job, started_at, runner) VALUES (?, ?, ?) RETURNING id",
-                (job, format_timestamp(now), runner),
-            ) as cursor:
+            async with conn.execute(sql.INSERT_RUN, (job, format_timestamp(now), runner)) as cursor:
                 row = await cursor.fetchone()
             assert row is not None
             return int(row[0])
@@ -337,7 +290,7 @@ class SqlAssurance:
 
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, detail = ? WHERE id = ?",
+                sql.FINISH_RUN,
                 (format_timestamp(now), outcome, json.dumps(counts or {}), detail, run_id),
             )
             if also is not None:
@@ -347,19 +300,13 @@ class SqlAssurance:
 
     async def last_runs(self) -> list[RunRecord]:
         """The newest run of each job."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT job, started_at, finished_at, outcome, counts, detail FROM runs"
-            " WHERE id IN (SELECT max(id) FROM runs GROUP BY job) ORDER BY job"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.LAST_RUNS)
         return [
             RunRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}, r[5]) for r in rows
         ]
 
     async def open_breaches(self) -> int:
-        async with self.db.reader.execute(
-            "SELECT count(*) FROM leavers WHERE breached_at IS NOT NULL AND verified_at IS NULL"
-            " AND cancelled_at IS NULL"
-        ) as cursor:
+        async with self.db.reader.execute(sql.OPEN_BREACHES) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
@@ -372,14 +319,9 @@ class SqlAssurance:
         pruned: dict[str, int] = {}
 
         async def body(conn: WriteConn) -> None:
-            for table, where in (
-                ("runs", "started_at < ?"),
-                ("drift", "resolved_at IS NOT NULL AND resolved_at < ?"),
-                ("mover_revocations", "requested_at < ?"),
-                ("leavers", "(verified_at < ? OR cancelled_at < ?)"),
-            ):
+            for table, statement in sql.PRUNE_BY_AGE:
                 params = (cutoff, cutoff) if table == "leavers" else (cutoff,)
-                async with conn.execute(f"DELETE FROM {table} WHERE {where}", params) as cursor:
+                async with conn.execute(statement, params) as cursor:
                     pruned[table] = cursor.rowcount
             pruned["audit"] = await _prune_audit(conn, cutoff)
             pruned.update(await outbox.prune(conn, cutoff))
@@ -392,22 +334,18 @@ async def _resolve_unseen(
     conn: WriteConn, seen: set[tuple[str, str, str, str]], stamp: str, unread: frozenset[str]
 ) -> None:
     """Close the open findings this complete run did not find again (on targets it read)."""
-    rows = await conn.execute_fetchall(
-        "SELECT id, kind, target, user_name, role FROM drift WHERE resolved_at IS NULL"
-    )
+    rows = await conn.execute_fetchall(sql.UNRESOLVED_DRIFT)
     gone = [(stamp, row[0]) for row in rows if tuple(row)[1:] not in seen and row[2] not in unread]
-    await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
+    await conn.executemany(sql.RESOLVE_DRIFT, gone)
 
 
 async def _prune_audit(conn: WriteConn, cutoff: str) -> int:
-    async with conn.execute(
-        "SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1", (cutoff,)
-    ) as cursor:
+    async with conn.execute(sql.LAST_AUDIT_BEFORE, (cutoff,)) as cursor:
         row = await cursor.fetchone()
     if row is None:
         return 0
     last_seq, last_hash = row[0], row[1]
-    async with conn.execute("DELETE FROM audit WHERE seq <= ?", (last_seq,)) as cursor:
+    async with conn.execute(sql.DELETE_AUDIT_THROUGH, (last_seq,)) as cursor:
         count = int(cursor.rowcount)
     await pipeline_sql.set_state(conn, pipeline_sql.AUDIT_ANCHOR, f"{last_seq}:{last_hash}")
     return count
