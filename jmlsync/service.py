@@ -145,6 +145,15 @@ def _alert_sinks(
     return sink, deliverer
 
 
+async def _stop_delivery(deliverer: Deliverer | None, task: asyncio.Task[None]) -> None:
+    """Let the alert post in progress settle (bounded), then stop delivering."""
+    if deliverer is not None:
+        deliverer.stop()
+        await asyncio.wait({task}, timeout=deliverer.stop_grace)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _deliver_before_exit(runtime: Runtime) -> None:
     """A command that raised alerts delivers them before it exits (a serving process leaves
     them to its delivery task)."""
@@ -532,8 +541,7 @@ async def build_app(settings: Settings) -> web.Application:
         runtime.pipeline.stop()
         await background["pipeline"]
         if "alerts" in background:
-            background["alerts"].cancel()
-            await asyncio.gather(background["alerts"], return_exceptions=True)
+            await _stop_delivery(runtime.deliverer, background["alerts"])
         await stack.aclose()
 
     if runtime.timebound is not None and runtime.reviews is not None:

@@ -138,6 +138,29 @@ async def test_delivery_posts_each_row_once_with_retries(
     assert (await outbox.stats()).undelivered == 0
 
 
+@pytest.mark.parametrize("answer", [200, 503])
+async def test_a_stop_lets_the_post_in_progress_settle(
+    store: SqlStore, receiver: Receiver, answer: int
+) -> None:
+    outbox, clock = SqlOutbox(store.db), Clock()
+    await sink(outbox, clock).alert("sla_breach", "leaver late", user="gus@x.io")
+    receiver.hang = True
+    async with aiohttp.ClientSession() as http:
+        deliverer = Deliverer(outbox, http, receiver.url, owner="me", clock=clock, policy=NO_WAIT)
+        running = asyncio.create_task(deliverer.run())
+        await receiver.wait_until(lambda: len(receiver.hung) == 1)
+        deliverer.stop()  # a shutdown while the webhook holds the post
+        receiver.release(answer)
+        await asyncio.wait_for(running, 10)  # run() returns by itself, not cancelled
+    (row,) = await outbox.rows()
+    if answer == 200:
+        # Taken by the webhook: marked delivered, so a restart does not post it again.
+        assert (row.state, len(receiver.accepted)) == ("delivered", 1)
+    else:
+        # Refused: no further attempt after the stop; the row waits for the next start.
+        assert (row.state, row.last_error, row.attempts) == ("pending", "interrupted", 1)
+
+
 async def test_a_failed_round_waits_and_never_stores_the_url(
     store: SqlStore, receiver: Receiver
 ) -> None:

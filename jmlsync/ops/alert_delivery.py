@@ -37,6 +37,10 @@ FLUSH_POLL_SECONDS = 0.2
 MAX_ROUND_WAIT_SECONDS = 3600.0
 
 
+class _Stopped(Exception):
+    """Raised between attempts once :meth:`Deliverer.stop` was called."""
+
+
 class WebhookError(Exception):
     """The webhook answered with an error status (and maybe a ``Retry-After``, in seconds)."""
 
@@ -115,6 +119,7 @@ class Deliverer:
         self._woken = asyncio.Event()
         self._failing = False
         self._webhook_down = False
+        self._stopping = False
 
     def only_when(self, gate: Callable[[], Awaitable[bool]]) -> None:
         """Deliver in :meth:`run` only while ``gate`` says so (the scheduler's leadership)."""
@@ -123,6 +128,18 @@ class Deliverer:
     def wake(self, _alert_id: int | None = None) -> None:
         """A row was written: look at the outbox now."""
         self._woken.set()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return once the post in progress is settled. Cancelling it
+        instead could land after the webhook took an alert and before the row was marked
+        delivered: the next start would post that alert again."""
+        self._stopping = True
+        self._woken.set()
+
+    @property
+    def stop_grace(self) -> float:
+        """How long a stop may wait for the post in progress (one attempt, and its mark)."""
+        return self._policy.timeout + LEASE_MARGIN_SECONDS
 
     async def _post(self, payload: dict[str, Any]) -> None:
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
@@ -136,6 +153,8 @@ class Deliverer:
         tries = 0
 
         async def sleep(seconds: float) -> None:
+            if self._stopping:
+                raise _Stopped  # no next attempt: settle the row and return
             # The lease must outlast the wait and the next post, or another deliverer
             # would take the row meanwhile and post it too.
             lease = timedelta(seconds=seconds + policy.timeout + LEASE_MARGIN_SECONDS)
@@ -169,6 +188,9 @@ class Deliverer:
             # Stopped mid-post (shutdown, or a CLI's bounded wait): free the row at once.
             await self.outbox.failed(row.id, self._owner, "interrupted", tries, self._clock())
             raise
+        except _Stopped:
+            await self.outbox.failed(row.id, self._owner, "interrupted", tries, self._clock())
+            return False
         except Exception as exc:
             rounds = (row.attempts + tries) // max(policy.attempts, 1)
             retry_at = self._clock() + policy.round_wait(rounds)
@@ -197,13 +219,14 @@ class Deliverer:
         webhook is down: the rest wait for their turn). How many were delivered."""
         lease = timedelta(seconds=self._policy.timeout + LEASE_MARGIN_SECONDS)
         delivered = 0
-        while True:
+        while not self._stopping:
             row = await self.outbox.claim(self._owner, self._clock(), lease, only=only)
             if row is None:
                 return delivered
             if not await self.deliver(row):
                 return delivered
             delivered += 1
+        return delivered
 
     async def flush(self, ids: Collection[int], seconds: float) -> int:
         """Deliver these rows within ``seconds``; how many are still undelivered after."""
@@ -221,8 +244,9 @@ class Deliverer:
         return sum(1 for state in states.values() if state == "pending")
 
     async def run(self) -> None:
-        """Deliver the outbox until cancelled (when ``gate`` allows: the scheduler leader)."""
-        while True:
+        """Deliver the outbox until stopped or cancelled (when ``gate`` allows: the
+        scheduler leader)."""
+        while not self._stopping:
             self._woken.clear()
             delay = POLL_SECONDS
             if self._gate is None or await self._gate():
