@@ -39,8 +39,9 @@ def test_mixed_jml_runs_against_every_server(tmp_path: Path) -> None:
     sqlite = result["servers"]["jmlsync-sqlite"]
     assert sqlite["errors_total"] == 0
     assert sqlite["verify_clean_rounds"] == 1
-    # 30 creates, 2 groups, 3 member PATCHes of 10, 9 leavers, 3 deletes, 30 + 2 reads
-    assert sqlite["requests_per_round"] == 30 + 2 + 3 + 9 + 3 + 32
+    # 30 creates, 2 groups, 15 members each in PATCHes of 10 and 5, 9 leavers, 3 deletes,
+    # then 30 users and 2 groups read back
+    assert sqlite["requests_per_round"] == 30 + 2 + 4 + 9 + 3 + 32
     assert "scim2-server" in result["servers"]
     assert {t["target"].split()[0] for t in result["targets"]} >= {"jmlsync-sqlite"}
 
