@@ -12,7 +12,7 @@ from jmlsync.audit import verify_chain
 from jmlsync.config import Settings
 from jmlsync.domain.models import format_timestamp
 from jmlsync.domain.policy import privileged_roles
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.sla_access import TimeboundSection, build_section
 from jmlsync.sla_evidence import AuditHead, Evidence
 from jmlsync.store.access import SqlAccess

@@ -16,7 +16,7 @@ from jmlsync.config import load_settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.engine.supervision import store_outage
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.scim.resources import now_utc

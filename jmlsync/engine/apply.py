@@ -12,14 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.audit import AuditEntry
+from jmlsync.domain.audit import AuditEntry
 from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
 from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.metrics import Metrics
-from jmlsync.ports import LISTING_READ_RETRY, Queue, Store, Target
+from jmlsync.ports import (
+    LISTING_READ_RETRY,
+    AlertSink,
+    AuditLog,
+    EngineMetrics,
+    PlanningStore,
+    StagedAlert,
+    Target,
+)
 
 log = logging.getLogger("jmlsync.apply")
 
@@ -63,14 +70,14 @@ class Applier:
 
     def __init__(
         self,
-        store: Store,
-        queue: Queue | None,
+        store: PlanningStore,
+        queue: AuditLog | None,
         targets: Mapping[str, Target],
         *,
         clock: Callable[[], datetime],
         retry: RetryPolicy | None = None,
         concurrency: Mapping[str, int] | None = None,
-        metrics: Metrics | None = None,
+        metrics: EngineMetrics | None = None,
         alerts: AlertSink | None = None,
     ) -> None:
         self.store = store

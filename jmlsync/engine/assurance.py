@@ -8,17 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink, stage_alert
+from jmlsync.domain.assurance import OpenLeaver
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant, Operation
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
-from jmlsync.metrics import Metrics
-from jmlsync.ports import Queue
-from jmlsync.store.assurance import OpenLeaver, SqlAssurance
+from jmlsync.ports import AlertSink, AssuranceStore, EngineMetrics, Queue
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -36,9 +35,9 @@ class Assurance:
     reconciler: Reconciler
     applier: Applier
     queue: Queue
-    store: SqlAssurance
+    store: AssuranceStore
     alerts: AlertSink
-    metrics: Metrics
+    metrics: EngineMetrics
     clock: Callable[[], datetime]
     sla: timedelta
     drift_mode: str

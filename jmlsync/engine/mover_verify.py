@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.domain.assurance import OpenMover
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler
-from jmlsync.store.movers import OpenMover, SqlMovers
+from jmlsync.ports import AlertSink, MoverRecords
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -26,7 +26,7 @@ log = logging.getLogger("jmlsync.assurance")
 class MoverVerifier:
     """Reads back each unverified mover revocation and records what it found."""
 
-    movers: SqlMovers
+    movers: MoverRecords
     applier: Applier
     reconciler: Reconciler
     alerts: AlertSink

@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
+from jmlsync.domain.assurance import DriftFinding
 from jmlsync.domain.grants import Grant, Operation
 from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
-from jmlsync.metrics import Metrics
-from jmlsync.ports import Queue
-from jmlsync.store.assurance import DriftFinding, SqlAssurance
+from jmlsync.ports import AlertSink, AssuranceStore, EngineMetrics, Queue, StagedAlert
 
 #: Outcome and counts of a run, and its detail, as the run record keeps them.
 RunResult = tuple[str, dict[str, int], str | None]
@@ -134,9 +133,9 @@ class ReconcileRun:
 
     reconciler: Reconciler
     queue: Queue
-    store: SqlAssurance
+    store: AssuranceStore
     alerts: AlertSink
-    metrics: Metrics
+    metrics: EngineMetrics
     clock: Callable[[], datetime]
     runner: str = field(default_factory=socket.gethostname)
 

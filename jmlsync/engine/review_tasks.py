@@ -7,13 +7,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from jmlsync.alerts import AlertSink
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.review_records import NO_DECISION
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reviews import Reviews
+from jmlsync.ports import AlertSink
 
 log = logging.getLogger("jmlsync.reviews")
 

@@ -6,9 +6,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.ports import OwnerLock
+
+__all__ = ["Outage", "OwnerLock", "PipelineHealth", "store_outage"]
 
 log = logging.getLogger("jmlsync.worker")
 
@@ -19,14 +21,6 @@ class PipelineHealth:
 
     error: str | None
     since: datetime | None
-
-
-class OwnerLock(Protocol):
-    """The lock that tells other replicas this process's leases are live (PostgreSQL)."""
-
-    async def hold(self) -> None:
-        """Hold it, taking it again if it was lost; raise StoreUnavailable when impossible."""
-        ...
 
 
 class Outage:

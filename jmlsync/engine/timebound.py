@@ -16,7 +16,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
 from jmlsync.domain import timebound as tb
 from jmlsync.domain.errors import TargetError
 from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
@@ -36,7 +35,7 @@ from jmlsync.engine.timebound_alerts import (
     alert_privileged_started,
     alert_waiting,
 )
-from jmlsync.ports import AccessStore, Store
+from jmlsync.ports import AccessStore, AlertSink, PlanningReads
 
 log = logging.getLogger("jmlsync.access")
 
@@ -68,7 +67,7 @@ class TimeboundAccess:
 
     def __init__(
         self,
-        store: Store,
+        store: PlanningReads,
         access: AccessStore,
         eligibilities: Sequence[Eligibility],
         rules: Sequence[Rule],

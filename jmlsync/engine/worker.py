@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.alerts import AlertSink, stage_alert
 from jmlsync.domain.grants import Rule
 from jmlsync.domain.models import Job, parse_timestamp
 from jmlsync.domain.policy import (
@@ -32,12 +31,13 @@ from jmlsync.domain.policy import (
     rules_by_group,
     with_timebound,
 )
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.engine.timebound import TimeboundAccess, person_of
-from jmlsync.ports import Queue, ReviewHolds, Store
+from jmlsync.ports import AlertSink, PipelineQueue, PlanningStore, ReviewHolds
 
 log = logging.getLogger("jmlsync.worker")
 
@@ -82,8 +82,8 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
-        queue: Queue,
+        store: PlanningStore,
+        queue: PipelineQueue,
         applier: Applier,
         rules: Sequence[Rule],
         *,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from jmlsync.domain.assurance import DriftFinding, OpenLeaver, RunRecord
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
@@ -16,36 +17,7 @@ from jmlsync.store import outbox, pipeline_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
 from jmlsync.store.movers import SqlMovers
 
-
-@dataclass(frozen=True)
-class OpenLeaver:
-    """A leaver event not verified yet."""
-
-    id: int
-    user_name: str
-    left_at: datetime
-    cleared_at: datetime | None
-    breached_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DriftFinding:
-    kind: str
-    target: str
-    user: str
-    role: str
-    first_seen: str
-    last_seen: str
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    job: str
-    started_at: str
-    finished_at: str | None
-    outcome: str | None
-    counts: dict[str, int]
-    detail: str | None
+__all__ = ["DriftFinding", "OpenLeaver", "RunRecord", "SqlAssurance"]
 
 
 @dataclass

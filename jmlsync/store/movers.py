@@ -3,9 +3,9 @@ applied grant, read back later by leaver verification, and reported by `jmlsync 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from jmlsync.domain.assurance import OpenMover
 from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import MoverRevocation
@@ -14,14 +14,6 @@ from jmlsync.store.database import Backend, Conn, WriteConn
 _COLUMNS = (
     "id, user_name, target, role, requested_at, revoked_at, verified_at, breached_at, cause, actor"
 )
-
-
-@dataclass(frozen=True)
-class OpenMover:
-    """A mover's revocation not verified yet (its store id and the revocation)."""
-
-    id: int
-    revocation: MoverRevocation
 
 
 def _when(value: object) -> datetime | None:

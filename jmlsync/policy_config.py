@@ -1,10 +1,18 @@
-"""The configured rules and eligibilities as domain values."""
+"""The configured rules, eligibilities and review campaigns as the engine's values.
+
+Part of the composition root: it reads :class:`~jmlsync.config.Settings` and parses rules'
+filters with the SCIM filter parser, so the engine is given values and never the
+configuration.
+"""
 
 from __future__ import annotations
 
 from jmlsync.config import Settings
+from jmlsync.config_reviews import ReviewSettings, RuleScope
 from jmlsync.domain.grants import RoleGrant, Rule
+from jmlsync.domain.reviews import Owner, ReviewScope
 from jmlsync.domain.timebound import Eligibility, parse_duration
+from jmlsync.engine.reviews import Definition
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.schema import schema_set
 
@@ -48,3 +56,29 @@ def eligibilities_from_settings(settings: Settings) -> list[Eligibility]:
         )
         for item in settings.eligibility
     ]
+
+
+def definition_of(settings: ReviewSettings) -> Definition:
+    """The engine's view of one configured campaign."""
+    scope: ReviewScope
+    if isinstance(settings.scope, str):
+        scope = ReviewScope("all" if settings.scope == "all" else "privileged")
+    elif isinstance(settings.scope, RuleScope):
+        scope = ReviewScope("rules", rules=frozenset(settings.scope.rules))
+    else:
+        scope = ReviewScope("roles", roles=frozenset((e.target, e.role) for e in settings.scope))
+    return Definition(
+        name=settings.name,
+        scope=scope,
+        reviewers=tuple(settings.reviewers),
+        owners=tuple(Owner(o.target, o.role, tuple(o.reviewers)) for o in settings.owners),
+        duration=settings.duration,
+        remind_before=settings.remind_before,
+        on_no_decision=settings.on_no_decision,
+        admins=frozenset(name.casefold() for name in settings.admins),
+    )
+
+
+def review_definitions(settings: Settings) -> list[Definition]:
+    """The ``[[reviews]]`` campaign definitions as the engine's values."""
+    return [definition_of(review) for review in settings.reviews]
