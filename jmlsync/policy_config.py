@@ -7,12 +7,18 @@ configuration.
 
 from __future__ import annotations
 
-from jmlsync.config import Settings
+from collections.abc import Mapping
+from pathlib import Path
+
+from jmlsync.config import Settings, load_settings
+from jmlsync.config_checks import SyntaxChecks
 from jmlsync.config_reviews import ReviewSettings, RuleScope
 from jmlsync.domain.grants import RoleGrant, Rule
 from jmlsync.domain.reviews import Owner, ReviewScope
 from jmlsync.domain.timebound import Eligibility, parse_duration
 from jmlsync.engine.reviews import Definition
+from jmlsync.scheduling import check_cron
+from jmlsync.scim.errors import ScimError
 from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.schema import schema_set
 
@@ -82,3 +88,28 @@ def definition_of(settings: ReviewSettings) -> Definition:
 def review_definitions(settings: Settings) -> list[Definition]:
     """The ``[[reviews]]`` campaign definitions as the engine's values."""
     return [definition_of(review) for review in settings.reviews]
+
+
+def filter_problems(settings: Settings) -> list[str]:
+    """Rules' user_filter must parse against the User schemas, declared extensions included."""
+    filtered = [(r, rule) for r, rule in enumerate(settings.rules, 1) if rule.user_filter]
+    if not filtered:
+        return []
+    user = schema_set(settings.scim.extension_documents()).resource_types["User"]
+    problems = []
+    for index, rule in filtered:
+        try:
+            parse_filter(rule.user_filter or "", user)
+        except ScimError as exc:
+            problems.append(f"  rules[{index}].user_filter: {exc.detail}")
+    return problems
+
+
+#: The syntax checks the configuration is loaded with: cron (the scheduler's parser) and
+#: rules' filters (the SCIM filter parser).
+SYNTAX_CHECKS = SyntaxChecks(cron=check_cron, user_filters=filter_problems)
+
+
+def load_checked_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """:func:`~jmlsync.config.load_settings` with every syntax check: what the CLI loads."""
+    return load_settings(path, environ, checks=SYNTAX_CHECKS)

@@ -16,9 +16,9 @@ from jmlsync.config import load_settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.policy_config import rules_from_settings
 from jmlsync.engine.supervision import store_outage
 from jmlsync.engine.worker import Pipeline, PipelineOptions
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.scim.resources import now_utc
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
