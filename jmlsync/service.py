@@ -439,6 +439,33 @@ def _api(timebound: TimeboundAccess, reviews: Reviews) -> web.Application:
     return api
 
 
+async def _stop_background(
+    runtime: Runtime,
+    background: dict[str, asyncio.Task[None]],
+    used: LastUsed,
+    scheduler: Scheduler,
+) -> None:
+    """Stop what the service started, in order: stop recording credential use (and save
+    it), the scheduler, the workers (in-flight jobs finish within the grace time), then the
+    alert delivery. Whatever did not start is skipped."""
+    last_used = background.get("last_used")
+    if last_used is not None:
+        last_used.cancel()
+        await asyncio.gather(last_used, return_exceptions=True)
+        try:
+            await used.flush()
+        except Exception as exc:
+            log.warning("cannot record when credentials were last used: %s", exc)
+    if scheduler.running:
+        scheduler.shutdown()
+    runtime.pipeline.stop()
+    if "pipeline" in background:
+        await background["pipeline"]
+    if "alerts" in background:
+        background["alerts"].cancel()
+        await asyncio.gather(background["alerts"], return_exceptions=True)
+
+
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
@@ -450,6 +477,22 @@ async def build_app(settings: Settings) -> web.Application:
         raise OSError(exc.errno, f"cannot read [alerts].webhook_url_file: {exc.strerror}") from exc
     stack = contextlib.AsyncExitStack()
     runtime, sql_store = await stack.enter_async_context(_open_runtime(settings))
+    try:
+        return _assemble(settings, runtime, sql_store, stack, auth, metrics_auth)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+def _assemble(
+    settings: Settings,
+    runtime: Runtime,
+    sql_store: SqlStore,
+    stack: contextlib.AsyncExitStack,
+    auth: BearerAuth,
+    metrics_auth: BearerAuth | None,
+) -> web.Application:
+    """The application over an opened runtime; its lifecycle closes ``stack``."""
     app = build_scim_app(
         runtime.store,
         auth,
@@ -527,38 +570,31 @@ async def build_app(settings: Settings) -> web.Application:
         )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        owner_lock: OwnerLock | None = None
-        if runtime.locks is not None:
-            leadership.append(await runtime.locks.acquire_leadership(LEADER_LOCK))
-            stack.push_async_callback(leadership[0].close)
-            owner_lock = await runtime.locks.owner_lock(runtime.pipeline.owner_key)
-            stack.push_async_callback(owner_lock.close)
-        await replan_if_rules_changed(runtime)
-        if runtime.deliverer is not None:
-            runtime.deliverer.only_when(leader)
-            background["alerts"] = asyncio.create_task(
-                runtime.deliverer.run(), name="jmlsync-alert-delivery"
-            )
-        background["pipeline"] = asyncio.create_task(
-            runtime.pipeline.run(owner_lock), name="jmlsync-pipeline"
-        )
-        used = LastUsed(auth, runtime.state)
-        background["last_used"] = asyncio.create_task(used.run(), name="jmlsync-last-used")
-        scheduler.start()
-        yield
-        background["last_used"].cancel()
-        await asyncio.gather(background["last_used"], return_exceptions=True)
-        try:
-            await used.flush()
-        except Exception as exc:
-            log.warning("cannot record when credentials were last used: %s", exc)
-        scheduler.shutdown()
-        runtime.pipeline.stop()
-        await background["pipeline"]
-        if "alerts" in background:
-            background["alerts"].cancel()
-            await asyncio.gather(background["alerts"], return_exceptions=True)
-        await stack.aclose()
+        # What the service opened (the runtime, the replica locks) closes on every path: a
+        # start that fails half-way as well as the stop.
+        async with stack:
+            owner_lock: OwnerLock | None = None
+            if runtime.locks is not None:
+                leadership.append(await runtime.locks.acquire_leadership(LEADER_LOCK))
+                stack.push_async_callback(leadership[0].close)
+                owner_lock = await runtime.locks.owner_lock(runtime.pipeline.owner_key)
+                stack.push_async_callback(owner_lock.close)
+            used = LastUsed(auth, runtime.state)
+            try:
+                await replan_if_rules_changed(runtime)
+                if runtime.deliverer is not None:
+                    runtime.deliverer.only_when(leader)
+                    background["alerts"] = asyncio.create_task(
+                        runtime.deliverer.run(), name="jmlsync-alert-delivery"
+                    )
+                background["pipeline"] = asyncio.create_task(
+                    runtime.pipeline.run(owner_lock), name="jmlsync-pipeline"
+                )
+                background["last_used"] = asyncio.create_task(used.run(), name="jmlsync-last-used")
+                scheduler.start()
+                yield
+            finally:
+                await _stop_background(runtime, background, used, scheduler)
 
     if runtime.timebound is not None and runtime.reviews is not None:
         mount(app, _api(runtime.timebound, runtime.reviews))
