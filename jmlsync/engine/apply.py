@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 from jmlsync.domain.audit import AuditEntry
@@ -22,6 +21,7 @@ from jmlsync.ports import (
     LISTING_READ_RETRY,
     AlertSink,
     AuditLog,
+    Clock,
     EngineMetrics,
     PlanningStore,
     StagedAlert,
@@ -74,7 +74,7 @@ class Applier:
         queue: AuditLog | None,
         targets: Mapping[str, Target],
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         retry: RetryPolicy | None = None,
         concurrency: Mapping[str, int] | None = None,
         metrics: EngineMetrics | None = None,

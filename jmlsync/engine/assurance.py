@@ -4,9 +4,8 @@ targets match the directory (drift), with the mass-revocation guard on remediati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from jmlsync.domain.assurance import OpenLeaver
 from jmlsync.domain.errors import TargetError
@@ -17,7 +16,7 @@ from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
-from jmlsync.ports import AlertSink, AssuranceStore, EngineMetrics, Queue
+from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -38,7 +37,7 @@ class Assurance:
     store: AssuranceStore
     alerts: AlertSink
     metrics: EngineMetrics
-    clock: Callable[[], datetime]
+    clock: Clock
     sla: timedelta
     drift_mode: str
     max_revocations: int

@@ -7,7 +7,6 @@ jmlsync applied: it is unmanaged drift, which full reconciliation reports (and r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +16,7 @@ from jmlsync.domain.grants import Grant
 from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler
-from jmlsync.ports import AlertSink, MoverRecords
+from jmlsync.ports import AlertSink, Clock, MoverRecords
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -30,7 +29,7 @@ class MoverVerifier:
     applier: Applier
     reconciler: Reconciler
     alerts: AlertSink
-    clock: Callable[[], datetime]
+    clock: Clock
     sla: timedelta
 
     async def run(self) -> dict[str, int]:

@@ -18,7 +18,7 @@ from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
-from jmlsync.ports import AlertSink, AssuranceStore, EngineMetrics, Queue, StagedAlert
+from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue, StagedAlert
 
 #: Outcome and counts of a run, and its detail, as the run record keeps them.
 RunResult = tuple[str, dict[str, int], str | None]
@@ -136,7 +136,7 @@ class ReconcileRun:
     store: AssuranceStore
     alerts: AlertSink
     metrics: EngineMetrics
-    clock: Callable[[], datetime]
+    clock: Clock
     runner: str = field(default_factory=socket.gethostname)
 
     async def recorded(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:

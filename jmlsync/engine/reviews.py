@@ -8,7 +8,7 @@ its SHA-256 anchored in the audit chain. Decisions are checked whole before any 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from jmlsync.domain.reviews import (
     snapshot_digest,
 )
 from jmlsync.engine.reconcile import Reconciler
-from jmlsync.ports import AlertSink, PlanningReads, ReviewStore
+from jmlsync.ports import AlertSink, Clock, PlanningReads, ReviewStore
 
 log = logging.getLogger("jmlsync.reviews")
 
@@ -106,7 +106,7 @@ class Reviews:
         definitions: Sequence[Definition],
         *,
         alerts: AlertSink,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self.store = store
         self.reviews = reviews

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from jmlsync.domain.errors import StoreUnavailable
-from jmlsync.ports import OwnerLock
+from jmlsync.ports import Clock, OwnerLock
 
 __all__ = ["Outage", "OwnerLock", "PipelineHealth", "store_outage"]
 
@@ -27,7 +26,7 @@ class Outage:
     """One stretch of failing store calls, shared by every worker and the heartbeat: logged
     when it starts and when it ends, never per attempt."""
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.since: datetime | None = None
         self.error: str | None = None

@@ -12,7 +12,7 @@ does it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -35,7 +35,7 @@ from jmlsync.engine.timebound_alerts import (
     alert_privileged_started,
     alert_waiting,
 )
-from jmlsync.ports import AccessStore, AlertSink, PlanningReads
+from jmlsync.ports import AccessStore, AlertSink, Clock, PlanningReads
 
 log = logging.getLogger("jmlsync.access")
 
@@ -74,7 +74,7 @@ class TimeboundAccess:
         *,
         applier: Applier,
         alerts: AlertSink,
-        clock: Callable[[], datetime],
+        clock: Clock,
         end_limit: timedelta,
         admins: Collection[str] = (),
     ) -> None:

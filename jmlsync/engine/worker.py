@@ -37,7 +37,7 @@ from jmlsync.engine.per_target import JobWork, RoleSets, run_targets
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.engine.timebound import TimeboundAccess, person_of
-from jmlsync.ports import AlertSink, PipelineQueue, PlanningStore, ReviewHolds
+from jmlsync.ports import AlertSink, Clock, PipelineQueue, PlanningStore, ReviewHolds
 
 log = logging.getLogger("jmlsync.worker")
 
@@ -87,7 +87,7 @@ class Pipeline:
         applier: Applier,
         rules: Sequence[Rule],
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         alerts: AlertSink,
         options: PipelineOptions | None = None,
         on_cleared: Callable[[str, float], None] | None = None,
