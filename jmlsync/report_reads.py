@@ -12,7 +12,7 @@ from jmlsync.audit import verify_chain
 from jmlsync.config import Settings
 from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.policy import privileged_roles
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.access import TimeboundSection, build_section
 from jmlsync.report.sla.evidence import AuditHead, Evidence

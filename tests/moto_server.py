@@ -22,11 +22,11 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 import pytest
 
-from jmlsync.config import AwsIamTargetSettings, AwsIdentityCenterTargetSettings
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.ports import Target
 from jmlsync.targets.aws_iam import IamTarget
 from jmlsync.targets.aws_identity_center import IdentityCenterTarget
+from jmlsync.targets.aws_settings import AwsIamTargetSettings, AwsIdentityCenterTargetSettings
 
 REGION = "us-east-1"
 #: moto's account. moto's ListAccountsForProvisionedPermissionSet only ever reports the

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync.config import ScimTargetSettings
-from jmlsync.targets.scim import ScimTarget
+from jmlsync.targets.scim import ScimTarget, ScimTargetSettings
 
 TOKEN = "scim-peer-" + "s" * 32
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.targets.ldap_settings import LdapTargetSettings
 
 if TYPE_CHECKING:
     from jmlsync.targets.ldap import LdapTarget

@@ -22,8 +22,8 @@ from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.domain.timebound import AccessRefused, Person, new_request
 from jmlsync.domain.timebound_records import Step
 from jmlsync.engine.reconcile import Reconciler, Scope
-from jmlsync.engine.rules import eligibilities_from_settings, rules_from_settings
 from jmlsync.engine.timebound import Actor, TimeboundAccess
+from jmlsync.policy_config import eligibilities_from_settings, rules_from_settings
 from jmlsync.service import Runtime, open_runtime
 from jmlsync.store.access import SqlAccess
 from tests.fakes import RecordingAlerts

@@ -21,8 +21,8 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.scheduling import Scheduler
 from jmlsync.service import Runtime, open_runtime
 from jmlsync.store.assurance import SqlAssurance

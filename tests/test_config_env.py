@@ -87,3 +87,28 @@ def test_image_and_unit_set_the_variable() -> None:
     assert DOCKERFILE.is_file()
     environment = " ".join(_unit_directives(UNIT.read_text())[("Service", "Environment")])
     assert f"{CONFIG_ENVVAR}={CONFIG_FILE}" in environment.split()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[reconcile]\nschedule = "every day"\n', "reconcile.schedule: not a cron expression"),
+        (
+            '[[rules]]\ngroup = "g"\nuser_filter = "nope eq"\n'
+            'grants = [{ target = "t", role = "r" }]\n',
+            "rules[1].user_filter:",
+        ),
+    ],
+)
+def test_syntax_checks_come_from_the_caller(tmp_path: Path, text: str, message: str) -> None:
+    """config does not import the scheduler or the SCIM parser: the cron and rule-filter
+    checks are given by the composition root (what the CLI loads with)."""
+    from jmlsync.config import ConfigError, load_settings
+    from jmlsync.policy_config import load_checked_settings
+
+    path = tmp_path / "jmlsync.toml"
+    path.write_text('[targets.t]\nkind = "ledger"\npath = "l.db"\n' + text)
+    load_settings(path, environ={})
+    with pytest.raises(ConfigError) as caught:
+        load_checked_settings(path, environ={})
+    assert message in str(caught.value)

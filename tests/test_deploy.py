@@ -23,14 +23,11 @@ from typing import Any
 
 import pytest
 
-from jmlsync.config import (
-    AwsIamTargetSettings,
-    AwsIdentityCenterTargetSettings,
-    LedgerTargetSettings,
-    ScimTargetSettings,
-    load_settings,
-)
-from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.config import load_settings
+from jmlsync.targets.aws_settings import AwsIamTargetSettings, AwsIdentityCenterTargetSettings
+from jmlsync.targets.ldap_settings import LdapTargetSettings
+from jmlsync.targets.ledger import LedgerTargetSettings
+from jmlsync.targets.scim import ScimTargetSettings
 
 pytestmark = pytest.mark.timeout(60)
 

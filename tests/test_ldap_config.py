@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from jmlsync.config import ConfigError, load_settings
-from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.targets.ldap_settings import LdapTargetSettings
 from jmlsync.targets.registry import open_target
 from tests.conftest import write_config
 

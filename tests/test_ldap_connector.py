@@ -14,7 +14,6 @@ import pytest
 from bonsai import errors as ldap_errors
 
 from jmlsync.config import ConfigError
-from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
 from jmlsync.targets.ldap import LdapTarget
@@ -26,6 +25,7 @@ from jmlsync.targets.ldap_client import (
     user_filter,
 )
 from jmlsync.targets.ldap_entries import disable_changes, enable_changes, is_disabled
+from jmlsync.targets.ldap_settings import LdapTargetSettings
 from jmlsync.targets.registry import open_target
 from tests.slapd_server import (  # noqa: F401 (fixtures)
     BIND_PASSWORD,

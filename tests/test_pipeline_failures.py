@@ -19,8 +19,8 @@ from jmlsync.config import load_settings
 from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.worker import Pipeline, PipelineOptions
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
-from jmlsync.config import ConfigError, Settings, load_settings
+from jmlsync.config import ConfigError, Settings
 from jmlsync.domain.access import Grant, GroupInfo, Reason, RoleGrant, Rule, UserState
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import grant_causes, rules_by_group, without_exceptions
@@ -31,6 +31,7 @@ from jmlsync.domain.reviews import (
     parse_decisions,
     snapshot_digest,
 )
+from jmlsync.policy_config import load_checked_settings
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TARGET = """
@@ -48,7 +49,7 @@ grants = [{ target = "sandbox", role = "admin" }]
 def _load(tmp_path: Path, reviews: str) -> Settings:
     path = tmp_path / "jmlsync.toml"
     path.write_text(TARGET + reviews)
-    return load_settings(path, environ={})
+    return load_checked_settings(path, environ={})
 
 
 def test_a_complete_campaign_loads(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from jmlsync.config import load_settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.engine.rules import rules_from_settings
 from jmlsync.engine.supervision import store_outage
 from jmlsync.engine.worker import Pipeline, PipelineOptions
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
@@ -184,6 +184,42 @@ async def test_an_unexpected_error_while_leasing_does_not_shrink_the_pool(
     assert errors[0].exc_info is not None, "the first unexpected error carries its traceback"
     rig.pipeline.stop()
     await task
+
+
+@pytest.mark.timeout(30)
+async def test_a_loop_that_ends_unexpectedly_is_started_again(
+    outage_rig: tuple[Rig, StoreOutageFake], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig, _outage = outage_rig
+    caplog.set_level(logging.INFO)
+    heartbeat = rig.pipeline._heartbeat
+    runs = 0
+    restarted = asyncio.Event()
+
+    async def heartbeat_with_a_bug() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("a bug outside the loop's own guard")
+        restarted.set()
+        await heartbeat()
+
+    rig.pipeline._heartbeat = heartbeat_with_a_bug  # type: ignore[method-assign]
+    task = asyncio.create_task(rig.pipeline.run())
+    await restarted.wait()
+    await rig.join("cat@x.io")
+    await rig.pipeline.wait_drained()
+    assert await rig.flaky.ledger.grants_of("cat@x.io") == {"developer"}
+    lines = [
+        r for r in caplog.records if r.getMessage().endswith("ended unexpectedly; restarting it")
+    ]
+    assert [r.getMessage() for r in lines] == [
+        "jmlsync-lease-heartbeat ended unexpectedly; restarting it"
+    ]
+    assert lines[0].exc_info is not None
+    rig.pipeline.stop()
+    await task
+    assert not [t for t in _worker_tasks() if not t.done()], "no worker outlives the pool"
 
 
 def test_a_store_outage_is_found_inside_a_task_groups_exception_group() -> None:

@@ -17,11 +17,10 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from jmlsync.config import LedgerTargetSettings
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
 from jmlsync.ports import Target
-from jmlsync.targets.ledger import LedgerTarget
+from jmlsync.targets.ledger import LedgerTarget, LedgerTargetSettings
 from jmlsync.targets.registry import open_target
 from tests.alibaba_fake import alibaba_env, alibaba_fixture, alibaba_server  # noqa: F401
 from tests.alibaba_targets import open_cloudsso_target, open_ram_target

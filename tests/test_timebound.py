@@ -34,7 +34,7 @@ from jmlsync.domain.timebound import (
     start,
     time_out,
 )
-from jmlsync.engine.rules import eligibilities_from_settings
+from jmlsync.policy_config import eligibilities_from_settings
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ELIGIBILITY = Eligibility(

@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from jmlsync.config import ConfigError, Settings, load_settings
+from jmlsync.config import ConfigError, Settings
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.policy_config import load_checked_settings
 
 #: The environment variable that names the configuration file when --config is not given.
 CONFIG_ENVVAR = "JMLSYNC_CONFIG"
@@ -41,7 +42,7 @@ CONFIG_OPTION = click.option(
 def settings_or_exit(path: Path) -> Settings:
     """The validated configuration; on error, the message on stderr and exit status 1."""
     try:
-        return load_settings(path)
+        return load_checked_settings(path)
     except ConfigError as exc:
         click.echo(f"jmlsync: {exc}", err=True)
         sys.exit(EXIT_ERROR)

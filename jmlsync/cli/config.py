@@ -13,7 +13,7 @@ from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.access import GroupInfo
 from jmlsync.domain.policy import rule_matches_group
-from jmlsync.engine.rules import rules_from_settings
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.scim.auth import TokenFileError, check_private
 from jmlsync.scim.credentials import CredentialsError, read_credentials
 from jmlsync.service import open_store

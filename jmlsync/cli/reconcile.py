@@ -14,9 +14,9 @@ from jmlsync.config import Settings
 from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.engine.reconcile_run import RunRequest
+from jmlsync.ports import PlanningReads
 from jmlsync.report.plan import RunReport, explain_json, explain_table, plan_json, plan_table
 from jmlsync.service import RUNNER, open_runtime
-from jmlsync.store.directory import SqlStore
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3
@@ -79,7 +79,7 @@ async def run_reconcile(
     )
 
 
-async def unknown_users(store: SqlStore, users: Iterable[str]) -> list[str]:
+async def unknown_users(store: PlanningReads, users: Iterable[str]) -> list[str]:
     """The userNames the directory does not hold (a typo, or a user the IdP never pushed)."""
     return [name for name in sorted(users) if await store.find_user(name) is None]
 

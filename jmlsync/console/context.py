@@ -9,10 +9,11 @@ from aiohttp import web
 
 from jmlsync.config import Settings
 from jmlsync.console.oidc import OidcClient
-from jmlsync.console.sessions import Session, SqlSessions
+from jmlsync.console.sessions import Session
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.reviews import Reviews
 from jmlsync.engine.timebound import TimeboundAccess
+from jmlsync.ports import SessionStore
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
@@ -31,7 +32,7 @@ class Console:
     assurance: SqlAssurance
     reconciler: Reconciler
     checks: Checks
-    sessions: SqlSessions
+    sessions: SessionStore
     oidc: OidcClient | None = None
     #: Time-bound access and reviews: the same engines the CLI and the API call.
     timebound: TimeboundAccess | None = None

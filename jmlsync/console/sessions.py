@@ -9,38 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.directory import format_timestamp, parse_timestamp
+from jmlsync.domain.sessions import Session, Timeouts
 from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.pipeline_sql import append_audit
+
+__all__ = ["Session", "SqlSessions", "Timeouts"]
 
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Session:
-    """One signed-in person."""
-
-    user_name: str
-    csrf_token: str
-    created_at: datetime
-    last_seen_at: datetime
-    expires_at: datetime
-    claims: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """How long a session lasts unused (idle) and at all (absolute)."""
-
-    idle: timedelta
-    absolute: timedelta
 
 
 class SqlSessions:

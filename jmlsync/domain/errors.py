@@ -57,3 +57,7 @@ class StoreUnavailable(DomainError):
     def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file, the key and the reason in its message."""

@@ -9,17 +9,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
-from jmlsync.audit import AuditEntry
 from jmlsync.domain.access import Grant, Operation, Principal, PrincipalSpec
+from jmlsync.domain.audit import AuditEntry
 from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.errors import PermanentTargetError, TargetError
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.ops.metrics import Metrics
-from jmlsync.ports import LISTING_READ_RETRY, Queue, Store, Target
+from jmlsync.ports import (
+    LISTING_READ_RETRY,
+    AlertSink,
+    AuditLog,
+    Clock,
+    EngineMetrics,
+    PlanningStore,
+    StagedAlert,
+    Target,
+)
 
 log = logging.getLogger("jmlsync.apply")
 
@@ -63,14 +70,14 @@ class Applier:
 
     def __init__(
         self,
-        store: Store,
-        queue: Queue | None,
+        store: PlanningStore,
+        queue: AuditLog | None,
         targets: Mapping[str, Target],
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         retry: RetryPolicy | None = None,
         concurrency: Mapping[str, int] | None = None,
-        metrics: Metrics | None = None,
+        metrics: EngineMetrics | None = None,
         alerts: AlertSink | None = None,
     ) -> None:
         self.store = store

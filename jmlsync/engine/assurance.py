@@ -4,21 +4,19 @@ targets match the directory (drift), with the mass-revocation guard on remediati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from jmlsync.domain.access import Grant, Operation
+from jmlsync.domain.assurance import OpenLeaver
 from jmlsync.domain.errors import TargetError
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
-from jmlsync.ops.alerts import AlertSink, stage_alert
-from jmlsync.ops.metrics import Metrics
-from jmlsync.ports import Queue
-from jmlsync.store.assurance import OpenLeaver, SqlAssurance
+from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -36,10 +34,10 @@ class Assurance:
     reconciler: Reconciler
     applier: Applier
     queue: Queue
-    store: SqlAssurance
+    store: AssuranceStore
     alerts: AlertSink
-    metrics: Metrics
-    clock: Callable[[], datetime]
+    metrics: EngineMetrics
+    clock: Clock
     sla: timedelta
     drift_mode: str
     max_revocations: int

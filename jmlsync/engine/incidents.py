@@ -4,7 +4,8 @@ leaver's revoked access found again. Alerted by whichever read finds them."""
 from __future__ import annotations
 
 from jmlsync.domain.access import Grant
-from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
+from jmlsync.engine.alerting import stage_alert
+from jmlsync.ports import AlertSink, StagedAlert
 
 
 def privileged_drift_alert(alerts: AlertSink, grant: Grant, found_by: str) -> StagedAlert:

@@ -31,7 +31,7 @@ from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.timebound import TimeboundAccess
-from jmlsync.ports import ReviewHolds, Store, Target
+from jmlsync.ports import PlanningStore, ReviewHolds, Target
 
 log = logging.getLogger("jmlsync.reconcile")
 
@@ -95,7 +95,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: Store,
+        store: PlanningStore,
         targets: Mapping[str, Target],
         rules: Sequence[Rule],
         applier: Applier,

@@ -12,14 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.domain.access import Grant, Operation
+from jmlsync.domain.assurance import DriftFinding
 from jmlsync.domain.directory import format_timestamp
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
-from jmlsync.ops.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.ops.metrics import Metrics
-from jmlsync.ports import Queue
-from jmlsync.store.assurance import DriftFinding, SqlAssurance
+from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue, StagedAlert
 
 #: Outcome and counts of a run, and its detail, as the run record keeps them.
 RunResult = tuple[str, dict[str, int], str | None]
@@ -136,10 +135,10 @@ class ReconcileRun:
 
     reconciler: Reconciler
     queue: Queue
-    store: SqlAssurance
+    store: AssuranceStore
     alerts: AlertSink
-    metrics: Metrics
-    clock: Callable[[], datetime]
+    metrics: EngineMetrics
+    clock: Clock
     runner: str = field(default_factory=socket.gethostname)
 
     async def recorded(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:

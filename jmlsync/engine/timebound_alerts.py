@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from jmlsync.domain.timebound import AccessRequest, Eligibility, describe, format_duration
-from jmlsync.ops.alerts import AlertSink
+from jmlsync.ports import AlertSink
 
 
 async def alert_waiting(

@@ -18,17 +18,23 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
+from jmlsync.ports import AlertSink
 from jmlsync.store.outbox import PENDING, SqlOutbox, add_alert
 
+__all__ = [
+    "AlertSink",
+    "Alerts",
+    "AuthFailureWatch",
+    "LogAlerts",
+    "OutboxAlerts",
+    "StagedAlert",
+    "alert_key",
+    "stage_alert",
+]
+
 log = logging.getLogger("jmlsync.alerts")
-
-
-class AlertSink(Protocol):
-    """Where alerts go. Sending never raises and never blocks the pipeline for long."""
-
-    async def alert(self, kind: str, text: str, **fields: Any) -> None: ...
 
 
 class LogAlerts:
@@ -82,6 +88,10 @@ class OutboxAlerts:
         if state == PENDING:
             self.wrote(alert_id)
 
+    def stage(self, kind: str, text: str, fields: dict[str, Any]) -> StagedAlert:
+        """The alert, its row written with an event's transaction (see :class:`StagedAlert`)."""
+        return StagedAlert(self, kind, text, fields)
+
     def wrote(self, alert_id: int) -> None:
         """Note a committed row to deliver, and wake the deliverer."""
         self.written.append(alert_id)
@@ -94,6 +104,10 @@ class Alerts:
 
     def __init__(self, *sinks: AlertSink) -> None:
         self.sinks = sinks or (LogAlerts(),)
+
+    def stage(self, kind: str, text: str, fields: dict[str, Any]) -> StagedAlert:
+        """The alert, its outbox rows written with an event's transaction."""
+        return StagedAlert(self, kind, text, fields)
 
     async def alert(self, kind: str, text: str, **fields: Any) -> None:
         for sink in self.sinks:

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from jmlsync.ops.metrics import Metrics
+from jmlsync.ports import Queue
 from jmlsync.scim.keys import AUTH, METRICS_AUTH
 from jmlsync.store.outbox import SqlOutbox
-from jmlsync.store.queue import SqlQueue
 
 #: A readiness check answers None when ready, else the reason it is not.
 Check = Callable[[], Awaitable[str | None]]
@@ -36,7 +36,7 @@ def _may_see_reasons(request: web.Request) -> bool:
 
 def ops_routes(
     metrics: Metrics,
-    queue: SqlQueue,
+    queue: Queue,
     checks: Mapping[str, Check],
     outbox: SqlOutbox | None = None,
     *,

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.domain.access import Grant
+from jmlsync.domain.assurance import DriftFinding, OpenLeaver, RunRecord
 from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import LeaverRecord, MoverRevocation, TargetDetail
 from jmlsync.store import outbox, pipeline_sql
@@ -17,36 +18,7 @@ from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.movers import SqlMovers
 from jmlsync.store.sql import assurance as sql
 
-
-@dataclass(frozen=True)
-class OpenLeaver:
-    """A leaver event not verified yet."""
-
-    id: int
-    user_name: str
-    left_at: datetime
-    cleared_at: datetime | None
-    breached_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DriftFinding:
-    kind: str
-    target: str
-    user: str
-    role: str
-    first_seen: str
-    last_seen: str
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    job: str
-    started_at: str
-    finished_at: str | None
-    outcome: str | None
-    counts: dict[str, int]
-    detail: str | None
+__all__ = ["DriftFinding", "OpenLeaver", "RunRecord", "SqlAssurance"]
 
 
 @dataclass

@@ -27,7 +27,7 @@ from jmlsync.domain.errors import (
     ResourceNotFound,
     VersionMismatch,
 )
-from jmlsync.ports import Query
+from jmlsync.ports import Query, ReplicaLocks, WriteHealth
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
 from jmlsync.store.connection import Row
 from jmlsync.store.database import (
@@ -62,6 +62,18 @@ class SqlStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+    @property
+    def write_health(self) -> WriteHealth:
+        """Whether the database takes writes (readiness)."""
+        return self.db.health
+
+    def replica_locks(self) -> ReplicaLocks | None:
+        """The locks that coordinate replicas sharing this store (PostgreSQL); None when one
+        process owns it (SQLite: the file lock is held for the process's life)."""
+        from jmlsync.store.postgres import PgDatabase
+
+        return self.db if isinstance(self.db, PgDatabase) else None
 
     async def ping(self) -> None:
         """Raise when the database cannot answer a query."""

@@ -3,22 +3,14 @@ applied grant, read back later by leaver verification, and reported by `jmlsync 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from jmlsync.domain.access import Grant
+from jmlsync.domain.assurance import OpenMover
 from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import MoverRevocation
 from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.sql import assurance as sql
-
-
-@dataclass(frozen=True)
-class OpenMover:
-    """A mover's revocation not verified yet (its store id and the revocation)."""
-
-    id: int
-    revocation: MoverRevocation
 
 
 def _when(value: object) -> datetime | None:

@@ -19,6 +19,7 @@ import aiosqlite
 
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.targets.settings import TargetSection
 
 WriteOp = Literal["create_principal", "enable_principal", "grant", "revoke", "disable_principal"]
 
@@ -53,6 +54,13 @@ COMMIT;
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+class LedgerTargetSettings(TargetSection):
+    """``kind = "ledger"``: a local SQLite file of principals and grants."""
+
+    kind: Literal["ledger"]
+    path: Path
 
 
 class LedgerTarget:

@@ -8,9 +8,11 @@ never from the configuration file.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from jmlsync.targets.settings import TargetSection
 
 #: The role syntax of each kind, checked by ``config check`` and by the connectors.
 RAM_ROLE = re.compile(
@@ -29,12 +31,9 @@ CLOUDSSO_ROLE_SYNTAX = (
 _ENDPOINT = re.compile(r"[A-Za-z0-9.\[\]:-]+")
 
 
-class _AlibabaTargetSection(BaseModel):
+class _AlibabaTargetSection(TargetSection):
     """Keys every Alibaba Cloud target has (``max_concurrency`` as every target kind)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     region: Annotated[str, Field(min_length=1)]
     endpoint: str | None = None
     protocol: Literal["https", "http"] = "https"
@@ -58,6 +57,9 @@ class AlibabaRamTargetSettings(_AlibabaTargetSection):
     region: Annotated[str, Field(min_length=1)] = "cn-hangzhou"
     domain_alias: str | None = None
 
+    def role_problem(self, role: str) -> str | None:
+        return None if RAM_ROLE.fullmatch(role) else f"{role!r} is not {RAM_ROLE_SYNTAX}"
+
     @field_validator("domain_alias")
     @classmethod
     def _bare_domain(cls, value: str | None) -> str | None:
@@ -74,12 +76,7 @@ class AlibabaCloudSsoTargetSettings(_AlibabaTargetSection):
     region: Annotated[str, Field(min_length=1)] = "cn-shanghai"
     directory_id: str | None = None
 
-
-def role_problem(settings: Any, role: str) -> str | None:
-    """Why ``role`` cannot be a role of the target configured by ``settings`` (None when it
-    can, or when the kind is not an Alibaba Cloud one)."""
-    if isinstance(settings, AlibabaRamTargetSettings) and not RAM_ROLE.fullmatch(role):
-        return f"{role!r} is not {RAM_ROLE_SYNTAX}"
-    if isinstance(settings, AlibabaCloudSsoTargetSettings) and not CLOUDSSO_ROLE.fullmatch(role):
+    def role_problem(self, role: str) -> str | None:
+        if CLOUDSSO_ROLE.fullmatch(role):
+            return None
         return f"{role!r} is not {CLOUDSSO_ROLE_SYNTAX}"
-    return None

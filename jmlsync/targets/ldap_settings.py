@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jmlsync.targets.settings import TargetSection
+
 #: The placeholders a ``user_filter`` may use: the userName, or its part before the last ``@``.
 FILTER_PLACEHOLDERS = frozenset({"userName", "local"})
 #: The SCIM user's fields an entry template may name (``{displayName|userName}``: the first set).
@@ -75,16 +77,13 @@ class LdapEntryTemplate(_LdapSection):
         return self
 
 
-class LdapTargetSettings(BaseModel):
+class LdapTargetSettings(TargetSection):
     """``kind = "ldap"``: groups of an LDAP directory (OpenLDAP, 389-ds, Active Directory).
 
     The bind password is read from ``bind_password_file``, never from this file.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Literal["ldap"]
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     url: Annotated[str, Field(pattern=r"^ldaps?://[^/?#]+/?$")]
     start_tls: bool = True
     ca_file: Path | None = None
