@@ -11,7 +11,7 @@ import pytest
 from jmlsync.audit import AuditEntry
 from jmlsync.config import load_settings
 from jmlsync.console.sessions import SqlSessions, Timeouts
-from jmlsync.report_reads import verify_audit
+from jmlsync.evidence import verify_audit
 from jmlsync.service import open_store
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue

@@ -17,8 +17,8 @@ from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
+from jmlsync.evidence import verify_audit
 from jmlsync.report import tables
-from jmlsync.report_reads import verify_audit
 from jmlsync.service import open_store
 from jmlsync.store.queue import SqlQueue
 

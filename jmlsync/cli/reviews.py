@@ -13,11 +13,11 @@ from typing import Literal, TypeVar
 import click
 
 from jmlsync.cli.common import CONFIG_ENVVAR, CONFIG_OPTION, settings_or_exit
+from jmlsync.cli.review_bundle import anchor_problems, build_bundle
 from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews
-from jmlsync.report.review_bundle import anchor_problems, build_bundle
 from jmlsync.report.review_evidence import (
     MANIFEST,
     CampaignView,

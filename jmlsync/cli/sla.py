@@ -13,12 +13,12 @@ import click
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.clock import now_utc
 from jmlsync.config import Settings
+from jmlsync.evidence import audit_head as audit_head
+from jmlsync.evidence import sla_report_with_section
 from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.access import TimeboundSection, table_lines
 from jmlsync.report.sla.html import render_html
 from jmlsync.report.sla.text import render_csv, render_table
-from jmlsync.report_reads import audit_head as audit_head
-from jmlsync.report_reads import sla_report_with_section
 from jmlsync.service import open_store
 
 RENDERERS = {

@@ -11,8 +11,8 @@ from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page
+from jmlsync.evidence import sla_report, verify_audit
 from jmlsync.report.sla import build as sla
-from jmlsync.report_reads import sla_report, verify_audit
 
 _AUDIT_ROWS = 200
 
