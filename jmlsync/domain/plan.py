@@ -9,13 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from jmlsync.domain.grants import Action, Grant, Operation, Reason
 
-__all__ = ["PlanInput", "plan", "summarize"]
+__all__ = ["PlanInput", "grant_key", "plan", "summarize"]
 
 _ACTIONS: tuple[Action, ...] = ("grant", "revoke", "disable")
+
+#: The order of :class:`Grant` (target, user, role) as a sort key: sorting by it gives the
+#: dataclass's own order, without a Python-level comparison per pair (seconds at 200k grants).
+grant_key = attrgetter("target", "user", "role")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def plan(inp: PlanInput) -> list[Operation]:
 
 def _revokes(inp: PlanInput) -> list[Operation]:
     operations = []
-    for grant in sorted(inp.actual):
+    for grant in sorted(inp.actual, key=grant_key):
         if not inp.in_scope(grant.target, grant.user):
             continue
         # A leaver loses everything jmlsync owns, even if a stale desired set says otherwise.
@@ -108,7 +113,7 @@ def _disables(inp: PlanInput) -> list[Operation]:
 
 def _grants(inp: PlanInput) -> list[Operation]:
     operations = []
-    for grant in sorted(inp.desired.keys() - inp.actual):
+    for grant in sorted(inp.desired.keys() - inp.actual, key=grant_key):
         if not inp.in_scope(grant.target, grant.user) or inp.is_leaver(grant.user):
             continue
         if grant in inp.withheld:
