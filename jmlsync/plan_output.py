@@ -22,7 +22,7 @@ from jmlsync.engine.reconcile import Explanation
 _MARK = {"grant": "+", "revoke": "-", "disable": "~"}
 
 
-@dataclass
+@dataclass(repr=False)
 class RunReport:
     """One `jmlsync reconcile` run: its plan and, unless a dry run, what applying it did."""
 
@@ -39,6 +39,14 @@ class RunReport:
     exceptions: Sequence[ReviewException] = ()
     #: ``--user`` names the directory does not hold: warned about, not an error.
     unknown_users: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # Counts, not contents: asyncio.run reprs its finished task (the result included)
+        # when it restores the SIGINT handler, and a 100k-user plan's full repr takes seconds.
+        return (
+            f"RunReport(dry_run={self.dry_run}, operations={len(self.operations)},"
+            f" outcomes={len(self.outcomes)}, drift={len(self.drift)}, held={self.held!r})"
+        )
 
     @property
     def failed(self) -> int:
@@ -103,6 +111,23 @@ def _flat_object(item: Mapping[str, object], indent: str) -> str:
     return f"{indent}{{\n  {indent}{body}\n{indent}}}"
 
 
+_DRIFT_KEYS = ("kind", "target", "user", "role", "first_seen")
+
+
+def _drift_text(row: Mapping[str, str]) -> str:
+    """One element of ``drift``, as :func:`_flat_object` writes it (a row of the usual keys
+    in their usual order is written directly: there are as many as operations)."""
+    if tuple(row) != _DRIFT_KEYS:
+        return _flat_object(row, "    ")
+    return (
+        f'    {{\n      "kind": {_text(row["kind"])},'
+        f'\n      "target": {_text(row["target"])},'
+        f'\n      "user": {_text(row["user"])},'
+        f'\n      "role": {_text(row["role"])},'
+        f'\n      "first_seen": {_text(row["first_seen"])}\n    }}'
+    )
+
+
 def _operation_text(operation: Operation, outcome: Outcome | None) -> str:
     """:func:`_operation_json` of one operation, written as an element of ``operations``."""
     role = "null" if operation.role is None else _text(operation.role)
@@ -165,7 +190,7 @@ def plan_json_chunks(report: RunReport) -> Iterator[str]:
     )
     yield '{\n  "dry_run": ' + _scalar(report.dry_run) + ",\n"
     yield from _array("operations", operations)
-    yield from _array("drift", (_flat_object(row, "    ") for row in report.drift))
+    yield from _array("drift", map(_drift_text, report.drift))
     yield _member("unreadable", _unreadable_json(report.unreadable))
     yield _member("exceptions", exceptions_json(report.exceptions))
     yield _member("unknown_users", report.unknown_users)

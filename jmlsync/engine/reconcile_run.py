@@ -14,7 +14,8 @@ from typing import Any, overload
 from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
 from jmlsync.domain.grants import Grant, Operation
 from jmlsync.domain.models import format_timestamp
-from jmlsync.domain.plan import grant_key
+from jmlsync.domain.plan import missing as plan_missing
+from jmlsync.domain.plan import sort_grants
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
@@ -30,19 +31,13 @@ def drift_of(snapshot: Snapshot) -> list[tuple[str, Grant]]:
     """Drift in a snapshot: ``missing`` (desired, absent) and ``unmanaged`` (present on a
     role jmlsync manages, not desired: e.g. granted by hand in the console)."""
     inp = snapshot.plan_input
-    missing = sorted(
-        (g for g in inp.desired if g not in inp.actual and inp.in_scope(g.target, g.user)),
-        key=grant_key,
-    )
-    unmanaged = sorted(
-        (
-            g
-            for g in inp.actual
-            if g not in inp.desired
-            and ((g.target, g.role) in inp.managed or g in inp.applied)
-            and inp.in_scope(g.target, g.user)
-        ),
-        key=grant_key,
+    missing = [g for g in plan_missing(inp) if inp.in_scope(g.target, g.user)]
+    unmanaged = sort_grants(
+        g
+        for g in inp.actual
+        if g not in inp.desired
+        and ((g.target, g.role) in inp.managed or g in inp.applied)
+        and inp.in_scope(g.target, g.user)
     )
     findings: list[tuple[str, Grant]] = [("missing", grant) for grant in missing]
     findings.extend(("unmanaged", grant) for grant in unmanaged)

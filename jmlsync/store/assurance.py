@@ -331,6 +331,7 @@ class SqlAssurance:
             found = [False] * len(findings)
             stamps: dict[str, str] = {}
             seen: list[tuple[str, int]] = []
+            every = scope_complete and not unread
             gone: list[tuple[str, int]] = []
             sql = (
                 "SELECT id, kind, target, user_name, role, first_seen FROM drift"
@@ -342,13 +343,21 @@ class SqlAssurance:
                     if at is not None:
                         found[at] = True
                         first_seen[at] = stamps.setdefault(row[5], row[5])
-                        seen.append((stamp, row[0]))
+                        if not every:
+                            seen.append((stamp, row[0]))
                     elif scope_complete and row[2] not in unread:
                         gone.append((stamp, row[0]))
                         continue
                     counts[row[1]] = counts.get(row[1], 0) + 1
             del index
-            await conn.executemany("UPDATE drift SET last_seen = ? WHERE id = ?", seen)
+            await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
+            if every:
+                # Every open finding left was seen again: one statement, not one per row.
+                await conn.execute(
+                    "UPDATE drift SET last_seen = ? WHERE resolved_at IS NULL", (stamp,)
+                )
+            else:
+                await conn.executemany("UPDATE drift SET last_seen = ? WHERE id = ?", seen)
             for (kind, grant), was in zip(findings, found, strict=True):
                 if not was:
                     new.append(
@@ -360,7 +369,6 @@ class SqlAssurance:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(d.kind, d.target, d.user, d.role, stamp, stamp) for d in new],
             )
-            await conn.executemany("UPDATE drift SET resolved_at = ? WHERE id = ?", gone)
             if also is not None:
                 await also(conn, new)
 
