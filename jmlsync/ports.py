@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from jmlsync.domain.access import Grant, GroupInfo, Principal, PrincipalSpec, UserState
-from jmlsync.domain.assurance import DriftFinding, OpenLeaver, OpenMover, RunRecord
+from jmlsync.domain.assurance import DriftFinding, DriftRecord, OpenLeaver, OpenMover, RunRecord
 from jmlsync.domain.audit import AuditEntry
 from jmlsync.domain.directory import (
     Change,
@@ -668,6 +668,20 @@ class DriftRecords(Protocol):
         in this run, every finding open after it). Only a ``scope_complete`` run resolves
         findings it no longer sees, never on the ``unreadable`` targets; ``also`` runs in the
         same transaction with the new findings (their alert rows)."""
+        ...
+
+    async def record_findings(
+        self,
+        findings: Sequence[tuple[str, Grant]],
+        now: datetime,
+        *,
+        scope_complete: bool,
+        unreadable: Collection[str] = (),
+        also: Callable[[Any, list[DriftFinding]], Awaitable[object]] | None = None,
+    ) -> DriftRecord:
+        """:meth:`record_drift` in a few set-wise statements, for runs with hundreds of
+        thousands of findings: each finding's first sighting and the open counts by kind
+        rather than every open finding."""
         ...
 
     async def open_drift(self) -> list[DriftFinding]:

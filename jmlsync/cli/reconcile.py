@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 import click
@@ -15,7 +16,15 @@ from jmlsync.domain.sla import LeaverRecord
 from jmlsync.engine.reconcile import Explanation, Progress, Scope
 from jmlsync.engine.reconcile_run import RunRequest
 from jmlsync.ports import PlanningReads
-from jmlsync.report.plan import RunReport, explain_json, explain_table, plan_json, plan_table
+from jmlsync.report.plan import (
+    RunReport,
+    explain_json,
+    explain_table,
+    lines_in_chunks,
+    plan_json_chunks,
+    plan_table_lines,
+    write_chunks,
+)
 from jmlsync.service import RUNNER, open_runtime
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
@@ -104,6 +113,14 @@ def reconcile_exit_code(report: RunReport, detailed: bool) -> int:
     return EXIT_OK
 
 
+def write_plan(report: RunReport, output_format: str) -> None:
+    """The plan on stdout, written as it is rendered (a large plan is never held whole)."""
+    if output_format == "json":
+        write_chunks(chain(plan_json_chunks(report), ["\n"]), sys.stdout)
+    else:
+        write_chunks(lines_in_chunks(plan_table_lines(report)), sys.stdout)
+
+
 @click.command("reconcile")
 @CONFIG_OPTION
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
@@ -156,7 +173,7 @@ def reconcile(
     )
     if sys.stderr.isatty():
         click.echo("", err=True)
-    click.echo(plan_json(report) if output_format == "json" else plan_table(report))
+    write_plan(report, output_format)
     _warn_unknown(report.unknown_users)
     if report.held:
         click.echo(f"jmlsync: {report.held}", err=True)

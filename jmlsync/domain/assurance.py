@@ -46,3 +46,14 @@ class RunRecord:
     outcome: str | None
     counts: dict[str, int]
     detail: str | None
+
+
+@dataclass
+class DriftRecord:
+    """What recording a run's findings did: the findings seen for the first time, each
+    finding's first sighting (in the order of the findings) and the open findings by kind
+    once recorded."""
+
+    new: list[DriftFinding]
+    first_seen: list[str]
+    open_counts: dict[str, int]

@@ -176,7 +176,9 @@ class Reconciler:
             only_users=None,
             withheld=held.withheld,
         )
-        operations = [op for op in plan(plan_input) if not self.is_protected(op.user)]
+        operations = plan(plan_input)
+        if self.protected:
+            operations = [op for op in operations if not self.is_protected(op.user)]
         counts = {
             "users": len(users),
             "groups": len(groups),

@@ -6,14 +6,16 @@ metrics and the run record. Callers add only their own output (the CLI its plan 
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from jmlsync.domain.access import Grant, Operation
 from jmlsync.domain.assurance import DriftFinding
 from jmlsync.domain.directory import format_timestamp
+from jmlsync.domain.plan import missing as plan_missing
+from jmlsync.domain.plan import sort_grants
 from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
@@ -28,14 +30,16 @@ def drift_of(snapshot: Snapshot) -> list[tuple[str, Grant]]:
     """Drift in a snapshot: ``missing`` (desired, absent) and ``unmanaged`` (present on a
     role jmlsync manages, not desired: e.g. granted by hand in the console)."""
     inp = snapshot.plan_input
-    findings: list[tuple[str, Grant]] = []
-    for grant in sorted(inp.desired):
-        if grant not in inp.actual and inp.in_scope(grant.target, grant.user):
-            findings.append(("missing", grant))
-    for grant in sorted(inp.actual):
-        owned = (grant.target, grant.role) in inp.managed or grant in inp.applied
-        if owned and grant not in inp.desired and inp.in_scope(grant.target, grant.user):
-            findings.append(("unmanaged", grant))
+    missing = [g for g in plan_missing(inp) if inp.in_scope(g.target, g.user)]
+    unmanaged = sort_grants(
+        g
+        for g in inp.actual
+        if g not in inp.desired
+        and ((g.target, g.role) in inp.managed or g in inp.applied)
+        and inp.in_scope(g.target, g.user)
+    )
+    findings: list[tuple[str, Grant]] = [("missing", grant) for grant in missing]
+    findings.extend(("unmanaged", grant) for grant in unmanaged)
     return findings
 
 
@@ -54,6 +58,57 @@ def drift_json(
         }
         for kind, grant in findings
     ]
+
+
+class DriftRows(Sequence[dict[str, str]]):
+    """The ``drift`` array of `reconcile --format json` (as :func:`drift_json` makes it), each
+    row made when read: a full run can find hundreds of thousands, and the report streams
+    them out rather than holding a dictionary per finding."""
+
+    def __init__(self, findings: Sequence[tuple[str, Grant]], first_seen: Sequence[str]) -> None:
+        self._findings = findings
+        self._first_seen = first_seen
+
+    def __len__(self) -> int:
+        return len(self._findings)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, str] | list[dict[str, str]]:
+        if isinstance(index, slice):
+            return [self._row(i) for i in range(len(self))[index]]
+        return self._row(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        for (kind, grant), seen in zip(self._findings, self._first_seen, strict=True):
+            yield {
+                "kind": kind,
+                "target": grant.target,
+                "user": grant.user,
+                "role": grant.role,
+                "first_seen": seen,
+            }
+
+    def _row(self, at: int) -> dict[str, str]:
+        kind, grant = self._findings[at]
+        return {
+            "kind": kind,
+            "target": grant.target,
+            "user": grant.user,
+            "role": grant.role,
+            "first_seen": self._first_seen[at],
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def revocations_over(operations: Iterable[Operation], limit: int) -> int | None:
@@ -112,7 +167,7 @@ class RunOutcome:
 
     snapshot: Snapshot
     findings: list[tuple[str, Grant]]
-    drift: list[dict[str, str]]
+    drift: Sequence[dict[str, str]]
     operations: list[Operation]
     outcome: str = "ok"
     detail: str | None = None
@@ -184,14 +239,15 @@ class ReconcileRun:
                 await alert.write(conn)
                 staged.append(alert)
 
-        new, open_findings = await self.store.record_drift(
+        recorded = await self.store.record_findings(
             findings,
             self.clock(),
             scope_complete=complete,
             unreadable=snapshot.unreadable,
             also=alert_rows,
         )
-        self._drift_metrics(open_findings)
+        new = recorded.new
+        self._drift_metrics(recorded.open_counts)
         for alert in staged:
             await alert.after_commit()
         regranted = await self._regranted(snapshot, findings, request)
@@ -201,7 +257,7 @@ class ReconcileRun:
         result = RunOutcome(
             snapshot,
             findings,
-            drift_json(findings, open_findings, format_timestamp(self.clock())),
+            DriftRows(findings, recorded.first_seen),
             operations,
             counts={
                 **snapshot.counts,
@@ -251,10 +307,9 @@ class ReconcileRun:
         if result.counts["failed"]:
             result.outcome = "failed"
 
-    def _drift_metrics(self, open_findings: Iterable[DriftFinding]) -> None:
-        findings = list(open_findings)
+    def _drift_metrics(self, open_counts: Mapping[str, int]) -> None:
         for kind in ("missing", "unmanaged"):
-            self.metrics.drift_findings.labels(kind).set(sum(1 for d in findings if d.kind == kind))
+            self.metrics.drift_findings.labels(kind).set(open_counts.get(kind, 0))
 
     async def _regranted(
         self, snapshot: Snapshot, findings: Iterable[tuple[str, Grant]], request: RunRequest

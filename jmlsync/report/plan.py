@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import groupby
-from typing import Any
+from itertools import islice, repeat
+from json.encoder import encode_basestring_ascii as _text
+from typing import Any, TextIO
 
 from jmlsync.domain.access import Operation, Reason
 from jmlsync.domain.directory import format_timestamp
@@ -21,7 +22,7 @@ from jmlsync.report import tables
 _MARK = {"grant": "+", "revoke": "-", "disable": "~"}
 
 
-@dataclass
+@dataclass(repr=False)
 class RunReport:
     """One `jmlsync reconcile` run: its plan and, unless a dry run, what applying it did."""
 
@@ -30,7 +31,7 @@ class RunReport:
     outcomes: list[Outcome] = field(default_factory=list)
     held: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
-    drift: list[dict[str, str]] = field(default_factory=list)
+    drift: Sequence[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     #: Targets that could not be read (after retries), with the error: left out of the plan.
     unreadable: dict[str, str] = field(default_factory=dict)
@@ -38,6 +39,14 @@ class RunReport:
     exceptions: Sequence[ReviewException] = ()
     #: ``--user`` names the directory does not hold: warned about, not an error.
     unknown_users: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # Counts, not contents: asyncio.run reprs its finished task (the result included)
+        # when it restores the SIGINT handler, and a 100k-user plan's full repr takes seconds.
+        return (
+            f"RunReport(dry_run={self.dry_run}, operations={len(self.operations)},"
+            f" outcomes={len(self.outcomes)}, drift={len(self.drift)}, held={self.held!r})"
+        )
 
     @property
     def failed(self) -> int:
@@ -72,22 +81,134 @@ def _operation_json(operation: Operation, outcome: Outcome | None) -> dict[str, 
 
 
 def plan_json(report: RunReport) -> str:
-    outcomes: Sequence[Outcome | None] = report.outcomes or [None] * len(report.operations)
-    document = {
-        "dry_run": report.dry_run,
-        "operations": [
-            _operation_json(op, outcome)
-            for op, outcome in zip(report.operations, outcomes, strict=True)
-        ],
-        "drift": report.drift,
-        "unreadable": _unreadable_json(report.unreadable),
-        "exceptions": exceptions_json(report.exceptions),
-        "unknown_users": report.unknown_users,
-        "summary": report.summary(),
-    }
+    """The plan as one JSON document (what :func:`plan_json_chunks` streams)."""
+    return "".join(plan_json_chunks(report))
+
+
+def _outcomes(report: RunReport) -> Iterable[Outcome | None]:
+    return report.outcomes if report.outcomes else repeat(None, len(report.operations))
+
+
+def _scalar(value: object) -> str:
+    """A JSON scalar exactly as :func:`json.dumps` writes it."""
+    if isinstance(value, str):
+        return _text(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return json.dumps(value)
+
+
+def _flat_object(item: Mapping[str, object], indent: str) -> str:
+    """An object of scalars as ``json.dumps(..., indent=2)`` writes it at depth ``indent``."""
+    if not item:
+        return indent + "{}"
+    inner = ",\n  " + indent
+    body = inner.join(f"{_text(key)}: {_scalar(value)}" for key, value in item.items())
+    return f"{indent}{{\n  {indent}{body}\n{indent}}}"
+
+
+_DRIFT_KEYS = ("kind", "target", "user", "role", "first_seen")
+
+
+def _drift_text(row: Mapping[str, str]) -> str:
+    """One element of ``drift``, as :func:`_flat_object` writes it (a row of the usual keys
+    in their usual order is written directly: there are as many as operations)."""
+    if tuple(row) != _DRIFT_KEYS:
+        return _flat_object(row, "    ")
+    return (
+        f'    {{\n      "kind": {_text(row["kind"])},'
+        f'\n      "target": {_text(row["target"])},'
+        f'\n      "user": {_text(row["user"])},'
+        f'\n      "role": {_text(row["role"])},'
+        f'\n      "first_seen": {_text(row["first_seen"])}\n    }}'
+    )
+
+
+def _operation_text(operation: Operation, outcome: Outcome | None) -> str:
+    """:func:`_operation_json` of one operation, written as an element of ``operations``."""
+    role = "null" if operation.role is None else _text(operation.role)
+    text = (
+        f'    {{\n      "action": {_text(operation.action)},'
+        f'\n      "target": {_text(operation.target)},'
+        f'\n      "user": {_text(operation.user)},'
+        f'\n      "role": {role},'
+        f'\n      "reason": {_text(operation.reason)},'
+        f'\n      "privileged": {"true" if operation.privileged else "false"}'
+    )
+    if outcome is not None:
+        text += ',\n      "outcome": "applied"' if outcome.ok else ',\n      "outcome": "failed"'
+        if outcome.error:
+            text += ',\n      "error": ' + _text(outcome.error)
+    return text + "\n    }"
+
+
+def _array(key: str, elements: Iterator[str], last: bool = False) -> Iterator[str]:
+    """``"key": [...]`` of the top-level object, its elements already written at depth 2,
+    in chunks of :data:`CHUNK_ITEMS` elements."""
+    end = "\n" if last else ",\n"
+    first = list(islice(elements, CHUNK_ITEMS))
+    if not first:
+        yield f"  {_text(key)}: []{end}"
+        return
+    yield f"  {_text(key)}: [\n" + ",\n".join(first)
+    while chunk := list(islice(elements, CHUNK_ITEMS)):
+        yield ",\n" + ",\n".join(chunk)
+    yield f"\n  ]{end}"
+
+
+def _member(key: str, value: object, last: bool = False) -> str:
+    """``"key": value`` of the top-level object, as ``json.dumps(..., indent=2)`` nests it."""
+    nested = json.dumps(value, indent=2).replace("\n", "\n  ")
+    return f"  {_text(key)}: {nested}" + ("\n" if last else ",\n")
+
+
+def lines_in_chunks(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` with their line ends, :data:`CHUNK_ITEMS` lines to a chunk (for
+    :func:`write_chunks`)."""
+    it = iter(lines)
+    while chunk := list(islice(it, CHUNK_ITEMS)):
+        yield "\n".join(chunk) + "\n"
+
+
+#: Elements of a large array written per chunk of the streamed JSON (about 200 KB).
+CHUNK_ITEMS = 1000
+
+
+def plan_json_chunks(report: RunReport) -> Iterator[str]:
+    """The plan as JSON, in pieces: the same document, byte for byte, as
+    ``json.dumps(document, indent=2)`` of ``dry_run``, ``operations``, ``drift``,
+    ``unreadable``, ``exceptions``, ``unknown_users``, ``summary`` (and ``held``), without
+    holding it (a plan of 100k users is tens of megabytes). The operations and drift are
+    written from the report as they are read."""
+    operations = (
+        _operation_text(op, outcome)
+        for op, outcome in zip(report.operations, _outcomes(report), strict=True)
+    )
+    yield '{\n  "dry_run": ' + _scalar(report.dry_run) + ",\n"
+    yield from _array("operations", operations)
+    yield from _array("drift", map(_drift_text, report.drift))
+    yield _member("unreadable", _unreadable_json(report.unreadable))
+    yield _member("exceptions", exceptions_json(report.exceptions))
+    yield _member("unknown_users", report.unknown_users)
+    yield _member("summary", report.summary(), last=not report.held)
     if report.held:
-        document["held"] = report.held
-    return json.dumps(document, indent=2)
+        yield _member("held", report.held, last=True)
+    yield "}"
+
+
+def write_chunks(chunks: Iterable[str], out: TextIO) -> int:
+    """Write ``chunks`` to ``out`` one after the other (each flushed on to the stream, so a
+    consumer reads the plan while it is being written); the number of writes."""
+    writes = 0
+    for chunk in chunks:
+        out.write(chunk)
+        writes += 1
+    out.flush()
+    return writes
 
 
 def exceptions_json(exceptions: Sequence[ReviewException]) -> list[dict[str, Any]]:
@@ -153,40 +274,52 @@ def _operation_lines(pairs: Iterable[tuple[Operation, Outcome | None]]) -> list[
 
 
 def plan_table(report: RunReport) -> str:
+    """The plan for people (what :func:`plan_table_lines` streams)."""
+    return "\n".join(plan_table_lines(report))
+
+
+def plan_table_lines(report: RunReport) -> Iterator[str]:
+    """The plan for people, line by line (without line ends), each target's operations and
+    the drift read from the report as they are written."""
     summary = report.summary()
     mode = "dry run, nothing changed" if report.dry_run else "applied"
     if report.held:
         mode = "held, nothing changed"
-    lines = [
+    yield (
         f"Plan: {summary['grant']} to grant, {summary['revoke']} to revoke,"
         f" {summary['disable']} to disable ({mode})"
-    ]
+    )
     if not report.operations:
         read = "the targets read" if report.unreadable else "the targets"
-        lines.append(f"Nothing to do: {read} match the directory.")
-    outcomes: Sequence[Outcome | None] = report.outcomes or [None] * len(report.operations)
-    pairs = sorted(zip(report.operations, outcomes, strict=True), key=lambda p: p[0].target)
-    for target, items in groupby(pairs, key=lambda p: p[0].target):
-        lines.append("")
-        lines.append(f"target {target}")
-        lines.extend(_operation_lines(items))
-    lines.extend(exceptions_lines(report.exceptions))
+        yield f"Nothing to do: {read} match the directory."
+    for target in sorted({op.target for op in report.operations}):
+        yield ""
+        yield f"target {target}"
+
+        def rows(target: str = target) -> Iterator[tuple[str, ...]]:
+            pairs = zip(report.operations, _outcomes(report), strict=True)
+            return (_row(op, outcome) for op, outcome in pairs if op.target == target)
+
+        yield from tables.streamed(rows, indent=2)
+    yield from exceptions_lines(report.exceptions)
     if report.drift:
-        lines.append("")
-        lines.append(f"drift ({len(report.drift)}):")
-        rows = [
-            (d["kind"], d["target"], d["user"], d["role"], f"(first seen {d['first_seen']})")
-            for d in report.drift
-        ]
-        lines.extend(tables.render(None, rows, indent=2))
-    lines.extend(_unreadable_lines(report.unreadable))
+        yield ""
+        yield f"drift ({len(report.drift)}):"
+
+        def drift_rows() -> Iterator[tuple[str, ...]]:
+            return (
+                (d["kind"], d["target"], d["user"], d["role"], f"(first seen {d['first_seen']})")
+                for d in report.drift
+            )
+
+        yield from tables.streamed(drift_rows, indent=2)
+    yield from _unreadable_lines(report.unreadable)
     if report.outcomes:
-        lines.append("")
-        lines.append(f"{summary['applied']} applied, {summary['failed']} failed")
+        yield ""
+        yield f"{summary['applied']} applied, {summary['failed']} failed"
     if report.held:
-        lines.append("")
-        lines.append(report.held)
-    return "\n".join(lines)
+        yield ""
+        yield report.held
 
 
 def _leaver_json(leaver: LeaverRecord | None) -> dict[str, Any] | None:

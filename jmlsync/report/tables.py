@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rich import box
 from rich.cells import cell_len
@@ -78,6 +78,30 @@ def plain(
         line = GAP.join(cells).rstrip()
         lines.append(pad + line if line else "")
     return lines
+
+
+def streamed(rows: Callable[[], Iterable[Sequence[str]]], *, indent: int = 0) -> Iterator[str]:
+    """:func:`render` of a header-less table, line by line, never holding its rows: ``rows``
+    makes them anew for each of two passes (the widths, then the lines). A table short
+    enough to wrap on a terminal is rendered by :func:`render`."""
+    count = 0
+    widths: list[int] = []
+    for row in rows():
+        count += 1
+        if len(row) > len(widths):
+            widths.extend([0] * (len(row) - len(widths)))
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], cell_len(cell))
+    if count <= MAX_WRAPPED_ROWS:
+        yield from render(None, rows(), indent=indent)
+        return
+    pad = " " * indent
+    for row in rows():
+        cells = [*row, *([""] * (len(widths) - len(row)))]
+        line = GAP.join(
+            cell + " " * (width - cell_len(cell)) for cell, width in zip(cells, widths, strict=True)
+        ).rstrip()
+        yield pad + line if line else ""
 
 
 def wrapped(
