@@ -122,6 +122,8 @@ class WriteConn:
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
+        #: The audit chain's next seq and head within the current batch (None: not read yet).
+        self.audit_head: tuple[int, str] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement[WriteCursor]:
         return _Statement(lambda: WriteCursor(self._raw.execute(sql, params)))
@@ -271,10 +273,13 @@ class Database:
             raw.execute("ROLLBACK")
         changes = raw.total_changes
         raw.execute("BEGIN IMMEDIATE")
+        # Another process may have appended since the last batch: read the head afresh.
+        self._conn.audit_head = None
         results: list[tuple[bool, Any]] = []
         try:
             for write in batch:
                 raw.execute("SAVEPOINT body")
+                head = self._conn.audit_head
                 try:
                     value = _run_body(write.body, self._conn)
                 except Exception as exc:
@@ -284,6 +289,7 @@ class Database:
                         raise
                     raw.execute("ROLLBACK TO body")
                     raw.execute("RELEASE body")
+                    self._conn.audit_head = head  # its audit rows are gone with it
                     results.append((False, exc))
                 else:
                     raw.execute("RELEASE body")
