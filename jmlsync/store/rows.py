@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from jmlsync.domain.models import Change
+from jmlsync.domain.text import compact_json
 
 
 def group_identity(doc: dict[str, Any]) -> tuple[Any, Any]:
@@ -33,7 +33,7 @@ def user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
         doc.get("externalId"),
         doc.get("displayName"),
         active is not False,
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+        compact_json(doc).decode(),
     )
 
 
@@ -44,7 +44,7 @@ def group_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
         display_name,
         display_name.casefold(),
         doc.get("externalId"),
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+        compact_json(doc).decode(),
     )
 
 
