@@ -153,6 +153,13 @@ async def _nothing(_conn: WriteConn) -> None:
     return None
 
 
+async def _keep_audit_head(conn: WriteConn) -> None:
+    # Imported here: the pipeline's SQL imports this module.
+    from jmlsync.store.pipeline_sql import keep_audit_head
+
+    await keep_audit_head(conn)
+
+
 @dataclass
 class _Write:
     body: Body[Any]
@@ -294,6 +301,7 @@ class Database:
                 else:
                     raw.execute("RELEASE body")
                     results.append((True, value))
+            _run_body(_keep_audit_head, self._conn)
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:

@@ -331,9 +331,10 @@ async def leaver_events_since(conn: Conn, since: datetime) -> int:
 async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     """Append ``entry`` to the chain; the caller's transaction makes this serial.
 
-    A write connection remembers the chain's next seq and head for the rest of its batch
-    (``audit_head``): the batch's transaction holds the head, so only its first append reads
-    them, and each later one chains to the row before it in memory.
+    A batch's write connection remembers the chain's next seq and head for the rest of the
+    batch (``audit_head``): the batch's transaction holds the head, so only its first append
+    reads them, each later one chains to the row before it in memory, and the head's row is
+    written once, by :func:`keep_audit_head` before the batch commits.
     """
     cached: tuple[int, str] | None = getattr(conn, "audit_head", None)
     if cached is None:
@@ -358,9 +359,17 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
             digest,
         ),
     )
-    await set_state(conn, AUDIT_HEAD, digest)
     if hasattr(conn, "audit_head"):
         conn.audit_head = (seq + 1, digest)
+    else:
+        await set_state(conn, AUDIT_HEAD, digest)
+
+
+async def keep_audit_head(conn: Conn) -> None:
+    """Write the head the batch's appends left in memory (none appended: nothing to write)."""
+    head: tuple[int, str] | None = conn.audit_head
+    if head is not None:
+        await set_state(conn, AUDIT_HEAD, head[1])
 
 
 async def _chain_head(conn: Conn) -> tuple[int, str]:

@@ -34,7 +34,7 @@ import asyncpg
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.store.database import IntegrityError
 from jmlsync.store.health import WriteHealth
-from jmlsync.store.pipeline_sql import OWNER_LOCK
+from jmlsync.store.pipeline_sql import OWNER_LOCK, keep_audit_head
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_263_001
@@ -355,6 +355,7 @@ class PgDatabase:
             await transaction.start()
             try:
                 results = await self._run_all(raw, conn, batch)
+                await keep_audit_head(conn)
             except BaseException:
                 with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
                     await transaction.rollback()
