@@ -53,6 +53,20 @@ async def status(service: ServiceProcess, headers: dict[str, str]) -> int:
         return (await scim.get("/Users", headers=headers)).status
 
 
+def reloads(service: ServiceProcess) -> int:
+    return sum("reloaded" in line and "token(s)" in line for line in service.log)
+
+
+async def reloaded(service: ServiceProcess, before: int) -> None:
+    """Wait until the service has read the tokens file again since ``before`` reloads: it
+    looks at the file once a second, on a request (here a good bearer token's, which no
+    throttle counts), and logs the reload."""
+    async with asyncio.timeout(10):
+        while reloads(service) == before:
+            assert await status(service, bearer(TOKENS[0])) == 200
+            await asyncio.sleep(0.05)  # a log line in another process has nothing to await
+
+
 async def create(service: ServiceProcess, headers: dict[str, str], name: str) -> None:
     async with aiohttp.ClientSession() as session:
         scim = ScimClient(session, service.url.rstrip("/"))
@@ -109,13 +123,17 @@ async def test_bearer_tokens_labelled_hashed_rotated_revoked(config_path: Path) 
         await create(service, bearer(TOKENS[1]), "cy@x.io")  # after the migration too
 
         # Rotation: a second token for the same IdP; both valid until the old is revoked.
+        before = reloads(service)
         code, okta2, err = await cli(config_path, "token", "generate", "--label", "okta-2")
         assert code == 0, err
+        await reloaded(service, before)
         assert await status(service, bearer(okta)) == 200
         assert await status(service, bearer(okta2.strip())) == 200
         fingerprint = (await listing(config_path))["okta"]["fingerprint"]
+        before = reloads(service)
         code, out, err = await cli(config_path, "token", "revoke", fingerprint[:8])
         assert code == 0, err
+        await reloaded(service, before)
         assert "revoked bearer 'okta'" in out
         assert await status(service, bearer(okta)) == 401
         assert await status(service, bearer(okta2.strip())) == 200
@@ -170,16 +188,20 @@ async def test_basic_credentials_good_bad_rotated_revoked_and_throttled(
             assert 'Basic realm="jmlsync"' in reply.headers["WWW-Authenticate"]
 
         # Rotation: a second Basic credential; both valid until the first is revoked.
+        before = reloads(service)
         code, ping2, err = await cli(
             config_path, "token", "generate", "--basic", "--label", "ping-2"
         )
         assert code == 0, err
+        await reloaded(service, before)
         ping2 = ping2.strip()
         assert ping2.startswith("ping-2:")
         await create(service, basic(ping2), "bob@x.io")
         assert await status(service, basic(ping)) == 200
+        before = reloads(service)
         code, _, err = await cli(config_path, "token", "revoke", "ping")
         assert code == 0, err
+        await reloaded(service, before)
         # Revoked although its success was cached: the cache goes with the file's change.
         assert await status(service, basic(ping)) == 401
         assert await status(service, basic(ping2)) == 200

@@ -86,7 +86,7 @@ async def test_basic_checks_are_remembered_bounded_and_forgotten_on_change(
 ) -> None:
     ping, password = new_basic("ping", "-")
     path = _write(tmp_path / "tokens", TOKEN, ping.line())
-    checker = BearerAuth(path)
+    checker = BearerAuth(path, recheck_seconds=0)
     calls: list[bytes] = []
     real = auth_module.password_matches
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jmlsync.ops.logs import priority, setup_logging
+from jmlsync.ops.logs import priority, setup_logging, written_in_background
 from tests.conftest import BASE_PATH, TOKENS, start_service, stop_service, write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -130,3 +130,26 @@ def test_every_line_of_a_record_is_prefixed(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert [line[:3] for line in lines] == ["<4>", "<4>"]
     assert lines[1] == "<4>second"
+
+
+def test_lines_written_in_the_background_are_the_same_lines(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    with path.open("w") as stream:
+        setup_logging(stream=stream, json_lines=True, environ={})
+        try:
+            with written_in_background():
+                log = logging.getLogger("jmlsync.test")
+                fields = {"request_id": "abc", "status": 201}
+                log.info("%s %s", "POST", "/Users", extra={"fields": fields})
+                try:
+                    raise ValueError("boom")
+                except ValueError:
+                    log.exception("failed %d", 7)
+            assert isinstance(logging.getLogger().handlers[0], logging.StreamHandler)
+        finally:
+            logging.getLogger().handlers.clear()
+    first, second = (json.loads(line) for line in path.read_text().splitlines()[:2])
+    assert first["msg"] == "POST /Users"
+    assert (first["request_id"], first["status"], first["level"]) == ("abc", 201, "info")
+    assert second["msg"] == "failed 7"
+    assert "ValueError: boom" in second["exc"]

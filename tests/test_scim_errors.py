@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -268,15 +270,32 @@ async def test_create_group_with_unknown_member_is_rejected(strict_scim: ScimCli
     assert listed.body["totalResults"] == 0
 
 
-async def test_tokens_rotate_without_restart(anonymous: ScimClient, config_path: Path) -> None:
+async def _file_read_again(
+    anonymous: ScimClient, caplog: pytest.LogCaptureFixture, message: str
+) -> None:
+    """Wait until the service has looked at the tokens file again (once a second, on a
+    request: here one with a token valid before and after, which no throttle counts)."""
+    async with asyncio.timeout(10):
+        while message not in caplog.text:
+            reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {TOKENS[1]}"})
+            assert reply.status == 200
+            await asyncio.sleep(0.05)  # the file has nothing to await
+
+
+async def test_tokens_rotate_without_restart(
+    anonymous: ScimClient, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jmlsync.auth")
     fresh = "t2-" + "c" * 40
     tokens_file = config_path.parent / "tokens"
     tokens_file.write_text(f"{TOKENS[1]}\n{fresh}\n")
     os.utime(tokens_file, ns=(time.time_ns(), time.time_ns() + 10**9))
+    await _file_read_again(anonymous, caplog, "reloaded 2 token(s)")
     for token, status in ((TOKENS[0], 401), (TOKENS[1], 200), (fresh, 200)):
         reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {token}"})
         assert reply.status == status, token
     tokens_file.write_text("")
     os.utime(tokens_file, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    await _file_read_again(anonymous, caplog, "keeping the previous tokens")
     reply = await anonymous.get("/Users", headers={"Authorization": f"Bearer {fresh}"})
     assert reply.status == 200

@@ -30,7 +30,7 @@ from jmlsync.cli.token import (
 )
 from jmlsync.cli.token_personal import SCOPES, generate_personal
 from jmlsync.config import ConfigError
-from jmlsync.ops.logs import setup_logging
+from jmlsync.ops.logs import setup_logging, written_in_background
 from jmlsync.ops.tls import TlsFileError
 from jmlsync.scim.auth import TokenFileError
 from jmlsync.store.lock import StoreLocked
@@ -64,7 +64,8 @@ def serve(config_path: Path) -> None:
     settings = settings_or_exit(config_path)
     setup_logging()
     try:
-        asyncio.run(run(settings))
+        with written_in_background():
+            asyncio.run(run(settings))
     except TokenFileError as exc:
         click.echo(f"jmlsync: {exc} ([server].tokens_file in {config_path})", err=True)
         sys.exit(1)

@@ -10,12 +10,15 @@ secret, and the SCIM layer logs paths without query strings or headers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -119,6 +122,40 @@ def setup_logging(
     # scheduler's per-run chatter repeats our own line per scheduled run.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hands records to the writing thread as they are: message merged, fields and exception
+    kept for that thread's formatter (the standard QueueHandler would format them here)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg = record.getMessage()  # merged now, while its arguments are as logged
+        record.args = None
+        return record
+
+
+@contextlib.contextmanager
+def written_in_background() -> Iterator[None]:
+    """While inside, a log call only queues its record; one thread formats and writes them,
+    in order, with the handlers :func:`setup_logging` installed. Leaving writes what is still
+    queued. For ``serve``, whose request line per request would otherwise be formatted and
+    written on the event loop.
+    """
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    # No record is formatted with its caller's file and line: skip finding them (the
+    # logging HOWTO's "Optimization" section).
+    source, logging._srcfile = logging._srcfile, None
+    root.handlers[:] = [_Enqueue(records)]
+    listener.start()
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        listener.stop()
+        logging._srcfile = source
 
 
 def redacted_url(url: str) -> str:

@@ -3,7 +3,6 @@ delete), the discovery endpoints and /healthz."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -12,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from jmlsync import __version__
+from jmlsync.codec import compact_json
 from jmlsync.domain.directory import Change, Member, MemberOp, StoredResource
 from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
 from jmlsync.ports import Query
@@ -55,11 +55,9 @@ def scim_response(body: dict[str, Any] | None, status: int = 200, **headers: str
         return web.Response(status=status, headers=headers)
     return web.Response(
         status=status,
-        # backslashreplace: a lone surrogate (refused on input, so never expected here) is
-        # written as its JSON escape instead of failing the answer with a 500.
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "backslashreplace"
-        ),
+        # A lone surrogate (refused on input, so never expected here) is written as its JSON
+        # escape instead of failing the answer with a 500.
+        body=compact_json(body),
         content_type=SCIM_CONTENT_TYPE,
         charset="utf-8",
         headers=headers,

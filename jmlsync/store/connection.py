@@ -81,6 +81,10 @@ class Conn(Protocol):
 class WriteConn(Conn, Protocol):
     """The connection of one transaction body."""
 
+    #: The audit chain's next seq and head while a commit batch appends to it (None until
+    #: the batch's first append): written once, before the batch commits.
+    audit_head: tuple[int, str] | None
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Statement[ChangeCursor]: ...
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> ChangeCursor: ...

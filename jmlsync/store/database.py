@@ -128,6 +128,8 @@ class SqliteWriteConn:
 
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
+        #: The audit chain's next seq and head within the current batch (None: not read yet).
+        self.audit_head: tuple[int, str] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement[WriteCursor]:
         return _Statement(lambda: WriteCursor(self._raw.execute(sql, params)))
@@ -152,6 +154,13 @@ def _run_body(body: Body[T], conn: WriteConn) -> T:
 
 async def _nothing(_conn: WriteConn) -> None:
     return None
+
+
+async def _keep_audit_head(conn: WriteConn) -> None:
+    # Imported here: the pipeline's SQL imports this module.
+    from jmlsync.store.pipeline_sql import keep_audit_head
+
+    await keep_audit_head(conn)
 
 
 @dataclass
@@ -276,10 +285,13 @@ class Database:
             raw.execute("ROLLBACK")
         changes = raw.total_changes
         raw.execute("BEGIN IMMEDIATE")
+        # Another process may have appended since the last batch: read the head afresh.
+        self._conn.audit_head = None
         results: list[tuple[bool, Any]] = []
         try:
             for write in batch:
                 raw.execute("SAVEPOINT body")
+                head = self._conn.audit_head
                 try:
                     value = _run_body(write.body, self._conn)
                 except Exception as exc:
@@ -289,10 +301,12 @@ class Database:
                         raise
                     raw.execute("ROLLBACK TO body")
                     raw.execute("RELEASE body")
+                    self._conn.audit_head = head  # its audit rows are gone with it
                     results.append((False, exc))
                 else:
                     raw.execute("RELEASE body")
                     results.append((True, value))
+            _run_body(_keep_audit_head, self._conn)
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import datetime
@@ -40,6 +39,7 @@ from jmlsync.store.database import (
 from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE
 from jmlsync.store.memberships import chunks, marks
 from jmlsync.store.postgres import PgDatabase, PgTimeouts
+from jmlsync.store.rows import new_id
 
 
 class SqlStore:
@@ -81,7 +81,7 @@ class SqlStore:
             await cursor.fetchone()
 
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
-        resource_id = str(uuid.uuid4())
+        resource_id = new_id()
         stamp = format_timestamp(now)
         actor = ACTOR.get()  # read here: the write may run on the writer's task
 
@@ -97,7 +97,20 @@ class SqlStore:
                 await effects.group_written(
                     conn, resource_id, "group.create", affected, change, now, actor=actor
                 )
-            return await self._read(conn, kind, resource_id, with_members=True)
+            # What was written is what a read would give back: no query for it. A new user
+            # belongs to no group; a new group's members are read (their displays may merge).
+            written = StoredResource(
+                kind=kind,
+                id=resource_id,
+                doc=change.doc,
+                created=stamp,
+                last_modified=stamp,
+                version=1,
+            )
+            if kind == "User":
+                return replace(written, groups=())
+            (written,) = await self._attach_relations(conn, kind, [written])
+            return written
 
         return await self.db.write(body, notify=True)
 

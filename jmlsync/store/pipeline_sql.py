@@ -329,22 +329,19 @@ async def leaver_events_since(conn: Conn, since: datetime) -> int:
 
 
 async def append_audit(conn: Conn, entry: AuditEntry) -> None:
-    """Append ``entry`` to the chain; the caller's transaction makes this serial."""
-    # Locked, so appends from several processes on one database chain one after another.
-    async with conn.execute(
-        f"SELECT value FROM service_state WHERE key = ?{conn.dialect.for_update}", (AUDIT_HEAD,)
-    ) as c:
-        row = await c.fetchone()
-    previous = row[0] if row else GENESIS
+    """Append ``entry`` to the chain; the caller's transaction makes this serial.
+
+    A batch's write connection remembers the chain's next seq and head for the rest of the
+    batch (``audit_head``): the batch's transaction holds the head, so only its first append
+    reads them, each later one chains to the row before it in memory, and the head's row is
+    written once, by :func:`keep_audit_head` before the batch commits.
+    """
+    cached: tuple[int, str] | None = getattr(conn, "audit_head", None)
+    if cached is None:
+        seq, previous = await _chain_head(conn)
+    else:
+        seq, previous = cached
     digest = chain_hash(previous, entry)
-    # The next seq is taken under the head's lock, so the numbering has no gaps to mistake
-    # for deleted rows (a sequence would skip numbers on rollback).
-    async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
-        seq_row = await c.fetchone()
-    seq = int(seq_row[0]) if seq_row else 1
-    anchor = await get_state(conn, AUDIT_ANCHOR)
-    if anchor and seq == 1:
-        seq = int(anchor.partition(":")[0]) + 1
     await conn.execute(
         "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
         " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -362,7 +359,36 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
             digest,
         ),
     )
-    await set_state(conn, AUDIT_HEAD, digest)
+    if hasattr(conn, "audit_head"):
+        conn.audit_head = (seq + 1, digest)
+    else:
+        await set_state(conn, AUDIT_HEAD, digest)
+
+
+async def keep_audit_head(conn: WriteConn) -> None:
+    """Write the head the batch's appends left in memory (none appended: nothing to write)."""
+    head: tuple[int, str] | None = conn.audit_head
+    if head is not None:
+        await set_state(conn, AUDIT_HEAD, head[1])
+
+
+async def _chain_head(conn: Conn) -> tuple[int, str]:
+    """The next seq and the hash it chains to, read under the head's lock."""
+    # Locked, so appends from several processes on one database chain one after another.
+    async with conn.execute(
+        f"SELECT value FROM service_state WHERE key = ?{conn.dialect.for_update}", (AUDIT_HEAD,)
+    ) as c:
+        row = await c.fetchone()
+    previous = row[0] if row else GENESIS
+    # The next seq is taken under the head's lock, so the numbering has no gaps to mistake
+    # for deleted rows (a sequence would skip numbers on rollback).
+    async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
+        seq_row = await c.fetchone()
+    seq = int(seq_row[0]) if seq_row else 1
+    anchor = await get_state(conn, AUDIT_ANCHOR)
+    if anchor and seq == 1:
+        seq = int(anchor.partition(":")[0]) + 1
+    return seq, str(previous)
 
 
 async def get_state(conn: Conn, key: str) -> str | None:
