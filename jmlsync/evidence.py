@@ -13,6 +13,7 @@ from jmlsync.config import Settings
 from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.policy import privileged_roles
 from jmlsync.policy_config import rules_from_settings
+from jmlsync.ports import AccessStore, AuditTrail, SlaReads
 from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.access import TimeboundSection, build_section
 from jmlsync.report.sla.evidence import AuditHead, Evidence
@@ -23,7 +24,7 @@ from jmlsync.store.pipeline_sql import AUDIT_ANCHOR
 from jmlsync.store.queue import SqlQueue
 
 
-async def audit_head(queue: SqlQueue, until: datetime) -> AuditHead:
+async def audit_head(queue: AuditTrail, until: datetime) -> AuditHead:
     """The newest audit row before ``until``, and `audit verify` of the chain up to it."""
     rows = []
     async for row in queue.audit_rows():
@@ -41,7 +42,7 @@ async def audit_head(queue: SqlQueue, until: datetime) -> AuditHead:
     )
 
 
-async def verify_audit(queue: SqlQueue) -> tuple[int, str | None]:
+async def verify_audit(queue: AuditTrail) -> tuple[int, str | None]:
     """`audit verify` of the whole chain: rows checked, and the first problem or None."""
     rows = [row async for row in queue.audit_rows()]
     count, broken = verify_chain(rows, await queue.get_state(AUDIT_ANCHOR))
@@ -72,9 +73,28 @@ async def sla_report_with_section(
 ) -> tuple[sla.SlaReport, TimeboundSection]:
     """The SLA report of the window [since, until], measured at ``now``, with its section
     "time-bound access" (carried inside the report, so its hash covers it)."""
-    assurance = SqlAssurance(store.db)
-    audit = await audit_head(SqlQueue(store.db), min(until, now))
-    ended = await SqlAccess(store.db).find(ended_since=since, ended_until=until)
+    return await _report(
+        settings,
+        SqlAssurance(store.db),
+        SqlQueue(store.db),
+        SqlAccess(store.db),
+        since,
+        until,
+        now,
+    )
+
+
+async def _report(
+    settings: Settings,
+    assurance: SlaReads,
+    queue: AuditTrail,
+    access: AccessStore,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+) -> tuple[sla.SlaReport, TimeboundSection]:
+    audit = await audit_head(queue, min(until, now))
+    ended = await access.find(ended_since=since, ended_until=until)
     section = build_section(ended, end_seconds=settings.access.end_seconds, now=now)
     report = sla.build_report(
         await assurance.leaver_records(since, until),
@@ -92,8 +112,15 @@ async def sla_report_with_section(
 
 
 async def sla_report(
-    settings: Settings, store: SqlStore, since: datetime, until: datetime, now: datetime
+    settings: Settings,
+    assurance: SlaReads,
+    queue: AuditTrail,
+    access: AccessStore,
+    since: datetime,
+    until: datetime,
+    now: datetime,
 ) -> sla.SlaReport:
-    """The SLA report of the window [since, until], measured at ``now``."""
-    report, _section = await sla_report_with_section(settings, store, since, until, now)
+    """The SLA report of the window [since, until], measured at ``now``, read through the
+    ports (the console's)."""
+    report, _section = await _report(settings, assurance, queue, access, since, until, now)
     return report

@@ -409,6 +409,21 @@ class ServiceState(Protocol):
         ...
 
 
+class AuditTrail(AuditLog, ServiceState, Protocol):
+    """What ``audit verify`` reads: the chain, and the state that holds its anchor (the last
+    hash of the rows housekeeping pruned)."""
+
+
+class AuditHistory(Protocol):
+    """One person's history in the audit log (the console's person page)."""
+
+    async def audit_about(self, user_name: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit rows whose subject is the user ``user_name`` (their SCIM
+        changes, grants and sign-ins), newest first: ``seq``, ``at``, ``actor``, ``action``,
+        ``target``, ``role``, ``outcome`` and ``detail``."""
+        ...
+
+
 class PipelineQueue(Queue, LeaverRecords, ServiceState, Protocol):
     """What the workers use: the queue, the leaver records they clear, and the service state
     that holds the leaver pause."""
@@ -517,6 +532,16 @@ class ReviewStore(ReviewHolds, Protocol):
 
     async def append_audit(self, entry: AuditEntry) -> int:
         """Append ``entry`` to the audit chain; return its seq."""
+
+
+class ReviewAssignments(Protocol):
+    """Who has items to decide (the console's reviewer role and inbox)."""
+
+    async def open_items_of(self, reviewers: Collection[str]) -> list[Item]:
+        """The items of open campaigns whose reviewer is one of ``reviewers`` (userNames and
+        ``group:`` names, casefolded), by campaign start, campaign and item id. Whether a
+        person may decide one is :func:`jmlsync.domain.reviews.may_decide`'s to say."""
+        ...
 
 
 class AccessStore(Protocol):
@@ -744,6 +769,40 @@ class AssuranceStore(LeaverVerification, DriftRecords, RunLog, SlaReads, Protoco
         """Prune history older than ``keep`` (runs, resolved drift, movers' revocations,
         settled leaver events, the oldest audit rows with the chain's anchor kept, settled
         alerts); how many rows of each were pruned."""
+        ...
+
+
+class MoverCounts(Protocol):
+    """The movers' revocations counted (an overview's figures)."""
+
+    async def counts(self) -> dict[str, int]:
+        """``not_verified``: revocations not verified (read back as gone) yet;
+        ``sla_breaches``: those of them that breached the mover SLA."""
+        ...
+
+
+class AssuranceOverview(Protocol):
+    """What an operator's overview reads of the assurance records (the console's)."""
+
+    @property
+    def movers(self) -> MoverCounts:
+        """The movers' revocations, on the same database."""
+        ...
+
+    async def unverified_leavers(self) -> list[OpenLeaver]:
+        """Leaver events neither verified nor cancelled, oldest first."""
+        ...
+
+    async def open_breaches(self) -> int:
+        """How many leaver events (not cancelled) breached the SLA and are not verified yet."""
+        ...
+
+    async def open_drift(self) -> list[DriftFinding]:
+        """Every unresolved finding, by kind, target, user and role."""
+        ...
+
+    async def last_runs(self) -> list[RunRecord]:
+        """The newest run of each job."""
         ...
 
 

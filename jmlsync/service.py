@@ -26,7 +26,9 @@ from jmlsync.api.app import build_api, mount
 from jmlsync.api.reviews import reviews_part
 from jmlsync.clock import now_utc
 from jmlsync.config import Settings
+from jmlsync.console.context import Checks, ConsolePorts
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.domain.sessions import Timeouts
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
@@ -62,7 +64,7 @@ from jmlsync.ports import (
 from jmlsync.scheduling import Scheduler
 from jmlsync.scim.app import build_scim_app
 from jmlsync.scim.auth import BearerAuth
-from jmlsync.scim.keys import BODY_TIMEOUT, SELF_AUTHENTICATED, Observer
+from jmlsync.scim.keys import BODY_TIMEOUT, OPEN_EXTRA, SELF_AUTHENTICATED, Observer
 from jmlsync.scim.last_used import LastUsed
 from jmlsync.scim.schema import schema_set
 from jmlsync.scim.throttle import AuthThrottle
@@ -76,6 +78,7 @@ from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.postgres import PgTimeouts
 from jmlsync.store.queue import SqlQueue
 from jmlsync.store.reviews import SqlReviews
+from jmlsync.store.sessions import SqlSessions
 from jmlsync.targets.registry import open_target
 
 log = logging.getLogger("jmlsync.service")
@@ -484,6 +487,50 @@ async def _stop_background(
         await _stop_delivery(runtime.deliverer, background["alerts"])
 
 
+def console_ports(settings: Settings, store: SqlStore) -> ConsolePorts:
+    """The console's ports on the store's database (its sessions are tables of their own)."""
+    timeouts = Timeouts(
+        idle=timedelta(seconds=settings.console.idle_timeout_seconds),
+        absolute=timedelta(seconds=settings.console.absolute_timeout_seconds),
+    )
+    return ConsolePorts(
+        directory=store,
+        queue=SqlQueue(store.db),
+        assurance=SqlAssurance(store.db),
+        access=SqlAccess(store.db),
+        reviews=SqlReviews(store.db),
+        sessions=SqlSessions(store.db, timeouts),
+    )
+
+
+def _mount_console(
+    app: web.Application, settings: Settings, runtime: Runtime, store: SqlStore, checks: Checks
+) -> None:
+    """Mount the console on the service's application under ``[console].base_path``, with its
+    own (session) authentication instead of the SCIM bearer token."""
+    from jmlsync.console.app import build_console_app  # Jinja2 only when the console is on
+
+    base = settings.console.base_path
+
+    async def to_root(_request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": base + "/"})
+
+    app.router.add_get(base, to_root)  # before the sub-application, which would take it
+    console = build_console_app(
+        settings,
+        console_ports(settings, store),
+        runtime.reconciler,
+        checks,
+        timebound=runtime.timebound,
+        reviews=runtime.reviews,
+    )
+    # Its own sessions authenticate it, decided by the route matched (never the path's text,
+    # which `/console/../scim/v2/Users` could dress up).
+    console[SELF_AUTHENTICATED] = True
+    app.add_subapp(base, console)
+    app[OPEN_EXTRA] = frozenset({base})
+
+
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
@@ -575,17 +622,7 @@ def _assemble(
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
     app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
     if settings.console.enabled:
-        from jmlsync.console.app import mount_console
-
-        mount_console(
-            app,
-            settings,
-            sql_store,
-            runtime.reconciler,
-            checks,
-            timebound=runtime.timebound,
-            reviews=runtime.reviews,
-        )
+        _mount_console(app, settings, runtime, sql_store, checks)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         # What the service opened (the runtime, the replica locks) closes on every path: a

@@ -14,6 +14,7 @@ from jmlsync.config import load_settings
 from jmlsync.console.authz import ADMIN, APPROVER, REQUESTER, assigned_items, roles_of
 from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.service import Runtime, open_runtime
+from jmlsync.store.reviews import SqlReviews
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,6 +88,7 @@ async def _roles(runtime: Runtime, user_name: str) -> frozenset[str] | None:
         runtime.settings,
         timebound=runtime.timebound,
         reviews=runtime.reviews,
+        assignments=SqlReviews(runtime.store.db),
     )
 
 
@@ -109,4 +111,4 @@ async def test_without_the_engines_only_admins_have_a_role(runtime: Runtime) -> 
 
 
 async def test_no_open_campaign_assigns_nobody(runtime: Runtime) -> None:
-    assert await assigned_items(runtime.store, "bob@x.io", ["approvers"]) == []
+    assert await assigned_items(SqlReviews(runtime.store.db), "bob@x.io", ["approvers"]) == []

@@ -10,11 +10,12 @@ import pytest
 
 from jmlsync.audit import AuditEntry
 from jmlsync.config import load_settings
-from jmlsync.console.sessions import SqlSessions, Timeouts
+from jmlsync.domain.sessions import Timeouts
 from jmlsync.evidence import verify_audit
 from jmlsync.service import open_store
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
+from jmlsync.store.sessions import SqlSessions
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -60,6 +60,7 @@ async def _load_viewer(request: web.Request) -> None:
         console.settings,
         timebound=console.timebound,
         reviews=console.reviews,
+        assignments=console.assignments,
     )
     if roles is None:  # deactivated or deleted since sign-in: the session ends now
         await console.sessions.delete(token)

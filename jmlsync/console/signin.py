@@ -156,6 +156,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
             console.settings,
             timebound=console.timebound,
             reviews=console.reviews,
+            assignments=console.assignments,
         )
     )
     if roles is None:

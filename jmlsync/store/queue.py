@@ -10,6 +10,7 @@ from jmlsync.audit import AuditEntry
 from jmlsync.domain.directory import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, WriteConn
+from jmlsync.store.sql import audit as audit_sql
 
 
 class SqlQueue:
@@ -162,6 +163,14 @@ class SqlQueue:
         async with self.db.reader.execute(sql, params) as cursor:
             async for row in cursor:
                 yield dict(row)
+
+    async def audit_about(self, user_name: str, limit: int) -> list[dict[str, Any]]:
+        subject = f"user {user_name}"
+        prefix = f"{subject} ("
+        rows = await self.db.reader.execute_fetchall(
+            audit_sql.AUDIT_ABOUT, (subject, len(prefix), prefix, limit)
+        )
+        return [dict(zip(audit_sql.AUDIT_ABOUT_COLUMNS, row, strict=True)) for row in rows]
 
     async def audit_head(self) -> str | None:
         return await pipeline_sql.get_state(self.db.reader, pipeline_sql.AUDIT_HEAD)

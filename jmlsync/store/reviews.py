@@ -105,6 +105,15 @@ class SqlReviews:
         rows = await self.db.reader.execute_fetchall(sql.CAMPAIGN, (campaign_id,))
         return _campaign(rows[0]) if rows else None
 
+    async def open_items_of(self, reviewers: Collection[str]) -> list[Item]:
+        specs = sorted(set(reviewers))
+        if not specs:
+            return []
+        rows = await self.db.reader.execute_fetchall(
+            f"{sql.OPEN_ITEMS_OF}({', '.join('?' for _ in specs)}){sql.OPEN_ITEMS_ORDER}", specs
+        )
+        return [item_from_json(row[0]) for row in rows]
+
     async def items(self, campaign_id: str) -> list[Item]:
         rows = await self.db.reader.execute_fetchall(
             sql.ITEMS,

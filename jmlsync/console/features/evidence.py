@@ -27,7 +27,9 @@ async def sla_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
         return {"since": since_text, "problem": str(exc)}
     if since > now:
         return {"since": since_text, "problem": "the period starts in the future"}
-    report = await sla_report(console.settings, console.store, since, now, now)
+    report = await sla_report(
+        console.settings, console.assurance, console.queue, console.access, since, now, now
+    )
     return {"since": since_text, "report": report, "iso": sla.iso_z}
 
 

@@ -42,7 +42,9 @@ async def _groups(request: web.Request, user_name: str) -> list[str]:
 async def my_items(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     reviews = reviews_of(request)
     assigned = await assigned_items(
-        request.app[CONSOLE].store, viewer.user_name, await _groups(request, viewer.user_name)
+        request.app[CONSOLE].assignments,
+        viewer.user_name,
+        await _groups(request, viewer.user_name),
     )
     rows: list[dict[str, Any]] = []
     views: dict[str, Any] = {}

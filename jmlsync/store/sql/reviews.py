@@ -96,3 +96,10 @@ AUDIT_ROW = (
     "SELECT seq, at, actor, action, subject, target, role, outcome, detail, prev_hash,"
     " hash FROM audit WHERE seq = ?"
 )
+
+#: Followed by the reviewers' placeholders, then :data:`OPEN_ITEMS_ORDER`.
+OPEN_ITEMS_OF = (
+    "SELECT i.item FROM review_items i JOIN review_campaigns c ON c.id = i.campaign_id"
+    " WHERE c.closed_at IS NULL AND lower(i.reviewer) IN "
+)
+OPEN_ITEMS_ORDER = " ORDER BY c.started_at, i.campaign_id, i.item_id"

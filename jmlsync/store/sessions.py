@@ -1,4 +1,4 @@
-"""Console sessions and sign-ins under way, kept in the store (SQLite or PostgreSQL).
+"""The SessionStore port on the store's database (SQLite or PostgreSQL).
 
 Only hashes of the cookie's token and of the OIDC ``state`` are stored. Expired rows are
 deleted as new ones are written, so the tables stay as small as the number of people signed in.
@@ -17,8 +17,10 @@ from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.sessions import Session, Timeouts
 from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.pipeline_sql import append_audit
+from jmlsync.store.sql import sessions as sql
 
-__all__ = ["Session", "SqlSessions", "Timeouts"]
+#: How long a sign-in sent to the issuer may take at most.
+_LOGIN_LIMIT = timedelta(minutes=15)
 
 
 def _hash(value: str) -> str:
@@ -35,31 +37,23 @@ class SqlSessions:
     async def begin_login(
         self, state: str, nonce: str, verifier: str, return_to: str, now: datetime
     ) -> None:
-        """Remember a sign-in sent to the issuer (pending ones older than the idle timeout
-        are dropped)."""
-        cutoff = format_timestamp(now - min(self.timeouts.idle, timedelta(minutes=15)))
+        # Pending sign-ins older than the idle timeout (at most the limit) are dropped.
+        cutoff = format_timestamp(now - min(self.timeouts.idle, _LOGIN_LIMIT))
 
         async def body(conn: WriteConn) -> None:
-            await conn.execute("DELETE FROM console_logins WHERE created_at < ?", (cutoff,))
+            await conn.execute(sql.DELETE_STALE_LOGINS, (cutoff,))
             await conn.execute(
-                "INSERT INTO console_logins (state_hash, nonce, verifier, return_to, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                sql.INSERT_LOGIN,
                 (_hash(state), nonce, verifier, return_to, format_timestamp(now)),
             )
 
         await self.db.write(body)
 
     async def take_login(self, state: str, now: datetime) -> tuple[str, str, str] | None:
-        """The (nonce, verifier, return_to) of a pending sign-in, used up; None when unknown
-        or older than 15 minutes."""
-        cutoff = format_timestamp(now - timedelta(minutes=15))
+        cutoff = format_timestamp(now - _LOGIN_LIMIT)
 
         async def body(conn: WriteConn) -> tuple[str, str, str] | None:
-            async with conn.execute(
-                "DELETE FROM console_logins WHERE state_hash = ?"
-                " RETURNING nonce, verifier, return_to, created_at",
-                (_hash(state),),
-            ) as cursor:
+            async with conn.execute(sql.TAKE_LOGIN, (_hash(state),)) as cursor:
                 row = await cursor.fetchone()
             if row is None or row[3] < cutoff:
                 return None
@@ -70,21 +64,15 @@ class SqlSessions:
     async def create(
         self, user_name: str, claims: dict[str, Any], now: datetime, audit: AuditEntry
     ) -> str:
-        """A new session for ``user_name`` with its sign-in's audit row, in one transaction;
-        the cookie's token."""
         token = secrets.token_urlsafe(32)
         stamp = format_timestamp(now)
         ends = format_timestamp(now + self.timeouts.absolute)
         idle_cutoff = format_timestamp(now - self.timeouts.idle)
 
         async def body(conn: WriteConn) -> None:
+            await conn.execute(sql.DELETE_EXPIRED_SESSIONS, (stamp, idle_cutoff))
             await conn.execute(
-                "DELETE FROM console_sessions WHERE expires_at < ? OR last_seen_at < ?",
-                (stamp, idle_cutoff),
-            )
-            await conn.execute(
-                "INSERT INTO console_sessions (token_hash, user_name, csrf_token, created_at,"
-                " last_seen_at, expires_at, claims) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                sql.INSERT_SESSION,
                 (
                     _hash(token),
                     user_name,
@@ -101,13 +89,7 @@ class SqlSessions:
         return token
 
     async def get(self, token: str, now: datetime) -> Session | None:
-        """The live session of this token, its last use moved to ``now``; None when there is
-        none or it reached its idle or absolute end (then it is deleted)."""
-        async with self.db.reader.execute(
-            "SELECT user_name, csrf_token, created_at, last_seen_at, expires_at, claims"
-            " FROM console_sessions WHERE token_hash = ?",
-            (_hash(token),),
-        ) as cursor:
+        async with self.db.reader.execute(sql.SESSION, (_hash(token),)) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return None
@@ -129,26 +111,19 @@ class SqlSessions:
 
     async def _touch(self, token: str, now: datetime) -> None:
         async def body(conn: WriteConn) -> None:
-            await conn.execute(
-                "UPDATE console_sessions SET last_seen_at = ? WHERE token_hash = ?",
-                (format_timestamp(now), _hash(token)),
-            )
+            await conn.execute(sql.TOUCH_SESSION, (format_timestamp(now), _hash(token)))
 
         await self.db.write(body)
 
     async def delete(self, token: str, audit: AuditEntry | None = None) -> None:
-        """End the session of this token (idempotent), with an audit row if given."""
-
         async def body(conn: WriteConn) -> None:
-            await conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", (_hash(token),))
+            await conn.execute(sql.DELETE_SESSION, (_hash(token),))
             if audit is not None:
                 await append_audit(conn, audit)
 
         await self.db.write(body)
 
     async def audit(self, entry: AuditEntry) -> None:
-        """Append one audit row (a refused sign-in)."""
-
         async def body(conn: WriteConn) -> None:
             await append_audit(conn, entry)
 
