@@ -498,7 +498,7 @@ def console_ports(settings: Settings, store: SqlStore) -> ConsolePorts:
         queue=SqlQueue(store.db),
         assurance=SqlAssurance(store.db),
         access=SqlAccess(store.db),
-        reviews=SqlReviews(store.db),
+        assignments=SqlReviews(store.db),
         sessions=SqlSessions(store.db, timeouts),
     )
 

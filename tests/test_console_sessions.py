@@ -83,3 +83,22 @@ async def test_a_pending_sign_in_is_used_once_and_expires(store: SqlStore) -> No
     assert await sessions.take_login("state-1", T0 + timedelta(minutes=1)) is None  # used up
     assert await sessions.take_login("state-2", T0 + timedelta(minutes=16)) is None  # too old
     assert await sessions.take_login("unknown", T0) is None
+
+
+async def test_a_persons_history_is_the_audit_rows_about_them_newest_first(
+    store: SqlStore,
+) -> None:
+    queue = SqlQueue(store.db)
+    for subject, action in (
+        ("user ada@example.org", "console.sign-in"),
+        ("user ada@example.org (added to eng)", "scim.patch"),
+        ("user ada@example.org2", "scim.create"),  # someone else, the same prefix
+        ("user ada@example.org", "console.sign-out"),
+    ):
+        await queue.audit(AuditEntry(T0.isoformat(), "idp", action, subject, "ok"))
+    rows = await queue.audit_about("ada@example.org", 10)
+    assert [row["action"] for row in rows] == ["console.sign-out", "scim.patch", "console.sign-in"]
+    assert set(rows[0]) == {"seq", "at", "actor", "action", "target", "role", "outcome", "detail"}
+    assert [row["action"] for row in await queue.audit_about("ada@example.org", 1)] == [
+        "console.sign-out"
+    ]

@@ -87,14 +87,9 @@ def build_console_app(
     oidc = OidcClient(settings.console.oidc, secret)
     app[CONSOLE] = Console(
         settings=settings,
-        store=ports.directory,
-        queue=ports.queue,
-        assurance=ports.assurance,
-        access=ports.access,
-        assignments=ports.reviews,
+        ports=ports,
         reconciler=reconciler,
         checks=checks,
-        sessions=ports.sessions,
         oidc=oidc,
         timebound=timebound,
         reviews=reviews,

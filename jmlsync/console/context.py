@@ -48,7 +48,7 @@ class ConsolePorts:
     queue: ConsoleQueue
     assurance: ConsoleAssurance
     access: AccessStore
-    reviews: ReviewAssignments
+    assignments: ReviewAssignments
     sessions: SessionStore
 
 
@@ -57,14 +57,9 @@ class Console:
     """The engines and ports the pages read and act through (those of the service)."""
 
     settings: Settings
-    store: PlanningReads
-    queue: ConsoleQueue
-    assurance: ConsoleAssurance
-    access: AccessStore
-    assignments: ReviewAssignments
+    ports: ConsolePorts
     reconciler: Reconciler
     checks: Checks
-    sessions: SessionStore
     oidc: OidcClient | None = None
     #: Time-bound access and reviews: the same engines the CLI and the API call.
     timebound: TimeboundAccess | None = None

@@ -51,19 +51,19 @@ async def _load_viewer(request: web.Request) -> None:
     if not token:
         return
     console = request.app[CONSOLE]
-    session = await console.sessions.get(token, now_utc())
+    session = await console.ports.sessions.get(token, now_utc())
     if session is None:
         return
     roles = await roles_of(
-        console.store,
+        console.ports.directory,
         session.user_name,
         console.settings,
         timebound=console.timebound,
         reviews=console.reviews,
-        assignments=console.assignments,
+        assignments=console.ports.assignments,
     )
     if roles is None:  # deactivated or deleted since sign-in: the session ends now
-        await console.sessions.delete(token)
+        await console.ports.sessions.delete(token)
         return
     request[VIEWER_KEY] = Viewer(session.user_name, roles, session, token)
 

@@ -28,13 +28,19 @@ async def sla_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
     if since > now:
         return {"since": since_text, "problem": "the period starts in the future"}
     report = await sla_report(
-        console.settings, console.assurance, console.queue, console.access, since, now, now
+        console.settings,
+        console.ports.assurance,
+        console.ports.queue,
+        console.ports.access,
+        since,
+        now,
+        now,
     )
     return {"since": since_text, "report": report, "iso": sla.iso_z}
 
 
 async def audit_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
-    queue = request.app[CONSOLE].queue
+    queue = request.app[CONSOLE].ports.queue
     checked, problem = await verify_audit(queue)
     rows = [row async for row in queue.audit_rows(last=_AUDIT_ROWS)]
     return {"checked": checked, "problem": problem, "rows": list(reversed(rows))}

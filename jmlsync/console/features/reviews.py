@@ -35,14 +35,14 @@ def reviews_of(request: web.Request) -> Reviews:
 
 
 async def _groups(request: web.Request, user_name: str) -> list[str]:
-    _state, groups = await request.app[CONSOLE].store.policy_user(user_name)
+    _state, groups = await request.app[CONSOLE].ports.directory.policy_user(user_name)
     return [group.display_name for group in groups]
 
 
 async def my_items(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     reviews = reviews_of(request)
     assigned = await assigned_items(
-        request.app[CONSOLE].assignments,
+        request.app[CONSOLE].ports.assignments,
         viewer.user_name,
         await _groups(request, viewer.user_name),
     )
