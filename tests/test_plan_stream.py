@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync import tables
+from jmlsync.report import tables
 from jmlsync.cli.reconcile import write_plan
 from jmlsync.domain.access import Grant, Operation
 from jmlsync.domain.plan import sort_grants

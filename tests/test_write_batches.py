@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from jmlsync.report_reads import verify_audit
+from jmlsync.evidence import verify_audit
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.directory import Change
