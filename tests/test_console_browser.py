@@ -25,6 +25,7 @@ from tests.console_support import (
     scim_client,
     screenshot,
 )
+from tests.scim_samples import PATCH_OP
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -65,7 +66,7 @@ async def _deactivate(url: str, user_id: str) -> None:
         reply = await scim.patch(
             f"/Users/{user_id}",
             {
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "schemas": [PATCH_OP],
                 "Operations": [{"op": "replace", "path": "active", "value": False}],
             },
         )

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service, write_config
+from tests.scim_samples import PATCH_OP
 
 PIPELINE = """
 [pipeline]
@@ -28,7 +29,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 """
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USERS = 150
 KILL_AFTER = 60
 

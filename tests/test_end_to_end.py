@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
+from tests.scim_samples import PATCH_OP
 from tests.scim_server import TOKEN as PEER_TOKEN
 from tests.scim_server import ScimPeer, scim_peer, scim_server  # noqa: F401
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 @pytest.fixture

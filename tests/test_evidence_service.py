@@ -19,8 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, ScimClient, start_service, stop_service
-
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+from tests.scim_samples import PATCH_OP
 
 TARGETS = """
 [pipeline]

@@ -23,11 +23,11 @@ from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient
 from tests.postgres import fresh_database
+from tests.scim_samples import PATCH_OP
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.conftest import ScimClient
+from tests.scim_samples import PATCH_OP
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, ScimClient, ServiceProcess, start_service, stop_service
+from tests.scim_samples import PATCH_OP
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,7 +37,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 

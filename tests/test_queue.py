@@ -17,34 +17,24 @@ from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
-from tests.postgres import fresh_database
+from tests.conftest import SQLITE_URL
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
     """The store on each backend: the same queue contract holds on both."""
-    if backend == "sqlite":
+    if store_url == SQLITE_URL:
         store = await SqlStore.open(tmp_path / "jmlsync.db")
-        try:
-            yield store
-        finally:
-            await store.close()
-        return
-    async with fresh_database() as url:
-        store = await SqlStore.open_postgres(url)
-        try:
-            yield store
-        finally:
-            await store.close()
+    else:
+        store = await SqlStore.open_postgres(store_url)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from jmlsync.cli import main
 from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service
+from tests.scim_samples import PATCH_OP
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 SETTINGS = """
 [pipeline]
