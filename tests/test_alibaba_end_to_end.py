@@ -24,6 +24,8 @@ from tests.alibaba_fake import (  # noqa: F401 (fixtures)
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.scim_samples import PATCH_OP
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ADA, BO = "ada@example.org", "bo@example.org"

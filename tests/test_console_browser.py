@@ -33,6 +33,7 @@ pytestmark = [
         chromium_missing(),
         reason="Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it",
     ),
+    pytest.mark.process,
 ]
 
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"

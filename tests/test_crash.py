@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.scim_samples import PATCH_OP
 
+pytestmark = pytest.mark.process
+
 PIPELINE = """
 [pipeline]
 workers = 4

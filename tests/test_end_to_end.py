@@ -94,6 +94,7 @@ async def _until(check: Callable[[], bool], limit: float = 30) -> float:
     return time.perf_counter() - started
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 async def test_joiner_and_leaver_reach_every_cloud(
     tmp_path: Path, moto: Moto, peer: ScimPeer
@@ -186,6 +187,7 @@ async def test_drift_against_identity_center_is_found(
     } in [{k: d[k] for k in ("kind", "target", "user", "role")} for d in drift]
 
 
+@pytest.mark.process
 @pytest.mark.timeout(150)
 async def test_a_privileged_assignment_made_by_hand_is_alerted_by_the_scheduled_run(
     tmp_path: Path, moto: Moto

@@ -190,6 +190,7 @@ def patch(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 async def test_declared_extensions_end_to_end(config_path: Path) -> None:
     with config_path.open("a") as file:

@@ -26,6 +26,8 @@ from tests.conftest import (
 )
 from tests.postgres import fresh_database
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}

@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import TOKENS, ScimClient, start_service, stop_service
 from tests.scim_samples import PATCH_OP
 
+pytestmark = pytest.mark.process
+
 TARGETS = """
 [pipeline]
 poll_seconds = 0.1

@@ -316,12 +316,14 @@ async def _serves_and_is_ready(config: Path) -> None:
         assert await stop_service(running) == 0
 
 
+@pytest.mark.process
 async def test_sqlite_configmap_serves(tmp_path: Path) -> None:
     config = _as_mounted("sqlite", tmp_path)
     await _serves_and_is_ready(config)
     assert (tmp_path / "var-lib-jmlsync" / "jmlsync.db").exists()  # on the volume
 
 
+@pytest.mark.process
 async def test_postgresql_configmap_serves(tmp_path: Path) -> None:
     async with fresh_database() as url:
         await _serves_and_is_ready(_as_mounted("postgresql", tmp_path, url))

@@ -25,6 +25,8 @@ from tests.slapd_server import (  # noqa: F401 (fixtures)
     slapd,
 )
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 HEADERS = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}

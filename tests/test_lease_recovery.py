@@ -88,6 +88,7 @@ async def test_leases_of_a_dead_owner_are_taken_back_and_a_live_owners_are_not()
             await store.close()
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 async def test_a_running_replica_takes_over_a_dead_replicas_job_promptly(tmp_path: Path) -> None:
     async with fresh_database() as url:

@@ -20,6 +20,8 @@ from tests.scim_samples import PATCH_OP
 from tests.test_credentials import basic, cli
 from tests.test_evidence_service import _configure, _eventually, _roles, _true
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 

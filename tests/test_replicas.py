@@ -18,6 +18,8 @@ from tests.postgres import fresh_database
 from tests.scim_samples import PATCH_OP
 from tests.test_crash import ledger_state
 
+pytestmark = pytest.mark.process
+
 SETTINGS = """
 [pipeline]
 workers = 4

@@ -163,6 +163,7 @@ async def items_of(config: Path, campaign: str) -> dict[str, dict[str, Any]]:
     return {item["user"]: item for item in json.loads(out)["items"]}
 
 
+@pytest.mark.process
 @pytest.mark.timeout(180)
 async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
     config = configure(config_path)
@@ -348,6 +349,7 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
         assert await stop_service(service) == 0
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 async def test_deadline_revokes_undecided_and_late_decisions_need_an_admin(
     config_path: Path, tmp_path: Path

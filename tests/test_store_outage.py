@@ -33,6 +33,8 @@ from tests.outage_burst import (
 )
 from tests.pg_cluster import pg_cluster
 
+pytestmark = pytest.mark.process
+
 DISK_BYTES = 16 * 1024 * 1024
 
 
