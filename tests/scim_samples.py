@@ -29,3 +29,18 @@ def _load(name: str) -> Any:
 def sample(name: str) -> Any:
     """A fresh copy of ``tests/samples/<name>.json`` (a test may change what it gets)."""
     return json.loads(json.dumps(_load(name)))
+
+
+#: Whose PATCH bodies ``tests/samples/patch-<resource>-<source>.json`` hold: what Okta and
+#: Entra ID send, then the RFC 7644 forms no IdP in particular is known for.
+PATCH_SOURCES = ("okta", "entra", "rfc7644")
+
+
+def patch_cases(resource: str) -> list[tuple[str, dict[str, Any]]]:
+    """Each recorded PATCH of a ``resource`` ("user" or "group"): its name and the case, with
+    ``resource`` (the stored document), ``request`` (the body sent), ``expected`` (the
+    document after it) and, for groups, ``members`` (the membership operations, in order)."""
+    cases: list[tuple[str, dict[str, Any]]] = []
+    for source in PATCH_SOURCES:
+        cases.extend(sample(f"patch-{resource}-{source}").items())
+    return cases
