@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from jmlsync.config import load_settings
 from jmlsync.service import build_app
+from jmlsync.store.directory import SqlStore
 from tests.postgres import fresh_database
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,6 +112,26 @@ async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         return
     async with fresh_database() as url:
         yield url
+
+
+@contextlib.asynccontextmanager
+async def opened_store(store_url: str, directory: Path) -> AsyncIterator[SqlStore]:
+    """The store at ``store_url``, opened directly (``SQLITE_URL``: a file in ``directory``)."""
+    if store_url == SQLITE_URL:
+        store = await SqlStore.open(directory / "jmlsync.db")
+    else:
+        store = await SqlStore.open_postgres(store_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def sql_store(store_url: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """A store opened directly on each backend (no service around it)."""
+    async with opened_store(store_url, tmp_path) as store:
+        yield store
 
 
 @pytest.fixture

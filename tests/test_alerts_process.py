@@ -303,6 +303,7 @@ async def test_no_duplicate_after_a_restart_inside_the_dedupe_window(
     assert receiver.refused == []
 
 
+@pytest.mark.postgresql
 @pytest.mark.process
 async def test_among_replicas_one_delivers_each_alert_once(
     tmp_path: Path, receiver: Receiver

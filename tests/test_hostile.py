@@ -261,6 +261,7 @@ def test_throttle_counts_per_address_in_windows_and_forgets_the_oldest() -> None
     assert len(throttle) == 100
 
 
+@pytest.mark.postgresql
 async def test_db_copy_refuses_unstorable_rows_naming_them(tmp_path: Path) -> None:
     """A store written before the rule may hold U+0000: a copy to PostgreSQL names the rows,
     writes nothing, and answers one line; a copy to SQLite, which can hold them, goes on."""

@@ -295,6 +295,7 @@ async def test_disconnects_and_malformed_http_are_logged_at_info(tmp_path: Path)
     assert not any("Traceback" in line for line in service.log)
 
 
+@pytest.mark.postgresql
 async def test_the_store_password_is_not_logged(tmp_path: Path) -> None:
     async with fresh_database() as url:
         # The test server trusts loopback: any password gets in, and none may be logged.

@@ -22,6 +22,8 @@ from tests.conftest import start_service, stop_service, write_config
 from tests.postgres import fresh_database
 from tests.test_crash import ledger_state
 
+pytestmark = pytest.mark.postgresql
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 LEASE = timedelta(seconds=30)

@@ -27,6 +27,8 @@ from tests.postgres import fresh_database
 from tests.scim_samples import PATCH_OP
 from tests.test_pipeline import PIPELINE
 
+pytestmark = pytest.mark.postgresql
+
 
 def _on_postgres(config: Path, url: str) -> Path:
     text = config.read_text().replace('url = "sqlite:///state/jmlsync.db"', f'url = "{url}"')

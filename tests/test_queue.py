@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +15,6 @@ from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
-from tests.conftest import SQLITE_URL
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -25,16 +22,9 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 @pytest.fixture
-async def store(store_url: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+def store(sql_store: SqlStore) -> SqlStore:
     """The store on each backend: the same queue contract holds on both."""
-    if store_url == SQLITE_URL:
-        store = await SqlStore.open(tmp_path / "jmlsync.db")
-    else:
-        store = await SqlStore.open_postgres(store_url)
-    try:
-        yield store
-    finally:
-        await store.close()
+    return sql_store
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.postgres import fresh_database
 from tests.scim_samples import PATCH_OP
 from tests.test_crash import ledger_state
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.postgresql]
 
 SETTINGS = """
 [pipeline]
