@@ -49,8 +49,10 @@ def ledger_state(path: Path) -> tuple[set[str], dict[tuple[str, str], int]]:
 
 
 @pytest.mark.timeout(120)
-async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra=PIPELINE)
+async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(
+    store_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, extra=PIPELINE, store_url=store_url)
     service = await start_service(config)
     headers = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}
     created: set[str] = set()
