@@ -102,10 +102,12 @@ async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     database of its own on the server at 127.0.0.1:5432, dropped afterwards; the test is
     skipped, saying so, only when that server does not answer (CI starts it).
 
-    A test whose cost is a real ``jmlsync serve`` process and whose subject is not storage may
-    narrow this to one backend with ``@pytest.mark.parametrize("store_url", ["postgresql"],
-    indirect=True)``: the slow process tests that do so run on PostgreSQL only, where storage
-    behaviour differs, and their in-process twins cover SQLite.
+    Cost: each real ``jmlsync serve`` process a test starts is paid on both backends. Where a
+    slow process test's subject is not storage, it may narrow this fixture to the backend where
+    storage behaviour differs, PostgreSQL, with ``@pytest.mark.parametrize("store_url",
+    ["postgresql"], indirect=True)`` and leave SQLite to its in-process twin; the hook below
+    still marks it ``postgresql``. No test narrows it yet; the process tests that write their
+    own configuration (``write_config`` without ``store_url``) stay on SQLite.
     """
     if request.param == "sqlite":
         yield SQLITE_URL
