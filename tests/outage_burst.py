@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import TOKENS, ServiceProcess
+from tests.scim_samples import PATCH_OP
 from tests.test_crash import ledger_state
 
 SETTINGS = """
@@ -38,7 +39,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 """
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 HEADERS = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}
 
 

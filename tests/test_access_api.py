@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import TOKENS, start_service, stop_service
 from tests.test_access_process import ACCESS, HEADERS, Directory, acli
 
+pytestmark = pytest.mark.process
+
 API = "/api/v1"
 
 

@@ -16,6 +16,8 @@ from tests.conftest import start_service, stop_service
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
 from tests.test_access_process import HEADERS, Directory, access_json, acli, until
 
+pytestmark = pytest.mark.process
+
 
 def _config(config_path: Path, moto: Moto) -> Path:
     with config_path.open("a") as handle:

@@ -18,10 +18,12 @@ from click.testing import CliRunner
 
 from jmlsync.cli import main
 from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service
+from tests.scim_samples import PATCH_OP
+
+pytestmark = pytest.mark.process
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 HEADERS = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}
 
 ACCESS = """

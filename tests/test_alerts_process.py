@@ -243,6 +243,7 @@ async def settled(config: Path, state: str, count: int = 1) -> list[AlertRow]:
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("webhook", ["refusing", "hanging"])
 async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
     config_path: Path, receiver: Receiver, webhook: str
@@ -278,6 +279,7 @@ async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
     assert SECRET not in killed + "".join(service.log)
 
 
+@pytest.mark.process
 async def test_no_duplicate_after_a_restart_inside_the_dedupe_window(
     config_path: Path, receiver: Receiver
 ) -> None:
@@ -301,6 +303,8 @@ async def test_no_duplicate_after_a_restart_inside_the_dedupe_window(
     assert receiver.refused == []
 
 
+@pytest.mark.postgresql
+@pytest.mark.process
 async def test_among_replicas_one_delivers_each_alert_once(
     tmp_path: Path, receiver: Receiver
 ) -> None:

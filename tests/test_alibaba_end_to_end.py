@@ -22,10 +22,12 @@ from tests.alibaba_fake import (  # noqa: F401 (fixtures)
     alibaba_server,
 )
 from tests.conftest import TOKENS, start_service, stop_service, write_config
+from tests.scim_samples import PATCH_OP
+
+pytestmark = pytest.mark.process
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ADA, BO = "ada@example.org", "bo@example.org"
 OSS = "policy:System/AliyunOSSReadOnlyAccess"
 

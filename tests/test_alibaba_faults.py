@@ -6,8 +6,7 @@ asked for, each wait the service asked for respected, every write applied exactl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -46,10 +45,8 @@ class Waits:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.open(tmp_path / "jmlsync.db")
-    yield opened
-    await opened.close()
+def store(sql_store: SqlStore) -> SqlStore:
+    return sql_store
 
 
 def _applier(store: SqlStore, target: Target, waits: Waits, attempts: int = 10) -> Applier:

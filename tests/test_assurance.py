@@ -136,8 +136,8 @@ async def _rig(config: Path) -> AsyncIterator[Rig]:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    async for built in _rig(write_config(tmp_path, extra=PIPELINE)):
+async def rig(store_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    async for built in _rig(write_config(tmp_path, extra=PIPELINE, store_url=store_url)):
         yield built
 
 
@@ -259,9 +259,9 @@ async def test_a_scheduled_held_run_records_itself_with_its_alert(rig: Rig) -> N
     assert "revokes 2 grants" in record.detail
 
 
-async def test_protected_users_are_never_changed(tmp_path: Path) -> None:
+async def test_protected_users_are_never_changed(store_url: str, tmp_path: Path) -> None:
     extra = PIPELINE + '\n[safety]\nprotected_users = ["Root@x.io"]\n'
-    async for rig in _rig(write_config(tmp_path, extra=extra)):
+    async for rig in _rig(write_config(tmp_path, extra=extra, store_url=store_url)):
         await rig.user("root@x.io", "engineering")
         await rig.drain()
         assert await rig.flaky.ledger.grants_of("root@x.io") == frozenset()
@@ -279,9 +279,9 @@ async def test_privileged_grants_are_alerted(rig: Rig) -> None:
     assert alert[2]["role"] == "admin"
 
 
-async def test_an_implausible_wave_of_leavers_pauses_them(tmp_path: Path) -> None:
+async def test_an_implausible_wave_of_leavers_pauses_them(store_url: str, tmp_path: Path) -> None:
     extra = PIPELINE.replace("[pipeline]\n", "[pipeline]\nmax_leavers_per_minute = 2\n")
-    async for rig in _rig(write_config(tmp_path, extra=extra)):
+    async for rig in _rig(write_config(tmp_path, extra=extra, store_url=store_url)):
         names = [f"u{i}@x.io" for i in range(3)]
         for name in names:
             await rig.user(name, "engineering")

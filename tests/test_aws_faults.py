@@ -10,7 +10,6 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 import aiohttp
@@ -145,10 +144,8 @@ async def fault_proxy(upstream: str) -> AsyncIterator[tuple[str, FaultProxy]]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.open(tmp_path / "jmlsync.db")
-    yield opened
-    await opened.close()
+def store(sql_store: SqlStore) -> SqlStore:
+    return sql_store
 
 
 async def _drive(

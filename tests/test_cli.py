@@ -86,6 +86,7 @@ def test_token_generate_appends_hashed_and_protects_the_file(tmp_path: Path) -> 
     assert labels == ["default", "default-2"]
 
 
+@pytest.mark.process
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:

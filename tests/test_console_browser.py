@@ -25,6 +25,7 @@ from tests.console_support import (
     scim_client,
     screenshot,
 )
+from tests.scim_samples import PATCH_OP
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -32,6 +33,7 @@ pytestmark = [
         chromium_missing(),
         reason="Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it",
     ),
+    pytest.mark.process,
 ]
 
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"
@@ -65,7 +67,7 @@ async def _deactivate(url: str, user_id: str) -> None:
         reply = await scim.patch(
             f"/Users/{user_id}",
             {
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "schemas": [PATCH_OP],
                 "Operations": [{"op": "replace", "path": "active", "value": False}],
             },
         )

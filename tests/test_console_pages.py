@@ -26,6 +26,7 @@ pytestmark = [
         chromium_missing(),
         reason="Debian's chromium is not installed (/usr/bin/chromium); .ci/run installs it",
     ),
+    pytest.mark.process,
 ]
 
 ALICE, BOB, DAVE = "alice@example.org", "bob@example.org", "dave@example.org"

@@ -12,6 +12,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service, write_config
+from tests.scim_samples import PATCH_OP
+
+pytestmark = pytest.mark.process
 
 PIPELINE = """
 [pipeline]
@@ -28,7 +31,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 """
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USERS = 150
 KILL_AFTER = 60
 
@@ -47,8 +49,10 @@ def ledger_state(path: Path) -> tuple[set[str], dict[tuple[str, str], int]]:
 
 
 @pytest.mark.timeout(120)
-async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra=PIPELINE)
+async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(
+    store_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, extra=PIPELINE, store_url=store_url)
     service = await start_service(config)
     headers = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}
     created: set[str] = set()

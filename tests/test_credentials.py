@@ -97,6 +97,7 @@ def throttled(config: Path, allowed: int) -> None:
     config.write_text(text)
 
 
+@pytest.mark.process
 @pytest.mark.timeout(180)
 async def test_bearer_tokens_labelled_hashed_rotated_revoked(config_path: Path) -> None:
     tokens = config_path.parent / "tokens"
@@ -162,6 +163,7 @@ async def test_bearer_tokens_labelled_hashed_rotated_revoked(config_path: Path) 
     assert listed["okta-2"]["created"] is not None
 
 
+@pytest.mark.process
 @pytest.mark.timeout(180)
 async def test_basic_credentials_good_bad_rotated_revoked_and_throttled(
     config_path: Path,
@@ -223,6 +225,7 @@ async def test_basic_credentials_good_bad_rotated_revoked_and_throttled(
     assert "ping" not in listed
 
 
+@pytest.mark.process
 async def test_basic_is_refused_when_no_basic_credential_is_configured(
     config_path: Path,
 ) -> None:

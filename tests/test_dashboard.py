@@ -136,6 +136,7 @@ async def _scrape(session: aiohttp.ClientSession, url: str) -> set[str]:
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+@pytest.mark.process
 async def test_every_named_metric_is_exposed(granting_service: ServiceProcess) -> None:
     url = granting_service.url.removesuffix(BASE_PATH).rstrip("/")
     headers = {"Authorization": f"Bearer {TOKENS[0]}"}

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
+from tests.scim_samples import PATCH_OP
 from tests.scim_server import TOKEN as PEER_TOKEN
 from tests.scim_server import ScimPeer, scim_peer, scim_server  # noqa: F401
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 @pytest.fixture
@@ -94,6 +94,7 @@ async def _until(check: Callable[[], bool], limit: float = 30) -> float:
     return time.perf_counter() - started
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 async def test_joiner_and_leaver_reach_every_cloud(
     tmp_path: Path, moto: Moto, peer: ScimPeer
@@ -186,6 +187,7 @@ async def test_drift_against_identity_center_is_found(
     } in [{k: d[k] for k in ("kind", "target", "user", "role")} for d in drift]
 
 
+@pytest.mark.process
 @pytest.mark.timeout(150)
 async def test_a_privileged_assignment_made_by_hand_is_alerted_by_the_scheduled_run(
     tmp_path: Path, moto: Moto

@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, ScimClient, start_service, stop_service
+from tests.scim_samples import PATCH_OP
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+pytestmark = pytest.mark.process
 
 TARGETS = """
 [pipeline]

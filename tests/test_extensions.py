@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from jmlsync.config import ConfigError, Settings, load_settings
 from tests.conftest import TOKENS, ScimClient, start_service, stop_service, write_config
+from tests.scim_samples import PATCH_OP
 
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 TEAMS = "urn:example:params:scim:schemas:extension:teams:2.0:Group"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 EXTENSIONS = f"""
 [[scim.extensions]]
@@ -190,6 +190,7 @@ def patch(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 async def test_declared_extensions_end_to_end(config_path: Path) -> None:
     with config_path.open("a") as file:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from jmlsync.scim.filters import parse_filter
 from jmlsync.scim.schema import ENTERPRISE_USER_SCHEMA, GROUP, USER
 from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE, Table
 from jmlsync.store.filters.postgres import compile_filter_pg, sort_expression_pg
+from tests.postgres import ADMIN_DSN, HOST, PORT, UNREACHABLE, postgres_reachable
 from tests.test_filters import (
     DISPLAY,
     GROUP_CASES,
@@ -49,20 +49,11 @@ from tests.test_filters import (
     _user_resource,
 )
 
-HOST, PORT = "127.0.0.1", 5432
-ADMIN_DSN = f"postgresql://postgres@{HOST}:{PORT}/test"
+# Module-scoped fixtures fill one database for all cases, so the module skips as a whole.
+if not postgres_reachable():
+    pytest.skip(UNREACHABLE, allow_module_level=True)
 
-
-def _server_answers() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-if not _server_answers():
-    pytest.skip(f"no PostgreSQL answers on {HOST}:{PORT}", allow_module_level=True)
+pytestmark = pytest.mark.postgresql
 
 ENT = ENTERPRISE_USER_SCHEMA
 

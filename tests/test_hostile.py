@@ -23,11 +23,11 @@ from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient
 from tests.postgres import fresh_database
+from tests.scim_samples import PATCH_OP
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 
@@ -261,6 +261,7 @@ def test_throttle_counts_per_address_in_windows_and_forgets_the_oldest() -> None
     assert len(throttle) == 100
 
 
+@pytest.mark.postgresql
 async def test_db_copy_refuses_unstorable_rows_naming_them(tmp_path: Path) -> None:
     """A store written before the rule may hold U+0000: a copy to PostgreSQL names the rows,
     writes nothing, and answers one line; a copy to SQLite, which can hold them, goes on."""

@@ -26,6 +26,8 @@ from tests.conftest import (
 )
 from tests.postgres import fresh_database
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 AUTH = {"Authorization": f"Bearer {TOKENS[0]}"}
@@ -293,6 +295,7 @@ async def test_disconnects_and_malformed_http_are_logged_at_info(tmp_path: Path)
     assert not any("Traceback" in line for line in service.log)
 
 
+@pytest.mark.postgresql
 async def test_the_store_password_is_not_logged(tmp_path: Path) -> None:
     async with fresh_database() as url:
         # The test server trusts loopback: any password gets in, and none may be logged.

@@ -1,10 +1,11 @@
-"""Replays of what Okta and Microsoft Entra ID send (see docs/idp-compatibility.md)."""
+"""Replays of what Okta and Microsoft Entra ID send (see docs/idp-compatibility.md); the
+larger request bodies are recorded in tests/samples/requests-<idp>.json."""
 
 from __future__ import annotations
 
 from tests.conftest import ScimClient
+from tests.scim_samples import PATCH_OP, sample
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -24,18 +25,7 @@ async def test_okta_create_user_flow(scim: ScimClient) -> None:
     assert lookup.body["Resources"] == []
     created = await scim.post(
         "/Users",
-        {
-            "schemas": [USER],
-            "userName": "dave@example.com",
-            "name": {"givenName": "Dave", "familyName": "Jones"},
-            "emails": [{"primary": True, "value": "dave@example.com", "type": "work"}],
-            "displayName": "Dave Jones",
-            "locale": "en-US",
-            "externalId": "00u1abcd",
-            "groups": [],
-            "password": "Hunter2-not-stored-in-clear?",
-            "active": True,
-        },
+        sample("requests-okta")["create user"],
         headers={"User-Agent": "Okta SCIM Client 1.0.0"},
     )
     assert created.status == 201, created.body
@@ -115,18 +105,7 @@ async def test_entra_test_connection_gets_an_empty_list(scim: ScimClient) -> Non
 
 async def test_entra_create_user_with_enterprise_extension(scim: ScimClient) -> None:
     reply = await scim.post(
-        "/Users",
-        {
-            "schemas": [USER, ENTERPRISE],
-            "externalId": "grace",
-            "userName": "grace@contoso.com",
-            "active": True,
-            "emails": [{"primary": True, "type": "work", "value": "grace@contoso.com"}],
-            "meta": {"resourceType": "User"},
-            "name": {"formatted": "Grace Hopper", "familyName": "Hopper", "givenName": "Grace"},
-            "roles": [],
-            ENTERPRISE: {"department": "Engineering", "employeeNumber": "7"},
-        },
+        "/Users", sample("requests-entra")["create user with the enterprise extension"]
     )
     assert reply.status == 201, reply.body
     assert reply.body[ENTERPRISE]["department"] == "Engineering"

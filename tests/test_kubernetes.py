@@ -261,6 +261,7 @@ def test_sqlite_configmap_passes_config_check() -> None:
     assert "error" not in done.stderr.lower()
 
 
+@pytest.mark.postgresql
 async def test_postgresql_configmap_passes_config_check_on_a_database() -> None:
     async with fresh_database() as url:
         env = {**_plain_env("postgresql"), "JMLSYNC_STORE__URL": url}
@@ -316,12 +317,15 @@ async def _serves_and_is_ready(config: Path) -> None:
         assert await stop_service(running) == 0
 
 
+@pytest.mark.process
 async def test_sqlite_configmap_serves(tmp_path: Path) -> None:
     config = _as_mounted("sqlite", tmp_path)
     await _serves_and_is_ready(config)
     assert (tmp_path / "var-lib-jmlsync" / "jmlsync.db").exists()  # on the volume
 
 
+@pytest.mark.postgresql
+@pytest.mark.process
 async def test_postgresql_configmap_serves(tmp_path: Path) -> None:
     async with fresh_database() as url:
         await _serves_and_is_ready(_as_mounted("postgresql", tmp_path, url))

@@ -13,9 +13,9 @@ from benchmarks.group_scale import populate
 from jmlsync.config import load_settings
 from jmlsync.service import build_app
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config
+from tests.scim_samples import PATCH_OP
 
 MEMBERS = 100_000
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 @pytest.fixture

@@ -343,6 +343,7 @@ class TestErrors:
             await open_target("dir", settings)
 
 
+@pytest.mark.process
 async def test_a_restarted_server_is_reached_again(tmp_path: Path) -> None:
     """Server down is transient; once it is back, the next call opens a fresh connection."""
     server, tree = own_slapd(tmp_path / "slapd")
@@ -362,6 +363,7 @@ async def test_a_restarted_server_is_reached_again(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.process
 async def test_start_tls_and_ldaps_verify_the_server_with_ca_file(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path / "tls")
     stranger = make_tls_files(tmp_path / "stranger")

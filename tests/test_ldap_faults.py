@@ -129,10 +129,8 @@ async def fault_proxy(upstream_port: int) -> AsyncIterator[tuple[str, LdapFaultP
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened = await SqlStore.open(tmp_path / "jmlsync.db")
-    yield opened
-    await opened.close()
+def store(sql_store: SqlStore) -> SqlStore:
+    return sql_store
 
 
 async def test_grants_and_revokes_converge_through_faults(

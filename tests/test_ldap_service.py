@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service, write_config
+from tests.scim_samples import PATCH_OP
 from tests.slapd_server import (  # noqa: F401 (fixtures)
     BIND_DN,
     BIND_PASSWORD,
@@ -24,9 +25,10 @@ from tests.slapd_server import (  # noqa: F401 (fixtures)
     slapd,
 )
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 HEADERS = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}
 
 

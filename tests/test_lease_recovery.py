@@ -22,6 +22,8 @@ from tests.conftest import start_service, stop_service, write_config
 from tests.postgres import fresh_database
 from tests.test_crash import ledger_state
 
+pytestmark = pytest.mark.postgresql
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 LEASE = timedelta(seconds=30)
@@ -88,6 +90,7 @@ async def test_leases_of_a_dead_owner_are_taken_back_and_a_live_owners_are_not()
             await store.close()
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 async def test_a_running_replica_takes_over_a_dead_replicas_job_promptly(tmp_path: Path) -> None:
     async with fresh_database() as url:

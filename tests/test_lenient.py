@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, ScimClient, ServiceProcess, start_service, stop_service
+from tests.scim_samples import PATCH_OP
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,7 +37,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 
@@ -97,6 +97,7 @@ async def joiner(scim: ScimClient, name: str, group_id: str) -> dict[str, Any]:
     return user
 
 
+@pytest.mark.process
 async def test_every_refused_form_applies_with_the_default_ignore(
     config_path: Path, client: aiohttp.ClientSession
 ) -> None:
@@ -219,6 +220,7 @@ async def test_every_refused_form_applies_with_the_default_ignore(
     assert any("skipped unknown members: no-such-user" in d for d in details), details
 
 
+@pytest.mark.process
 async def test_reject_mode_answers_as_today_and_still_deactivates(
     config_path: Path, client: aiohttp.ClientSession
 ) -> None:
@@ -273,6 +275,7 @@ async def test_reject_mode_answers_as_today_and_still_deactivates(
     assert any("deactivated" in d and "applied alone" in d for d in details), details
 
 
+@pytest.mark.process
 async def test_store_mode_keeps_undeclared_attributes_verbatim(
     config_path: Path, client: aiohttp.ClientSession
 ) -> None:
@@ -323,6 +326,7 @@ async def test_store_mode_keeps_undeclared_attributes_verbatim(
         assert await stop_service(service) == 0
 
 
+@pytest.mark.process
 async def test_paths_as_admins_type_them_and_allow_on_405(
     config_path: Path, client: aiohttp.ClientSession
 ) -> None:

@@ -137,6 +137,7 @@ def test_logs_are_readable_on_a_terminal() -> None:
     assert stream.getvalue().rstrip().endswith("granted user=a@x.io")
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 async def test_real_process_logs_never_carry_a_token(tmp_path: Path) -> None:
     wrong = "wrong-" + "z" * 40
@@ -154,6 +155,7 @@ async def test_real_process_logs_never_carry_a_token(tmp_path: Path) -> None:
         assert secret not in output
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 async def test_systemd_notifications(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "notify.sock"

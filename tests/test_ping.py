@@ -16,12 +16,14 @@ import aiohttp
 import pytest
 
 from tests.conftest import ScimClient, start_service, stop_service
+from tests.scim_samples import PATCH_OP
 from tests.test_credentials import basic, cli
 from tests.test_evidence_service import _configure, _eventually, _roles, _true
 
+pytestmark = pytest.mark.process
+
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 def ping_user(user_name: str, given: str, family: str, *, active: bool = True) -> dict[str, Any]:

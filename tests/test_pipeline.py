@@ -15,6 +15,7 @@ from jmlsync.config import load_settings
 from jmlsync.service import RUNTIME, Runtime, build_app
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config
+from tests.scim_samples import PATCH_OP
 
 PIPELINE = """
 [pipeline]
@@ -37,7 +38,6 @@ group = "cloud-admins"
 privileged = true
 grants = [{ target = "sandbox", role = "admin" }]
 """
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 @dataclass
@@ -62,8 +62,8 @@ class Service:
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[Service]:
-    config = write_config(tmp_path, extra=PIPELINE)
+async def service(store_url: str, tmp_path: Path) -> AsyncIterator[Service]:
+    config = write_config(tmp_path, extra=PIPELINE, store_url=store_url)
     app = await build_app(load_settings(config))
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
@@ -161,8 +161,8 @@ async def test_changes_are_audited_and_the_chain_verifies(service: Service) -> N
     assert count == len(rows)
 
 
-async def test_a_change_of_rules_replans_everyone_at_start(tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra=PIPELINE)
+async def test_a_change_of_rules_replans_everyone_at_start(store_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra=PIPELINE, store_url=store_url)
 
     async def run_once() -> frozenset[str]:
         app = await build_app(load_settings(config))

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from click.testing import CliRunner
 
@@ -63,8 +64,8 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    config = write_config(tmp_path, extra=PIPELINE)
+async def rig(store_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    config = write_config(tmp_path, extra=PIPELINE, store_url=store_url)
     settings = load_settings(config)
     async with open_runtime(settings) as runtime:
         flaky = FlakyLedgerFake(runtime.targets["sandbox"])
@@ -154,6 +155,21 @@ async def test_queue_retry_needs_an_id_or_all(rig: Rig) -> None:
     assert "not a dead letter" in err
 
 
+async def tamper(rig: Rig, sql: str) -> Any:
+    """Run ``sql`` on the store behind jmlsync's back, as an attacker with file or database
+    access would: the first column of the first row it returns, if any."""
+    store = load_settings(rig.config).store
+    if store.is_postgres:
+        conn = await asyncpg.connect(store.url)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+    with sqlite3.connect(rig.config.parent / "state" / "jmlsync.db") as db:
+        row = db.execute(sql).fetchone()
+    return row[0] if row else None
+
+
 async def test_audit_verify_detects_edits_and_deletions(rig: Rig) -> None:
     for name in ("dee@x.io", "eli@x.io"):
         await rig.join(name)
@@ -164,15 +180,12 @@ async def test_audit_verify_detects_edits_and_deletions(rig: Rig) -> None:
     code, out, _ = await cli(rig.config, "audit", "tail", "-n", "3", "--format", "json")
     assert code == 0
     assert len(out.strip().splitlines()) == 3
-    db = rig.config.parent / "state" / "jmlsync.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE audit SET detail = 'nothing to see' WHERE seq = 2")
+    await tamper(rig, "UPDATE audit SET detail = 'nothing to see' WHERE seq = 2")
     code, _, err = await cli(rig.config, "audit", "verify")
     assert code == 1
     assert "row 2" in err
-    with sqlite3.connect(db) as conn:
-        original = conn.execute("SELECT prev_hash FROM audit WHERE seq = 3").fetchone()[0]
-        conn.execute("DELETE FROM audit WHERE seq = 2")
+    original = await tamper(rig, "SELECT prev_hash FROM audit WHERE seq = 3")
+    await tamper(rig, "DELETE FROM audit WHERE seq = 2")
     code, _, err = await cli(rig.config, "audit", "verify")
     assert code == 1
     assert "missing" in err
@@ -182,9 +195,7 @@ async def test_audit_verify_detects_edits_and_deletions(rig: Rig) -> None:
 async def test_audit_verify_detects_a_truncated_tail(rig: Rig) -> None:
     await rig.join("fay@x.io")
     await rig.run_until_drained()
-    db = rig.config.parent / "state" / "jmlsync.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)")
+    await tamper(rig, "DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)")
     code, _, err = await cli(rig.config, "audit", "verify")
     assert code == 1
     assert "head" in err

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from jmlsync.report import tables
 from jmlsync.cli.reconcile import write_plan
 from jmlsync.domain.access import Grant, Operation
 from jmlsync.domain.plan import sort_grants
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.reconcile_run import DriftRows, drift_json
+from jmlsync.report import tables
 from jmlsync.report.plan import (
     CHUNK_ITEMS,
     RunReport,

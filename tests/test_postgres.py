@@ -24,9 +24,10 @@ from jmlsync.store.access import SqlAccess
 from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config
 from tests.postgres import fresh_database
+from tests.scim_samples import PATCH_OP
 from tests.test_pipeline import PIPELINE
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+pytestmark = pytest.mark.postgresql
 
 
 def _on_postgres(config: Path, url: str) -> Path:

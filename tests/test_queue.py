@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,34 +15,16 @@ from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
 from jmlsync.store.queue import SqlQueue
-from tests.postgres import fresh_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+def store(sql_store: SqlStore) -> SqlStore:
     """The store on each backend: the same queue contract holds on both."""
-    if backend == "sqlite":
-        store = await SqlStore.open(tmp_path / "jmlsync.db")
-        try:
-            yield store
-        finally:
-            await store.close()
-        return
-    async with fresh_database() as url:
-        store = await SqlStore.open_postgres(url)
-        try:
-            yield store
-        finally:
-            await store.close()
+    return sql_store
 
 
 @pytest.fixture

@@ -15,7 +15,10 @@ import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.postgres import fresh_database
+from tests.scim_samples import PATCH_OP
 from tests.test_crash import ledger_state
+
+pytestmark = [pytest.mark.process, pytest.mark.postgresql]
 
 SETTINGS = """
 [pipeline]
@@ -39,7 +42,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 """
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USERS = 120
 KILL_AFTER = 40
 

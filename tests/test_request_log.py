@@ -31,6 +31,7 @@ def _request_lines(log: list[str], path: str) -> list[dict[str, object]]:
     return lines
 
 
+@pytest.mark.process
 async def test_request_lines_carry_the_client_and_user_agent(tmp_path: Path) -> None:
     service = await start_service(write_config(tmp_path))
     try:

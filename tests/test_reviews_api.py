@@ -19,6 +19,8 @@ from tests.conftest import TOKENS, start_service, stop_service
 from tests.test_access_api import Api, _problem
 from tests.test_reviews_service import acli, configure, held, until, world
 
+pytestmark = pytest.mark.process
+
 QUICK = """
 [[reviews]]
 name = "quick"

@@ -21,6 +21,8 @@ from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
 from tests.test_reviews_service import Scim, acli, held, queue_empty, until, write
 
+pytestmark = pytest.mark.process
+
 ROLE = f"{ACCOUNT}/AdministratorAccess"
 
 

@@ -18,11 +18,11 @@ from jmlsync.cli import main
 from jmlsync.domain.access import PrincipalSpec
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service
+from tests.scim_samples import PATCH_OP
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 SETTINGS = """
 [pipeline]
@@ -163,6 +163,7 @@ async def items_of(config: Path, campaign: str) -> dict[str, dict[str, Any]]:
     return {item["user"]: item for item in json.loads(out)["items"]}
 
 
+@pytest.mark.process
 @pytest.mark.timeout(180)
 async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
     config = configure(config_path)
@@ -348,6 +349,7 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
         assert await stop_service(service) == 0
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 async def test_deadline_revokes_undecided_and_late_decisions_need_an_admin(
     config_path: Path, tmp_path: Path

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOKENS, ScimClient
+from tests.scim_samples import PATCH_OP
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 def assert_error(reply: object, status: int, scim_type: str | None = None) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import ScimClient
+from tests.scim_samples import PATCH_OP
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 

@@ -33,6 +33,8 @@ from tests.outage_burst import (
 )
 from tests.pg_cluster import pg_cluster
 
+pytestmark = pytest.mark.process
+
 DISK_BYTES = 16 * 1024 * 1024
 
 
@@ -109,6 +111,7 @@ async def test_sqlite_disk_full_mid_burst(tmp_path: Path, small_disk: Path) -> N
     assert_outage_logged_once(service.log, burst)
 
 
+@pytest.mark.postgresql
 @pytest.mark.timeout(120)
 async def test_postgres_stopped_mid_burst(tmp_path: Path) -> None:
     async with pg_cluster() as cluster:
@@ -153,6 +156,7 @@ async def test_postgres_stopped_mid_burst(tmp_path: Path) -> None:
         assert_outage_logged_once(service.log, burst)
 
 
+@pytest.mark.postgresql
 @pytest.mark.timeout(90)
 async def test_postgres_frozen_answers_503_in_time_and_readyz_does_not_hang(
     tmp_path: Path,

@@ -63,8 +63,8 @@ async def _no_sleep(_seconds: float) -> None:
 
 
 @pytest.fixture
-async def outage_rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, StoreOutageFake]]:
-    settings = load_settings(write_config(tmp_path, extra=PIPELINE))
+async def outage_rig(store_url: str, tmp_path: Path) -> AsyncIterator[tuple[Rig, StoreOutageFake]]:
+    settings = load_settings(write_config(tmp_path, extra=PIPELINE, store_url=store_url))
     async with open_runtime(settings) as runtime:
         flaky = FlakyLedgerFake(runtime.targets["sandbox"])
         outage = StoreOutageFake(runtime.queue, {"lease", "ack", "renew", "release", "fail"})

@@ -2,7 +2,10 @@
 
 A new connector joins the suite with one entry in ``FACTORIES``: a coroutine that opens the
 target whose state lives under a test's directory (or on a server a fixture started), so that
-opening it twice reaches the same state.
+opening it twice reaches the same state; and one in ``CAPABILITIES``: what the connector, as
+the factory configures it, can do. The expected values come from that table, never from what
+the target under test reports about itself, so a connector that stops disabling and claims it
+cannot fails here.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,10 +96,49 @@ FACTORIES: dict[str, Factory] = {
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+@dataclass(frozen=True)
+class Capabilities:
+    """What a connector can do, as its factory above configures it."""
+
+    #: False where the target has no way to disable a principal short of deleting it:
+    #: Identity Center without ``delete_users_on_leave``. Such a target keeps a disabled
+    #: principal enabled, says ``can_disable=False`` on each, and the plans never ask it to
+    #: disable.
+    can_disable: bool = True
+    #: Whether the target is a real child process the session starts (moto, slapd,
+    #: scim2-server), not an in-process file or fake.
+    process: bool = False
+
+
+CAPABILITIES: dict[str, Capabilities] = {
+    "ledger": Capabilities(),
+    "scim": Capabilities(process=True),
+    "aws-identity-center": Capabilities(can_disable=False, process=True),
+    "aws-iam": Capabilities(process=True),
+    "alibaba-ram": Capabilities(),
+    "alibaba-cloudsso": Capabilities(),
+    "ldap": Capabilities(process=True),
+}
+
+
+def test_every_factory_declares_its_capabilities() -> None:
+    assert set(CAPABILITIES) == set(FACTORIES)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(kind, marks=[pytest.mark.process] if CAPABILITIES[kind].process else [])
+        for kind in sorted(FACTORIES)
+    ]
+)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens the parametrised target on this test's state; each opening is closed on exit."""
-    factory = FACTORIES[request.param]
+    factory = FACTORIES[kind]
 
     @asynccontextmanager
     async def open_() -> AsyncIterator[Target]:
@@ -127,43 +170,42 @@ async def _all_principals(target: Target) -> list[Principal]:
     return [principal async for principal in target.list_principals()]
 
 
-def _as_reported(user: str, enabled: bool, seen: Principal | None) -> Principal:
-    """``Principal(user, enabled)`` as a target reports it. A target that cannot disable
-    (``can_disable`` False on what it reported: Identity Center without deletion) keeps a
-    disabled principal enabled and says so; the plans never ask it to disable."""
-    if seen is not None and not seen.can_disable:
+def _as_reported(kind: str, user: str, enabled: bool) -> Principal:
+    """``Principal(user, enabled)`` as a target of ``kind`` must report it, by its declared
+    capabilities: one that cannot disable keeps a disabled principal enabled and says so."""
+    if not CAPABILITIES[kind].can_disable:
         return Principal(user, enabled=True, can_disable=False)
     return Principal(user, enabled=enabled)
 
 
 class TestPrincipals:
-    async def test_ensure_creates_an_enabled_principal(self, target: Target) -> None:
+    async def test_ensure_creates_an_enabled_principal(self, kind: str, target: Target) -> None:
         await target.ensure_principal(
             PrincipalSpec(user="ada", display_name="Ada L", email="ada@example.org")
         )
         found = await target.principal("ada")
-        assert found == _as_reported("ada", True, found)
+        assert found == _as_reported(kind, "ada", True)
 
-    async def test_ensure_is_idempotent(self, target: Target) -> None:
+    async def test_ensure_is_idempotent(self, kind: str, target: Target) -> None:
         await _with_principals(target, "ada", "ada")
         listed = await _all_principals(target)
-        assert listed == [_as_reported("ada", True, listed[0] if listed else None)]
+        assert listed == [_as_reported(kind, "ada", True)]
 
-    async def test_ensure_reenables_a_disabled_principal(self, target: Target) -> None:
+    async def test_ensure_reenables_a_disabled_principal(self, kind: str, target: Target) -> None:
         await _with_principals(target, "ada")
         await target.disable_principal("ada")
         await _with_principals(target, "ada")
         found = await target.principal("ada")
-        assert found == _as_reported("ada", True, found)
+        assert found == _as_reported(kind, "ada", True)
 
-    async def test_disable_disables_and_is_idempotent(self, target: Target) -> None:
+    async def test_disable_disables_and_is_idempotent(self, kind: str, target: Target) -> None:
         await _with_principals(target, "ada")
         await target.disable_principal("ada")
         found = await target.principal("ada")
-        assert found == _as_reported("ada", False, found)
+        assert found == _as_reported(kind, "ada", False)
         await target.disable_principal("ada")
         found = await target.principal("ada")
-        assert found == _as_reported("ada", False, found)
+        assert found == _as_reported(kind, "ada", False)
 
     async def test_disable_of_unknown_principal_succeeds(self, target: Target) -> None:
         await target.disable_principal("nobody")
@@ -173,14 +215,15 @@ class TestPrincipals:
         assert await target.principal("nobody") is None
 
     @pytest.mark.parametrize("count", [0, 1, PAGE_SIZE, 10])
-    async def test_list_principals_streams_each_once(self, target: Target, count: int) -> None:
+    async def test_list_principals_streams_each_once(
+        self, kind: str, target: Target, count: int
+    ) -> None:
         users = [f"user-{i:02}" for i in range(count)]
         await _with_principals(target, *users)
         for user in users[::2]:
             await target.disable_principal(user)
         listed = sorted(await _all_principals(target), key=lambda p: p.user)
-        seen = {p.user: p for p in listed}
-        expected = [_as_reported(u, i % 2 == 1, seen.get(u)) for i, u in enumerate(users)]
+        expected = [_as_reported(kind, u, i % 2 == 1) for i, u in enumerate(users)]
         assert listed == expected
 
 
@@ -244,7 +287,7 @@ class TestGrants:
         await asyncio.gather(*(target.grant(user, role) for user, role in pairs))
         assert set(await _all_grants(target)) == {Grant(target.name, u, r) for u, r in pairs}
 
-    async def test_grants_persist_across_reopening(self, opener: Opener) -> None:
+    async def test_grants_persist_across_reopening(self, kind: str, opener: Opener) -> None:
         async with opener() as first:
             await _with_principals(first, "ada", "bob")
             await first.grant("ada", "admin")
@@ -254,7 +297,7 @@ class TestGrants:
         async with opener() as second:
             assert sorted(await _all_grants(second)) == before
             found = await second.principal("bob")
-            assert found == _as_reported("bob", False, found)
+            assert found == _as_reported(kind, "bob", False)
 
 
 @pytest.fixture

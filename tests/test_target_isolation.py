@@ -108,8 +108,8 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    settings = load_settings(write_config(tmp_path, extra=TWO_TARGETS))
+async def rig(store_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = load_settings(write_config(tmp_path, extra=TWO_TARGETS, store_url=store_url))
     async with open_runtime(settings) as runtime:
         sandbox = FlakyLedgerFake(runtime.targets["sandbox"])
         downstream = FlakyLedgerFake(runtime.targets["downstream"])

@@ -172,6 +172,7 @@ async def _peer_certificate(url: str, context: ssl.SSLContext) -> tuple[bytes, s
         await writer.wait_closed()
 
 
+@pytest.mark.process
 async def test_serves_https_with_a_certificate_the_client_verifies(
     tls_service: TlsService,
 ) -> None:
@@ -202,6 +203,7 @@ async def test_serves_https_with_a_certificate_the_client_verifies(
             await session.get(tls_service.root + "/healthz", ssl=ssl.create_default_context())
 
 
+@pytest.mark.process
 async def test_only_tls_1_2_and_later_are_accepted(tls_service: TlsService) -> None:
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         context = tls_service.authority.client_context()
@@ -241,6 +243,7 @@ async def _tls_1_1_control(tls_service: TlsService, client: ssl.SSLContext) -> s
         return (await _peer_certificate(f"https://127.0.0.1:{port}/", client))[1]
 
 
+@pytest.mark.process
 async def test_a_renewed_certificate_is_served_without_a_restart(tls_service: TlsService) -> None:
     context = tls_service.authority.client_context()
     assert (await _peer_certificate(tls_service.service.url, context))[0] == tls_service.der
@@ -374,6 +377,7 @@ async def _refused_twice_and_created(service: ServiceProcess) -> str:
     return location
 
 
+@pytest.mark.process
 async def test_forwarded_headers_are_believed_from_a_trusted_proxy(tmp_path: Path) -> None:
     service = await _proxied_service(tmp_path, '["127.0.0.1/32"]')
     try:
@@ -385,6 +389,7 @@ async def test_forwarded_headers_are_believed_from_a_trusted_proxy(tmp_path: Pat
     assert "latest from 203.0.113.9" in alert
 
 
+@pytest.mark.process
 async def test_forwarded_headers_are_ignored_from_anyone_else(tmp_path: Path) -> None:
     service = await _proxied_service(tmp_path, '["10.0.0.0/8"]')
     try:

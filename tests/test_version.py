@@ -55,6 +55,8 @@ def _config_with_password(tmp_path: Path, url: str) -> Path:
     return config
 
 
+@pytest.mark.postgresql
+@pytest.mark.process
 async def test_the_start_line_hides_the_database_password(tmp_path: Path) -> None:
     async with fresh_database() as url:
         # Trust authentication on the test server ignores the password; the log must not.

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from jmlsync.evidence import verify_audit
 
 from jmlsync.audit import AuditEntry
 from jmlsync.domain.directory import Change
 from jmlsync.domain.errors import DuplicateUserName
+from jmlsync.evidence import verify_audit
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import WriteConn
 from jmlsync.store.directory import SqlStore
