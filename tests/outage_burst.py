@@ -68,7 +68,7 @@ async def _readyz(http: aiohttp.ClientSession, service: ServiceProcess) -> tuple
         return reply.status, await reply.json()
 
 
-async def run_outage(
+async def run_outage(  # noqa: C901 - one fault script, read top to bottom
     service: ServiceProcess,
     ledger: Path,
     *,

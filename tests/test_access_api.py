@@ -61,7 +61,8 @@ def _problem(reply: tuple[int, Any, str], status: int, match: str) -> None:
     code, body, kind = reply
     assert code == status, body
     assert kind == "application/problem+json"
-    assert body["status"] == status and match in body["detail"], body
+    assert body["status"] == status, body
+    assert match in body["detail"], body
 
 
 @pytest.mark.timeout(180)
@@ -82,7 +83,8 @@ async def test_access_requests_over_http(config_path: Path) -> None:
         async with aiohttp.ClientSession() as http:
             api = Api(http, root)
             code, spec, _ = await api.call("GET", "/openapi.json", None)
-            assert code == 200 and spec["openapi"] == "3.1.0"
+            assert code == 200
+            assert spec["openapi"] == "3.1.0"
             assert f"{API}/access-requests/{{id}}/approve" in spec["paths"]
             ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
             assert len(ids) == len(set(ids)) == 10  # access 7, reviews 3
@@ -115,14 +117,18 @@ async def test_access_requests_over_http(config_path: Path) -> None:
             _problem(await api.call("GET", "/nothing-here", ada), 404, "no endpoint")
 
             code, made, _ = await api.call("POST", "/access-requests", ada, new)
-            assert code == 201 and made["state"] == "pending" and made["user"] == "ada@x.io"
+            assert code == 201
+            assert made["state"] == "pending"
+            assert made["user"] == "ada@x.io"
             one = f"/access-requests/{made['id']}"
             _problem(await api.call("POST", f"{one}/approve", ada), 403, "their own request")
             code, body, _ = await api.call("POST", f"{one}/approve", bob)
-            assert code == 200 and body["state"] == "pending"
+            assert code == 200
+            assert body["state"] == "pending"
             _problem(await api.call("POST", f"{one}/approve", bob), 422, "already approved")
             code, body, _ = await api.call("POST", f"{one}/approve", cy)
-            assert code == 200 and body["state"] == "active"
+            assert code == 200
+            assert body["state"] == "active"
             code, listed, _ = await api.call("GET", "/access-requests?state=active", bob)
             assert [r["id"] for r in listed["requests"]] == [made["id"]]
             code, shown, _ = await api.call("GET", one, cy)
@@ -130,12 +136,15 @@ async def test_access_requests_over_http(config_path: Path) -> None:
             assert actors[0].startswith("ada@x.io (token #")
             _problem(await api.call("POST", f"{one}/deny", cy, {}), 400, "'reason' is required")
             code, body, _ = await api.call("POST", f"{one}/end", ada)
-            assert code == 200 and body["state"] == "ended" and body["ended_by"] == "ada@x.io"
+            assert code == 200
+            assert body["state"] == "ended"
+            assert body["ended_by"] == "ada@x.io"
 
             code, out, _ = await acli(config, "token", "list", "--format", "json")
             tokens = [t for t in json.loads(out) if t["kind"] == "personal"]
             assert {t["user"] for t in tokens} == {"ada@x.io", "bob@x.io", "cy@x.io"}
-            assert "token_hash" not in out and ada not in out
+            assert "token_hash" not in out
+            assert ada not in out
             ada_id = next(t["id"] for t in tokens if t["user"] == "ada@x.io")
             code, _, _ = await acli(config, "token", "revoke", f"personal:{ada_id}")
             assert code == 0
@@ -168,6 +177,7 @@ async def test_access_requests_over_http(config_path: Path) -> None:
             output, _ = await schemathesis.communicate()
             text = output.decode()
             assert schemathesis.returncode == 0, text[-4000:]
-            assert "Tested: 7" in text and "Fuzzing" in text, text[-4000:]
+            assert "Tested: 7" in text, text[-4000:]
+            assert "Fuzzing" in text, text[-4000:]
     finally:
         assert await stop_service(service) == 0

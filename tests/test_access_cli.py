@@ -37,7 +37,9 @@ async def _directory(url: str, http: aiohttp.ClientSession) -> Directory:
 async def _refused(config: Path, *args: str, match: str) -> None:
     code, out, err = await acli(config, "access", *args)
     assert code == 1, out + err
-    assert out == "" and match in err and len(err.strip().splitlines()) == 1, err
+    assert out == "", err
+    assert match in err, err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 REQUEST = ("request", "--as", "ada@x.io", "--grant", "sandbox/admin", "--reason", "incident")
@@ -112,7 +114,8 @@ async def test_refused_input_changes_nothing(config_path: Path) -> None:
         )
         await _refused(config, "end", number, "--as", "eve@x.io", match="may not end")
         shown = await access_json(config, "show", number)
-        assert shown["state"] == "pending" and len(shown["approvals"]) == 1
+        assert shown["state"] == "pending"
+        assert len(shown["approvals"]) == 1
         assert [row["action"] for row in shown["history"]] == ["request", "approve"]
 
         late = await access_json(
@@ -150,7 +153,8 @@ async def test_lists_audit_rows_and_alerts(config_path: Path) -> None:
         denied = await access_json(
             config, "deny", str(first["id"]), "--as", "cy@x.io", "--reason", "use the other one"
         )
-        assert denied["state"] == "denied" and denied["denial_reason"] == "use the other one"
+        assert denied["state"] == "denied"
+        assert denied["denial_reason"] == "use the other one"
         extended = await access_json(
             config, "extend", str(second["id"]), "--as", "ada@x.io", "--for", "30m"
         )
@@ -158,11 +162,15 @@ async def test_lists_audit_rows_and_alerts(config_path: Path) -> None:
         assert extended["expires_at"] == active["expires_at"]
         await access_json(config, "approve", str(second["id"]), "--as", "bob@x.io")
         longer = await access_json(config, "approve", str(second["id"]), "--as", "cy@x.io")
-        assert longer["expires_at"] > active["expires_at"] and longer["extension_seconds"] is None
+        assert longer["expires_at"] > active["expires_at"]
+        assert longer["extension_seconds"] is None
         ended = await access_json(config, "end", str(second["id"]))
-        assert ended["state"] == "ended" and ended["ended_by"] == "operator"
+        assert ended["state"] == "ended"
+        assert ended["ended_by"] == "operator"
         code, table, _ = await acli(config, "access", "list")
-        assert code == 0 and "ada@x.io" in table and "denied" in table
+        assert code == 0
+        assert "ada@x.io" in table
+        assert "denied" in table
 
         code, out, _ = await acli(config, "audit", "tail", "-n", "50", "--format", "json")
         rows = [json.loads(line) for line in out.splitlines()]
@@ -177,8 +185,10 @@ async def test_lists_audit_rows_and_alerts(config_path: Path) -> None:
         assert ("operator", "access.end", "ended") in steps
         start = next(r for r in rows if r["action"] == "access.start")
         detail: dict[str, Any] = json.loads(start["detail"])
-        assert detail["request"] == second["id"] and detail["ticket"] == "INC-5"
-        assert detail["approvers"] == ["bob@x.io", "cy@x.io"] and detail["reason"] == "incident"
+        assert detail["request"] == second["id"]
+        assert detail["ticket"] == "INC-5"
+        assert detail["approvers"] == ["bob@x.io", "cy@x.io"]
+        assert detail["reason"] == "incident"
         assert (start["target"], start["role"], start["subject"]) == (
             "sandbox",
             "admin",

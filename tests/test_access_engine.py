@@ -154,7 +154,8 @@ async def test_self_service_starts_at_once(rig: Rig) -> None:
     made = await rig.access.request(
         ADA, "sandbox", "viewer", duration=timedelta(minutes=5), reason="look", ticket=None
     )
-    assert made.state == "active" and made.approvals == ()
+    assert made.state == "active"
+    assert made.approvals == ()
     history = [row.action for row in await rig.access.access.history(made.id)]
     assert history == ["request", "approve", "start"]
     # A crash between the request and its start leaves it pending: the next check starts it.
@@ -196,18 +197,21 @@ async def test_an_end_not_verified_in_time_is_a_breach(rig: Rig) -> None:
     await ledger.grant("ada@x.io", "admin")
     rig.clock.now += timedelta(minutes=31)
     outcome, counts, _ = await rig.access.check()
-    assert counts["ended"] == 1 and outcome == "ok"
+    assert counts["ended"] == 1
+    assert outcome == "ok"
     assert "access_ended" in rig.alerts.kinds()
     # The target still holds it (the revocation never landed): within the limit, wait.
     rig.clock.now += timedelta(seconds=30)
     assert (await rig.access.check())[1]["verified"] == 0
     rig.clock.now += timedelta(seconds=61)
     outcome, counts, _ = await rig.access.check()
-    assert outcome == "breach" and counts["breached"] == 1
+    assert outcome == "breach"
+    assert counts["breached"] == 1
     assert "access_end_unverified" in rig.alerts.kinds()
     assert (await rig.access.check())[1]["breached"] == 0, "one breach per end"
     code, out = await asyncio.to_thread(_status, rig.config)
-    assert code == 1 and json.loads(out)["access"] == {
+    assert code == 1
+    assert json.loads(out)["access"] == {
         "pending": 0,
         "active": 0,
         "ended_not_verified": 1,
@@ -216,6 +220,8 @@ async def test_an_end_not_verified_in_time_is_a_breach(rig: Rig) -> None:
     await ledger.revoke("ada@x.io", "admin")
     assert (await rig.access.check())[1]["verified"] == 1
     stored = await rig.access.get(request_id)
-    assert stored.state == "verified" and stored.breached_at is not None
+    assert stored.state == "verified"
+    assert stored.breached_at is not None
     code, out = await asyncio.to_thread(_status, rig.config)
-    assert code == 0 and json.loads(out)["access"]["breaches"] == 0
+    assert code == 0
+    assert json.loads(out)["access"]["breaches"] == 0

@@ -142,11 +142,13 @@ async def _granted(config: Path, duration: str) -> dict[str, Any]:
         "--ticket",
         "INC-7",
     )
-    assert made["state"] == "pending" and made["user"] == "ada@x.io"
+    assert made["state"] == "pending"
+    assert made["user"] == "ada@x.io"
     once = await access_json(config, "approve", str(made["id"]), "--as", "bob@x.io")
     assert once["state"] == "pending"
     twice = await access_json(config, "approve", str(made["id"]), "--as", "cy@x.io")
-    assert twice["state"] == "active" and twice["expires_at"] is not None
+    assert twice["state"] == "active"
+    assert twice["expires_at"] is not None
     assert [a["approver"] for a in twice["approvals"]] == ["bob@x.io", "cy@x.io"]
     return twice  # type: ignore[no-any-return]
 
@@ -185,7 +187,8 @@ async def test_request_two_approvals_grant_expiry_and_verified_end(config_path: 
             assert shown["expires_at"] <= shown["revoked_at"] <= shown["verified_at"]
             actions = [row["action"] for row in shown["history"]]
             assert actions[:4] == ["request", "approve", "approve", "start"]
-            assert actions[-1] == "verify" and "end" in actions
+            assert actions[-1] == "verify"
+            assert "end" in actions
     finally:
         assert await stop_service(service) == 0
     code, out, err = await acli(config, "audit", "verify")

@@ -103,7 +103,8 @@ async def test_a_claimed_row_is_leased_to_one_deliverer(store: SqlStore) -> None
     assert await outbox.next_due() == clock() + lease
     clock.now += timedelta(seconds=31)  # "a" died: its lease ran out
     taken = await outbox.claim("b", clock(), lease)
-    assert taken is not None and taken.id == row.id
+    assert taken is not None
+    assert taken.id == row.id
     await outbox.delivered(row.id, "a", clock(), 1)  # a late "a" cannot settle b's row
     assert (await outbox.rows())[0].state == "pending"
     await outbox.delivered(row.id, "b", clock(), 1)
@@ -173,7 +174,8 @@ async def test_a_failed_round_waits_and_never_stores_the_url(
         assert await deliverer.deliver_due() == 0
         (row,) = await outbox.rows(undelivered=True)
         assert (row.attempts, row.last_error) == (3, "webhook answered status 503")
-        assert row.next_attempt_at is not None and row.next_attempt_at > row.created_at
+        assert row.next_attempt_at is not None
+        assert row.next_attempt_at > row.created_at
         assert await deliverer.deliver_due() == 0  # not due yet
         assert await outbox.retry(clock()) == [row.id]  # `jmlsync alerts retry`
         assert await deliverer.deliver_due() == 1
@@ -221,7 +223,8 @@ async def test_a_command_waits_for_a_row_the_service_is_posting(
     await mine.alert("guard_tripped", "held too", key="cli2")
     first = await outbox.claim("service", clock(), timedelta(seconds=30))
     second = await outbox.claim("service", clock(), timedelta(seconds=30))
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     async with aiohttp.ClientSession() as http:
         deliverer = Deliverer(outbox, http, receiver.url, owner="cli", clock=clock, policy=NO_WAIT)
         flushing = asyncio.create_task(deliverer.flush(mine.written, 10))

@@ -86,7 +86,8 @@ def test_ram_user_names() -> None:
     assert ram_user_name("Ada@Example.ORG", "example.org") == "Ada"
     assert ram_user_name("ada@other.org", "example.org") == ram_user_name("ada@other.org")
     long = "x" * 70
-    assert len(ram_user_name(long)) == 64 and ram_user_name(long) != ram_user_name("x" * 71)
+    assert len(ram_user_name(long)) == 64
+    assert ram_user_name(long) != ram_user_name("x" * 71)
 
 
 # RAM against the fake
@@ -220,8 +221,10 @@ async def test_a_cloudsso_leaver_is_disabled(
     await cloudsso.grant(ADA, f"{ACCOUNT}/ReadOnly")
     await cloudsso.disable_principal(ADA)
     found = alibaba.sso_user(ADA)
-    assert found is not None and found["Status"] == "Disabled"
-    assert found["FirstName"] == "Ada" and found["LastName"] == "L"
+    assert found is not None
+    assert found["Status"] == "Disabled"
+    assert found["FirstName"] == "Ada"
+    assert found["LastName"] == "L"
     assert alibaba.actions["UpdateUserStatus"] == 1
 
 
@@ -333,7 +336,8 @@ async def test_the_registry_opens_both_kinds(alibaba: AlibabaFake) -> None:
     ram_target = await open_target("r", ram_settings(alibaba))
     sso_target = await open_target("s", cloudsso_settings(alibaba))
     try:
-        assert isinstance(ram_target, RamTarget) and isinstance(sso_target, CloudSsoTarget)
+        assert isinstance(ram_target, RamTarget)
+        assert isinstance(sso_target, CloudSsoTarget)
         assert await ram_target.principal(ADA) is None
         assert await sso_target.principal(ADA) is None
     finally:
@@ -370,7 +374,8 @@ grants = [
 """,
     )
     assert code == 0, out
-    assert "ram: kind alibaba-ram" in out and "sso: kind alibaba-cloudsso" in out
+    assert "ram: kind alibaba-ram" in out
+    assert "sso: kind alibaba-cloudsso" in out
 
 
 @pytest.mark.parametrize(

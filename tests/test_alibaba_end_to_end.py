@@ -163,4 +163,4 @@ async def test_joiner_mover_leaver_reach_ram_and_cloudsso(
     assert ram_user_name(BO, "example.org") in alibaba.ram_users
     assert alibaba.rejected == {}, "the service's requests failed the signature check"
     assert max(alibaba.writes.values()) == 1
-    print(f"joiner, mover and leaver in {time.perf_counter() - started:.2f}s")
+    print(f"joiner, mover and leaver in {time.perf_counter() - started:.2f}s")  # noqa: T201 - timings for the record (-s)

@@ -128,7 +128,8 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
     page = await context.new_page()
 
     reply = await page.goto(console.url + "/overview")
-    assert reply is not None and "/console/login?next=" in page.url  # no session: sign in
+    assert reply is not None
+    assert "/console/login?next=" in page.url
     await screenshot(page, "sign-in")
     assert await page.get_by_role("heading", level=1).inner_text() == "Sign in"
 
@@ -148,7 +149,8 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
     assert reply is not None
     headers = reply.headers
     assert "default-src 'none'" in headers["content-security-policy"]
-    assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "no-referrer"
 
     await _deactivate(console.service.url, ids[BOB])  # Bob leaves
 
@@ -171,11 +173,13 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
     desired = await page.locator(
         "section", has=page.get_by_role("heading", name="Desired grants")
     ).inner_text()
-    assert "sandbox" in desired and "rule 1: group eng" in desired
+    assert "sandbox" in desired
+    assert "rule 1: group eng" in desired
     history = await page.locator(
         "section", has=page.get_by_role("heading", name="History")
     ).inner_text()
-    assert "console.sign-in" in history and "user.create" in history
+    assert "console.sign-in" in history
+    assert "user.create" in history
 
     await page.goto(console.url + "/sla?since=1d")
     await screenshot(page, "sla")
@@ -185,12 +189,14 @@ async def test_an_admin_signs_in_and_sees_the_state(console: Console, browser: B
     await screenshot(page, "audit")
     assert (await page.locator("#verify").inner_text()).startswith("Audit chain intact")
     audit = await page.locator("main table").inner_text()
-    assert "console.sign-in" in audit and "alice@example.org" in audit
+    assert "console.sign-in" in audit
+    assert "alice@example.org" in audit
 
     # A POST with a forged, or without, CSRF token is refused; the session stays.
     forged = await context.request.post(console.url + "/logout", form={"csrf_token": "forged"})
     missing = await context.request.post(console.url + "/logout", form={})
-    assert forged.status == 403 and missing.status == 403
+    assert forged.status == 403
+    assert missing.status == 403
     await page.goto(console.url + "/overview")
     assert page.url == console.url + "/overview"
 
@@ -212,7 +218,8 @@ async def test_who_may_not_use_the_console_is_refused(console: Console, browser:
     await screenshot(page, "home-no-role")
     assert "nothing in the console for you" in await page.locator("main").inner_text()
     reply = await page.goto(console.url + "/overview")  # not an admin
-    assert reply is not None and reply.status == 403
+    assert reply is not None
+    assert reply.status == 403
     await screenshot(page, "forbidden")
     assert "you may not open this page" in await page.locator("main").inner_text()
     await _deactivate(console.service.url, ids[BOB])  # Bob leaves: his session ends with him

@@ -59,7 +59,8 @@ def test_console_defaults_and_secret_path(tmp_path: Path) -> None:
     settings = load_settings(
         _config(tmp_path, "[console.oidc]\nclient_secret_file = 'secret'\n"), environ={}
     )
-    assert settings.console.enabled is False and settings.console.base_path == "/console"
+    assert settings.console.enabled is False
+    assert settings.console.base_path == "/console"
     assert settings.console.oidc.username_claim == "email"
     assert settings.console.oidc.client_secret_file == tmp_path / "secret"
 
@@ -73,7 +74,8 @@ def test_config_check_and_schema_know_the_console(tmp_path: Path) -> None:
     missing = config.read_text() + 'client_secret_file = "nowhere"\n'
     config.write_text(missing)
     checked = subprocess.run([*run, "check", "--config", str(config)], capture_output=True)
-    assert checked.returncode == 1 and b"client_secret_file" in checked.stderr
+    assert checked.returncode == 1
+    assert b"client_secret_file" in checked.stderr
     schema = json.loads(subprocess.run([*run, "schema"], capture_output=True, check=True).stdout)
     assert "console" in schema["properties"]
     assert "ConsoleOidcSettings" in schema["$defs"]
@@ -88,18 +90,21 @@ async def test_the_console_has_its_own_authentication(config_path: Path) -> None
     async with served(config_path) as url, aiohttp.ClientSession() as http:
         root = url.rstrip("/")
         async with http.get(f"{root}/console", allow_redirects=False) as reply:
-            assert reply.status == 302 and reply.headers["Location"] == "/console/"
+            assert reply.status == 302
+            assert reply.headers["Location"] == "/console/"
         async with http.get(f"{root}/console/overview", allow_redirects=False) as reply:
             assert reply.status == 302
             assert reply.headers["Location"] == "/console/login?next=/console/overview"
             assert reply.headers["X-Frame-Options"] == "DENY"
         async with http.get(f"{root}/console/login") as reply:
-            assert reply.status == 200 and "text/html" in reply.headers["Content-Type"]
+            assert reply.status == 200
+            assert "text/html" in reply.headers["Content-Type"]
             assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
             assert 'href="/console/login/start?next=%2Fconsole%2F"' in await reply.text()
             assert reply.headers["Cache-Control"] == "no-store"
         async with http.get(f"{root}/console/static/console.css") as reply:
-            assert reply.status == 200 and reply.content_type == "text/css"
+            assert reply.status == 200
+            assert reply.content_type == "text/css"
             assert reply.headers["Cache-Control"] == "max-age=3600"
         async with http.post(f"{root}/console/logout", data={"csrf_token": "x"}) as reply:
             assert reply.status == 403  # no session, no CSRF token of one

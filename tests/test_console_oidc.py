@@ -122,6 +122,8 @@ async def test_the_authorization_url_carries_state_nonce_and_pkce(client: OidcCl
 
     pending = new_pending()
     url = await client.authorization_url(pending, "https://jml.example/console/callback")
-    assert f"state={pending.state}" in url and f"nonce={pending.nonce}" in url
+    assert f"state={pending.state}" in url
+    assert f"nonce={pending.nonce}" in url
     assert f"code_challenge={code_challenge(pending.verifier)}" in url
-    assert "code_challenge_method=S256" in url and pending.verifier not in url
+    assert "code_challenge_method=S256" in url
+    assert pending.verifier not in url

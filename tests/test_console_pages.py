@@ -117,9 +117,13 @@ async def test_request_approve_and_end_a_time_bound_grant(
     bob, bob_page = await _signed_in(browser, console, BOB, "/access")
     await screenshot(bob_page, "access-request-form")
     main = await bob_page.locator("main").inner_text()
-    assert "sandbox/admin" in main and "at most 2h" in main and "INC-[0-9]+" in main
+    assert "sandbox/admin" in main
+    assert "at most 2h" in main
+    assert "INC-[0-9]+" in main
     nav = await bob_page.locator("nav").inner_text()
-    assert "Time-bound access" in nav and "Approvals" not in nav and "Overview" not in nav
+    assert "Time-bound access" in nav
+    assert "Approvals" not in nav
+    assert "Overview" not in nav
 
     # Over the maximum: refused by the engine, nothing recorded, the form says why.
     await bob_page.get_by_label("Duration for sandbox/admin").fill("3h")
@@ -128,7 +132,8 @@ async def test_request_approve_and_end_a_time_bound_grant(
     async with bob_page.expect_navigation() as refused:
         await bob_page.get_by_role("button", name="Request sandbox/admin").click()
     reply = await refused.value
-    assert reply is not None and reply.status == 422
+    assert reply is not None
+    assert reply.status == 422
     assert "over the maximum of 2h" in await bob_page.locator("#problem").inner_text()
     assert "None yet." in await bob_page.locator("main").inner_text()
 
@@ -148,7 +153,8 @@ async def test_request_approve_and_end_a_time_bound_grant(
     # Bob is no approver: the approvals page and the approve action are 403 for him.
     token = await _csrf(bob_page)
     forbidden = await bob_page.goto(console.url + "/access/approvals")
-    assert forbidden is not None and forbidden.status == 403
+    assert forbidden is not None
+    assert forbidden.status == 403
     approving = await bob.request.post(
         console.url + "/access/1/approve", form={"csrf_token": token, "back": "approvals"}
     )
@@ -157,13 +163,16 @@ async def test_request_approve_and_end_a_time_bound_grant(
     # Dave, in a second browser context, approves from the inbox.
     dave, dave_page = await _signed_in(browser, console, DAVE, "/access/approvals")
     waiting = await dave_page.locator("#waiting-1").inner_text()
-    assert BOB in waiting and "sandbox/admin" in waiting and "INC-42" in waiting
+    assert BOB in waiting
+    assert "sandbox/admin" in waiting
+    assert "INC-42" in waiting
     await screenshot(dave_page, "access-approvals")
     forged = await dave.request.post(
         console.url + "/access/1/approve", form={"csrf_token": "forged", "back": "approvals"}
     )
     missing = await dave.request.post(console.url + "/access/1/approve", form={})
-    assert forged.status == 403 and missing.status == 403
+    assert forged.status == 403
+    assert missing.status == 403
     await dave_page.get_by_role("button", name="Approve #1").click()
     await dave_page.wait_for_url("**/console/access/approvals?done=*")
     assert "Request #1 approved: now active." in await dave_page.locator("#done").inner_text()
@@ -220,14 +229,19 @@ async def test_request_approve_and_end_a_time_bound_grant(
     # The admin sees it on the person page and in the audit chain, with the people as actors.
     alice, alice_page = await _signed_in(browser, console, ALICE, "/audit")
     audit = await alice_page.locator("main table").inner_text()
-    assert "access.request" in audit and "access.approve" in audit and "access.end" in audit
-    assert DAVE in audit and BOB in audit
+    assert "access.request" in audit
+    assert "access.approve" in audit
+    assert "access.end" in audit
+    assert DAVE in audit
+    assert BOB in audit
     assert (await alice_page.locator("#verify").inner_text()).startswith("Audit chain intact")
     await alice_page.goto(console.url + "/person?user=" + BOB)
     timebound = await alice_page.locator(
         "section", has=alice_page.get_by_role("heading", name="Time-bound grants")
     ).inner_text()
-    assert "sandbox/admin" in timebound and "ended" in timebound and DAVE in timebound
+    assert "sandbox/admin" in timebound
+    assert "ended" in timebound
+    assert DAVE in timebound
     await screenshot(alice_page, "person-timebound")
     for context in (bob, dave, alice):
         await context.close()
@@ -254,13 +268,15 @@ async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
     assert await alice_page.locator("#reviews").inner_text() == "1 undecided in 1 campaign(s)"
     await alice_page.goto(console.url + "/reviews/campaigns")
     progress = await alice_page.locator("main table").inner_text()
-    assert "0/1" in progress and "open" in progress
+    assert "0/1" in progress
+    assert "open" in progress
     await screenshot(alice_page, "review-campaigns")
 
     # Bob holds the grant and reviews nothing: no review pages, and a decision is 403.
     bob, bob_page = await _signed_in(browser, console, BOB, "/access")
     forbidden = await bob_page.goto(console.url + "/reviews")
-    assert forbidden is not None and forbidden.status == 403
+    assert forbidden is not None
+    assert forbidden.status == 403
     campaign = (await alice_page.locator("main table a").first.inner_text()).strip()
     refused = await bob.request.post(
         f"{console.url}/reviews/{campaign}/1/decide",
@@ -270,7 +286,8 @@ async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
 
     dave, dave_page = await _signed_in(browser, console, DAVE, "/reviews")
     row = dave_page.locator(f"#item-{campaign}-1")
-    assert BOB in await row.inner_text() and "sandbox/deployer" in await row.inner_text()
+    assert BOB in await row.inner_text()
+    assert "sandbox/deployer" in await row.inner_text()
     await screenshot(dave_page, "review-my-items")
     await row.get_by_label("Revoke").check()
     await dave_page.get_by_label("Comment on item 1").fill("left the on-call rota")
@@ -287,7 +304,8 @@ async def test_a_reviewer_decides_and_the_admin_sees_the_campaign_move(
     await alice_page.get_by_role("link", name=campaign).click()
     await alice_page.wait_for_url("**/console/reviews/evidence?campaign=*")
     summary = await alice_page.locator("main").inner_text()
-    assert f"revoke by {DAVE}" in summary and "left the on-call rota" in summary
+    assert f"revoke by {DAVE}" in summary
+    assert "left the on-call rota" in summary
     assert "Snapshot sha256" in summary
     await screenshot(alice_page, "review-evidence")
 

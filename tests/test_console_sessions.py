@@ -45,8 +45,11 @@ async def test_a_session_lives_until_idle_or_absolute_end(store: SqlStore) -> No
     sessions = SqlSessions(store.db, TIMEOUTS)
     token = await sessions.create("ada@example.org", {"sub": "1"}, T0, _entry("console.sign-in"))
     got = await sessions.get(token, T0 + timedelta(minutes=29))
-    assert got is not None and got.user_name == "ada@example.org" and got.claims == {"sub": "1"}
-    assert got.csrf_token and got.csrf_token != token
+    assert got is not None
+    assert got.user_name == "ada@example.org"
+    assert got.claims == {"sub": "1"}
+    assert got.csrf_token
+    assert got.csrf_token != token
     # Used at 29 minutes: alive 29 minutes later, although 58 have passed since sign-in.
     assert await sessions.get(token, T0 + timedelta(minutes=58)) is not None
     assert await sessions.get(token, T0 + timedelta(minutes=89)) is None  # idle

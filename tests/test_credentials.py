@@ -269,7 +269,8 @@ async def test_a_secrets_file_is_built_without_a_configuration(tmp_path: Path) -
     secret = tmp_path / "secret" / "tokens"
     nowhere = tmp_path / "missing.toml"
     code, _, err = await cli(nowhere, "token", "generate", "--file", str(secret))
-    assert code == 1 and f"--file: directory {secret.parent} does not exist" in err
+    assert code == 1
+    assert f"--file: directory {secret.parent} does not exist" in err
     secret.parent.mkdir()
     code, token, err = await cli(
         nowhere, "token", "generate", "--file", str(secret), "--label", "okta"

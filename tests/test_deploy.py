@@ -285,7 +285,8 @@ def test_image_is_multi_stage_and_runs_unprivileged() -> None:
     assert users, "the final stage sets no USER"
     user = users[-1].split(":")[0]
     # Numeric, so that an orchestrator's runAsNonRoot can check it without /etc/passwd.
-    assert user.isdigit() and user != "0"
+    assert user.isdigit()
+    assert user != "0"
     assert [_words(v) for v in _final("ENTRYPOINT")][-1:] == [[str(INSTALLED)]]
     assert [_words(v) for v in _final("CMD")][-1:] == [["serve", "--config", CONFIG_FILE]]
     assert any(STATE_DIR in _words(v) for v in _final("VOLUME"))
@@ -320,12 +321,14 @@ def test_image_holds_no_tests_and_only_built_wheels() -> None:
     installs = [
         args for word, args in stages[-1] if word == "RUN" and "pip" in args and " install " in args
     ]
-    assert installs and all("--no-index" in args and "/wheels" in args for args in installs)
+    assert installs
+    assert all("--no-index" in args and "/wheels" in args for args in installs)
 
 
 def test_image_healthcheck_probes_healthz() -> None:
     (check,) = _final("HEALTHCHECK")
-    assert "/healthz" in check and "curl" not in check
+    assert "/healthz" in check
+    assert "curl" not in check
     command = json.loads(check[check.index("CMD") + 3 :].strip())
     assert command[1] == "-c"
     code = command[2]

@@ -143,7 +143,7 @@ async def test_joiner_and_leaver_reach_every_cloud(
     )
     tags = moto.client("iam").list_user_tags(UserName=iam_user["UserName"])["Tags"]
     assert {"Key": "jmlsync:disabled", "Value": "true"} in tags
-    print(f"joiner {joiner:.2f}s, leaver {leaver:.2f}s")  # figures for the record (-s)
+    print(f"joiner {joiner:.2f}s, leaver {leaver:.2f}s")  # noqa: T201 - figures for the record (-s)
 
 
 @pytest.mark.timeout(120)

@@ -212,7 +212,8 @@ def test_parse_value_filter_numbers(text: str, expected: Expr) -> None:
 def test_parse_value_filter_for_patch_paths() -> None:
     members = GROUP.attribute("members")
     emails = USER.attribute("emails")
-    assert members is not None and emails is not None
+    assert members is not None
+    assert emails is not None
     assert parse_value_filter('value eq "x"', members) == Compare(
         Attr("value", case_exact=True), "eq", "x"
     )
@@ -718,7 +719,8 @@ def test_sql_and_matches_agree_on_groups(
 def test_values_are_parameters() -> None:
     text = 'userName eq "x\' OR 1=1 --" or title co "\'; DROP TABLE users; --"'
     where, params = compile_filter(parse_filter(text, USER), USERS_TABLE)
-    assert "OR 1=1" not in where and "DROP" not in where
+    assert "OR 1=1" not in where
+    assert "DROP" not in where
     assert params == ["x' or 1=1 --", "'; drop table users; --"]
 
 

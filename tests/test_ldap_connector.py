@@ -234,7 +234,8 @@ class TestLeaver:
             Change("replace", "userAccountControl", ("66050",))
         ]
         disabled = {"useraccountcontrol": ["66050"]}
-        assert is_disabled("ad", disabled) and not is_disabled("ad", enabled)
+        assert is_disabled("ad", disabled)
+        assert not is_disabled("ad", enabled)
         assert enable_changes("ad", disabled) == [
             Change("replace", "userAccountControl", ("66048",))
         ]

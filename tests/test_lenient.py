@@ -146,7 +146,8 @@ async def test_every_refused_form_applies_with_the_default_ignore(
         stored = await scim.get(f"/Users/{cyd['id']}")
         assert stored.body["userName"] == "cyd@example.com"
         assert stored.body[ENTERPRISE] == {"department": "Eng"}
-        assert CUSTOM not in stored.body and CUSTOM not in stored.body["schemas"]
+        assert CUSTOM not in stored.body
+        assert CUSTOM not in stored.body["schemas"]
 
         # Entra's matching query on the work email: found.
         found = await scim.get(
@@ -236,12 +237,14 @@ async def test_reject_mode_answers_as_today_and_still_deactivates(
         reply = await scim.post(
             "/Users", {"schemas": [USER, CUSTOM], "userName": "x@example.com", CUSTOM: {}}
         )
-        assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+        assert reply.status == 400, reply.body
+        assert reply.body["scimType"] == "invalidValue", reply.body
         reply = await scim.put(
             f"/Users/{ann['id']}",
             {"schemas": [USER], "userName": "ann@example.com", "costCenter": "7"},
         )
-        assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+        assert reply.status == 400, reply.body
+        assert reply.body["scimType"] == "invalidValue", reply.body
         dee = await scim.create_user("dee@example.com")
         reply = await scim.patch(
             f"/Groups/{group['id']}",
@@ -253,7 +256,8 @@ async def test_reject_mode_answers_as_today_and_still_deactivates(
                 }
             ),
         )
-        assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+        assert reply.status == 400, reply.body
+        assert reply.body["scimType"] == "invalidValue", reply.body
         members = (await scim.get(f"/Groups/{group['id']}")).body["members"]
         assert [m["value"] for m in members] == [ann["id"]]
 
@@ -265,7 +269,8 @@ async def test_reject_mode_answers_as_today_and_still_deactivates(
                 {"op": "Add", "path": f"{CUSTOM}:costCenter", "value": "7"},
             ),
         )
-        assert reply.status == 400 and reply.body["scimType"] == "invalidPath", reply.body
+        assert reply.status == 400, reply.body
+        assert reply.body["scimType"] == "invalidPath", reply.body
         assert reply.body["schemas"] == [ERROR]
         await until_holders(ledger, set())
         assert (await scim.get(f"/Users/{ann['id']}")).body["active"] is False
@@ -321,7 +326,8 @@ async def test_store_mode_keeps_undeclared_attributes_verbatim(
         await until_holders(ledger, set())
         # Stored aside, never filterable: rules cannot match on them either.
         reply = await scim.get("/Users", params={"filter": 'costCenter eq "7"'})
-        assert reply.status == 400 and reply.body["scimType"] == "invalidFilter"
+        assert reply.status == 400
+        assert reply.body["scimType"] == "invalidFilter"
     finally:
         assert await stop_service(service) == 0
 
@@ -392,7 +398,8 @@ async def test_paths_as_admins_type_them_and_allow_on_405(
             if line.startswith("jmlsync_scim_requests_total{")
         }
         assert labels <= {"Users", "Groups", "discovery", "search", "other"}, labels
-        assert "Users" in labels and "discovery" in labels
+        assert "Users" in labels
+        assert "discovery" in labels
     finally:
         assert await stop_service(service) == 0
 
@@ -409,7 +416,8 @@ async def test_refused_put_still_deactivates(strict_scim: ScimClient) -> None:
             "costCenter": "7",
         },
     )
-    assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+    assert reply.status == 400, reply.body
+    assert reply.body["scimType"] == "invalidValue", reply.body
     got = (await strict_scim.get(f"/Users/{user['id']}")).body
     # Only the deactivation applied: the rest of the refused PUT did not.
     assert (got["active"], got["displayName"]) == (False, "Gil")
@@ -426,10 +434,12 @@ async def test_a_bad_value_beside_a_deactivation_does_not_keep_the_user_active(
             {"op": "replace", "path": "title", "value": "Left"},
         ),
     )
-    assert reply.status == 400 and reply.body["scimType"] == "invalidValue", reply.body
+    assert reply.status == 400, reply.body
+    assert reply.body["scimType"] == "invalidValue", reply.body
     got = (await scim.get(f"/Users/{user['id']}")).body
     assert got["active"] is False
-    assert "title" not in got and got["displayName"] == "Hal"
+    assert "title" not in got
+    assert got["displayName"] == "Hal"
     # A refusal that carries no deactivation changes nothing, as before.
     other = await scim.create_user("ida@example.com")
     reply = await scim.patch(
@@ -447,6 +457,7 @@ async def test_a_refused_rename_still_deactivates(scim: ScimClient) -> None:
         f"/Users/{kim['id']}",
         {"schemas": [USER], "userName": "JO@example.com", "active": False},
     )
-    assert reply.status == 409 and reply.body["scimType"] == "uniqueness", reply.body
+    assert reply.status == 409, reply.body
+    assert reply.body["scimType"] == "uniqueness", reply.body
     got = (await scim.get(f"/Users/{kim['id']}")).body
     assert (got["userName"], got["active"]) == ("kim@example.com", False)

@@ -89,4 +89,5 @@ def test_cli_commands_on_an_unreachable_store_print_one_line(
     assert result.exit_code == 1
     assert result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("jmlsync: the store is") and "PostgreSQL" in line, line
+    assert line.startswith("jmlsync: the store is"), line
+    assert "PostgreSQL" in line, line

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +113,7 @@ def _user(name: str, department: str | None = None) -> Change:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path) -> World:
     config = tmp_path / "jmlsync.toml"
     config.write_text(f'[store]\nurl = "sqlite:///jmlsync.db"\n{RULES}')
     (tmp_path / "tokens").write_text("x" * 32)
@@ -141,7 +140,7 @@ def world(tmp_path: Path) -> Iterator[World]:
             ids[group] = (await store.create("Group", change, NOW)).id
 
     world.store(populate)
-    yield world
+    return world
 
 
 def ops(document: dict[str, Any]) -> list[tuple[str, str, str, str | None]]:

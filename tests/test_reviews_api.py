@@ -76,9 +76,12 @@ async def test_reviewers_decide_over_http(config_path: Path) -> None:
             code, listed, _ = await api.call("GET", "/reviews", boss)
             assert code == 200, listed
             [summary] = [c for c in listed["campaigns"] if c["id"] == campaign]
-            assert summary["items"] == 3 and summary["assigned"] == 1 and not summary["admin"]
+            assert summary["items"] == 3
+            assert summary["assigned"] == 1
+            assert not summary["admin"]
             code, mine, _ = await api.call("GET", path, boss)
-            assert code == 200 and set(_by_user(mine)) == {"alice@x.io"}, mine
+            assert code == 200, mine
+            assert set(_by_user(mine)) == {"alice@x.io"}, mine
             code, secs, _ = await api.call("GET", path, sec)
             assert set(_by_user(secs)) == {"bob@x.io", "mallory@x.io"}, secs
             code, everything, _ = await api.call("GET", path, auditor)
@@ -122,7 +125,8 @@ async def test_reviewers_decide_over_http(config_path: Path) -> None:
                 ],
             )
             assert code == 200, done
-            assert done["recorded"] == 2 and done["jobs"] == 1, done
+            assert done["recorded"] == 2, done
+            assert done["jobs"] == 1, done
             assert {i["item_id"]: i["decision"] for i in done["items"]} == {
                 mallory: "revoke",
                 bob: "keep",
@@ -130,7 +134,9 @@ async def test_reviewers_decide_over_http(config_path: Path) -> None:
             code, done, _ = await api.call(
                 "POST", decisions, boss, [{"item_id": alice, "decision": "keep"}]
             )
-            assert code == 200 and done["recorded"] == 1 and done["jobs"] == 0, done
+            assert code == 200, done
+            assert done["recorded"] == 1, done
+            assert done["jobs"] == 0, done
 
             async def revoked() -> bool:
                 return "admin" not in await held(config, "mallory@x.io")
@@ -146,7 +152,8 @@ async def test_reviewers_decide_over_http(config_path: Path) -> None:
             assert "admin" in await held(config, "bob@x.io")
             code, after, _ = await api.call("GET", path, sec)
             row = _by_user(after)["mallory@x.io"]
-            assert row["decided_by"] == "sec@x.io" and row["comment"] == "unknown account"
+            assert row["decided_by"] == "sec@x.io"
+            assert row["comment"] == "unknown account"
             assert row["imported_by"].startswith("sec@x.io (token #")
 
             # Every decision is an audit row with the token's user as actor.

@@ -275,10 +275,12 @@ def test_exceptions_hold_until_the_path_changes() -> None:
     assert causes == {grant: frozenset({(1, "g1")})}
     desired = {grant: Reason(1, "admins", True)}
     kept, held = without_exceptions(desired, causes, {grant: frozenset({(1, "g1")})})
-    assert kept == {} and held == {grant}
+    assert kept == {}
+    assert held == {grant}
     both = grant_causes([UserState("u1", "ann", True, frozenset({"g1", "g2"}))], by_group)
     kept, held = without_exceptions(desired, both, {grant: frozenset({(1, "g1")})})
-    assert kept == desired and held == frozenset()
+    assert kept == desired
+    assert held == frozenset()
 
 
 def test_withheld_grants_are_revoked_on_any_role_and_never_granted() -> None:
@@ -320,7 +322,8 @@ def test_bad_requests_are_one_line(tmp_path: Path) -> None:
     ]:
         result = CliRunner().invoke(main, [*args, "--config", config])
         assert result.exit_code == 1, args
-        assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
     result = CliRunner().invoke(main, ["review", "list", "--config", config])
     assert (result.exit_code, result.stdout) == (0, "no campaigns\n")

@@ -190,7 +190,8 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
             )
 
             code, out, _ = await acli(config, "review", "list")
-            assert campaign in out and "0/3 decided" in out
+            assert campaign in out
+            assert "0/3 decided" in out
 
             header = "item_id,decision,reviewer,comment\n"
             bad = {
@@ -216,7 +217,8 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
                     str(write(tmp_path / name, text)),
                 )
                 assert code == 1, name
-                assert message in err and "nothing was recorded" in err, err
+                assert message in err, err
+                assert "nothing was recorded" in err, err
                 assert "Traceback" not in err
             assert all(i["decision"] is None for i in (await items_of(config, campaign)).values())
 
@@ -256,7 +258,8 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
             assert "admin" not in await held(config, "mallory@x.io")
             assert "admin" in await held(config, "alice@x.io")
             found = await items_of(config, campaign)
-            assert found["bob@x.io"]["revoked_at"] and found["bob@x.io"]["job"]
+            assert found["bob@x.io"]["revoked_at"]
+            assert found["bob@x.io"]["job"]
             assert found["bob@x.io"]["remove_in_idp"] == "group cloud-admins (rule 2)"
             assert found["mallory@x.io"]["exception"] is None
             assert found["alice@x.io"]["imported_by"] == "importer"
@@ -269,7 +272,8 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
             assert [(e["user"], e["role"]) for e in plan["exceptions"]] == [("bob@x.io", "admin")]
             assert plan["exceptions"][0]["memberships"][0]["group"] == "cloud-admins"
             code, out, _ = await acli(config, "explain", "--user", "bob@x.io")
-            assert "review exceptions (1)" in out and "remove group cloud-admins (rule 2)" in out
+            assert "review exceptions (1)" in out
+            assert "remove group cloud-admins (rule 2)" in out
             # A change elsewhere for bob re-plans him: still held back.
             await scim.members(ids["admins"], "add", ids["bob"])
             await until(lambda: queue_empty(config))
@@ -292,7 +296,8 @@ async def test_campaign_end_to_end(config_path: Path, tmp_path: Path) -> None:
                 "sla-report.html",
             } <= names
             remediation = (bundle / "remediation.csv").read_text()
-            assert "bob@x.io" in remediation and "mallory@x.io" in remediation
+            assert "bob@x.io" in remediation
+            assert "mallory@x.io" in remediation
             code, out, err = await acli(config, "review", "verify-evidence", str(bundle))
             assert code == 0, err
             copy = tmp_path / "tampered"
@@ -382,14 +387,17 @@ async def test_deadline_revokes_undecided_and_late_decisions_need_an_admin(
             await until(alerted)
             code, out, _ = await acli(config, "alerts", "list", "--format", "json")
             done = [a for a in json.loads(out) if a["kind"] == "review_auto_revoked"]
-            assert len(done) == 1 and "read back as gone" in done[0]["text"]
+            assert len(done) == 1
+            assert "read back as gone" in done[0]["text"]
 
             path = write(
                 tmp_path / "late.csv",
                 f"item_id,decision,reviewer,comment\n{alice},keep,boss@x.io,sorry\n",
             )
             code, _, err = await acli(config, "review", "decide", campaign, "--file", str(path))
-            assert code == 1 and "deadline" in err and "--late" in err
+            assert code == 1
+            assert "deadline" in err
+            assert "--late" in err
             code, _, err = await acli(
                 config,
                 "review",
@@ -401,7 +409,8 @@ async def test_deadline_revokes_undecided_and_late_decisions_need_an_admin(
                 "--by",
                 "boss@x.io",
             )
-            assert code == 1 and "admin" in err
+            assert code == 1
+            assert "admin" in err
             code, out, err = await acli(
                 config,
                 "review",
@@ -415,7 +424,8 @@ async def test_deadline_revokes_undecided_and_late_decisions_need_an_admin(
             )
             assert code == 0, err
             found = await items_of(config, campaign)
-            assert found["alice@x.io"]["decision"] == "keep" and found["alice@x.io"]["late"] is True
+            assert found["alice@x.io"]["decision"] == "keep"
+            assert found["alice@x.io"]["late"] is True
             # Kept after all: the exception ends and the rule gives the grant back.
             await until(lambda: _has(config, "alice@x.io", "admin"))
     finally:
@@ -453,7 +463,8 @@ async def test_a_scheduled_campaign_starts_by_itself(config_path: Path) -> None:
         await job.func()
         assert runtime.reviews is not None
         campaigns = await runtime.reviews.reviews.campaigns("privileged")
-        assert len(campaigns) == 2 and campaigns[0].id != campaigns[1].id
+        assert len(campaigns) == 2
+        assert campaigns[0].id != campaigns[1].id
         assert [c.items for c in campaigns] == [1, 1]
         runs = await runtime.assurance.store.last_runs()
         assert any(r.job == "review-start:privileged" and r.outcome == "ok" for r in runs)

@@ -66,7 +66,8 @@ async def _campaign(reviews: SqlReviews, items: list[Item]) -> Campaign:
     )
     seq = await reviews.create_campaign(campaign, items, "t", entry)
     stored = await reviews.campaign("c1")
-    assert stored is not None and stored.audit_seq == seq > 0
+    assert stored is not None
+    assert stored.audit_seq == seq > 0
     return stored
 
 
@@ -111,7 +112,8 @@ async def test_exceptions_are_lifted_by_the_membership_change(store: SqlStore) -
     await store.update("Group", group.id, lambda _current: keep((Member(cy.id),)), NOW)
     assert [e.grant.user for e in await reviews.exceptions()] == ["cy@x.io"]
     (lifted,) = [e for e in await reviews.exceptions(active_only=False) if e.lifted_at]
-    assert lifted.grant.user == "Ann@x.io" and "removed" in (lifted.lifted_reason or "")
+    assert lifted.grant.user == "Ann@x.io"
+    assert "removed" in (lifted.lifted_reason or "")
     # Lifted by hand (audited), once.
     (cys,) = await reviews.exceptions()
     assert await reviews.lift(cys.id, "approved by the CISO", NOW, "grc") is True
@@ -142,5 +144,6 @@ async def test_exceptions_are_lifted_by_the_membership_change(store: SqlStore) -
     )
     assert await reviews.pending_revocations() == {items[1].grant}
     decisions = await reviews.decisions("c1")
-    assert decisions[1].decision == "keep" and decisions[1].comment == "after all"
+    assert decisions[1].decision == "keep"
+    assert decisions[1].comment == "after all"
     assert decisions[2].audit_seq is not None

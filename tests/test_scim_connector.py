@@ -422,7 +422,8 @@ class TestToken:
             shown += [f"{e!s} {e!r} {e.__cause__!r} {e.__context__!r}" for e in errors]
         finally:
             await target.close()
-        assert proxy.seen and all(s.authorization == f"Bearer {secret}" for s in proxy.seen)
+        assert proxy.seen
+        assert all(s.authorization == f"Bearer {secret}" for s in proxy.seen)
         for text in shown:
             assert secret not in text
 
@@ -528,7 +529,8 @@ class TestPeerQuirks:
             and s.path in {"/Users", "/Groups"}
             and (not s.filter or s.filter.startswith("members.value"))
         ]
-        assert listings and all("cursor" in s.query for s in listings)
+        assert listings
+        assert all("cursor" in s.query for s in listings)
         assert any(s.query["cursor"] != [""] for s in listings), "paged by cursor"
         assert all("startIndex" not in s.query and "attributes" not in s.query for s in proxy.seen)
 

@@ -206,7 +206,7 @@ def test_window_leaves_out_records_outside_it() -> None:
 def test_build_report_rejects_bad_arguments(
     sla_seconds: int, since: datetime, until: datetime
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"the SLA must be|the window starts"):
         build_report([], [], sla_seconds=sla_seconds, since=since, until=until, now=NOW)
 
 

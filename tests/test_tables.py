@@ -53,9 +53,11 @@ def test_a_piped_plan_has_one_line_per_operation() -> None:
     ]
     text = plan_table(RunReport(dry_run=True, operations=operations))
     (grant,) = [line for line in text.splitlines() if "+ grant" in line]
-    assert LONG in grant and grant.endswith("(rule 1: group engineering)")
+    assert LONG in grant
+    assert grant.endswith("(rule 1: group engineering)")
     (revoke,) = [line for line in text.splitlines() if "- revoke" in line]
-    assert "admin [privileged]" in revoke and revoke.endswith("(mover)")
+    assert "admin [privileged]" in revoke
+    assert revoke.endswith("(mover)")
 
 
 @pytest.mark.parametrize("headers", [HEADERS, None])

@@ -73,9 +73,11 @@ def _active() -> AccessRequest:
 
 def test_the_happy_path_runs_pending_to_verified() -> None:
     request = _request()
-    assert request.state == "pending" and request.privileged
+    assert request.state == "pending"
+    assert request.privileged
     once = approve(request, ELIGIBILITY, BOB, NOW)
-    assert once.state == "pending" and once.approvers() == ["bob@x.io"]
+    assert once.state == "pending"
+    assert once.approvers() == ["bob@x.io"]
     twice = approve(once, ELIGIBILITY, CY, NOW)
     assert twice.state == "approved"
     active = start(twice, ELIGIBILITY, ADA, NOW + timedelta(seconds=1))
@@ -202,14 +204,16 @@ def test_extend_needs_the_approvals_again() -> None:
     with pytest.raises(AccessRefused, match="over the maximum"):
         extend(active, ELIGIBILITY, ADA, timedelta(hours=9), NOW)
     asked = extend(active, ELIGIBILITY, ADA, timedelta(hours=1), NOW)
-    assert asked.expires_at == active.expires_at and asked.extension == timedelta(hours=1)
+    assert asked.expires_at == active.expires_at
+    assert asked.extension == timedelta(hours=1)
     # The approvers of the request approve the extension afresh, as a new round.
     once = approve(asked, ELIGIBILITY, BOB, NOW)
     assert once.expires_at == active.expires_at
     twice = approve(once, ELIGIBILITY, CY, NOW)
     assert active.expires_at is not None
     assert twice.expires_at == active.expires_at + timedelta(hours=1)
-    assert twice.extension is None and twice.state == "active"
+    assert twice.extension is None
+    assert twice.state == "active"
 
 
 people = st.sampled_from([ADA, BOB, CY, EVE, Person("zed@x.io", False, frozenset({"approvers"}))])
@@ -224,7 +228,9 @@ def test_approval_needs_n_distinct_qualified_approvers(approvers: list[Person]) 
         except AccessRefused:
             continue
     distinct = set(request.approvers())
-    assert "ada@x.io" not in distinct and "eve@x.io" not in distinct and "zed@x.io" not in distinct
+    assert "ada@x.io" not in distinct
+    assert "eve@x.io" not in distinct
+    assert "zed@x.io" not in distinct
     assert len(distinct) == len(request.approvers())
     assert (request.state == "approved") == (len(distinct) >= ELIGIBILITY.approvals)
 
@@ -237,7 +243,7 @@ def test_durations_round_trip(seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "2", "2x", "0h", "-1h", "h", "9" * 30 + "w", "1h" * 40])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
 
 
@@ -277,16 +283,19 @@ ticket_pattern = "INC-[0-9]+"
 """,
     )
     settings = load_settings(good)
-    assert settings.access.expiry_check_seconds == 5 and settings.access.end_seconds == 300
+    assert settings.access.expiry_check_seconds == 5
+    assert settings.access.end_seconds == 300
     (only,) = eligibilities_from_settings(settings)
-    assert only.max_duration == timedelta(hours=4) and only.approvals == 2
+    assert only.max_duration == timedelta(hours=4)
+    assert only.approvals == 2
     result = CliRunner().invoke(main, ["config", "check", "--config", str(good)])
     assert result.exit_code == 0, result.output
     assert "prod-admin: group 'oncall' -> ledger:admin for at most 4h, 2 approval(s)" in (
         result.output
     )
     schema = json.loads(CliRunner().invoke(main, ["config", "schema"]).output)
-    assert "eligibility" in schema["properties"] and "access" in schema["properties"]
+    assert "eligibility" in schema["properties"]
+    assert "access" in schema["properties"]
 
 
 @pytest.mark.parametrize(
@@ -351,4 +360,5 @@ def test_desired_is_rules_plus_active_unexpired_grants(
     desired = with_timebound(rules, timebound)
     assert set(desired) == set(rules) | expected
     for grant, reason in rules.items():
-        assert desired[grant].request is None and desired[grant].rule == reason.rule
+        assert desired[grant].request is None
+        assert desired[grant].rule == reason.rule
