@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import TOKENS, ServiceProcess
+from tests.process.test_crash import ledger_state
 from tests.scim_samples import PATCH_OP
-from tests.test_crash import ledger_state
 
 SETTINGS = """
 [pipeline]

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import served
-from tests.test_access_process import ACCESS, HEADERS, Directory, access_json, acli, until
+from tests.process.test_access_process import ACCESS, HEADERS, Directory, access_json, acli, until
 
 TIMEOUT = """
 [[eligibility]]

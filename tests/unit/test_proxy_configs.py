@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.timeout(60)
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "deploy-tls.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy-tls.md"
 CERTIFICATE = "/etc/letsencrypt/live/jmlsync.example.com/fullchain.pem"
 KEY = "/etc/letsencrypt/live/jmlsync.example.com/privkey.pem"
 ALLOW = "/etc/nginx/jmlsync-idp-allow.conf"

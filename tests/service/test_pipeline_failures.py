@@ -25,7 +25,7 @@ from jmlsync.policy_config import rules_from_settings
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
-from tests.test_pipeline import PIPELINE
+from tests.service.test_pipeline import PIPELINE
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -25,7 +25,7 @@ from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config
 from tests.postgres import fresh_database
 from tests.scim_samples import PATCH_OP
-from tests.test_pipeline import PIPELINE
+from tests.service.test_pipeline import PIPELINE
 
 pytestmark = pytest.mark.postgresql
 

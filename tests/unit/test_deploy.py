@@ -31,7 +31,7 @@ from jmlsync.targets.scim import ScimTargetSettings
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "jmlsync.service"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -315,7 +315,7 @@ def test_image_holds_no_tests_and_only_built_wheels() -> None:
                 # Whatever the build copies from the context is there and not ignored.
                 assert (ROOT / source).exists(), source
                 assert not _ignored(source.strip("/"), patterns), source
-    for path in (".venv/bin/python", ".git/HEAD", "tests/test_deploy.py", "var/jmlsync.db"):
+    for path in (".venv/bin/python", ".git/HEAD", "tests/unit/test_deploy.py", "var/jmlsync.db"):
         assert _ignored(path, patterns), f".dockerignore lets {path} into the build context"
     # The runtime installs the wheels of the builder stage, and nothing from an index.
     installs = [

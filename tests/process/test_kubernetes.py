@@ -28,7 +28,7 @@ from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("sqlite", "postgresql")
 KUSTOMIZATIONS = sorted(KUBERNETES.glob("*/kustomization.yaml"))

@@ -28,7 +28,7 @@ from jmlsync.service import Runtime, open_runtime
 from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
-from tests.test_pipeline import PIPELINE
+from tests.service.test_pipeline import PIPELINE
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli.common import Commands
-from tests.test_reconcile_cli import World, world  # noqa: F401  (the fixture)
+from tests.service.test_reconcile_cli import World, world  # noqa: F401  (the fixture)
 
 
 @pytest.mark.parametrize(

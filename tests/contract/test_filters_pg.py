@@ -1,7 +1,7 @@
 """Filters compiled to PostgreSQL select exactly what :func:`matches` accepts, on a real server.
 
 The module makes a database of its own on the server at 127.0.0.1:5432 (user ``postgres``,
-trust authentication), holding the users and groups of ``tests/test_filters.py`` in the
+trust authentication), holding the users and groups of ``tests/unit/test_filters.py`` in the
 PostgreSQL shape of the directory tables, plus a schema ``odd`` of documents with values of
 unexpected JSON types. When it can, the database collates by ICU's root locale, which orders
 text unlike code points, so the compiler's ``COLLATE "C"`` is exercised.
@@ -36,7 +36,7 @@ from jmlsync.scim.schema import ENTERPRISE_USER_SCHEMA, GROUP, USER
 from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE, Table
 from jmlsync.store.filters.postgres import compile_filter_pg, sort_expression_pg
 from tests.postgres import ADMIN_DSN, HOST, PORT, UNREACHABLE, postgres_reachable
-from tests.test_filters import (
+from tests.unit.test_filters import (
     DISPLAY,
     GROUP_CASES,
     GROUPS,

@@ -32,7 +32,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "jmlsync.json"
 RULES = ROOT / "deploy" / "prometheus" / "jmlsync.rules.yml"
 METRIC = re.compile(r"\b(jmlsync_[a-z0-9_]+)\b")

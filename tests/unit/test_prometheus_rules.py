@@ -20,7 +20,7 @@ pytestmark = [
     ),
 ]
 
-PROMETHEUS = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = PROMETHEUS / "jmlsync.rules.yml"
 RULE_TESTS = PROMETHEUS / "jmlsync.rules.test.yml"
 

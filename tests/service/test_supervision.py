@@ -23,8 +23,8 @@ from jmlsync.policy_config import rules_from_settings
 from jmlsync.service import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
-from tests.test_pipeline import PIPELINE
-from tests.test_pipeline_failures import Rig
+from tests.service.test_pipeline import PIPELINE
+from tests.service.test_pipeline_failures import Rig
 
 WORKERS = 3
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ScimClient
 from tests.scim_samples import PATCH_OP
-from tests.test_hostile import snapshot
+from tests.service.test_hostile import snapshot
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

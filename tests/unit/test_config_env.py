@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from jmlsync.cli.common import CONFIG_ENVVAR
 from tests.conftest import write_config
-from tests.test_deploy import CONFIG_FILE, DOCKERFILE, UNIT, _final, _unit_directives
+from tests.unit.test_deploy import CONFIG_FILE, DOCKERFILE, UNIT, _final, _unit_directives
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from jmlsync.cli import main
 from tests.conftest import stop_service
 from tests.console_support import ADMINS, chromium, chromium_missing, scim_client, screenshot
-from tests.test_console_browser import Console, _open, _sign_in, _until
+from tests.process.test_console_browser import Console, _open, _sign_in, _until
 
 pytestmark = [
     pytest.mark.timeout(240),

@@ -14,7 +14,7 @@ import pytest
 from jmlsync.report.sla.text import TIMEBOUND_CSV_COLUMNS
 from tests.conftest import start_service, stop_service
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
-from tests.test_access_process import HEADERS, Directory, access_json, acli, until
+from tests.process.test_access_process import HEADERS, Directory, access_json, acli, until
 
 pytestmark = pytest.mark.process
 

@@ -20,7 +20,7 @@ from jmlsync.store.postgres import OwnerLock, PgDatabase
 from jmlsync.store.queue import SqlQueue
 from tests.conftest import start_service, stop_service, write_config
 from tests.postgres import fresh_database
-from tests.test_crash import ledger_state
+from tests.process.test_crash import ledger_state
 
 pytestmark = pytest.mark.postgresql
 

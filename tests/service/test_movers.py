@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from jmlsync.domain.directory import Change, MemberOp, parse_timestamp
-from tests.test_assurance import Rig, rig  # noqa: F401
+from tests.service.test_assurance import Rig, rig  # noqa: F401
 
 
 async def _leave_group(rig: Rig, user: str, group: str) -> None:  # noqa: F811

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from jmlsync.cli import main
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.moto_server import ACCOUNT, REGION, Moto, aws_env, moto_fixture, moto_server  # noqa: F401
-from tests.test_reviews_service import Scim, acli, held, queue_empty, until, write
+from tests.process.test_reviews_service import Scim, acli, held, queue_empty, until, write
 
 pytestmark = pytest.mark.process
 

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import ScimClient, start_service, stop_service
+from tests.process.test_credentials import basic, cli
+from tests.process.test_evidence_service import _configure, _eventually, _roles, _true
 from tests.scim_samples import PATCH_OP
-from tests.test_credentials import basic, cli
-from tests.test_evidence_service import _configure, _eventually, _roles, _true
 
 pytestmark = pytest.mark.process
 

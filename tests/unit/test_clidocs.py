@@ -12,7 +12,7 @@ import pytest
 
 from jmlsync.cli import docs as clidocs
 from jmlsync.cli import main
-from tests.test_cli_walk import COMMANDS
+from tests.service.test_cli_walk import COMMANDS
 
 
 def test_docs_cli_md_is_current() -> None:

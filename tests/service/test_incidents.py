@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from jmlsync.domain.access import PrincipalSpec
-from tests.test_assurance import Rig, rig  # noqa: F401
+from tests.service.test_assurance import Rig, rig  # noqa: F401
 
 
 def _found_by(rig: Rig, kind: str) -> list[str]:  # noqa: F811

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service
-from tests.test_access_api import Api, _problem
-from tests.test_reviews_service import acli, configure, held, until, world
+from tests.process.test_access_api import Api, _problem
+from tests.process.test_reviews_service import acli, configure, held, until, world
 
 pytestmark = pytest.mark.process
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service
-from tests.test_access_process import ACCESS, HEADERS, Directory, acli
+from tests.process.test_access_process import ACCESS, HEADERS, Directory, acli
 
 pytestmark = pytest.mark.process
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import TOKENS, start_service, stop_service, write_config
 from tests.postgres import fresh_database
+from tests.process.test_crash import ledger_state
 from tests.scim_samples import PATCH_OP
-from tests.test_crash import ledger_state
 
 pytestmark = [pytest.mark.process, pytest.mark.postgresql]
 
