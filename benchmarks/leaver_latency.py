@@ -248,7 +248,7 @@ def _stamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-async def leavers(args: Any, target: str, moto: Moto | None, background: int) -> dict[str, Any]:
+async def leavers(args: Any, target: str, moto: Moto | None, background: int) -> dict[str, Any]:  # noqa: C901 - one scenario, read top to bottom
     """The idle (background 0) or loaded scenario: one fresh service."""
     with tempfile.TemporaryDirectory(prefix="bench-leaver-") as tmp:
         folder = Path(tmp)

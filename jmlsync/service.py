@@ -549,7 +549,7 @@ async def build_app(settings: Settings) -> web.Application:
         raise
 
 
-def _assemble(
+def _assemble(  # noqa: C901 - the composition root wires each optional part once
     settings: Settings,
     runtime: Runtime,
     sql_store: SqlStore,

@@ -136,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         if wanted == now:
             continue
         if "--check" in args:
-            print(f"{path} is stale: run python -m jmlsync.cli.docs", file=sys.stderr)
+            print(f"{path} is stale: run python -m jmlsync.cli.docs", file=sys.stderr)  # noqa: T201 - a developer tool's report
             stale = 1
         else:
             path.write_text(wanted, "utf-8")
-            print(f"wrote {path}", file=sys.stderr)
+            print(f"wrote {path}", file=sys.stderr)  # noqa: T201 - a developer tool's report
     return stale
 
 

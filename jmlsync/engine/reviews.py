@@ -182,7 +182,8 @@ class Reviews:
         )
         seq = await self.reviews.create_campaign(campaign, items, started_by, entry)
         stored = await self.reviews.campaign(campaign_id)
-        assert stored is not None and stored.audit_seq == seq
+        assert stored is not None
+        assert stored.audit_seq == seq
         await self._started_alerts(stored, items)
         return stored, items
 

@@ -311,7 +311,7 @@ async def deliver_before_exit(deliverer: Deliverer | None, ids: Collection[int])
         log.warning("cannot deliver alerts before exiting: %s", type(exc).__name__)
         left = len(ids)
     if left:
-        print(
+        print(  # noqa: T201 - the command's one line on stderr, not a log
             f"jmlsync: {left} alert(s) not delivered yet: queued for the service to deliver",
             file=sys.stderr,
         )
