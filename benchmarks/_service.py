@@ -13,13 +13,13 @@ TOKEN = "bench-" + "y" * 40
 _SERVING = re.compile(r"serving SCIM on (http://\S+)")
 
 
-def write_config(folder: Path, extra: str = "") -> Path:
+def write_config(folder: Path, extra: str = "", store_url: str = "sqlite:///jmlsync.db") -> Path:
     (folder / "tokens").write_text(TOKEN + "\n")
     (folder / "tokens").chmod(0o600)
     config = folder / "jmlsync.toml"
     config.write_text(
         '[server]\nlisten = "127.0.0.1:0"\ntokens_file = "tokens"\n'
-        '[store]\nurl = "sqlite:///jmlsync.db"\n' + extra
+        '[store]\nurl = "' + store_url + '"\n' + extra
     )
     return config
 

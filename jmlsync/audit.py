@@ -11,26 +11,16 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from jmlsync.domain.audit import AuditEntry
+
+__all__ = ["ACTOR", "GENESIS", "AuditEntry", "ChainBreak", "chain_hash", "verify_chain"]
+
 GENESIS = "0" * 64
 
 #: Who is making the current SCIM change: ``scim:LABEL`` of the credential the request
 #: carried. Set by the auth middleware for the request's task; read by the store when it
 #: writes the change's audit row (the write itself may run on another task).
 ACTOR: ContextVar[str] = ContextVar("jmlsync_actor", default="scim")
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One event: a SCIM change or an operation on a target (and its outcome)."""
-
-    at: str
-    actor: str
-    action: str
-    subject: str
-    outcome: str
-    target: str | None = None
-    role: str | None = None
-    detail: str | None = None
 
 
 def chain_hash(prev_hash: str, entry: AuditEntry) -> str:

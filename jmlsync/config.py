@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,29 +19,23 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from jmlsync.config_access import AccessSettings, EligibilitySettings
-from jmlsync.config_alibaba import (
-    AlibabaCloudSsoTargetSettings,
-    AlibabaRamTargetSettings,
-    role_problem,
-)
+from jmlsync.config_checks import SyntaxChecks, check_cron
 from jmlsync.config_console import ConsoleSettings
 from jmlsync.config_errors import ENV_PREFIX, describe
-from jmlsync.config_ldap import LdapTargetSettings
 from jmlsync.config_reviews import ReviewSettings, review_problems
 from jmlsync.config_scim import ScimSettings
+from jmlsync.domain.errors import ConfigError
+from jmlsync.targets.registry import TargetSettings
 
 __all__ = ["ConfigError", "ScimSettings", "Settings", "load_settings"]
 
 DEFAULT_BASE_PATH = "/scim/v2"
-
-
-class ConfigError(Exception):
-    """A configuration problem, with the file, the key and the reason in its message."""
 
 
 class _Section(BaseModel):
@@ -133,19 +127,6 @@ class StoreSettings(_Section):
         return Path(self.url.removeprefix("sqlite:///"))
 
 
-class _TargetSection(_Section):
-    """Keys every target kind has."""
-
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
-
-
-class LedgerTargetSettings(_TargetSection):
-    """``kind = "ledger"``: a local SQLite file of principals and grants."""
-
-    kind: Literal["ledger"]
-    path: Path
-
-
 class PipelineSettings(_Section):
     """``[pipeline]``: the workers that apply queued changes to the targets."""
 
@@ -163,58 +144,6 @@ class PipelineSettings(_Section):
     max_leavers_per_minute: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 32
     leaver_workers: Annotated[int, Field(ge=0, le=63)] = 1
-
-
-class AwsIdentityCenterTargetSettings(_TargetSection):
-    """``kind = "aws-identity-center"``: permission sets assigned on accounts.
-
-    Credentials come from the standard AWS chain (environment, shared config, instance or
-    container roles), never from this file.
-    """
-
-    kind: Literal["aws-identity-center"]
-    region: Annotated[str, Field(min_length=1)]
-    endpoint_url: str | None = None
-    instance_arn: str | None = None
-    identity_store_id: str | None = None
-    provision_users: bool = True
-    delete_users_on_leave: bool = False
-
-
-class AwsIamTargetSettings(_TargetSection):
-    """``kind = "aws-iam"``: IAM groups and managed policies of IAM users."""
-
-    kind: Literal["aws-iam"]
-    region: Annotated[str, Field(min_length=1)] = "us-east-1"
-    endpoint_url: str | None = None
-    provision_users: bool = True
-    delete_users_on_leave: bool = False
-    user_path: str = "/"
-
-
-class ScimTargetSettings(_TargetSection):
-    """``kind = "scim"``: a downstream SCIM 2.0 service provider."""
-
-    kind: Literal["scim"]
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    token_file: Path
-    delete_users_on_leave: bool = False
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
-
-
-#: Every target kind, told apart by ``kind``; a new connector adds its settings class here.
-TargetSettings = Annotated[
-    Union[  # noqa: UP007
-        LedgerTargetSettings,
-        AwsIdentityCenterTargetSettings,
-        AwsIamTargetSettings,
-        ScimTargetSettings,
-        AlibabaRamTargetSettings,
-        AlibabaCloudSsoTargetSettings,
-        LdapTargetSettings,
-    ],
-    Field(discriminator="kind"),
-]
 
 
 class GrantSettings(_Section):
@@ -241,11 +170,8 @@ class ReconcileSettings(_Section):
 
     @field_validator("schedule")
     @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value:
-            from jmlsync.scheduling import check_cron
-
-            check_cron(value)
+    def _cron(cls, value: str | None, info: ValidationInfo) -> str | None:
+        check_cron(value, info)
         return value or None
 
 
@@ -338,27 +264,6 @@ def _anchor_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
-def _filter_problems(settings: Settings) -> list[str]:
-    """Rules' user_filter must parse against the User schemas, declared extensions included."""
-    # Imported here: config is read before anything else and should not pull in the SCIM
-    # adapter unless a rule needs it.
-    from jmlsync.scim.errors import ScimError
-    from jmlsync.scim.filters import parse_filter
-    from jmlsync.scim.schema import schema_set
-
-    filtered = [(r, rule) for r, rule in enumerate(settings.rules, 1) if rule.user_filter]
-    if not filtered:
-        return []
-    user = schema_set(settings.scim.extension_documents()).resource_types["User"]
-    problems = []
-    for index, rule in filtered:
-        try:
-            parse_filter(rule.user_filter or "", user)
-        except ScimError as exc:
-            problems.append(f"  rules[{index}].user_filter: {exc.detail}")
-    return problems
-
-
 def eligibility_problems(settings: Settings) -> list[str]:
     """Eligibilities must name configured targets and have unique names; a privileged grant
     (an eligibility marked privileged, or a role some privileged rule names) is never
@@ -391,7 +296,7 @@ def eligibility_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _cross_check(settings: Settings, source: Path) -> None:
+def _cross_check(settings: Settings, source: Path, checks: SyntaxChecks | None) -> None:
     """What one field cannot check alone: rules (and review campaigns) must name configured
     targets, and rules' filters the attributes the schemas (declared extensions) define."""
     problems = [
@@ -405,9 +310,11 @@ def _cross_check(settings: Settings, source: Path) -> None:
         f"  rules[{r}].grants[{g}].role: {problem}"
         for r, rule in enumerate(settings.rules, 1)
         for g, grant in enumerate(rule.grants, 1)
-        if (problem := role_problem(settings.targets.get(grant.target), grant.role))
+        if grant.target in settings.targets
+        and (problem := settings.targets[grant.target].role_problem(grant.role))
     ]
-    problems += _filter_problems(settings)
+    if checks is not None and checks.user_filters is not None:
+        problems += checks.user_filters(settings)
     problems += review_problems(settings.reviews, set(settings.targets), len(settings.rules))
     problems += eligibility_problems(settings)
     if problems:
@@ -447,9 +354,13 @@ def _apply_environment(
     return raw
 
 
-def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: Path, environ: Mapping[str, str] | None = None, *, checks: SyntaxChecks | None = None
+) -> Settings:
     """Read and validate the configuration file at ``path`` with the ``JMLSYNC_...``
-    environment overrides; raise ConfigError on any problem."""
+    environment overrides; raise ConfigError on any problem. ``checks`` adds the cron and
+    rule-filter syntax (the composition root gives them: config does not import their
+    parsers); without them those strings are checked when used."""
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
@@ -462,8 +373,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     raw = _apply_environment(raw, os.environ if environ is None else environ, origins)
     raw = _anchor_paths(raw, path.resolve().parent)
     try:
-        settings = Settings.model_validate(raw)
+        settings = Settings.model_validate(raw, context={"checks": checks})
     except ValidationError as exc:
         raise ConfigError(describe(exc, path, Settings, origins)) from exc
-    _cross_check(settings, path)
+    _cross_check(settings, path, checks)
     return settings.model_copy(update={"source": path})

@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from jmlsync.config_checks import check_cron
 
 __all__ = ["ReviewOwnerSettings", "ReviewScopeEntry", "ReviewSettings", "RuleScope"]
 
@@ -73,11 +82,8 @@ class ReviewSettings(_Section):
 
     @field_validator("schedule")
     @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value:
-            from jmlsync.scheduling import check_cron
-
-            check_cron(value)
+    def _cron(cls, value: str | None, info: ValidationInfo) -> str | None:
+        check_cron(value, info)
         return value or None
 
     @model_validator(mode="after")

@@ -1,4 +1,8 @@
-"""The ports of jmlsync: the contracts every adapter keeps. Their docstrings are the spec."""
+"""The ports of jmlsync: the contracts every adapter keeps. Their docstrings are the spec.
+
+A concrete class may keep several ports (the SQL store is the Directory, the PlanningReads and
+the GrantLedger at once); each consumer names the narrowest port it uses.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from jmlsync.audit import AuditEntry
-from jmlsync.domain.filters import Attr, Expr
-from jmlsync.domain.grants import Grant, GroupInfo, Principal, PrincipalSpec, UserState
-from jmlsync.domain.models import (
+from jmlsync.domain.access import Grant, GroupInfo, Principal, PrincipalSpec, UserState
+from jmlsync.domain.assurance import DriftFinding, DriftRecord, OpenLeaver, OpenMover, RunRecord
+from jmlsync.domain.audit import AuditEntry
+from jmlsync.domain.directory import (
     Change,
     Job,
     Page,
@@ -28,8 +32,11 @@ from jmlsync.domain.models import (
     ResourceKind,
     StoredResource,
 )
+from jmlsync.domain.filters import Attr, Expr
 from jmlsync.domain.review_records import Decision, NewException, Remediation, ReviewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
+from jmlsync.domain.sessions import Session, Timeouts
+from jmlsync.domain.sla import LeaverRecord, MoverRevocation
 from jmlsync.domain.timebound import AccessRequest
 from jmlsync.domain.timebound_records import HistoryRow, Step, TokenRow
 
@@ -66,7 +73,7 @@ class Query:
     member_limit: int | None = None
 
 
-class Store(Protocol):
+class Directory(Protocol):
     """The directory the IdP pushes (users, groups, memberships), kept durably.
 
     Every write method runs in one transaction: it either commits everything it was given or
@@ -131,8 +138,24 @@ class Store(Protocol):
         """The resources matching ``query.filter``, sorted, one page of them, and their total."""
         ...
 
+    async def close(self) -> None:
+        """Release connections; pending writes are already committed."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise when the store cannot answer a query (readiness)."""
+        ...
+
+
+class PlanningReads(Protocol):
+    """The reads a plan starts from: the directory's groups and users as policy input."""
+
     async def list_groups(self) -> list[GroupInfo]:
         """Every group's id, displayName and externalId (for matching rules)."""
+        ...
+
+    async def find_user(self, user_name: str) -> StoredResource | None:
+        """The user with this userName (case-insensitively), or None."""
         ...
 
     def policy_users(
@@ -147,18 +170,19 @@ class Store(Protocol):
         """
         ...
 
-    async def find_user(self, user_name: str) -> StoredResource | None:
-        """The user with this userName (case-insensitively), or None."""
-        ...
-
-    async def applied_grants(self, user_names: Collection[str] | None = None) -> set[Grant]:
-        """The grants jmlsync applied to targets and has not revoked since."""
-        ...
-
     async def policy_user(self, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
         """The user whose userName is exactly ``user_name``, with its resource and groups;
         (None, []) when there is none (deleted, or renamed away).
         """
+        ...
+
+
+class GrantLedger(Protocol):
+    """The grants jmlsync applied to targets and has not revoked since: what a plan diffs
+    the desired grants against, between readings of the targets."""
+
+    async def applied_grants(self, user_names: Collection[str] | None = None) -> set[Grant]:
+        """The grants jmlsync applied to targets and has not revoked since."""
         ...
 
     async def record_applied(
@@ -193,9 +217,13 @@ class Store(Protocol):
         would, or only its audit row; audit rows are appended in the order given."""
         ...
 
-    async def close(self) -> None:
-        """Release connections; pending writes are already committed."""
-        ...
+
+class PlanningStore(PlanningReads, GrantLedger, Protocol):
+    """What the engine plans from and records into: the planning reads and the ledger."""
+
+
+class Store(Directory, PlanningReads, GrantLedger, Protocol):
+    """The whole store of the directory: what the SCIM adapter and the console are given."""
 
 
 @dataclass(frozen=True)
@@ -319,8 +347,9 @@ class Queue(Protocol):
         False), or None when nothing is due."""
         ...
 
-    async def leaver_events_since(self, since: datetime) -> int:
-        """How many leaver events started at or after ``since``."""
+    async def ack(self, job: Job) -> bool:
+        """Done: delete the row, unless a newer change coalesced into it (then it is due
+        again). True when deleted."""
         ...
 
     async def lease_batch(
@@ -335,11 +364,6 @@ class Queue(Protocol):
         """Lease up to ``limit`` due rows in one transaction: leavers only (``leavers``),
         none of them (``others``), or (``any``) the due leavers if there are some, else the
         others; a batch never mixes the two."""
-        ...
-
-    async def ack(self, job: Job) -> bool:
-        """Done: delete the row, unless a newer change coalesced into it (then it is due
-        again). True when deleted."""
         ...
 
     async def seen(self, jobs: Sequence[Job]) -> bool:
@@ -406,6 +430,15 @@ class Queue(Protocol):
         """Pending rows, dead letters and the oldest pending row's enqueue time."""
         ...
 
+
+class LeaverRecords(Protocol):
+    """The leaver records the pipeline keeps: one per leaver event (opened by the Store in the
+    change's transaction), cleared target by target as the revocations are applied."""
+
+    async def leaver_events_since(self, since: datetime) -> int:
+        """How many leaver events started at or after ``since``."""
+        ...
+
     async def clear_leaver(self, user_name: str, now: datetime) -> list[str]:
         """Mark the open leaver record of ``user_name`` cleared at ``now``; return the
         ``left_at`` of each record cleared."""
@@ -424,6 +457,10 @@ class Queue(Protocol):
         ``left_at`` of each record so cleared. Idempotent: a target keeps its first clear."""
         ...
 
+
+class AuditLog(Protocol):
+    """The hash-chained audit log: append-only; each row's hash covers the previous one."""
+
     async def audit(self, entry: AuditEntry) -> None:
         """Append one row to the hash-chained audit log."""
         ...
@@ -436,11 +473,37 @@ class Queue(Protocol):
         """The hash of the newest audit row as recorded when it was written."""
         ...
 
+
+class ServiceState(Protocol):
+    """Small facts the service keeps between runs (the rules' fingerprint, the leaver pause)."""
+
     async def get_state(self, key: str) -> str | None:
         """A small fact the service keeps between runs."""
         ...
 
-    async def set_state(self, key: str, value: str) -> None: ...
+    async def set_state(self, key: str, value: str | None) -> None:
+        """Set (or replace) the fact ``key``; None forgets it. Idempotent."""
+        ...
+
+
+class AuditTrail(AuditLog, ServiceState, Protocol):
+    """What ``audit verify`` reads: the chain, and the state that holds its anchor (the last
+    hash of the rows housekeeping pruned)."""
+
+
+class AuditHistory(Protocol):
+    """One person's history in the audit log (the console's person page)."""
+
+    async def audit_about(self, user_name: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` audit rows whose subject is the user ``user_name`` (their SCIM
+        changes, grants and sign-ins), newest first: ``seq``, ``at``, ``actor``, ``action``,
+        ``target``, ``role``, ``outcome`` and ``detail``."""
+        ...
+
+
+class PipelineQueue(Queue, LeaverRecords, ServiceState, Protocol):
+    """What the workers use: the queue, the leaver records they clear, and the service state
+    that holds the leaver pause."""
 
 
 class ReviewHolds(Protocol):
@@ -548,6 +611,16 @@ class ReviewStore(ReviewHolds, Protocol):
         """Append ``entry`` to the audit chain; return its seq."""
 
 
+class ReviewAssignments(Protocol):
+    """Who has items to decide (the console's reviewer role and inbox)."""
+
+    async def open_items_of(self, reviewers: Collection[str]) -> list[Item]:
+        """The items of open campaigns whose reviewer is one of ``reviewers`` (userNames and
+        ``group:`` names, casefolded), by campaign start, campaign and item id. Whether a
+        person may decide one is :func:`jmlsync.domain.reviews.may_decide`'s to say."""
+        ...
+
+
 class AccessStore(Protocol):
     """Time-bound access kept durably: requests, their approvals and history, personal tokens.
 
@@ -618,4 +691,366 @@ class AccessStore(Protocol):
 
     async def revoke_token(self, token_id: int, *, now: datetime, actor: str) -> bool:
         """Revoke the token, with an audit row; False when there is no unrevoked one."""
+        ...
+
+
+class LeaverVerification(Protocol):
+    """Leaver events as verification reads them back: verified, or breached past the SLA."""
+
+    async def unverified_leavers(self) -> list[OpenLeaver]:
+        """Leaver events neither verified nor cancelled, oldest first."""
+        ...
+
+    async def mark_verified(self, leaver_id: int, now: datetime) -> None:
+        """Mark the event verified at ``now`` (idempotent: the first time is kept)."""
+        ...
+
+    async def mark_breached(
+        self,
+        leaver_id: int,
+        now: datetime,
+        cause: str | None = None,
+        *,
+        also: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> bool:
+        """Record the breach and its cause; True the first time only (so it is alerted once).
+        ``also`` (the breach's alert row) runs in the same transaction, that first time."""
+        ...
+
+    async def mark_regranted(
+        self,
+        user_name: str,
+        cause: str,
+        now: datetime,
+        also: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> bool:
+        """A verified leaver's revoked access was found again: the newest event is breached
+        (its first breach time kept) with ``cause`` and no longer verified. True when that
+        event had been verified (alert then); ``also`` (the breach's alert rows) runs in the
+        same transaction, only then."""
+        ...
+
+    async def pending_targets_of(
+        self, leaver_id: int, targets: Iterable[str]
+    ) -> dict[str, str | None]:
+        """The ``targets`` the leaver event has no clear for, with the last error of each."""
+        ...
+
+
+class MoverRecords(Protocol):
+    """Movers' revocations, recorded with the revocation and read back by verification."""
+
+    async def unverified(self) -> list[OpenMover]:
+        """Revocations not read back as gone yet (breached ones included), oldest first."""
+        ...
+
+    async def mark_verified(self, mover_id: int, now: datetime) -> None:
+        """Mark the revocation read back as gone (idempotent: the first time is kept)."""
+        ...
+
+    async def mark_breached(self, mover_id: int, now: datetime, cause: str) -> bool:
+        """Record the breach and its cause; True the first time only (alerted once)."""
+        ...
+
+
+class DriftRecords(Protocol):
+    """Drift findings: opened when a reconciliation first sees a difference, resolved when a
+    complete one no longer does."""
+
+    async def record_drift(
+        self,
+        findings: Iterable[tuple[str, Grant]],
+        now: datetime,
+        *,
+        scope_complete: bool,
+        unreadable: Collection[str] = (),
+        also: Callable[[Any, list[DriftFinding]], Awaitable[object]] | None = None,
+    ) -> tuple[list[DriftFinding], list[DriftFinding]]:
+        """Record one run's ``(kind, grant)`` findings in one transaction: (the findings new
+        in this run, every finding open after it). Only a ``scope_complete`` run resolves
+        findings it no longer sees, never on the ``unreadable`` targets; ``also`` runs in the
+        same transaction with the new findings (their alert rows)."""
+        ...
+
+    async def record_findings(
+        self,
+        findings: Sequence[tuple[str, Grant]],
+        now: datetime,
+        *,
+        scope_complete: bool,
+        unreadable: Collection[str] = (),
+        also: Callable[[Any, list[DriftFinding]], Awaitable[object]] | None = None,
+    ) -> DriftRecord:
+        """:meth:`record_drift` in a few set-wise statements, for runs with hundreds of
+        thousands of findings: each finding's first sighting and the open counts by kind
+        rather than every open finding."""
+        ...
+
+    async def open_drift(self) -> list[DriftFinding]:
+        """Every unresolved finding, by kind, target, user and role."""
+        ...
+
+
+class RunLog(Protocol):
+    """The record of scheduled and CLI runs (reconciliations, verification, housekeeping)."""
+
+    async def start_run(self, job: str, now: datetime, runner: str | None = None) -> int:
+        """Record that ``job`` started; its run id."""
+        ...
+
+    async def finish_run(
+        self,
+        run_id: int,
+        now: datetime,
+        outcome: str,
+        counts: dict[str, int] | None = None,
+        detail: str | None = None,
+        also: Callable[[Any], Awaitable[object]] | None = None,
+    ) -> None:
+        """Record how the run ended; ``also`` (a held run's guard alert rows) runs in the
+        same transaction."""
+        ...
+
+    async def last_runs(self) -> list[RunRecord]:
+        """The newest run of each job."""
+        ...
+
+
+class SlaReads(Protocol):
+    """What the SLA report and ``explain`` read: leaver events and movers' revocations."""
+
+    async def leaver_records(self, since: datetime, until: datetime) -> list[LeaverRecord]:
+        """Leaver events (not cancelled) that started in [since, until], with per-target
+        detail."""
+        ...
+
+    async def latest_leaver(self, user_name: str) -> LeaverRecord | None:
+        """The newest leaver event of ``user_name`` (not cancelled), or None."""
+        ...
+
+    async def mover_revocations(self, since: datetime, until: datetime) -> list[MoverRevocation]:
+        """Movers' revocations requested in [since, until), with their read-back."""
+        ...
+
+
+class AssuranceStore(LeaverVerification, DriftRecords, RunLog, SlaReads, Protocol):
+    """What proves jmlsync's work: leaver verification, movers' revocations, drift, runs, and
+    the housekeeping that prunes their history (and settled alerts of the outbox)."""
+
+    @property
+    def movers(self) -> MoverRecords:
+        """The movers' revocations, on the same database."""
+        ...
+
+    async def housekeeping(self, now: datetime, keep: timedelta) -> dict[str, int]:
+        """Prune history older than ``keep`` (runs, resolved drift, movers' revocations,
+        settled leaver events, the oldest audit rows with the chain's anchor kept, settled
+        alerts); how many rows of each were pruned."""
+        ...
+
+
+class MoverCounts(Protocol):
+    """The movers' revocations counted (an overview's figures)."""
+
+    async def counts(self) -> dict[str, int]:
+        """``not_verified``: revocations not verified (read back as gone) yet;
+        ``sla_breaches``: those of them that breached the mover SLA."""
+        ...
+
+
+class AssuranceOverview(Protocol):
+    """What an operator's overview reads of the assurance records (the console's)."""
+
+    @property
+    def movers(self) -> MoverCounts:
+        """The movers' revocations, on the same database."""
+        ...
+
+    async def unverified_leavers(self) -> list[OpenLeaver]:
+        """Leaver events neither verified nor cancelled, oldest first."""
+        ...
+
+    async def open_breaches(self) -> int:
+        """How many leaver events (not cancelled) breached the SLA and are not verified yet."""
+        ...
+
+    async def open_drift(self) -> list[DriftFinding]:
+        """Every unresolved finding, by kind, target, user and role."""
+        ...
+
+    async def last_runs(self) -> list[RunRecord]:
+        """The newest run of each job."""
+        ...
+
+
+class Clock(Protocol):
+    """The one now(): an aware UTC datetime."""
+
+    def __call__(self) -> datetime: ...
+
+
+class AlertSink(Protocol):
+    """Where alerts go. Sending never raises and never blocks the pipeline for long."""
+
+    async def alert(self, kind: str, text: str, **fields: Any) -> None: ...
+
+
+class StagedAlert(Protocol):
+    """An alert written in the transaction of the event that raises it, so a crash between
+    the event and its alert cannot keep one without the other."""
+
+    async def write(self, conn: Any) -> None:
+        """Add the alert's rows with ``conn``, inside the caller's transaction body (a retried
+        body calls it again: it starts over)."""
+        ...
+
+    async def send(self) -> None:
+        """The whole alert now, in a transaction of its own (the event was not written)."""
+        ...
+
+    async def after_commit(self) -> None:
+        """The rest of the alert (log line, delivery wake-up) once the transaction committed."""
+        ...
+
+
+@runtime_checkable
+class StagingAlertSink(AlertSink, Protocol):
+    """A sink that can write an alert's rows in another transaction (the outbox's)."""
+
+    def stage(self, kind: str, text: str, fields: dict[str, Any]) -> StagedAlert:
+        """The alert, to write with an event's transaction and complete after its commit."""
+        ...
+
+
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class LabelledCounter(Protocol):
+    def labels(self, *values: str) -> Counter: ...
+
+
+class LabelledGauge(Protocol):
+    def labels(self, *values: str) -> Gauge: ...
+
+
+class EngineMetrics(Protocol):
+    """The metrics the engine moves (names and labels are the operator interface)."""
+
+    @property
+    def operations(self) -> LabelledCounter:
+        """Target operations, by target, action and result."""
+        ...
+
+    @property
+    def retries(self) -> LabelledCounter:
+        """Retried target calls, by target."""
+        ...
+
+    @property
+    def sla_breaches(self) -> Counter: ...
+
+    @property
+    def last_reconcile(self) -> Gauge: ...
+
+    @property
+    def last_reconcile_ok(self) -> Gauge: ...
+
+    @property
+    def drift_findings(self) -> LabelledGauge:
+        """Open drift findings, by kind."""
+        ...
+
+
+class WriteHealth(Protocol):
+    """Whether the store takes writes: refusing since when, and why (readiness)."""
+
+    @property
+    def refusing(self) -> bool:
+        """True from a refused write until the next write that lands."""
+        ...
+
+    @property
+    def since(self) -> datetime | None: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
+class HeldLock(Protocol):
+    """A session-level lock of the store, held until closed."""
+
+    async def close(self) -> None: ...
+
+
+class LeaderLease(HeldLock, Protocol):
+    """The lock whose holder runs the scheduled jobs among replicas."""
+
+    async def try_acquire(self) -> bool:
+        """Hold the lock, taking it when free; True while this process holds it."""
+        ...
+
+
+class OwnerLock(HeldLock, Protocol):
+    """The lock that tells other replicas this process's leases are live."""
+
+    async def hold(self) -> None:
+        """Hold it, taking it again if it was lost; raise StoreUnavailable when impossible."""
+        ...
+
+
+class ReplicaLocks(Protocol):
+    """What a store shared by several replicas offers to coordinate them (PostgreSQL)."""
+
+    async def acquire_leadership(self, key: int) -> LeaderLease:
+        """The leadership lock ``key`` (held or not yet: see ``try_acquire``)."""
+        ...
+
+    async def owner_lock(self, owner_key: int) -> OwnerLock:
+        """This process's owner lock, held."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Console sessions and sign-ins under way. Only hashes of the cookie's token and of the
+    OIDC ``state`` are kept; expired rows are deleted as new ones are written."""
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """How long a session lasts unused and at all."""
+        ...
+
+    async def begin_login(
+        self, state: str, nonce: str, verifier: str, return_to: str, now: datetime
+    ) -> None:
+        """Remember a sign-in sent to the issuer (stale pending ones are dropped)."""
+        ...
+
+    async def take_login(self, state: str, now: datetime) -> tuple[str, str, str] | None:
+        """The (nonce, verifier, return_to) of a pending sign-in, used up (once only); None
+        when unknown or older than 15 minutes."""
+        ...
+
+    async def create(
+        self, user_name: str, claims: dict[str, Any], now: datetime, audit: AuditEntry
+    ) -> str:
+        """A new session for ``user_name`` with its sign-in's audit row, in one transaction;
+        the cookie's token (never stored)."""
+        ...
+
+    async def get(self, token: str, now: datetime) -> Session | None:
+        """The live session of this token, its last use moved to ``now``; None when there is
+        none or it reached its idle or absolute end (then it is deleted)."""
+        ...
+
+    async def delete(self, token: str, audit: AuditEntry | None = None) -> None:
+        """End the session (sign-out), with its audit row if given; missing is a success."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append one row to the audit chain (a refused sign-in)."""
         ...

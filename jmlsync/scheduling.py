@@ -45,18 +45,29 @@ class Scheduler:
         self._start_run, self._finish_run = recorder
         self._gate = gate
 
-    def add_cron(self, name: str, expression: str, job: Job) -> None:
-        self._add(name, CronTrigger.from_crontab(expression, timezone=UTC), job)
+    def add_cron(
+        self, name: str, expression: str, job: Job, *, records_itself: bool = False
+    ) -> None:
+        """Run ``job`` on a crontab schedule. A job that ``records_itself`` writes its own run
+        record (to commit its alerts with it); the scheduler then only logs its outcome."""
+        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+        self._add(name, trigger, job, records_itself)
 
     def add_interval(self, name: str, seconds: float, job: Job) -> None:
-        self._add(name, IntervalTrigger(seconds=seconds, timezone=UTC), job)
+        self._add(name, IntervalTrigger(seconds=seconds, timezone=UTC), job, False)
 
-    def _add(self, name: str, trigger: CronTrigger | IntervalTrigger, job: Job) -> None:
+    def _add(
+        self,
+        name: str,
+        trigger: CronTrigger | IntervalTrigger,
+        job: Job,
+        records_itself: bool,
+    ) -> None:
         async def run() -> None:
             try:
                 # With several replicas only the leader runs scheduled jobs; the others skip.
                 if self._gate is None or await self._gate():
-                    await self.run_now(name, job)
+                    await self.run_now(name, job, records_itself=records_itself)
             except asyncio.CancelledError:
                 # Shutdown cancelled a run in progress (this is the top of its task): its
                 # record stays unfinished and the next start runs the job again. Not an error.
@@ -72,15 +83,16 @@ class Scheduler:
             misfire_grace_time=None,
         )
 
-    async def run_now(self, name: str, job: Job) -> str:
+    async def run_now(self, name: str, job: Job, *, records_itself: bool = False) -> str:
         """Run ``job`` once, recorded; an exception is a failed run, never a crash."""
-        run_id = await self._start_run(name)
+        run_id = None if records_itself else await self._start_run(name)
         try:
             outcome, counts, detail = await job()
         except Exception as exc:
             log.exception("scheduled %s failed", name)
             outcome, counts, detail = "failed", {}, f"{type(exc).__name__}: {exc}"
-        await self._finish_run(run_id, outcome, counts, detail)
+        if run_id is not None:
+            await self._finish_run(run_id, outcome, counts, detail)
         log.info(
             "scheduled %s: %s",
             name,

@@ -20,36 +20,52 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from jmlsync import __version__, systemd
-from jmlsync.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
-from jmlsync.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync import __version__
 from jmlsync.api.access import access_part
 from jmlsync.api.app import build_api, mount
 from jmlsync.api.reviews import reviews_part
+from jmlsync.clock import now_utc
 from jmlsync.config import Settings
+from jmlsync.console.context import Checks, ConsolePorts
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.domain.sessions import Timeouts
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.assurance import Assurance
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.review_tasks import ReviewTasks
 from jmlsync.engine.reviews import Reviews
-from jmlsync.engine.rules import eligibilities_from_settings, rules_from_settings
-from jmlsync.engine.supervision import OwnerLock
 from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.engine.worker import Pipeline, options_from
-from jmlsync.forwarded import forwarded_middleware
-from jmlsync.http_server import DeadlineAppRunner
-from jmlsync.logs import redacted_url
-from jmlsync.metrics import Metrics
-from jmlsync.ops_http import ops_routes
-from jmlsync.ports import Target
+from jmlsync.ops import systemd
+from jmlsync.ops.alert_delivery import Deliverer, deliver_before_exit, delivery_policy, webhook_url
+from jmlsync.ops.alerts import Alerts, AuthFailureWatch, LogAlerts, OutboxAlerts
+from jmlsync.ops.forwarded import forwarded_middleware
+from jmlsync.ops.http import ops_routes
+from jmlsync.ops.http_server import DeadlineAppRunner
+from jmlsync.ops.logs import redacted_url
+from jmlsync.ops.metrics import Metrics
+from jmlsync.ops.tls import ReloadingTls
+from jmlsync.policy_config import (
+    eligibilities_from_settings,
+    review_definitions,
+    rules_from_settings,
+)
+from jmlsync.ports import (
+    LeaderLease,
+    OwnerLock,
+    Queue,
+    ReplicaLocks,
+    ServiceState,
+    Store,
+    Target,
+    WriteHealth,
+)
 from jmlsync.scheduling import Scheduler
-from jmlsync.scim.app import SELF_AUTHENTICATED, Observer, build_scim_app
+from jmlsync.scim.app import build_scim_app
 from jmlsync.scim.auth import BearerAuth
-from jmlsync.scim.intake import BODY_TIMEOUT
+from jmlsync.scim.keys import BODY_TIMEOUT, OPEN_EXTRA, SELF_AUTHENTICATED, Observer
 from jmlsync.scim.last_used import LastUsed
-from jmlsync.scim.resources import now_utc
 from jmlsync.scim.schema import schema_set
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.unknown import IgnoredReporter
@@ -59,11 +75,11 @@ from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox
-from jmlsync.store.postgres import LeaderLock, PgDatabase, PgTimeouts
+from jmlsync.store.postgres import PgTimeouts
 from jmlsync.store.queue import SqlQueue
 from jmlsync.store.reviews import SqlReviews
+from jmlsync.store.sessions import SqlSessions
 from jmlsync.targets.registry import open_target
-from jmlsync.tls import ReloadingTls
 
 log = logging.getLogger("jmlsync.service")
 
@@ -85,11 +101,16 @@ async def open_store(settings: Settings) -> SqlStore:
 
 @dataclass
 class Runtime:
-    """Everything one process runs on: the store and queue, the targets and the engine."""
+    """Everything one process runs on, by the ports it is used through: the store and the
+    queue, the targets and the engine."""
 
     settings: Settings
-    store: SqlStore
-    queue: SqlQueue
+    store: Store
+    queue: Queue
+    state: ServiceState
+    health: WriteHealth
+    #: The locks coordinating replicas that share the store (PostgreSQL), else None.
+    locks: ReplicaLocks | None
     targets: dict[str, Target]
     applier: Applier
     reconciler: Reconciler
@@ -144,6 +165,15 @@ def _alert_sinks(
     return sink, deliverer
 
 
+async def _stop_delivery(deliverer: Deliverer | None, task: asyncio.Task[None]) -> None:
+    """Let the alert post in progress settle (bounded), then stop delivering."""
+    if deliverer is not None:
+        deliverer.stop()
+        await asyncio.wait({task}, timeout=deliverer.stop_grace)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def _deliver_before_exit(runtime: Runtime) -> None:
     """A command that raised alerts delivers them before it exits (a serving process leaves
     them to its delivery task)."""
@@ -154,109 +184,126 @@ async def _deliver_before_exit(runtime: Runtime) -> None:
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Open the store and every configured target; close them all on exit."""
-    store = await open_store(settings)
+    async with _open_runtime(settings) as (runtime, _store):
+        yield runtime
+
+
+@asynccontextmanager
+async def _open_runtime(settings: Settings) -> AsyncIterator[tuple[Runtime, SqlStore]]:
+    """The runtime, and the concrete store under it (for the adapters that keep tables of
+    their own on its database: the console). Everything opened is closed on every path."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = await open_store(settings)
+        stack.push_async_callback(store.close)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        stack.push_async_callback(http.close)
+        targets: dict[str, Target] = {}
+        for name, target_settings in settings.targets.items():
+            target = await open_target(name, target_settings, http=http)
+            stack.push_async_callback(target.close)
+            targets[name] = target
+        runtime = _compose(settings, store, targets, http)
+        try:
+            yield runtime, store
+        finally:
+            await _deliver_before_exit(runtime)
+
+
+def _compose(
+    settings: Settings, store: SqlStore, targets: dict[str, Target], http: aiohttp.ClientSession
+) -> Runtime:
+    """Build the engine over the opened store and targets (nothing here opens anything)."""
     queue = SqlQueue(store.db)
-    targets: dict[str, Target] = {}
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     metrics = Metrics()
     outbox, deliverer = _alert_sinks(settings, store, http)
     alerts = Alerts(LogAlerts(), outbox)
     protected = settings.safety.protected_users
-    runtime: Runtime | None = None
-    try:
-        for name, target_settings in settings.targets.items():
-            targets[name] = await open_target(name, target_settings, http=http)
-        rules = rules_from_settings(settings)
-        review_store = SqlReviews(store.db)
-        eligibilities = eligibilities_from_settings(settings)
-        applier = Applier(
+    rules = rules_from_settings(settings)
+    review_store = SqlReviews(store.db)
+    eligibilities = eligibilities_from_settings(settings)
+    applier = Applier(
+        store,
+        queue,
+        targets,
+        clock=now_utc,
+        retry=retry_policy(settings),
+        concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
+        metrics=metrics,
+        alerts=alerts,
+    )
+    timebound = TimeboundAccess(
+        store,
+        SqlAccess(store.db),
+        eligibilities,
+        rules,
+        applier=applier,
+        alerts=alerts,
+        clock=now_utc,
+        end_limit=timedelta(seconds=settings.access.end_seconds),
+        admins=settings.access.admins,
+    )
+    pipeline = Pipeline(
+        store,
+        queue,
+        applier,
+        rules,
+        clock=now_utc,
+        alerts=alerts,
+        options=options_from(settings.pipeline.model_dump()),
+        on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
+        protected=protected,
+        reviews=review_store,
+        timebound=timebound,
+    )
+    store.db.on_commit(pipeline.wake)
+    reconciler = Reconciler(
+        store,
+        targets,
+        rules,
+        applier=applier,
+        protected=protected,
+        reviews=review_store,
+        timebound=timebound,
+    )
+    assurance = Assurance(
+        reconciler=reconciler,
+        applier=applier,
+        queue=queue,
+        store=SqlAssurance(store.db),
+        alerts=alerts,
+        metrics=metrics,
+        clock=now_utc,
+        sla=timedelta(seconds=settings.sla.leaver_seconds),
+        drift_mode=settings.reconcile.drift,
+        max_revocations=settings.reconcile.max_revocations,
+        mover_sla=timedelta(seconds=settings.sla.mover_limit),
+    )
+    return Runtime(
+        settings,
+        store,
+        queue,
+        queue,
+        store.write_health,
+        store.replica_locks(),
+        targets,
+        applier,
+        reconciler,
+        pipeline,
+        metrics,
+        alerts,
+        assurance,
+        outbox,
+        deliverer,
+        timebound=timebound,
+        reviews=Reviews(
             store,
-            queue,
-            targets,
-            clock=now_utc,
-            retry=retry_policy(settings),
-            concurrency={name: t.max_concurrency for name, t in settings.targets.items()},
-            metrics=metrics,
-            alerts=alerts,
-        )
-        timebound = TimeboundAccess(
-            store,
-            SqlAccess(store.db),
-            eligibilities,
-            rules,
-            applier=applier,
-            alerts=alerts,
-            clock=now_utc,
-            end_limit=timedelta(seconds=settings.access.end_seconds),
-            admins=settings.access.admins,
-        )
-        pipeline = Pipeline(
-            store,
-            queue,
-            applier,
-            rules,
-            clock=now_utc,
-            alerts=alerts,
-            options=options_from(settings.pipeline.model_dump()),
-            on_cleared=lambda _user, seconds: metrics.time_to_clear.observe(seconds),
-            protected=protected,
-            reviews=review_store,
-            timebound=timebound,
-        )
-        store.db.on_commit(pipeline.wake)
-        reconciler = Reconciler(
-            store,
-            targets,
-            rules,
-            applier=applier,
-            protected=protected,
-            reviews=review_store,
-            timebound=timebound,
-        )
-        assurance = Assurance(
-            reconciler=reconciler,
-            applier=applier,
-            queue=queue,
-            store=SqlAssurance(store.db),
-            alerts=alerts,
-            metrics=metrics,
-            clock=now_utc,
-            sla=timedelta(seconds=settings.sla.leaver_seconds),
-            drift_mode=settings.reconcile.drift,
-            max_revocations=settings.reconcile.max_revocations,
-            mover_sla=timedelta(seconds=settings.sla.mover_limit),
-        )
-        runtime = Runtime(
-            settings,
-            store,
-            queue,
-            targets,
-            applier,
+            review_store,
             reconciler,
-            pipeline,
-            metrics,
-            alerts,
-            assurance,
-            outbox,
-            deliverer,
-            timebound=timebound,
-            reviews=Reviews(
-                store,
-                review_store,
-                reconciler,
-                settings.reviews,
-                alerts=alerts,
-                clock=now_utc,
-            ),
-        )
-        yield runtime
-    finally:
-        if runtime is not None:
-            await _deliver_before_exit(runtime)
-        for target in targets.values():
-            await target.close()
-        await http.close()
-        await store.close()
+            review_definitions(settings),
+            alerts=alerts,
+            clock=now_utc,
+        ),
+    )
 
 
 #: The advisory lock whose holder runs the scheduled jobs, among replicas on PostgreSQL.
@@ -280,7 +327,16 @@ def build_scheduler(
     scheduler = Scheduler((start, finish), gate)
     settings = runtime.settings
     if settings.reconcile.schedule:
-        scheduler.add_cron("full-reconcile", settings.reconcile.schedule, assurance.full_reconcile)
+
+        async def full_reconcile() -> tuple[str, dict[str, int], str | None]:
+            # The run writes its own record, so a guard trip's alert commits with it.
+            run = assurance.reconcile_run()
+            run.runner = RUNNER
+            return (await run.recorded(assurance.full_request())).result
+
+        scheduler.add_cron(
+            "full-reconcile", settings.reconcile.schedule, full_reconcile, records_itself=True
+        )
     scheduler.add_interval(
         "verify-leavers", settings.sla.verify_every_seconds, assurance.verify_leavers
     )
@@ -337,11 +393,11 @@ def rules_fingerprint(settings: Settings) -> str:
 async def replan_if_rules_changed(runtime: Runtime) -> None:
     """After a change of rules, every principal is planned again through the queue."""
     fingerprint = rules_fingerprint(runtime.settings)
-    previous = await runtime.queue.get_state(RULES_FINGERPRINT)
+    previous = await runtime.state.get_state(RULES_FINGERPRINT)
     if previous == fingerprint:
         return
     count = await runtime.queue.enqueue_everyone(cause="rules.changed", now=now_utc())
-    await runtime.queue.set_state(RULES_FINGERPRINT, fingerprint)
+    await runtime.state.set_state(RULES_FINGERPRINT, fingerprint)
     if previous is not None:
         log.info("rules changed: %d principal(s) queued for a full reconciliation", count)
 
@@ -350,19 +406,19 @@ async def replan_if_rules_changed(runtime: Runtime) -> None:
 STORE_PROBE = "store_probe"
 
 
-async def probe_write(queue: SqlQueue) -> None:
+async def probe_write(state: ServiceState) -> None:
     """Write one harmless row, to learn whether the store takes writes (StoreUnavailable
     when it does not)."""
-    await queue.set_state(STORE_PROBE, now_utc().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    await state.set_state(STORE_PROBE, now_utc().strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
 async def refusing_writes(runtime: Runtime) -> str | None:
     """Why the store refuses writes, or None. While it has been refusing, a probe write
     finds out whether it recovered, so readiness does not wait for the next real write."""
-    health = runtime.store.db.health
+    health = runtime.health
     if health.refusing:
         with contextlib.suppress(StoreUnavailable):
-            await probe_write(runtime.queue)
+            await probe_write(runtime.state)
     since = health.since
     if since is not None:
         return f"store refuses writes since {since:%Y-%m-%dT%H:%M:%SZ}: {health.error}"
@@ -405,6 +461,76 @@ def _api(timebound: TimeboundAccess, reviews: Reviews) -> web.Application:
     return api
 
 
+async def _stop_background(
+    runtime: Runtime,
+    background: dict[str, asyncio.Task[None]],
+    used: LastUsed,
+    scheduler: Scheduler,
+) -> None:
+    """Stop what the service started, in order: stop recording credential use (and save
+    it), the scheduler, the workers (in-flight jobs finish within the grace time), then the
+    alert delivery. Whatever did not start is skipped."""
+    last_used = background.get("last_used")
+    if last_used is not None:
+        last_used.cancel()
+        await asyncio.gather(last_used, return_exceptions=True)
+        try:
+            await used.flush()
+        except Exception as exc:
+            log.warning("cannot record when credentials were last used: %s", exc)
+    if scheduler.running:
+        scheduler.shutdown()
+    runtime.pipeline.stop()
+    if "pipeline" in background:
+        await background["pipeline"]
+    if "alerts" in background:
+        await _stop_delivery(runtime.deliverer, background["alerts"])
+
+
+def console_ports(settings: Settings, store: SqlStore) -> ConsolePorts:
+    """The console's ports on the store's database (its sessions are tables of their own)."""
+    timeouts = Timeouts(
+        idle=timedelta(seconds=settings.console.idle_timeout_seconds),
+        absolute=timedelta(seconds=settings.console.absolute_timeout_seconds),
+    )
+    return ConsolePorts(
+        directory=store,
+        queue=SqlQueue(store.db),
+        assurance=SqlAssurance(store.db),
+        access=SqlAccess(store.db),
+        assignments=SqlReviews(store.db),
+        sessions=SqlSessions(store.db, timeouts),
+    )
+
+
+def _mount_console(
+    app: web.Application, settings: Settings, runtime: Runtime, store: SqlStore, checks: Checks
+) -> None:
+    """Mount the console on the service's application under ``[console].base_path``, with its
+    own (session) authentication instead of the SCIM bearer token."""
+    from jmlsync.console.app import build_console_app  # Jinja2 only when the console is on
+
+    base = settings.console.base_path
+
+    async def to_root(_request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": base + "/"})
+
+    app.router.add_get(base, to_root)  # before the sub-application, which would take it
+    console = build_console_app(
+        settings,
+        console_ports(settings, store),
+        runtime.reconciler,
+        checks,
+        timebound=runtime.timebound,
+        reviews=runtime.reviews,
+    )
+    # Its own sessions authenticate it, decided by the route matched (never the path's text,
+    # which `/console/../scim/v2/Users` could dress up).
+    console[SELF_AUTHENTICATED] = True
+    app.add_subapp(base, console)
+    app[OPEN_EXTRA] = frozenset({base})
+
+
 async def build_app(settings: Settings) -> web.Application:
     """The whole service as one aiohttp application; it owns the runtime and its workers."""
     auth = BearerAuth(settings.server.tokens_file)
@@ -415,7 +541,23 @@ async def build_app(settings: Settings) -> web.Application:
     except OSError as exc:
         raise OSError(exc.errno, f"cannot read [alerts].webhook_url_file: {exc.strerror}") from exc
     stack = contextlib.AsyncExitStack()
-    runtime = await stack.enter_async_context(open_runtime(settings))
+    runtime, sql_store = await stack.enter_async_context(_open_runtime(settings))
+    try:
+        return _assemble(settings, runtime, sql_store, stack, auth, metrics_auth)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+def _assemble(  # noqa: C901 - the composition root wires each optional part once
+    settings: Settings,
+    runtime: Runtime,
+    sql_store: SqlStore,
+    stack: contextlib.AsyncExitStack,
+    auth: BearerAuth,
+    metrics_auth: BearerAuth | None,
+) -> web.Application:
+    """The application over an opened runtime; its lifecycle closes ``stack``."""
     app = build_scim_app(
         runtime.store,
         auth,
@@ -461,7 +603,7 @@ async def build_app(settings: Settings) -> web.Application:
             )
         return None
 
-    leadership: list[LeaderLock] = []
+    leadership: list[LeaderLease] = []
 
     async def leader() -> bool:
         if not leadership:
@@ -480,51 +622,34 @@ async def build_app(settings: Settings) -> web.Application:
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
     app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
     if settings.console.enabled:
-        from jmlsync.console.app import mount_console
-
-        mount_console(
-            app,
-            settings,
-            runtime.store,
-            runtime.reconciler,
-            checks,
-            timebound=runtime.timebound,
-            reviews=runtime.reviews,
-        )
+        _mount_console(app, settings, runtime, sql_store, checks)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-        owner_lock: OwnerLock | None = None
-        if isinstance(runtime.store.db, PgDatabase):
-            leadership.append(await runtime.store.db.acquire_leadership(LEADER_LOCK))
-            stack.push_async_callback(leadership[0].close)
-            owner_lock = await runtime.store.db.owner_lock(runtime.pipeline.owner_key)
-            stack.push_async_callback(owner_lock.close)
-        await replan_if_rules_changed(runtime)
-        if runtime.deliverer is not None:
-            runtime.deliverer.only_when(leader)
-            background["alerts"] = asyncio.create_task(
-                runtime.deliverer.run(), name="jmlsync-alert-delivery"
-            )
-        background["pipeline"] = asyncio.create_task(
-            runtime.pipeline.run(owner_lock), name="jmlsync-pipeline"
-        )
-        used = LastUsed(auth, runtime.queue)
-        background["last_used"] = asyncio.create_task(used.run(), name="jmlsync-last-used")
-        scheduler.start()
-        yield
-        background["last_used"].cancel()
-        await asyncio.gather(background["last_used"], return_exceptions=True)
-        try:
-            await used.flush()
-        except Exception as exc:
-            log.warning("cannot record when credentials were last used: %s", exc)
-        scheduler.shutdown()
-        runtime.pipeline.stop()
-        await background["pipeline"]
-        if "alerts" in background:
-            background["alerts"].cancel()
-            await asyncio.gather(background["alerts"], return_exceptions=True)
-        await stack.aclose()
+        # What the service opened (the runtime, the replica locks) closes on every path: a
+        # start that fails half-way as well as the stop.
+        async with stack:
+            owner_lock: OwnerLock | None = None
+            if runtime.locks is not None:
+                leadership.append(await runtime.locks.acquire_leadership(LEADER_LOCK))
+                stack.push_async_callback(leadership[0].close)
+                owner_lock = await runtime.locks.owner_lock(runtime.pipeline.owner_key)
+                stack.push_async_callback(owner_lock.close)
+            used = LastUsed(auth, runtime.state)
+            try:
+                await replan_if_rules_changed(runtime)
+                if runtime.deliverer is not None:
+                    runtime.deliverer.only_when(leader)
+                    background["alerts"] = asyncio.create_task(
+                        runtime.deliverer.run(), name="jmlsync-alert-delivery"
+                    )
+                background["pipeline"] = asyncio.create_task(
+                    runtime.pipeline.run(owner_lock), name="jmlsync-pipeline"
+                )
+                background["last_used"] = asyncio.create_task(used.run(), name="jmlsync-last-used")
+                scheduler.start()
+                yield
+            finally:
+                await _stop_background(runtime, background, used, scheduler)
 
     if runtime.timebound is not None and runtime.reviews is not None:
         mount(app, _api(runtime.timebound, runtime.reviews))

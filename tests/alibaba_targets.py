@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from jmlsync.ports import Target
 from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
 from jmlsync.targets.alibaba_ram import RamTarget
+from jmlsync.targets.alibaba_settings import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from tests.alibaba_fake import ACCOUNT, AlibabaFake
 from tests.moto_server import UnderContract
 

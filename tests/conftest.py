@@ -1,4 +1,11 @@
-"""Fixtures: a configured jmlsync on a temporary SQLite store, in-process or as a real process."""
+"""Fixtures: a configured jmlsync on each store backend, in-process or as a real process.
+
+Markers (registered in pyproject.toml): ``postgresql`` on every test that runs on the
+PostgreSQL server (the ``store_url`` param, or a module that needs PostgreSQL alone);
+``process`` on every test that starts a real child process (``jmlsync serve``, moto, slapd,
+scim2-server, chromium): the fixtures that start one are marked with ``starts_process`` and
+a hook below marks the tests that use them; tests that start one themselves say so.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -20,14 +27,24 @@ from aiohttp.test_utils import TestServer
 
 from jmlsync.config import load_settings
 from jmlsync.service import build_app
+from jmlsync.store.directory import SqlStore
 from tests.postgres import fresh_database
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 TOKENS = ("t0-" + "a" * 40, "t1-" + "b" * 40)
 BASE_PATH = "/scim/v2"
 
 
-def write_config(tmp_path: Path, *, port: int = 0, extra: str = "") -> Path:
-    """A configuration with two valid tokens and a SQLite store, all under ``tmp_path``."""
+#: The store of ``write_config`` unless told otherwise, relative to the configuration.
+SQLITE_URL = "sqlite:///state/jmlsync.db"
+
+
+def write_config(
+    tmp_path: Path, *, port: int = 0, extra: str = "", store_url: str = SQLITE_URL
+) -> Path:
+    """A configuration with two valid tokens and the store at ``store_url`` (by default a
+    SQLite file), all under ``tmp_path``."""
     (tmp_path / "tokens").write_text("\n".join(TOKENS) + "\n")
     # serve refuses a tokens file others may read.
     (tmp_path / "tokens").chmod(0o600)
@@ -40,24 +57,89 @@ base_path = "{BASE_PATH}"
 tokens_file = "tokens"
 
 [store]
-url = "sqlite:///state/jmlsync.db"
+url = "{store_url}"
 {extra}
 """
     )
     return config
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def config_path(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Path]:
-    """A configuration on each store backend: every test of the service runs on both."""
-    config = write_config(tmp_path)
+def starts_process(fixture: F) -> F:
+    """Mark a fixture function (under ``@pytest.fixture``) as starting a child process: every
+    test that uses it, directly or through another fixture, is marked ``process``."""
+    fixture._jmlsync_starts_process = True  # type: ignore[attr-defined]
+    return fixture
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("store_url") == "postgresql":
+            # Also when a test narrows the backends with an indirect parametrize.
+            item.add_marker(pytest.mark.postgresql)
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        for name in item.fixturenames:
+            definitions = info.name2fixturedefs.get(name, ())
+            if definitions and getattr(definitions[-1].func, "_jmlsync_starts_process", False):
+                item.add_marker(pytest.mark.process)
+                break
+
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The store of a test, on each backend: every store, queue, assurance, pipeline and
+    service test asks for it (directly or through ``config_path``) and runs twice.
+
+    ``sqlite``: ``SQLITE_URL``, a file under the test's directory. ``postgresql``: a new
+    database of its own on the server at 127.0.0.1:5432, dropped afterwards; the test is
+    skipped, saying so, only when that server does not answer (CI starts it).
+
+    Cost: each real ``jmlsync serve`` process a test starts is paid on both backends. Where a
+    slow process test's subject is not storage, it may narrow this fixture to the backend where
+    storage behaviour differs, PostgreSQL, with ``@pytest.mark.parametrize("store_url",
+    ["postgresql"], indirect=True)`` and leave SQLite to its in-process twin; the hook below
+    still marks it ``postgresql``. No test narrows it yet; the process tests that write their
+    own configuration (``write_config`` without ``store_url``) stay on SQLite.
+    """
     if request.param == "sqlite":
-        yield config
+        yield SQLITE_URL
         return
     async with fresh_database() as url:
-        text = config.read_text().replace('url = "sqlite:///state/jmlsync.db"', f'url = "{url}"')
-        config.write_text(text)
-        yield config
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def opened_store(store_url: str, directory: Path) -> AsyncIterator[SqlStore]:
+    """The store at ``store_url``, opened directly (``SQLITE_URL``: a file in ``directory``)."""
+    if store_url == SQLITE_URL:
+        store = await SqlStore.open(directory / "jmlsync.db")
+    else:
+        store = await SqlStore.open_postgres(store_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def sql_store(store_url: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """A store opened directly on each backend (no service around it)."""
+    async with opened_store(store_url, tmp_path) as store:
+        yield store
+
+
+@pytest.fixture
+def config_path(store_url: str, tmp_path: Path) -> Path:
+    """A configuration on each store backend: every test of the service runs on both."""
+    return write_config(tmp_path, store_url=store_url)
 
 
 @dataclass
@@ -239,6 +321,7 @@ async def stop_service(service: ServiceProcess) -> int:
 
 
 @pytest.fixture
+@starts_process
 async def service(config_path: Path) -> AsyncIterator[ServiceProcess]:
     """A real ``jmlsync serve`` process on a loopback port."""
     running = await start_service(config_path)

@@ -22,11 +22,12 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 import pytest
 
-from jmlsync.config import AwsIamTargetSettings, AwsIdentityCenterTargetSettings
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.ports import Target
 from jmlsync.targets.aws_iam import IamTarget
 from jmlsync.targets.aws_identity_center import IdentityCenterTarget
+from jmlsync.targets.aws_settings import AwsIamTargetSettings, AwsIdentityCenterTargetSettings
+from tests.conftest import starts_process
 
 REGION = "us-east-1"
 #: moto's account. moto's ListAccountsForProvisionedPermissionSet only ever reports the
@@ -119,6 +120,7 @@ def _wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+@starts_process
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     """A moto server on loopback, for the whole session."""
     # stderr goes to a file, not a pipe: moto logs every request there, and a pipe nobody

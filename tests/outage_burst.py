@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import TOKENS, ServiceProcess
-from tests.test_crash import ledger_state
+from tests.process.test_crash import ledger_state
+from tests.scim_samples import PATCH_OP
 
 SETTINGS = """
 [pipeline]
@@ -38,7 +39,6 @@ grants = [{ target = "sandbox", role = "developer" }]
 """
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 HEADERS = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/scim+json"}
 
 
@@ -68,7 +68,7 @@ async def _readyz(http: aiohttp.ClientSession, service: ServiceProcess) -> tuple
         return reply.status, await reply.json()
 
 
-async def run_outage(
+async def run_outage(  # noqa: C901 - one fault script, read top to bottom
     service: ServiceProcess,
     ledger: Path,
     *,

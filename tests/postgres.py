@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,35 +11,37 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+HOST, PORT = "127.0.0.1", 5432
+ADMIN_DSN = f"postgresql://postgres@{HOST}:{PORT}/test"
+#: Why a PostgreSQL test is skipped: the only reason one may be.
+UNREACHABLE = f"no PostgreSQL server answers on {HOST}:{PORT}"
 
 
-async def _server_answers() -> bool:
+@functools.cache
+def postgres_reachable() -> bool:
+    """Whether the shared server accepts TCP connections (asked once per run)."""
     try:
-        conn = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError):
+        with socket.create_connection((HOST, PORT), timeout=2):
+            return True
+    except OSError:
         return False
-    await conn.close()
-    return True
+
+
+def skip_unless_reachable() -> None:
+    if not postgres_reachable():
+        pytest.skip(UNREACHABLE)
 
 
 @asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
     """The URL of a new, empty database, dropped on exit (the test is skipped without a
     server)."""
-    if not await _server_answers():
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    skip_unless_reachable()
     name = f"jmlsync_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield f"postgresql://postgres@{HOST}:{PORT}/{name}"
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    async with fresh_database() as url:
-        yield url

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from jmlsync.config import ScimTargetSettings
-from jmlsync.targets.scim import ScimTarget
+from jmlsync.targets.scim import ScimTarget, ScimTargetSettings
+from tests.conftest import starts_process
 
 TOKEN = "scim-peer-" + "s" * 32
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -97,6 +97,7 @@ def _wait_until_up(process: subprocess.Popen[bytes], probe: str) -> None:
 
 
 @pytest.fixture(scope="session")
+@starts_process
 def scim_server() -> Iterator[str]:
     """The root URL of a ``scim2-server`` accepting ``TOKEN``, for the whole session."""
     # The CLI cannot report a port it was given as 0, so pick a free one; a race with another

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from jmlsync.config_ldap import LdapTargetSettings
+from jmlsync.targets.ldap_settings import LdapTargetSettings
+from tests.conftest import starts_process
 
 if TYPE_CHECKING:
     from jmlsync.targets.ldap import LdapTarget
@@ -317,6 +318,7 @@ class LdapTree:
 
 
 @pytest.fixture(scope="session")
+@starts_process
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     """The session's slapd, or a skip where it is not installed."""
     if SLAPD is None or not SCHEMA.is_dir():

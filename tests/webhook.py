@@ -32,10 +32,12 @@ class Receiver:
         self.hung: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
         self._released = asyncio.Event()
+        self._release_status = 503
 
-    def release(self) -> None:
-        """Stop hanging; the posts held so far are answered 503."""
+    def release(self, status: int = 503) -> None:
+        """Stop hanging; the posts held so far are answered ``status`` (503)."""
         self.hang = False
+        self._release_status = status
         self._released.set()
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -44,7 +46,10 @@ class Receiver:
             self.hung.append(body)
             self._changed.set()
             await self._released.wait()
-            return web.Response(status=503)
+            if self._release_status < 300:
+                self.accepted.append(body)
+                self._changed.set()
+            return web.Response(status=self._release_status)
         status = self.statuses.pop(0) if self.statuses else self.status
         (self.refused if status >= 300 else self.accepted).append(body)
         self._changed.set()

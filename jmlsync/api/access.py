@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync.access_output import request_json
 from jmlsync.api.openapi import COMMON_ERRORS, ApiPart, problem
 from jmlsync.api.problems import Problem
 from jmlsync.api.tokens import caller
 from jmlsync.domain.timebound import parse_duration
 from jmlsync.engine.timebound import Actor, TimeboundAccess
+from jmlsync.report.access import request_json
 
 SCOPE = "access"
 TIMEBOUND: web.AppKey[TimeboundAccess] = web.AppKey("timebound", TimeboundAccess)

@@ -27,8 +27,8 @@ from jmlsync.domain.reviews import (
     may_decide,
 )
 from jmlsync.engine.reviews import ReviewError, Reviews
-from jmlsync.review_evidence import CampaignView, campaign_json, export_rows
-from jmlsync.review_views import campaign_view
+from jmlsync.report.review_evidence import CampaignView, campaign_json, export_rows
+from jmlsync.report.review_views import campaign_view
 
 SCOPE = "reviews"
 REVIEWS: web.AppKey[Reviews] = web.AppKey("reviews", Reviews)

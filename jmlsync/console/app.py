@@ -4,31 +4,25 @@ service: server-rendered pages (Jinja2 through aiohttp-jinja2), no JavaScript.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from importlib import resources
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from jmlsync import sla
 from jmlsync.config import Settings
-from jmlsync.console.context import BASE, CONSOLE, Checks, Console
+from jmlsync.console.context import BASE, CONSOLE, Checks, Console, ConsolePorts
 from jmlsync.console.features import access as access_pages
 from jmlsync.console.features import evidence, home, overview, person
 from jmlsync.console.features import reviews as review_pages
 from jmlsync.console.oidc import OidcClient
 from jmlsync.console.pages import Feature, add_features
 from jmlsync.console.security import console_middleware
-from jmlsync.console.sessions import SqlSessions, Timeouts
 from jmlsync.console.signin import signin_routes
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.reviews import Reviews
 from jmlsync.engine.timebound import TimeboundAccess
-from jmlsync.scim.app import OPEN_EXTRA, SELF_AUTHENTICATED
-from jmlsync.store.assurance import SqlAssurance
-from jmlsync.store.directory import SqlStore
-from jmlsync.store.queue import SqlQueue
+from jmlsync.report.sla import build as sla
 
 #: Every feature's pages, in the navigation's order.
 FEATURES: tuple[Feature, ...] = (
@@ -68,22 +62,16 @@ def read_client_secret(settings: Settings) -> str | None:
 
 def build_console_app(
     settings: Settings,
-    store: SqlStore,
+    ports: ConsolePorts,
     reconciler: Reconciler,
     checks: Checks,
     *,
     timebound: TimeboundAccess | None = None,
     reviews: Reviews | None = None,
 ) -> web.Application:
-    """The console application (to mount with ``add_subapp`` at the base path)."""
+    """The console application (to mount with ``add_subapp`` at the base path), over the
+    ports the composition root built."""
     secret = read_client_secret(settings)
-    sessions = SqlSessions(
-        store.db,
-        Timeouts(
-            idle=timedelta(seconds=settings.console.idle_timeout_seconds),
-            absolute=timedelta(seconds=settings.console.absolute_timeout_seconds),
-        ),
-    )
     app = web.Application(middlewares=[console_middleware])
     app[BASE] = settings.console.base_path
     env = aiohttp_jinja2.setup(
@@ -99,12 +87,9 @@ def build_console_app(
     oidc = OidcClient(settings.console.oidc, secret)
     app[CONSOLE] = Console(
         settings=settings,
-        store=store,
-        queue=SqlQueue(store.db),
-        assurance=SqlAssurance(store.db),
+        ports=ports,
         reconciler=reconciler,
         checks=checks,
-        sessions=sessions,
         oidc=oidc,
         timebound=timebound,
         reviews=reviews,
@@ -120,31 +105,3 @@ def build_console_app(
     app.add_routes(signin_routes())
     add_features(app, FEATURES)
     return app
-
-
-def mount_console(
-    app: web.Application,
-    settings: Settings,
-    store: SqlStore,
-    reconciler: Reconciler,
-    checks: Checks,
-    *,
-    timebound: TimeboundAccess | None = None,
-    reviews: Reviews | None = None,
-) -> None:
-    """Mount the console on the service's application under ``[console].base_path``, with its
-    own (session) authentication instead of the SCIM bearer token."""
-    base = settings.console.base_path
-
-    async def to_root(_request: web.Request) -> web.Response:
-        return web.Response(status=302, headers={"Location": base + "/"})
-
-    app.router.add_get(base, to_root)  # before the sub-application, which would take it
-    console = build_console_app(
-        settings, store, reconciler, checks, timebound=timebound, reviews=reviews
-    )
-    # Its own sessions authenticate it, decided by the route matched (never the path's text,
-    # which `/console/../scim/v2/Users` could dress up).
-    console[SELF_AUTHENTICATED] = True
-    app.add_subapp(base, console)
-    app[OPEN_EXTRA] = frozenset({base})

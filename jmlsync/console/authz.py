@@ -14,8 +14,7 @@ from jmlsync.domain import timebound as tb
 from jmlsync.domain.reviews import may_decide
 from jmlsync.engine.reviews import Reviews
 from jmlsync.engine.timebound import TimeboundAccess, person_of
-from jmlsync.store.directory import SqlStore
-from jmlsync.store.reviews import item_from_json
+from jmlsync.ports import PlanningReads, ReviewAssignments
 
 #: Members of ``[console].admin_groups``: the operators' pages.
 ADMIN = "admin"
@@ -28,15 +27,17 @@ REVIEWER = "reviewer"
 
 
 async def roles_of(
-    store: SqlStore,
+    store: PlanningReads,
     user_name: str,
     settings: Settings,
     *,
     timebound: TimeboundAccess | None = None,
     reviews: Reviews | None = None,
+    assignments: ReviewAssignments | None = None,
 ) -> frozenset[str] | None:
     """The console roles of the directory user ``user_name``; None when the user is unknown
-    or inactive (who may not use the console at all)."""
+    or inactive (who may not use the console at all). The reviewer role needs both the
+    review engine and the ``assignments`` read."""
     state, groups = await store.policy_user(user_name)
     if state is None or not state.active:
         return None
@@ -51,29 +52,27 @@ async def roles_of(
             roles.add(APPROVER)
         if any(tb.eligible(e, person) for e in eligibilities):
             roles.add(REQUESTER)
-    if reviews is not None and await assigned_items(store, state.user_name, names):
+    if (
+        reviews is not None
+        and assignments is not None
+        and await assigned_items(assignments, state.user_name, names)
+    ):
         roles.add(REVIEWER)
     return frozenset(roles)
 
 
 async def assigned_items(
-    store: SqlStore, user_name: str, group_names: Collection[str]
+    assignments: ReviewAssignments, user_name: str, group_names: Collection[str]
 ) -> list[tuple[str, int]]:
     """(campaign id, item id) of every item of an open campaign that ``user_name`` may decide:
     assigned to them, or to a group they are in (never their own grants)."""
     # Roles are worked out on every click: the query narrows to this person's candidates by
     # the reviewer column in SQL (not every item of every campaign loaded); may_decide, the
     # rule review decide applies, has the say.
-    specs = sorted({user_name.casefold(), *(f"group:{g.casefold()}" for g in group_names)})
-    rows = await store.db.reader.execute_fetchall(
-        "SELECT i.item FROM review_items i JOIN review_campaigns c ON c.id = i.campaign_id"
-        f" WHERE c.closed_at IS NULL AND lower(i.reviewer) IN ({', '.join('?' for _ in specs)})"
-        " ORDER BY c.started_at, i.campaign_id, i.item_id",
-        specs,
-    )
+    specs = {user_name.casefold(), *(f"group:{g.casefold()}" for g in group_names)}
+    items = await assignments.open_items_of(specs)
     # Only this person's memberships matter to may_decide: a group maps to them alone.
     groups = {name.casefold(): frozenset({user_name}) for name in group_names}
-    items = [item_from_json(row[0]) for row in rows]
     return [(i.campaign, i.id) for i in items if may_decide(i, user_name, groups)]
 
 

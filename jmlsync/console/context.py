@@ -4,34 +4,62 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
 from jmlsync.config import Settings
 from jmlsync.console.oidc import OidcClient
-from jmlsync.console.sessions import Session, SqlSessions
+from jmlsync.domain.sessions import Session
 from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.reviews import Reviews
 from jmlsync.engine.timebound import TimeboundAccess
-from jmlsync.store.assurance import SqlAssurance
-from jmlsync.store.directory import SqlStore
-from jmlsync.store.queue import SqlQueue
+from jmlsync.ports import (
+    AccessStore,
+    AssuranceOverview,
+    AuditHistory,
+    AuditTrail,
+    PlanningReads,
+    Queue,
+    ReviewAssignments,
+    SessionStore,
+    SlaReads,
+)
 
 #: Readiness checks by name: each returns why it is not ready, or None.
 Checks = Mapping[str, Callable[[], Awaitable[str | None]]]
 
 
+class ConsoleQueue(Queue, AuditTrail, AuditHistory, Protocol):
+    """The queue's figures and the audit log, as the overview and the evidence pages read
+    them."""
+
+
+class ConsoleAssurance(AssuranceOverview, SlaReads, Protocol):
+    """The assurance records the overview counts and the SLA report measures."""
+
+
+@dataclass(frozen=True)
+class ConsolePorts:
+    """What the console reads and keeps through the runtime's ports, built once by the
+    composition root."""
+
+    directory: PlanningReads
+    queue: ConsoleQueue
+    assurance: ConsoleAssurance
+    access: AccessStore
+    assignments: ReviewAssignments
+    sessions: SessionStore
+
+
 @dataclass(frozen=True)
 class Console:
-    """The domain and store objects the pages read and act through (those of the service)."""
+    """The engines and ports the pages read and act through (those of the service)."""
 
     settings: Settings
-    store: SqlStore
-    queue: SqlQueue
-    assurance: SqlAssurance
+    ports: ConsolePorts
     reconciler: Reconciler
     checks: Checks
-    sessions: SqlSessions
     oidc: OidcClient | None = None
     #: Time-bound access and reviews: the same engines the CLI and the API call.
     timebound: TimeboundAccess | None = None

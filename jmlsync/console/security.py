@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import roles_of
 from jmlsync.console.context import BASE, CONSOLE, VIEWER_KEY, Viewer, viewer_of
 from jmlsync.console.pages import render
 from jmlsync.domain.errors import StoreUnavailable
-from jmlsync.scim.resources import now_utc
 
 log = logging.getLogger("jmlsync.console")
 
@@ -51,18 +51,19 @@ async def _load_viewer(request: web.Request) -> None:
     if not token:
         return
     console = request.app[CONSOLE]
-    session = await console.sessions.get(token, now_utc())
+    session = await console.ports.sessions.get(token, now_utc())
     if session is None:
         return
     roles = await roles_of(
-        console.store,
+        console.ports.directory,
         session.user_name,
         console.settings,
         timebound=console.timebound,
         reviews=console.reviews,
+        assignments=console.ports.assignments,
     )
     if roles is None:  # deactivated or deleted since sign-in: the session ends now
-        await console.sessions.delete(token)
+        await console.ports.sessions.delete(token)
         return
     request[VIEWER_KEY] = Viewer(session.user_name, roles, session, token)
 

@@ -15,13 +15,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from jmlsync.audit import AuditEntry
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import roles_of
 from jmlsync.console.context import BASE, CONSOLE, viewer_of
 from jmlsync.console.oidc import Pending, SignInError, new_pending
 from jmlsync.console.pages import render
 from jmlsync.console.security import LOGIN_COOKIE, SESSION_COOKIE, set_cookie
-from jmlsync.domain.models import format_timestamp
-from jmlsync.scim.resources import now_utc
+from jmlsync.domain.directory import format_timestamp
 
 log = logging.getLogger("jmlsync.console")
 
@@ -99,7 +99,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     except SignInError as exc:
         log.warning("console sign-in cannot start: %s", exc)
         return _refused(request, 502, "The identity provider cannot be reached; try again.")
-    await console.sessions.begin_login(
+    await console.ports.sessions.begin_login(
         pending.state,
         pending.nonce,
         pending.verifier,
@@ -120,7 +120,7 @@ async def _claims(request: web.Request) -> tuple[dict[str, Any], str]:
     kept = request.cookies.get(LOGIN_COOKIE, "")
     if not state or not code or not hmac.compare_digest(state.encode(), kept.encode()):
         raise SignInError("this sign-in was not started in this browser")
-    found = await console.sessions.take_login(state, now_utc())
+    found = await console.ports.sessions.take_login(state, now_utc())
     if found is None or console.oidc is None:
         raise SignInError("this sign-in is unknown or too old")
     nonce, verifier, return_to = found
@@ -145,22 +145,25 @@ async def callback(request: web.Request) -> web.StreamResponse:
         return _refused(
             request, 403, f"Sign-in refused: the ID token has no {oidc.username_claim}."
         )
-    user = await console.store.find_user(claimed)
+    user = await console.ports.directory.find_user(claimed)
     user_name = str(user.doc["userName"]) if user is not None else claimed
     roles = (
         None
         if user is None
         else await roles_of(
-            console.store,
+            console.ports.directory,
             user_name,
             console.settings,
             timebound=console.timebound,
             reviews=console.reviews,
+            assignments=console.ports.assignments,
         )
     )
     if roles is None:
         why = "unknown" if user is None else "inactive"
-        await console.sessions.audit(_audit("console.sign-in", user_name, "refused", f"{why} user"))
+        await console.ports.sessions.audit(
+            _audit("console.sign-in", user_name, "refused", f"{why} user")
+        )
         log.warning("console sign-in refused for %s: %s user", user_name, why)
         return _refused(
             request, 403, "Sign-in refused: you are not an active user of the directory."
@@ -169,7 +172,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if oidc.groups_claim and isinstance(claims.get(oidc.groups_claim), list):
         detail += f" groups={','.join(map(str, claims[oidc.groups_claim]))}"
     keep: dict[str, Any] = {k: claims[k] for k in ("sub", "iss", "name", "email") if k in claims}
-    token = await console.sessions.create(
+    token = await console.ports.sessions.create(
         user_name, keep, now_utc(), _audit("console.sign-in", user_name, "ok", detail)
     )
     log.info("console sign-in: %s", user_name, extra={"fields": {"user": user_name}})
@@ -179,7 +182,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         request,
         SESSION_COOKIE,
         token,
-        int(console.sessions.timeouts.absolute.total_seconds()),
+        int(console.ports.sessions.timeouts.absolute.total_seconds()),
     )
     response.del_cookie(LOGIN_COOKIE, path=request.app[BASE])
     return response
@@ -190,7 +193,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     viewer = viewer_of(request)
     console = request.app[CONSOLE]
     if viewer is not None:
-        await console.sessions.delete(
+        await console.ports.sessions.delete(
             viewer.token, _audit("console.sign-out", viewer.user_name, "ok", None)
         )
         log.info("console sign-out: %s", viewer.user_name)

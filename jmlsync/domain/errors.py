@@ -19,6 +19,11 @@ class VersionMismatch(DomainError):
     """The resource changed since the version the client named (If-Match)."""
 
 
+class InvalidFilterError(DomainError):
+    """A filter (or sort) the store cannot run: an attribute it cannot filter on, a value it
+    cannot compare with. The SCIM layer answers it as ``invalidFilter``."""
+
+
 class UnknownMembers(DomainError):
     """A membership names users that do not exist."""
 
@@ -52,3 +57,7 @@ class StoreUnavailable(DomainError):
     def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file, the key and the reason in its message."""

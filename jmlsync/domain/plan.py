@@ -6,16 +6,33 @@ itself. Anything else a target holds (granted by hand on a role no rule names) i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
 from typing import Any
 
-from jmlsync.domain.grants import Action, Grant, Operation, Reason
+from jmlsync.domain.access import Action, Grant, Operation, Reason
 
-__all__ = ["PlanInput", "plan", "summarize"]
+__all__ = ["PlanInput", "grant_key", "missing", "plan", "sort_grants", "summarize"]
 
 _ACTIONS: tuple[Action, ...] = ("grant", "revoke", "disable")
+
+#: The order of :class:`Grant` (target, user, role) as a sort key: sorting by it gives the
+#: dataclass's own order, without a Python-level comparison per pair (seconds at 200k grants).
+grant_key = attrgetter("target", "user", "role")
+
+_BY_ROLE, _BY_USER, _BY_TARGET = attrgetter("role"), attrgetter("user"), attrgetter("target")
+
+
+def sort_grants(grants: Iterable[Grant]) -> list[Grant]:
+    """``grants`` in their order (target, user, role): three stable sorts on one string each,
+    which compare strings directly, take half the time of one sort on a tuple key."""
+    ordered = sorted(grants, key=_BY_ROLE)
+    ordered.sort(key=_BY_USER)
+    ordered.sort(key=_BY_TARGET)
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,12 @@ class PlanInput:
     only_users: AbstractSet[str] | None = None
     withheld: AbstractSet[Grant] = frozenset()
 
+    @cached_property
+    def missing(self) -> tuple[Grant, ...]:
+        """The desired grants the targets do not hold, in order (in scope or not): the plan's
+        grants and the drift's missing findings, sorted once for both."""
+        return tuple(sort_grants(self.desired.keys() - self.actual))
+
     def is_leaver(self, user: str) -> bool:
         """Whether ``user`` must lose all access: a leaver, or inactive in the directory."""
         return user in self.leavers or self.users.get(user) is False
@@ -61,7 +84,7 @@ def plan(inp: PlanInput) -> list[Operation]:
 
 def _revokes(inp: PlanInput) -> list[Operation]:
     operations = []
-    for grant in sorted(inp.actual):
+    for grant in sort_grants(inp.actual):
         if not inp.in_scope(grant.target, grant.user):
             continue
         # A leaver loses everything jmlsync owns, even if a stale desired set says otherwise.
@@ -108,16 +131,26 @@ def _disables(inp: PlanInput) -> list[Operation]:
 
 def _grants(inp: PlanInput) -> list[Operation]:
     operations = []
-    for grant in sorted(inp.desired.keys() - inp.actual):
-        if not inp.in_scope(grant.target, grant.user) or inp.is_leaver(grant.user):
+    restricted = inp.targets is not None or inp.only_users is not None
+    leavers, users, withheld, desired = inp.leavers, inp.users, inp.withheld, inp.desired
+    for grant in missing(inp):
+        user = grant.user
+        if user in leavers or users.get(user) is False:
             continue
-        if grant in inp.withheld:
+        if restricted and not inp.in_scope(grant.target, user):
             continue
-        reason = inp.desired[grant]
+        if grant in withheld:
+            continue
+        reason = desired[grant]
         operations.append(
-            Operation("grant", grant.target, grant.user, grant.role, str(reason), reason.privileged)
+            Operation("grant", grant.target, user, grant.role, str(reason), reason.privileged)
         )
     return operations
+
+
+def missing(inp: PlanInput) -> tuple[Grant, ...]:
+    """The desired grants the targets do not hold, in order (in scope or not)."""
+    return inp.missing
 
 
 def summarize(operations: Sequence[Operation]) -> dict[str, Any]:

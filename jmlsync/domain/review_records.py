@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jmlsync.domain.grants import Grant
+from jmlsync.domain.access import Grant
 
 __all__ = ["NO_DECISION", "Decision", "NewException", "Remediation", "ReviewException"]
 

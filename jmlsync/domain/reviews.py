@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.domain.grants import Grant
+from jmlsync.domain.access import Grant
 
 __all__ = [
     "Campaign",

@@ -1,4 +1,4 @@
-"""The values of the leaver SLA report (the report itself is built and rendered in jmlsync.sla)."""
+"""The values of the leaver SLA report (built and rendered in jmlsync.report.sla)."""
 
 from __future__ import annotations
 

@@ -211,7 +211,8 @@ def approve(
 def _approved(request: AccessRequest, now: datetime) -> AccessRequest:
     if request.state == "pending":
         return replace(request, state="approved", approved_at=now)
-    assert request.extension is not None and request.expires_at is not None
+    assert request.extension is not None
+    assert request.expires_at is not None
     return replace(
         request,
         expires_at=request.expires_at + request.extension,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from jmlsync.domain.access import RoleGrant
 from jmlsync.domain.errors import DomainError
-from jmlsync.domain.grants import RoleGrant
 
 State = Literal[
     "pending", "approved", "active", "ended", "verified", "denied", "cancelled", "timed_out"

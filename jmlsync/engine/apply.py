@@ -11,17 +11,27 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.audit import AuditEntry
+from jmlsync.domain.access import Grant, Operation, Principal, PrincipalSpec
+from jmlsync.domain.audit import AuditEntry
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.errors import PermanentTargetError, TargetError
-from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec
-from jmlsync.domain.models import format_timestamp
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.retry import RetryPolicy
-from jmlsync.metrics import Metrics
-from jmlsync.ports import LISTING_READ_RETRY, BatchStep, BatchTarget, Effect, Queue, Store, Target
+from jmlsync.ports import (
+    LISTING_READ_RETRY,
+    AlertSink,
+    AuditLog,
+    BatchStep,
+    BatchTarget,
+    Clock,
+    Effect,
+    EngineMetrics,
+    PlanningStore,
+    StagedAlert,
+    Target,
+)
 
 log = logging.getLogger("jmlsync.apply")
 
@@ -105,14 +115,14 @@ class Applier:
 
     def __init__(
         self,
-        store: Store,
-        queue: Queue | None,
+        store: PlanningStore,
+        queue: AuditLog | None,
         targets: Mapping[str, Target],
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         retry: RetryPolicy | None = None,
         concurrency: Mapping[str, int] | None = None,
-        metrics: Metrics | None = None,
+        metrics: EngineMetrics | None = None,
         alerts: AlertSink | None = None,
     ) -> None:
         self.store = store

@@ -4,21 +4,19 @@ targets match the directory (drift), with the mass-revocation guard on remediati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from jmlsync.alerts import AlertSink, stage_alert
+from jmlsync.domain.access import Grant, Operation
+from jmlsync.domain.assurance import OpenLeaver
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant, Operation
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
-from jmlsync.metrics import Metrics
-from jmlsync.ports import Queue
-from jmlsync.store.assurance import OpenLeaver, SqlAssurance
+from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -36,10 +34,10 @@ class Assurance:
     reconciler: Reconciler
     applier: Applier
     queue: Queue
-    store: SqlAssurance
+    store: AssuranceStore
     alerts: AlertSink
-    metrics: Metrics
-    clock: Callable[[], datetime]
+    metrics: EngineMetrics
+    clock: Clock
     sla: timedelta
     drift_mode: str
     max_revocations: int
@@ -146,7 +144,11 @@ class Assurance:
 
     async def full_reconcile(self) -> RunResult:
         """Read every target, record drift, and remediate it when configured (guarded)."""
-        request = RunRequest(
+        return (await self.reconcile_run().run(self.full_request())).result
+
+    def full_request(self) -> RunRequest:
+        """What a full reconciliation does under this configuration."""
+        return RunRequest(
             scope=Scope(),
             apply=self.drift_mode in ("remediate", "remediate-privileged"),
             max_revocations=self.max_revocations,
@@ -154,7 +156,6 @@ class Assurance:
             guard_key="full",
             select=privileged_revocation if self.drift_mode == "remediate-privileged" else None,
         )
-        return (await self.reconcile_run().run(request)).result
 
     async def housekeeping(self, keep: timedelta) -> RunResult:
         pruned = await self.store.housekeeping(self.clock(), keep)

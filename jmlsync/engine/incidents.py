@@ -3,8 +3,9 @@ leaver's revoked access found again. Alerted by whichever read finds them."""
 
 from __future__ import annotations
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.domain.grants import Grant
+from jmlsync.domain.access import Grant
+from jmlsync.engine.alerting import stage_alert
+from jmlsync.ports import AlertSink, StagedAlert
 
 
 def privileged_drift_alert(alerts: AlertSink, grant: Grant, found_by: str) -> StagedAlert:
@@ -30,9 +31,11 @@ async def privileged_drift(alerts: AlertSink | None, grant: Grant, found_by: str
     await privileged_drift_alert(alerts, grant, found_by).send()
 
 
-async def leaver_regranted(alerts: AlertSink, grant: Grant, found_by: str) -> None:
-    """Alert ``leaver_regranted``: a verified leaver holds ``grant`` again (an SLA breach)."""
-    await alerts.alert(
+def leaver_regranted(alerts: AlertSink, grant: Grant, found_by: str) -> StagedAlert:
+    """Alert ``leaver_regranted``: a verified leaver holds ``grant`` again (an SLA breach),
+    staged to commit with the breach."""
+    return stage_alert(
+        alerts,
         "leaver_regranted",
         f"leaver {grant.user} holds {grant.role} on {grant.target} again after it was revoked"
         f" and verified (re-granted by hand?): an SLA breach; found by {found_by}",

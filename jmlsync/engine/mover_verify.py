@@ -7,17 +7,16 @@ jmlsync applied: it is unmanaged drift, which full reconciliation reports (and r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
+from jmlsync.domain.access import Grant
+from jmlsync.domain.assurance import OpenMover
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler
-from jmlsync.store.movers import OpenMover, SqlMovers
+from jmlsync.ports import AlertSink, Clock, MoverRecords
 
 log = logging.getLogger("jmlsync.assurance")
 
@@ -26,11 +25,11 @@ log = logging.getLogger("jmlsync.assurance")
 class MoverVerifier:
     """Reads back each unverified mover revocation and records what it found."""
 
-    movers: SqlMovers
+    movers: MoverRecords
     applier: Applier
     reconciler: Reconciler
     alerts: AlertSink
-    clock: Callable[[], datetime]
+    clock: Clock
     sla: timedelta
 
     async def run(self) -> dict[str, int]:

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
+from jmlsync.domain.access import Grant, Operation, Principal, PrincipalSpec, Reason
 from jmlsync.domain.errors import PermanentTargetError, TargetError
-from jmlsync.domain.grants import Grant, Operation, Principal, PrincipalSpec, Reason
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.timebound import Person
 from jmlsync.engine.apply import URGENT, Applier

@@ -9,8 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import (
+from jmlsync.domain.access import (
     Grant,
     GroupInfo,
     Operation,
@@ -18,6 +17,7 @@ from jmlsync.domain.grants import (
     Rule,
     UserState,
 )
+from jmlsync.domain.errors import TargetError
 from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.policy import (
     desired_grants,
@@ -31,7 +31,7 @@ from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Applier, Outcome
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.timebound import TimeboundAccess
-from jmlsync.ports import ReviewHolds, Store, Target
+from jmlsync.ports import PlanningStore, ReviewHolds, Target
 
 log = logging.getLogger("jmlsync.reconcile")
 
@@ -95,7 +95,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: Store,
+        store: PlanningStore,
         targets: Mapping[str, Target],
         rules: Sequence[Rule],
         applier: Applier,
@@ -176,7 +176,9 @@ class Reconciler:
             only_users=None,
             withheld=held.withheld,
         )
-        operations = [op for op in plan(plan_input) if not self.is_protected(op.user)]
+        operations = plan(plan_input)
+        if self.protected:
+            operations = [op for op in operations if not self.is_protected(op.user)]
         counts = {
             "users": len(users),
             "groups": len(groups),

@@ -6,20 +6,21 @@ metrics and the run record. Callers add only their own output (the CLI its plan 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
-from jmlsync.alerts import AlertSink, StagedAlert, stage_alert
-from jmlsync.domain.grants import Grant, Operation
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant, Operation
+from jmlsync.domain.assurance import DriftFinding
+from jmlsync.domain.directory import format_timestamp
+from jmlsync.domain.plan import missing as plan_missing
+from jmlsync.domain.plan import sort_grants
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
-from jmlsync.metrics import Metrics
-from jmlsync.ports import Queue
-from jmlsync.store.assurance import DriftFinding, SqlAssurance
+from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue, StagedAlert
 
 #: Outcome and counts of a run, and its detail, as the run record keeps them.
 RunResult = tuple[str, dict[str, int], str | None]
@@ -29,14 +30,16 @@ def drift_of(snapshot: Snapshot) -> list[tuple[str, Grant]]:
     """Drift in a snapshot: ``missing`` (desired, absent) and ``unmanaged`` (present on a
     role jmlsync manages, not desired: e.g. granted by hand in the console)."""
     inp = snapshot.plan_input
-    findings: list[tuple[str, Grant]] = []
-    for grant in sorted(inp.desired):
-        if grant not in inp.actual and inp.in_scope(grant.target, grant.user):
-            findings.append(("missing", grant))
-    for grant in sorted(inp.actual):
-        owned = (grant.target, grant.role) in inp.managed or grant in inp.applied
-        if owned and grant not in inp.desired and inp.in_scope(grant.target, grant.user):
-            findings.append(("unmanaged", grant))
+    missing = [g for g in plan_missing(inp) if inp.in_scope(g.target, g.user)]
+    unmanaged = sort_grants(
+        g
+        for g in inp.actual
+        if g not in inp.desired
+        and ((g.target, g.role) in inp.managed or g in inp.applied)
+        and inp.in_scope(g.target, g.user)
+    )
+    findings: list[tuple[str, Grant]] = [("missing", grant) for grant in missing]
+    findings.extend(("unmanaged", grant) for grant in unmanaged)
     return findings
 
 
@@ -55,6 +58,57 @@ def drift_json(
         }
         for kind, grant in findings
     ]
+
+
+class DriftRows(Sequence[dict[str, str]]):
+    """The ``drift`` array of `reconcile --format json` (as :func:`drift_json` makes it), each
+    row made when read: a full run can find hundreds of thousands, and the report streams
+    them out rather than holding a dictionary per finding."""
+
+    def __init__(self, findings: Sequence[tuple[str, Grant]], first_seen: Sequence[str]) -> None:
+        self._findings = findings
+        self._first_seen = first_seen
+
+    def __len__(self) -> int:
+        return len(self._findings)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, str] | list[dict[str, str]]:
+        if isinstance(index, slice):
+            return [self._row(i) for i in range(len(self))[index]]
+        return self._row(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        for (kind, grant), seen in zip(self._findings, self._first_seen, strict=True):
+            yield {
+                "kind": kind,
+                "target": grant.target,
+                "user": grant.user,
+                "role": grant.role,
+                "first_seen": seen,
+            }
+
+    def _row(self, at: int) -> dict[str, str]:
+        kind, grant = self._findings[at]
+        return {
+            "kind": kind,
+            "target": grant.target,
+            "user": grant.user,
+            "role": grant.role,
+            "first_seen": self._first_seen[at],
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def revocations_over(operations: Iterable[Operation], limit: int) -> int | None:
@@ -113,7 +167,7 @@ class RunOutcome:
 
     snapshot: Snapshot
     findings: list[tuple[str, Grant]]
-    drift: list[dict[str, str]]
+    drift: Sequence[dict[str, str]]
     operations: list[Operation]
     outcome: str = "ok"
     detail: str | None = None
@@ -122,6 +176,8 @@ class RunOutcome:
     would_hold: str | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Alerts to commit with the run's record (a held run's guard trip).
+    staged: list[StagedAlert] = field(default_factory=list)
 
     @property
     def result(self) -> RunResult:
@@ -134,27 +190,39 @@ class ReconcileRun:
 
     reconciler: Reconciler
     queue: Queue
-    store: SqlAssurance
+    store: AssuranceStore
     alerts: AlertSink
-    metrics: Metrics
-    clock: Callable[[], datetime]
+    metrics: EngineMetrics
+    clock: Clock
     runner: str = field(default_factory=socket.gethostname)
 
     async def recorded(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
         """:meth:`run`, recorded in the store's runs like a scheduled job."""
         run_id = await self.store.start_run(request.job, self.clock(), self.runner)
         try:
-            result = await self.run(request, progress)
+            result = await self._run(request, progress)
         except Exception as exc:
             await self.store.finish_run(
                 run_id, self.clock(), "failed", {}, f"{type(exc).__name__}: {exc}"
             )
             raise
-        await self.store.finish_run(run_id, self.clock(), *result.result)
+        await self.store.finish_run(
+            run_id, self.clock(), *result.result, also=_writes(result.staged)
+        )
+        for alert in result.staged:
+            await alert.after_commit()
         return result
 
     async def run(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
-        """Read, record drift (alerting new unmanaged findings), guard, and apply if asked."""
+        """:meth:`recorded` without a run record: its alerts are sent on their own."""
+        result = await self._run(request, progress)
+        for alert in result.staged:
+            await alert.send()
+        return result
+
+    async def _run(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
+        """Read, record drift (alerting new unmanaged findings), guard, and apply if asked.
+        A guard trip's alert is staged on the outcome, for the run record's transaction."""
         started = self.clock()
         if progress is None:
             snapshot = await self.reconciler.snapshot(request.scope)
@@ -171,14 +239,15 @@ class ReconcileRun:
                 await alert.write(conn)
                 staged.append(alert)
 
-        new, open_findings = await self.store.record_drift(
+        recorded = await self.store.record_findings(
             findings,
             self.clock(),
             scope_complete=complete,
             unreadable=snapshot.unreadable,
             also=alert_rows,
         )
-        self._drift_metrics(open_findings)
+        new = recorded.new
+        self._drift_metrics(recorded.open_counts)
         for alert in staged:
             await alert.after_commit()
         regranted = await self._regranted(snapshot, findings, request)
@@ -188,7 +257,7 @@ class ReconcileRun:
         result = RunOutcome(
             snapshot,
             findings,
-            drift_json(findings, open_findings, format_timestamp(self.clock())),
+            DriftRows(findings, recorded.first_seen),
             operations,
             counts={
                 **snapshot.counts,
@@ -204,8 +273,14 @@ class ReconcileRun:
         elif held is not None:
             result.held = guard_message(held, request.max_revocations)
             result.outcome, result.detail = "held", result.held
-            await self.alerts.alert(
-                "guard_tripped", result.held, revocations=held, key=request.guard_key
+            result.staged.append(
+                stage_alert(
+                    self.alerts,
+                    "guard_tripped",
+                    result.held,
+                    revocations=held,
+                    key=request.guard_key,
+                )
             )
         elif request.apply and operations:
             await self._apply(result, started, progress)
@@ -232,10 +307,9 @@ class ReconcileRun:
         if result.counts["failed"]:
             result.outcome = "failed"
 
-    def _drift_metrics(self, open_findings: Iterable[DriftFinding]) -> None:
-        findings = list(open_findings)
+    def _drift_metrics(self, open_counts: Mapping[str, int]) -> None:
         for kind in ("missing", "unmanaged"):
-            self.metrics.drift_findings.labels(kind).set(sum(1 for d in findings if d.kind == kind))
+            self.metrics.drift_findings.labels(kind).set(open_counts.get(kind, 0))
 
     async def _regranted(
         self, snapshot: Snapshot, findings: Iterable[tuple[str, Grant]], request: RunRequest
@@ -251,11 +325,12 @@ class ReconcileRun:
                 f"re-granted: {grant.target} held {grant.role} again at {format_timestamp(now)},"
                 " after the leaver was verified"
             )
-            if not await self.store.mark_regranted(grant.user, cause, now):
+            alert = leaver_regranted(self.alerts, grant, f"reconciliation ({request.job})")
+            if not await self.store.mark_regranted(grant.user, cause, now, also=alert.write):
                 continue
+            await alert.after_commit()
             count += 1
             self.metrics.sla_breaches.inc()
-            await leaver_regranted(self.alerts, grant, f"reconciliation ({request.job})")
             if request.requeue_regranted:
                 await self.queue.enqueue([grant.user], cause="sla.regranted", now=now, leaver=True)
         return count
@@ -282,3 +357,15 @@ class ReconcileRun:
                 )
             )
         return alerts
+
+
+def _writes(staged: list[StagedAlert]) -> Callable[[Any], Awaitable[None]] | None:
+    """One transaction body step writing every staged alert's rows, or None."""
+    if not staged:
+        return None
+
+    async def write(conn: Any) -> None:
+        for alert in staged:
+            await alert.write(conn)
+
+    return write

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jmlsync.domain.grants import Grant, Reason, Rule, UserState
+from jmlsync.domain.access import Grant, Reason, Rule, UserState
 from jmlsync.domain.policy import grant_causes, without_exceptions
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.ports import ReviewHolds

@@ -4,16 +4,14 @@ act on deadlines (``on_no_decision``), each alerted."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
 
-from jmlsync.alerts import AlertSink
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.models import format_timestamp, parse_timestamp
 from jmlsync.domain.review_records import NO_DECISION
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reviews import Reviews
+from jmlsync.ports import AlertSink, Clock
 
 log = logging.getLogger("jmlsync.reviews")
 
@@ -29,7 +27,7 @@ class ReviewTasks:
         applier: Applier,
         *,
         alerts: AlertSink,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self.reviews = reviews
         self.applier = applier

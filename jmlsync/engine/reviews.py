@@ -8,16 +8,14 @@ its SHA-256 anchored in the audit chain. Decisions are checked whole before any 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.alerts import AlertSink
-from jmlsync.audit import AuditEntry
-from jmlsync.config_reviews import ReviewSettings, RuleScope
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
+from jmlsync.domain.audit import AuditEntry
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.policy import desired_grants, grant_causes, privileged_roles, rules_by_group
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import (
@@ -35,7 +33,7 @@ from jmlsync.domain.reviews import (
     snapshot_digest,
 )
 from jmlsync.engine.reconcile import Reconciler
-from jmlsync.ports import ReviewStore, Store
+from jmlsync.ports import AlertSink, Clock, PlanningReads, ReviewStore
 
 log = logging.getLogger("jmlsync.reviews")
 
@@ -58,27 +56,6 @@ class Definition:
     remind_before: timedelta
     on_no_decision: Literal["keep", "revoke"]
     admins: frozenset[str]
-
-
-def definition_of(settings: ReviewSettings) -> Definition:
-    """The engine's view of one configured campaign."""
-    scope: ReviewScope
-    if isinstance(settings.scope, str):
-        scope = ReviewScope("all" if settings.scope == "all" else "privileged")
-    elif isinstance(settings.scope, RuleScope):
-        scope = ReviewScope("rules", rules=frozenset(settings.scope.rules))
-    else:
-        scope = ReviewScope("roles", roles=frozenset((e.target, e.role) for e in settings.scope))
-    return Definition(
-        name=settings.name,
-        scope=scope,
-        reviewers=tuple(settings.reviewers),
-        owners=tuple(Owner(o.target, o.role, tuple(o.reviewers)) for o in settings.owners),
-        duration=settings.duration,
-        remind_before=settings.remind_before,
-        on_no_decision=settings.on_no_decision,
-        admins=frozenset(name.casefold() for name in settings.admins),
-    )
 
 
 @dataclass
@@ -123,18 +100,18 @@ class Reviews:
 
     def __init__(
         self,
-        store: Store,
+        store: PlanningReads,
         reviews: ReviewStore,
         reconciler: Reconciler,
-        definitions: Sequence[ReviewSettings],
+        definitions: Sequence[Definition],
         *,
         alerts: AlertSink,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self.store = store
         self.reviews = reviews
         self.reconciler = reconciler
-        self.definitions = {d.name: definition_of(d) for d in definitions}
+        self.definitions = {d.name: d for d in definitions}
         self.alerts = alerts
         self.clock = clock
 
@@ -205,7 +182,8 @@ class Reviews:
         )
         seq = await self.reviews.create_campaign(campaign, items, started_by, entry)
         stored = await self.reviews.campaign(campaign_id)
-        assert stored is not None and stored.audit_seq == seq
+        assert stored is not None
+        assert stored.audit_seq == seq
         await self._started_alerts(stored, items)
         return stored, items
 

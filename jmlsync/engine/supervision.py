@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.ports import Clock, OwnerLock
+
+__all__ = ["Outage", "OwnerLock", "PipelineHealth", "store_outage"]
 
 log = logging.getLogger("jmlsync.worker")
 
@@ -21,19 +22,11 @@ class PipelineHealth:
     since: datetime | None
 
 
-class OwnerLock(Protocol):
-    """The lock that tells other replicas this process's leases are live (PostgreSQL)."""
-
-    async def hold(self) -> None:
-        """Hold it, taking it again if it was lost; raise StoreUnavailable when impossible."""
-        ...
-
-
 class Outage:
     """One stretch of failing store calls, shared by every worker and the heartbeat: logged
     when it starts and when it ends, never per attempt."""
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.since: datetime | None = None
         self.error: str | None = None

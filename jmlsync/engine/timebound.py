@@ -12,14 +12,13 @@ does it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
 from jmlsync.domain import timebound as tb
+from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.errors import TargetError
-from jmlsync.domain.grants import Grant, GroupInfo, Reason, Rule, UserState
 from jmlsync.domain.policy import desired_grants, rules_by_group, timebound_grants
 from jmlsync.domain.timebound import (
     AccessRefused,
@@ -36,7 +35,7 @@ from jmlsync.engine.timebound_alerts import (
     alert_privileged_started,
     alert_waiting,
 )
-from jmlsync.ports import AccessStore, Store
+from jmlsync.ports import AccessStore, AlertSink, Clock, PlanningReads
 
 log = logging.getLogger("jmlsync.access")
 
@@ -68,14 +67,14 @@ class TimeboundAccess:
 
     def __init__(
         self,
-        store: Store,
+        store: PlanningReads,
         access: AccessStore,
         eligibilities: Sequence[Eligibility],
         rules: Sequence[Rule],
         *,
         applier: Applier,
         alerts: AlertSink,
-        clock: Callable[[], datetime],
+        clock: Clock,
         end_limit: timedelta,
         admins: Collection[str] = (),
     ) -> None:

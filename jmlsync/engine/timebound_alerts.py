@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from jmlsync.alerts import AlertSink
 from jmlsync.domain.timebound import AccessRequest, Eligibility, describe, format_duration
+from jmlsync.ports import AlertSink
 
 
 async def alert_waiting(

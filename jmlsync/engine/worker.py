@@ -23,9 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.alerts import AlertSink, stage_alert
-from jmlsync.domain.grants import Rule
-from jmlsync.domain.models import Job, parse_timestamp
+from jmlsync.domain.access import Rule
+from jmlsync.domain.directory import Job, parse_timestamp
 from jmlsync.domain.policy import (
     desired_grants,
     managed_roles,
@@ -33,12 +32,13 @@ from jmlsync.domain.policy import (
     rules_by_group,
     with_timebound,
 )
+from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Applier, principal_spec
 from jmlsync.engine.per_target import JobWork, RoleSets, TargetResult, run_batch
 from jmlsync.engine.review_holds import apply_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
 from jmlsync.engine.timebound import TimeboundAccess, person_of
-from jmlsync.ports import Queue, ReviewHolds, Store
+from jmlsync.ports import AlertSink, Clock, PipelineQueue, PlanningStore, ReviewHolds
 
 log = logging.getLogger("jmlsync.worker")
 
@@ -93,12 +93,12 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
-        queue: Queue,
+        store: PlanningStore,
+        queue: PipelineQueue,
         applier: Applier,
         rules: Sequence[Rule],
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         alerts: AlertSink,
         options: PipelineOptions | None = None,
         on_cleared: Callable[[str, float], None] | None = None,
@@ -159,33 +159,33 @@ class Pipeline:
             for index in range(self.options.workers)
         }
         loops["jmlsync-lease-heartbeat"] = self._heartbeat
-        tasks = {name: asyncio.create_task(loop(), name=name) for name, loop in loops.items()}
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            while not self._stopping.is_set():
-                await asyncio.wait([*tasks.values(), stopping], return_when=asyncio.FIRST_COMPLETED)
-                for name, task in list(tasks.items()):
-                    if task.done() and not self._stopping.is_set():
-                        # The loops catch everything; should one end anyway, the pool must
-                        # not shrink: start it again.
-                        error = None if task.cancelled() else task.exception()
-                        log.error("%s ended unexpectedly; restarting it", name, exc_info=error)
-                        await self._pause(self.options.outage_max_wait)
-                        tasks[name] = asyncio.create_task(loops[name](), name=name)
-            done, pending = await asyncio.wait(
-                tasks.values(), timeout=self.options.shutdown_grace_seconds
-            )
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._supervise(name, loop), name=name)
+                for name, loop in loops.items()
+            ]
+            await self._stopping.wait()
+            _done, pending = await asyncio.wait(tasks, timeout=self.options.shutdown_grace_seconds)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("worker stopped with an error", exc_info=task.exception())
-        finally:
-            stopping.cancel()
-            for task in tasks.values():
-                task.cancel()
-            await asyncio.gather(stopping, *tasks.values(), return_exceptions=True)
+
+    async def _supervise(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one loop of the pool until the pool stops. The loops catch everything; should
+        one end anyway, the pool must not shrink: it is started again after a pause."""
+        while True:
+            error: Exception | None = None
+            try:
+                await loop()
+            except Exception as exc:
+                error = exc
+            if self._stopping.is_set():
+                if error is not None:
+                    log.error("worker stopped with an error", exc_info=error)
+                return
+            log.error("%s ended unexpectedly; restarting it", name, exc_info=error)
+            await self._pause(self.options.outage_max_wait)
+            if self._stopping.is_set():
+                return
 
     async def _recover(self) -> None:
         """Take back leases left by a process that died; without the store, leave them to

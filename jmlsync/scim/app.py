@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from aiohttp import web
 
-from jmlsync import __version__
 from jmlsync.audit import ACTOR
 from jmlsync.domain.errors import (
     DomainError,
     DuplicateUserName,
+    InvalidFilterError,
     ResourceNotFound,
     StoreUnavailable,
     UnknownMembers,
@@ -23,9 +23,10 @@ from jmlsync.domain.errors import (
 )
 from jmlsync.domain.text import printable
 from jmlsync.ports import Store
-from jmlsync.scim import discovery
+from jmlsync.scim import handlers
 from jmlsync.scim.auth import BearerAuth
 from jmlsync.scim.errors import (
+    InvalidFilter,
     InvalidValue,
     MethodNotAllowed,
     NotFound,
@@ -36,47 +37,39 @@ from jmlsync.scim.errors import (
     Unauthorized,
     Uniqueness,
 )
+from jmlsync.scim.handlers import ResourceEndpoints, scim_response, search_root
 from jmlsync.scim.intake import storable_target
-from jmlsync.scim.resources import (
+from jmlsync.scim.keys import (
+    AUTH,
     BASE_PATH,
     CLOCK,
+    LENIENCY,
+    METRICS_AUTH,
+    OBSERVER,
+    ON_AUTH_FAILURE,
+    OPEN_EXTRA,
     PAGE_LIMITS,
     PUBLIC_URL,
+    SELF_AUTHENTICATED,
     SERVED,
     STORE,
-    ResourceEndpoints,
-    base_url,
-    scim_response,
-    search_root,
+    THROTTLE,
+    Observer,
 )
 from jmlsync.scim.schema import BUILT_IN, SchemaSet
 from jmlsync.scim.throttle import AuthThrottle
 from jmlsync.scim.tolerant import tolerant_paths
-from jmlsync.scim.writes import LENIENCY, Leniency
+from jmlsync.scim.writes import Leniency
 
 log = logging.getLogger("jmlsync.scim")
 
 #: The longest User-Agent a request log line carries (a client chooses it, and its length).
 USER_AGENT_CHARS = 200
 
-AUTH = web.AppKey("auth", BearerAuth)
-METRICS_AUTH = web.AppKey("metrics_auth", BearerAuth)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-#: Marks a sub-application that authenticates its own callers (the HTTP API: personal
-#: tokens, never the SCIM tokens). Decided by the route matched, never by the path's text.
-SELF_AUTHENTICATED: web.AppKey[bool] = web.AppKey("self_authenticated", bool)
-#: Exact paths open besides the health endpoints (the console's redirect to its own page;
-#: the console itself is a sub-application marked :data:`SELF_AUTHENTICATED`).
-OPEN_EXTRA: web.AppKey[frozenset[str]] = web.AppKey("open_extra", frozenset)
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _OPS_LABELS = frozenset({"healthz", "readyz", "metrics"})
 
-#: Called once per request with (resource, method, status, seconds), e.g. to count it.
-Observer = Callable[[str, str, int, float], None]
-OBSERVER: web.AppKey[Observer] = web.AppKey("observer")
-#: Called with the client address on every request refused for its token.
-ON_AUTH_FAILURE: web.AppKey[Callable[[str], None]] = web.AppKey("on_auth_failure")
-THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 #: The request's actor (``scim:LABEL``), once its credential is accepted.
 REQUEST_ACTOR = web.RequestKey("actor", str)
 
@@ -95,6 +88,8 @@ def _translate(exc: Exception) -> ScimError:
         return PreconditionFailed(str(exc))
     if isinstance(exc, UnknownMembers):
         return InvalidValue(f"members: {exc}")
+    if isinstance(exc, InvalidFilterError):
+        return InvalidFilter(str(exc))
     if isinstance(exc, StoreUnavailable):
         # The detail stays generic: the store's own message may name its host or path.
         return ScimError("the store is unavailable; nothing was changed, retry later", status=503)
@@ -114,7 +109,7 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 64 and _SAFE_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def _resource_label(request: web.Request) -> str:
@@ -237,46 +232,13 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     raise Unauthorized("a valid bearer token is required")
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
-
-
 def _discovery_routes(base: str) -> list[web.RouteDef]:
-    async def spc(request: web.Request) -> web.Response:
-        limit = request.app[PAGE_LIMITS][1]
-        basic = request.app[AUTH].basic_enabled
-        return scim_response(
-            discovery.service_provider_config(base_url(request), limit, basic=basic)
-        )
-
-    async def resource_types(request: web.Request) -> web.Response:
-        return scim_response(discovery.resource_type_list(base_url(request), request.app[SERVED]))
-
-    async def resource_type(request: web.Request) -> web.Response:
-        doc = discovery.resource_type_document(
-            request.match_info["id"], base_url(request), request.app[SERVED]
-        )
-        if doc is None:
-            raise NotFound(f"no resource type {request.match_info['id']!r}")
-        return scim_response(doc)
-
-    async def schemas(request: web.Request) -> web.Response:
-        return scim_response(discovery.schema_list(base_url(request), request.app[SERVED]))
-
-    async def schema(request: web.Request) -> web.Response:
-        doc = discovery.schema_document(
-            request.match_info["id"], base_url(request), request.app[SERVED]
-        )
-        if doc is None:
-            raise NotFound(f"no schema {request.match_info['id']!r}")
-        return scim_response(doc)
-
     return [
-        web.get(f"{base}/ServiceProviderConfig", spc),
-        web.get(f"{base}/ResourceTypes", resource_types),
-        web.get(f"{base}/ResourceTypes/{{id}}", resource_type),
-        web.get(f"{base}/Schemas", schemas),
-        web.get(f"{base}/Schemas/{{id}}", schema),
+        web.get(f"{base}/ServiceProviderConfig", handlers.service_provider_config),
+        web.get(f"{base}/ResourceTypes", handlers.resource_types),
+        web.get(f"{base}/ResourceTypes/{{id}}", handlers.resource_type),
+        web.get(f"{base}/Schemas", handlers.schemas),
+        web.get(f"{base}/Schemas/{{id}}", handlers.schema),
     ]
 
 
@@ -343,7 +305,7 @@ def build_scim_app(
     app[CLOCK] = clock
     app[LENIENCY] = leniency or Leniency()
     app[SERVED] = served
-    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.router.add_get("/healthz", handlers.healthz, allow_head=True)
     app.add_routes(_discovery_routes(base_path))
     app.add_routes(_resource_routes(base_path, served))
     return app

@@ -29,6 +29,9 @@ log = logging.getLogger("jmlsync.auth")
 #: Successful Basic verifications remembered, so scrypt is not paid on every request.
 BASIC_CACHE_SIZE = 256
 BASIC_CACHE_SECONDS = 300.0
+#: How often the tokens file's modification time is looked at: a rotated or revoked
+#: credential takes effect within this long.
+RECHECK_SECONDS = 1.0
 #: scrypt runs at most this many at once (16 MiB each), off the event loop.
 _SCRYPT_SLOTS = 2
 
@@ -96,17 +99,21 @@ class BearerAuth:
 
     Bearer tokens always; HTTP Basic only when the file holds ``basic`` lines. The file is
     read again when its modification time changes, so a credential is added or retired
-    without a restart. A file that becomes unreadable or empty keeps the last good ones.
+    without a restart; the time is looked at once every ``recheck_seconds`` (on the first
+    request after them), not on every request. A file that becomes unreadable or empty keeps
+    the last good ones.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self._path = path
         self._where = str(path)
+        self._recheck = recheck_seconds
         self._credentials: tuple[Credential, ...] = ()
         self._bearer: tuple[tuple[bytes, Credential], ...] = ()
         self._basic: tuple[Credential, ...] = ()
         self._set(read_credentials_file(path))
         self._stamp = self._mtime()
+        self._next_check = time.monotonic() + recheck_seconds
         self._cache: OrderedDict[bytes, tuple[float, Credential]] = OrderedDict()
         self._slots = asyncio.Semaphore(_SCRYPT_SLOTS)
         self._generation = 0
@@ -134,12 +141,15 @@ class BearerAuth:
 
     def _mtime(self) -> int | None:
         try:
-            # os.stat on a str: this runs on every request, so skip pathlib's overhead.
             return os.stat(self._where).st_mtime_ns
         except OSError:
             return None
 
     def _refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self._recheck
         stamp = self._mtime()
         if stamp == self._stamp:
             return

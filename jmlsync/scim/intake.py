@@ -15,9 +15,7 @@ from aiohttp import web
 
 from jmlsync.domain.text import MAX_JSON_DEPTH, bad_string, too_deep, unstorable
 from jmlsync.scim.errors import InvalidSyntax, InvalidValue, ScimError
-
-#: Seconds a client has to send the whole body once its headers are in; None waits forever.
-BODY_TIMEOUT: web.AppKey[float | None] = web.AppKey("body_timeout")
+from jmlsync.scim.keys import BODY_TIMEOUT
 
 UNSTORABLE = "U+0000 or a lone surrogate"
 

@@ -5,7 +5,7 @@ complete new doc or raises a :class:`~jmlsync.scim.errors.ScimError`, so the sto
 result in one transaction without undo logic.
 
 ``Group.members`` never enters the doc (a group may have 100k members): operations on it become
-:class:`~jmlsync.domain.models.MemberOp` values the store applies in order, which is why member
+:class:`~jmlsync.domain.directory.MemberOp` values the store applies in order, which is why member
 filters are limited to ``value eq "<id>"`` (joined by ``or``): they name ids without reading rows.
 
 What Okta and Entra send beyond the RFC is accepted on purpose (see docs/idp-compatibility.md):
@@ -22,8 +22,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jmlsync.domain.directory import Member, MemberOp
 from jmlsync.domain.filters import And, Compare, Expr, Or, matches
-from jmlsync.domain.models import Member, MemberOp
 from jmlsync.scim.errors import (
     InvalidFilter,
     InvalidPath,

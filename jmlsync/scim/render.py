@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jmlsync.domain.models import StoredResource
+from jmlsync.domain.directory import StoredResource
 from jmlsync.scim.schema import Attribute, ResourceType
 from jmlsync.scim.unknown import UNRECOGNISED
 

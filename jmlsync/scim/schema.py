@@ -13,7 +13,7 @@ from functools import cached_property
 from importlib import resources
 from typing import Any
 
-from jmlsync.domain.models import ResourceKind
+from jmlsync.domain.directory import ResourceKind
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from aiohttp import web
-
+from jmlsync.domain.directory import Change, MemberOp, StoredResource
 from jmlsync.domain.errors import DuplicateUserName, UnknownMembers
-from jmlsync.domain.models import Change, MemberOp, StoredResource
 from jmlsync.ports import Store
 from jmlsync.scim.errors import ScimError
 from jmlsync.scim.patch import apply_patch
@@ -35,8 +33,6 @@ class Leniency:
     unknown_members: Literal["skip", "reject"] = "skip"
     reporter: IgnoredReporter = field(default_factory=IgnoredReporter)
 
-
-LENIENCY = web.AppKey("leniency", Leniency)
 
 #: Writes the change the given function computes (called inside the write's transaction).
 Write = Callable[[Callable[[], Change]], Awaitable[StoredResource]]

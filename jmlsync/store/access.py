@@ -15,18 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.timebound import AccessRefused, AccessRequest, Approval
 from jmlsync.domain.timebound_records import HistoryRow, Step, TokenRow
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, Conn, WriteConn
-
-_COLUMNS = (
-    "id, user_name, eligibility, target, role, duration_seconds, reason, ticket, state,"
-    " privileged, created_at, approved_at, started_at, expires_at, ended_at, ended_by,"
-    " end_reason, revoked_at, verified_at, breached_at, decided_by, decision_reason,"
-    " extension_seconds, extension_round, version"
-)
+from jmlsync.store.sql import access as sql
 
 
 def _stamp(moment: datetime | None) -> str | None:
@@ -69,7 +63,7 @@ def _request(row: Any, approvals: Sequence[Approval]) -> AccessRequest:
 
 
 def _values(request: AccessRequest) -> list[Any]:
-    """The row's mutable columns, in the order of :data:`_MUTABLE`."""
+    """The row's mutable columns, in the order of :data:`.sql.access.REQUEST_MUTABLE`."""
     return [
         request.state,
         int(request.duration.total_seconds()),
@@ -87,13 +81,6 @@ def _values(request: AccessRequest) -> list[Any]:
         int(request.extension.total_seconds()) if request.extension is not None else None,
         request.extension_round,
     ]
-
-
-_MUTABLE = (
-    "state, duration_seconds, approved_at, started_at, expires_at, ended_at, ended_by,"
-    " end_reason, revoked_at, verified_at, breached_at, decided_by, decision_reason,"
-    " extension_seconds, extension_round"
-)
 
 
 def audit_detail(request: AccessRequest, detail: str | None) -> str:
@@ -182,8 +169,7 @@ class SqlAccess:
     async def history(self, request_id: int) -> list[HistoryRow]:
         """Every recorded change of the request, oldest first."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT at, actor, action, from_state, to_state, detail FROM access_history"
-            " WHERE request_id = ? ORDER BY id",
+            sql.HISTORY,
             (request_id,),
         )
         return [HistoryRow(parse_timestamp(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
@@ -202,8 +188,7 @@ class SqlAccess:
 
         async def body(conn: WriteConn) -> int:
             async with conn.execute(
-                "INSERT INTO personal_tokens (user_name, scope, token_hash, created_at,"
-                " expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                sql.INSERT_TOKEN,
                 (user_name, scope, token_hash, format_timestamp(now), format_timestamp(expires_at)),
             ) as cursor:
                 row = await cursor.fetchone()
@@ -226,17 +211,13 @@ class SqlAccess:
 
     async def tokens(self) -> list[TokenRow]:
         """Every personal token, newest first."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, scope, created_at, expires_at, revoked_at"
-            " FROM personal_tokens ORDER BY id DESC"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.TOKENS)
         return [_token(r) for r in rows]
 
     async def token_by_hash(self, token_hash: str) -> TokenRow | None:
         """The token with this hash, or None."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT id, user_name, scope, created_at, expires_at, revoked_at"
-            " FROM personal_tokens WHERE token_hash = ?",
+            sql.TOKEN_BY_HASH,
             (token_hash,),
         )
         return _token(rows[0]) if rows else None
@@ -246,8 +227,7 @@ class SqlAccess:
 
         async def body(conn: WriteConn) -> bool:
             async with conn.execute(
-                "UPDATE personal_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
-                " RETURNING user_name",
+                sql.REVOKE_TOKEN,
                 (format_timestamp(now), token_id),
             ) as cursor:
                 row = await cursor.fetchone()
@@ -280,7 +260,7 @@ def _token(row: Any) -> TokenRow:
 
 async def _select(conn: Conn, clause: str, params: Sequence[Any]) -> list[AccessRequest]:
     rows = await conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM access_requests{clause} ORDER BY id", params
+        f"SELECT {sql.REQUEST_COLUMNS} FROM access_requests{clause} ORDER BY id", params
     )
     if not rows:
         return []
@@ -289,8 +269,7 @@ async def _select(conn: Conn, clause: str, params: Sequence[Any]) -> list[Access
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         found = await conn.execute_fetchall(
-            "SELECT request_id, approver, at, round FROM access_approvals"
-            f" WHERE request_id IN ({', '.join('?' for _ in chunk)}) ORDER BY at, approver",
+            f"{sql.APPROVALS_OF} ({', '.join('?' for _ in chunk)}){sql.APPROVALS_ORDER}",
             chunk,
         )
         for r in found:
@@ -302,8 +281,7 @@ async def _select(conn: Conn, clause: str, params: Sequence[Any]) -> list[Access
 
 async def _insert(conn: WriteConn, request: AccessRequest) -> int:
     async with conn.execute(
-        "INSERT INTO access_requests (user_name, eligibility, target, role, reason, ticket,"
-        f" privileged, created_at, {_MUTABLE}) VALUES ({', '.join('?' * 23)}) RETURNING id",
+        sql.INSERT_REQUEST,
         [
             request.user,
             request.eligibility,
@@ -322,7 +300,7 @@ async def _insert(conn: WriteConn, request: AccessRequest) -> int:
 
 
 async def _update(conn: WriteConn, before: AccessRequest, after: AccessRequest) -> None:
-    assignments = ", ".join(f"{column.strip()} = ?" for column in _MUTABLE.split(","))
+    assignments = ", ".join(f"{column.strip()} = ?" for column in sql.REQUEST_MUTABLE.split(","))
     async with conn.execute(
         f"UPDATE access_requests SET {assignments}, version = version + 1"
         " WHERE id = ? AND version = ? RETURNING id",
@@ -344,15 +322,13 @@ async def _write_step(conn: WriteConn, step: Step, now: datetime) -> AccessReque
     for approval in after.approvals:
         if (approval.round, approval.approver) not in known:
             await conn.execute(
-                "INSERT INTO access_approvals (request_id, round, approver, at)"
-                " VALUES (?, ?, ?, ?)",
+                sql.INSERT_APPROVAL,
                 (request_id, approval.round, approval.approver, format_timestamp(approval.at)),
             )
     stamp = format_timestamp(now)
     before_state = step.before.state if step.before is not None else None
     await conn.execute(
-        "INSERT INTO access_history (request_id, at, actor, action, from_state, to_state,"
-        " detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        sql.INSERT_HISTORY,
         (request_id, stamp, step.actor, step.action, before_state, after.state, step.detail),
     )
     stored = (await _select(conn, " WHERE id = ?", [request_id]))[0]

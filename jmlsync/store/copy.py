@@ -69,7 +69,7 @@ async def copy_store(source: SqlStore, destination: SqlStore) -> dict[str, int]:
         rows = await destination.db.reader.execute_fetchall(f"SELECT count(*) FROM {table}")
         if int(rows[0][0]):
             raise CopyError(f"the destination already holds {table}: copy into an empty store")
-    if getattr(destination.db, "dialect", "sqlite") == "postgresql":
+    if not destination.db.dialect.stores_nul:
         await _refuse_unstorable(source)
     counts = {}
     for table in TABLES:
@@ -154,15 +154,11 @@ async def _insert(
 
 async def _bump_sequence(destination: SqlStore, table: str) -> None:
     """On PostgreSQL, move the table's id sequence past the copied ids."""
-    if getattr(destination.db, "dialect", "sqlite") != "postgresql":
-        return
-    if table not in _SERIAL:
+    reset = destination.db.dialect.sequence_reset(table)
+    if reset is None or table not in _SERIAL:
         return
 
     async def body(conn: WriteConn) -> None:
-        await conn.execute(
-            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-            f" (SELECT coalesce(max(id), 1) FROM {table}))"
-        )
+        await conn.execute(reset)
 
     await destination.db.write(body)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -24,6 +24,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 
+from jmlsync.store.connection import Body as Body
+from jmlsync.store.connection import Conn as Conn
+from jmlsync.store.connection import WriteConn as WriteConn
+from jmlsync.store.dialect import SQLITE, Dialect
 from jmlsync.store.health import WriteHealth
 from jmlsync.store.sqlite_reader import SqliteReader, unavailable
 
@@ -103,7 +107,7 @@ class _Statement(Generic[T]):
     def __init__(self, run: Callable[[], T]) -> None:
         self._run = run
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, T]:
         return self._result().__await__()
 
     async def _result(self) -> T:
@@ -116,12 +120,16 @@ class _Statement(Generic[T]):
         return None
 
 
-class WriteConn:
+class SqliteWriteConn:
     """The writer connection as transaction bodies see it: the subset of aiosqlite's
     Connection they use, executed synchronously in the writer thread."""
 
+    dialect: Dialect = SQLITE
+
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
+        #: The audit chain's next seq and head within the current batch (None: not read yet).
+        self.audit_head: tuple[int, str] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement[WriteCursor]:
         return _Statement(lambda: WriteCursor(self._raw.execute(sql, params)))
@@ -131,9 +139,6 @@ class WriteConn:
 
     async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(self._raw.execute(sql, params).fetchall())
-
-
-Body = Callable[[WriteConn], Coroutine[Any, Any, T]]
 
 
 def _run_body(body: Body[T], conn: WriteConn) -> T:
@@ -151,6 +156,13 @@ async def _nothing(_conn: WriteConn) -> None:
     return None
 
 
+async def _keep_audit_head(conn: WriteConn) -> None:
+    # Imported here: the pipeline's SQL imports this module.
+    from jmlsync.store.pipeline_sql import keep_audit_head
+
+    await keep_audit_head(conn)
+
+
 @dataclass
 class _Write:
     body: Body[Any]
@@ -161,11 +173,13 @@ class _Write:
 class Database:
     """The connections to one SQLite file, and the one way to write to it."""
 
+    dialect: Dialect = SQLITE
+
     def __init__(
         self, raw: sqlite3.Connection, executor: ThreadPoolExecutor, reader: SqliteReader
     ) -> None:
         self._raw = raw
-        self._conn = WriteConn(raw)
+        self._conn = SqliteWriteConn(raw)
         self._executor = executor
         self.reader = reader
         self._queue: list[_Write] = []
@@ -271,10 +285,13 @@ class Database:
             raw.execute("ROLLBACK")
         changes = raw.total_changes
         raw.execute("BEGIN IMMEDIATE")
+        # Another process may have appended since the last batch: read the head afresh.
+        self._conn.audit_head = None
         results: list[tuple[bool, Any]] = []
         try:
             for write in batch:
                 raw.execute("SAVEPOINT body")
+                head = self._conn.audit_head
                 try:
                     value = _run_body(write.body, self._conn)
                 except Exception as exc:
@@ -284,10 +301,12 @@ class Database:
                         raise
                     raw.execute("ROLLBACK TO body")
                     raw.execute("RELEASE body")
+                    self._conn.audit_head = head  # its audit rows are gone with it
                     results.append((False, exc))
                 else:
                     raw.execute("RELEASE body")
                     results.append((True, value))
+            _run_body(_keep_audit_head, self._conn)
             raw.execute("COMMIT")
         except BaseException:
             if raw.in_transaction:
@@ -297,16 +316,15 @@ class Database:
         return results, raw.total_changes != changes
 
 
-#: What SQL helpers take: the reader, or inside a transaction body, the writer.
-Conn = Any
-
-
 class Backend(Protocol):
     """What the store, queue and assurance classes need of a database (SQLite or
     PostgreSQL): a reader, transaction bodies, commit callbacks, and closing."""
 
     @property
-    def reader(self) -> Any: ...
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def reader(self) -> Conn: ...
 
     def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]: ...
 
@@ -320,19 +338,3 @@ class Backend(Protocol):
 
 #: A constraint was violated (a duplicate unique key): the one class every backend raises.
 IntegrityError = sqlite3.IntegrityError
-
-
-def dialect(conn: Conn) -> str:
-    """``sqlite`` or ``postgresql``: which SQL the connection speaks."""
-    return str(getattr(conn, "dialect", "sqlite"))
-
-
-def for_update(conn: Conn) -> str:
-    """`` FOR UPDATE`` where a read inside a transaction must lock its rows (PostgreSQL, where
-    transactions run side by side); nothing on SQLite, whose writes are already serial."""
-    return " FOR UPDATE" if dialect(conn) == "postgresql" else ""
-
-
-def skip_locked(conn: Conn) -> str:
-    """`` FOR UPDATE SKIP LOCKED`` for queue claims on PostgreSQL: replicas take different rows."""
-    return " FOR UPDATE SKIP LOCKED" if dialect(conn) == "postgresql" else ""

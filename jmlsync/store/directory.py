@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jmlsync.audit import ACTOR, AuditEntry
-from jmlsync.domain.errors import (
-    DuplicateUserName,
-    ResourceNotFound,
-    VersionMismatch,
-)
-from jmlsync.domain.filters import Attr, Expr
-from jmlsync.domain.grants import Grant, GroupInfo, UserState
-from jmlsync.domain.models import (
+from jmlsync.domain.access import Grant, GroupInfo, UserState
+from jmlsync.domain.directory import (
     Change,
     GroupRef,
     Member,
@@ -29,28 +21,25 @@ from jmlsync.domain.models import (
     format_timestamp,
     parse_timestamp,
 )
-from jmlsync.ports import Effect, Query
+from jmlsync.domain.errors import (
+    DuplicateUserName,
+    ResourceNotFound,
+    VersionMismatch,
+)
+from jmlsync.ports import Effect, Query, ReplicaLocks, WriteHealth
 from jmlsync.store import effects, memberships, movers, pipeline_sql, policy_reads, rows
+from jmlsync.store.connection import Row
 from jmlsync.store.database import (
     Backend,
     Conn,
     Database,
     IntegrityError,
     WriteConn,
-    dialect,
-    for_update,
 )
-from jmlsync.store.filter_sql import (
-    GROUPS_TABLE,
-    USERS_TABLE,
-    Table,
-    compile_filter,
-    sort_expression,
-)
+from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE
 from jmlsync.store.memberships import chunks, marks
-
-if TYPE_CHECKING:
-    from jmlsync.store.postgres import PgTimeouts
+from jmlsync.store.postgres import PgDatabase, PgTimeouts
+from jmlsync.store.rows import new_id
 
 
 class SqlStore:
@@ -69,12 +58,22 @@ class SqlStore:
     async def open_postgres(cls, dsn: str, timeouts: PgTimeouts | None = None) -> SqlStore:
         """Open the PostgreSQL database at ``dsn`` (migrating it): the same store, on the
         PostgreSQL backend."""
-        from jmlsync.store.postgres import PgDatabase
-
         return cls(await PgDatabase.open(dsn, timeouts=timeouts))
 
     async def close(self) -> None:
         await self.db.close()
+
+    @property
+    def write_health(self) -> WriteHealth:
+        """Whether the database takes writes (readiness)."""
+        return self.db.health
+
+    def replica_locks(self) -> ReplicaLocks | None:
+        """The locks that coordinate replicas sharing this store (PostgreSQL); None when one
+        process owns it (SQLite: the file lock is held for the process's life)."""
+        from jmlsync.store.postgres import PgDatabase
+
+        return self.db if isinstance(self.db, PgDatabase) else None
 
     async def ping(self) -> None:
         """Raise when the database cannot answer a query."""
@@ -82,7 +81,7 @@ class SqlStore:
             await cursor.fetchone()
 
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
-        resource_id = str(uuid.uuid4())
+        resource_id = new_id()
         stamp = format_timestamp(now)
         actor = ACTOR.get()  # read here: the write may run on the writer's task
 
@@ -98,7 +97,20 @@ class SqlStore:
                 await effects.group_written(
                     conn, resource_id, "group.create", affected, change, now, actor=actor
                 )
-            return await self._read(conn, kind, resource_id, with_members=True)
+            # What was written is what a read would give back: no query for it. A new user
+            # belongs to no group; a new group's members are read (their displays may merge).
+            written = StoredResource(
+                kind=kind,
+                id=resource_id,
+                doc=change.doc,
+                created=stamp,
+                last_modified=stamp,
+                version=1,
+            )
+            if kind == "User":
+                return replace(written, groups=())
+            (written,) = await self._attach_relations(conn, kind, [written])
+            return written
 
         return await self.db.write(body, notify=True)
 
@@ -179,7 +191,10 @@ class SqlStore:
 
     async def search(self, kind: ResourceKind, query: Query) -> Page:
         table = USERS_TABLE if kind == "User" else GROUPS_TABLE
-        where, params = ("TRUE", []) if query.filter is None else self._compile(query.filter, table)
+        dialect = self.db.dialect
+        where, params = (
+            ("TRUE", []) if query.filter is None else dialect.compile_filter(query.filter, table)
+        )
         async with self._reader.execute(
             f"SELECT count(*) FROM {table.name} WHERE {where}", params
         ) as cursor:
@@ -190,10 +205,8 @@ class SqlStore:
         order = "id"
         if query.sort_by is not None:
             direction = "DESC" if query.descending else "ASC"
-            order = f"{self._sort(query.sort_by, table)} {direction} NULLS LAST, id"
-        window = "LIMIT ? OFFSET ?"
-        if dialect(self._reader) == "postgresql":
-            window = f"LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}"
+            order = f"{dialect.sort_expression(query.sort_by, table)} {direction} NULLS LAST, id"
+        window = dialect.window(len(params))
         sql = f"SELECT * FROM {table.name} WHERE {where} ORDER BY {order} {window}"
         rows = await self._reader.execute_fetchall(
             sql, [*params, query.count, query.start_index - 1]
@@ -204,20 +217,6 @@ class SqlStore:
                 self._reader, kind, resources_, limit=query.member_limit
             )
         return Page(total=total, resources=tuple(resources_))
-
-    def _compile(self, expr: Expr, table: Table) -> tuple[str, list[Any]]:
-        if dialect(self._reader) == "postgresql":
-            from jmlsync.store.filter_pg import compile_filter_pg
-
-            return compile_filter_pg(expr, table)
-        return compile_filter(expr, table)
-
-    def _sort(self, attr: Attr, table: Table) -> str:
-        if dialect(self._reader) == "postgresql":
-            from jmlsync.store.filter_pg import sort_expression_pg
-
-            return sort_expression_pg(attr, table)
-        return sort_expression(attr, table)
 
     async def list_groups(self) -> list[GroupInfo]:
         return await policy_reads.list_groups(self._reader)
@@ -315,7 +314,7 @@ class SqlStore:
         lock: bool = False,
     ) -> StoredResource:
         table = "users" if kind == "User" else "groups"
-        suffix = for_update(conn) if lock else ""
+        suffix = conn.dialect.for_update if lock else ""
         sql = f"SELECT * FROM {table} WHERE id = ?{suffix}"
         async with conn.execute(sql, (resource_id,)) as cursor:
             row = await cursor.fetchone()
@@ -327,7 +326,7 @@ class SqlStore:
         return resource
 
     @staticmethod
-    def _resource(kind: ResourceKind, row: sqlite3.Row) -> StoredResource:
+    def _resource(kind: ResourceKind, row: Row) -> StoredResource:
         return StoredResource(
             kind=kind,
             id=row["id"],

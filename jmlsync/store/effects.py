@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import Change, format_timestamp
+from jmlsync.domain.directory import Change, format_timestamp
 from jmlsync.store import pipeline_sql, reviews_sql, rows
-from jmlsync.store.database import Conn
+from jmlsync.store.database import Conn, WriteConn
+from jmlsync.store.sql import policy as sql
 
 _CHUNK = 500
 
@@ -29,14 +30,14 @@ async def user_names(conn: Conn, user_ids: Collection[str]) -> list[str]:
     names: list[str] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        sql = f"SELECT user_name FROM users WHERE id IN ({','.join('?' * len(chunk))})"
-        async with conn.execute(sql, chunk) as cursor:
+        query = f"{sql.USER_NAMES_OF_IDS} ({','.join('?' * len(chunk))})"
+        async with conn.execute(query, chunk) as cursor:
             names.extend([row[0] async for row in cursor])
     return names
 
 
 async def audit(
-    conn: Conn,
+    conn: WriteConn,
     now: datetime,
     action: str,
     subject: str,
@@ -56,7 +57,7 @@ async def audit(
 
 
 async def user_written(
-    conn: Conn,
+    conn: WriteConn,
     user_id: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
@@ -93,7 +94,7 @@ async def user_written(
 
 
 async def group_written(
-    conn: Conn,
+    conn: WriteConn,
     group_id: str,
     action: str,
     affected_user_ids: Collection[str],
@@ -117,7 +118,5 @@ async def group_written(
 
 
 async def members_of(conn: Conn, group_id: str) -> set[str]:
-    async with conn.execute(
-        "SELECT user_id FROM memberships WHERE group_id = ?", (group_id,)
-    ) as cursor:
+    async with conn.execute(sql.MEMBERS_OF_GROUP, (group_id,)) as cursor:
         return {row[0] async for row in cursor}

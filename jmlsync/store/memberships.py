@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from jmlsync.domain.directory import Member, MemberOp
 from jmlsync.domain.errors import UnknownMembers
-from jmlsync.domain.models import Member, MemberOp
 from jmlsync.store import effects
-from jmlsync.store.database import Conn
+from jmlsync.store.database import WriteConn
 
 #: SQLite accepts at most 32766 parameters per statement; stay well below.
 CHUNK = 500
@@ -28,7 +28,7 @@ def marks(count: int) -> str:
     return ",".join("?" * count)
 
 
-async def apply(conn: Conn, group_id: str, ops: Sequence[MemberOp]) -> set[str]:
+async def apply(conn: WriteConn, group_id: str, ops: Sequence[MemberOp]) -> set[str]:
     """Apply the membership operations in order; return the user ids they may affect."""
     affected: set[str] = set()
     for op in ops:
@@ -50,7 +50,7 @@ async def apply(conn: Conn, group_id: str, ops: Sequence[MemberOp]) -> set[str]:
     return affected
 
 
-async def _add(conn: Conn, group_id: str, items: Sequence[Member]) -> None:
+async def _add(conn: WriteConn, group_id: str, items: Sequence[Member]) -> None:
     if not items:
         return
     ids = sorted({item.value for item in items})

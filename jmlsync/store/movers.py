@@ -3,25 +3,14 @@ applied grant, read back later by leaver verification, and reported by `jmlsync 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp, parse_timestamp
+from jmlsync.domain.access import Grant
+from jmlsync.domain.assurance import OpenMover
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
 from jmlsync.domain.sla import MoverRevocation
-from jmlsync.store.database import Backend, Conn, WriteConn
-
-_COLUMNS = (
-    "id, user_name, target, role, requested_at, revoked_at, verified_at, breached_at, cause, actor"
-)
-
-
-@dataclass(frozen=True)
-class OpenMover:
-    """A mover's revocation not verified yet (its store id and the revocation)."""
-
-    id: int
-    revocation: MoverRevocation
+from jmlsync.store.database import Backend, WriteConn
+from jmlsync.store.sql import assurance as sql
 
 
 def _when(value: object) -> datetime | None:
@@ -48,12 +37,11 @@ def _revocation(row: tuple[object, ...]) -> MoverRevocation:
 
 
 async def insert(
-    conn: Conn, grant: Grant, requested_at: str, revoked_at: datetime, actor: str | None
+    conn: WriteConn, grant: Grant, requested_at: str, revoked_at: datetime, actor: str | None
 ) -> None:
     """Record one mover's revocation (inside the caller's transaction)."""
     await conn.execute(
-        "INSERT INTO mover_revocations (user_name, target, role, requested_at, revoked_at,"
-        " actor) VALUES (?, ?, ?, ?, ?, ?)",
+        sql.INSERT_MOVER,
         (
             grant.user,
             grant.target,
@@ -88,16 +76,13 @@ class SqlMovers:
     async def unverified(self) -> list[OpenMover]:
         """Revocations not read back as gone yet (breached ones too: they are read back
         until the role is gone), oldest first."""
-        rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM mover_revocations WHERE verified_at IS NULL"
-            " ORDER BY requested_at, id"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.UNVERIFIED_MOVERS)
         return [OpenMover(int(row[0]), _revocation(tuple(row))) for row in rows]
 
     async def mark_verified(self, mover_id: int, now: datetime) -> None:
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE mover_revocations SET verified_at = ? WHERE id = ? AND verified_at IS NULL",
+                sql.MARK_MOVER_VERIFIED,
                 (format_timestamp(now), mover_id),
             )
 
@@ -108,8 +93,7 @@ class SqlMovers:
 
         async def body(conn: WriteConn) -> bool:
             async with conn.execute(
-                "UPDATE mover_revocations SET breached_at = ?, cause = ? WHERE id = ?"
-                " AND breached_at IS NULL",
+                sql.MARK_MOVER_BREACHED,
                 (format_timestamp(now), cause, mover_id),
             ) as cursor:
                 return bool(cursor.rowcount > 0)
@@ -119,8 +103,7 @@ class SqlMovers:
     async def in_window(self, since: datetime, until: datetime) -> list[MoverRevocation]:
         """The revocations requested in [since, until)."""
         rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM mover_revocations WHERE requested_at >= ?"
-            " AND requested_at < ? ORDER BY requested_at, id",
+            sql.MOVERS_IN_WINDOW,
             (format_timestamp(since), format_timestamp(until)),
         )
         return [_revocation(tuple(row)) for row in rows]
@@ -128,11 +111,7 @@ class SqlMovers:
     async def counts(self) -> dict[str, int]:
         """For `jmlsync status`: revocations not verified yet, and open breaches (breached
         and the role not yet read back as gone)."""
-        async with self.db.reader.execute(
-            "SELECT count(*) FILTER (WHERE verified_at IS NULL),"
-            " count(*) FILTER (WHERE breached_at IS NOT NULL AND verified_at IS NULL)"
-            " FROM mover_revocations"
-        ) as cursor:
+        async with self.db.reader.execute(sql.MOVER_COUNTS) as cursor:
             row = await cursor.fetchone()
         return {
             "not_verified": int(row[0]) if row else 0,

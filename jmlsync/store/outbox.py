@@ -16,15 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from jmlsync.domain.models import format_timestamp, parse_timestamp
-from jmlsync.store.database import Backend, Conn, WriteConn, skip_locked
+from jmlsync.domain.directory import format_timestamp, parse_timestamp
+from jmlsync.store.database import Backend, WriteConn
+from jmlsync.store.sql import outbox as sql
 
 PENDING, DELIVERED, SUPPRESSED, UNROUTED = "pending", "delivered", "suppressed", "unrouted"
-
-_COLUMNS = (
-    "id, kind, key, text, fields, state, created_at, attempts, next_attempt_at,"
-    " delivered_at, last_error"
-)
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,9 @@ def _row(row: Any) -> AlertRow:
     )
 
 
-async def _opens_window(conn: Conn, kind: str, key: str, now: datetime, dedupe: timedelta) -> bool:
+async def _opens_window(
+    conn: WriteConn, kind: str, key: str, now: datetime, dedupe: timedelta
+) -> bool:
     """True when no alert of this kind and key was written within ``dedupe`` of ``now``.
 
     One upsert decides it, so two replicas raising the same alert at once cannot both win:
@@ -69,16 +67,14 @@ async def _opens_window(conn: Conn, kind: str, key: str, now: datetime, dedupe: 
     if dedupe <= timedelta(0):
         return True
     async with conn.execute(
-        "INSERT INTO alert_windows (kind, key, opened_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (kind, key) DO UPDATE SET opened_at = excluded.opened_at"
-        " WHERE alert_windows.opened_at <= ? RETURNING opened_at",
+        sql.OPEN_WINDOW,
         (kind, key, format_timestamp(now), format_timestamp(now - dedupe)),
     ) as cursor:
         return await cursor.fetchone() is not None
 
 
 async def add_alert(
-    conn: Conn,
+    conn: WriteConn,
     kind: str,
     key: str,
     text: str,
@@ -102,8 +98,7 @@ async def add_alert(
     else:
         state, due = PENDING, stamp
     async with conn.execute(
-        "INSERT INTO alert_outbox (kind, key, text, fields, state, created_at, next_attempt_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        sql.INSERT_ALERT,
         (kind, key, text, json.dumps(dict(fields), default=str), state, stamp, due),
     ) as cursor:
         row = await cursor.fetchone()
@@ -111,15 +106,13 @@ async def add_alert(
     return int(row[0]), state
 
 
-async def prune(conn: Conn, cutoff: str) -> dict[str, int]:
+async def prune(conn: WriteConn, cutoff: str) -> dict[str, int]:
     """Housekeeping: delete settled alerts and de-duplication windows older than ``cutoff``."""
     async with conn.execute(
-        "DELETE FROM alert_outbox WHERE (state = ? AND delivered_at < ?)"
-        " OR (state IN (?, ?) AND created_at < ?)",
-        (DELIVERED, cutoff, SUPPRESSED, UNROUTED, cutoff),
+        sql.PRUNE_ALERTS, (DELIVERED, cutoff, SUPPRESSED, UNROUTED, cutoff)
     ) as cursor:
         alerts = int(cursor.rowcount)
-    async with conn.execute("DELETE FROM alert_windows WHERE opened_at < ?", (cutoff,)) as cursor:
+    async with conn.execute(sql.PRUNE_WINDOWS, (cutoff,)) as cursor:
         windows = int(cursor.rowcount)
     return {"alert_outbox": alerts, "alert_windows": windows}
 
@@ -181,8 +174,8 @@ class SqlOutbox:
                 "UPDATE alert_outbox SET leased_until = ?, leased_by = ? WHERE id = ("
                 " SELECT id FROM alert_outbox WHERE state = ? AND next_attempt_at <= ?"
                 f" AND (leased_until IS NULL OR leased_until < ?){among}"
-                f" ORDER BY id LIMIT 1{skip_locked(conn)})"
-                f" RETURNING {_COLUMNS}",
+                f" ORDER BY id LIMIT 1{conn.dialect.skip_locked})"
+                f" RETURNING {sql.ALERT_COLUMNS}",
                 params,
             ) as cursor:
                 row = await cursor.fetchone()
@@ -195,7 +188,7 @@ class SqlOutbox:
 
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE alert_outbox SET leased_until = ? WHERE id = ? AND leased_by = ?",
+                sql.RENEW_LEASE,
                 (format_timestamp(until), alert_id, owner),
             )
 
@@ -206,9 +199,7 @@ class SqlOutbox:
 
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE alert_outbox SET state = ?, delivered_at = ?, attempts = attempts + ?,"
-                " next_attempt_at = NULL, leased_by = NULL, leased_until = NULL"
-                " WHERE id = ? AND leased_by = ?",
+                sql.MARK_DELIVERED,
                 (DELIVERED, format_timestamp(now), attempts, alert_id, owner),
             )
 
@@ -226,9 +217,7 @@ class SqlOutbox:
 
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE alert_outbox SET attempts = attempts + ?, last_error = ?,"
-                " next_attempt_at = ?, leased_by = NULL, leased_until = NULL"
-                " WHERE id = ? AND leased_by = ?",
+                sql.MARK_FAILED,
                 (attempts, error, format_timestamp(retry_at), alert_id, owner),
             )
 
@@ -256,7 +245,7 @@ class SqlOutbox:
         where = "WHERE state = ?" if undelivered else ""
         params: list[Any] = [PENDING] if undelivered else []
         rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM alert_outbox {where} ORDER BY id DESC LIMIT ?",
+            f"SELECT {sql.ALERT_COLUMNS} FROM alert_outbox {where} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
         return [_row(row) for row in rows]
@@ -278,10 +267,7 @@ class SqlOutbox:
             return 0
         stamp = format_timestamp(now)
         rows = await self.db.reader.execute_fetchall(
-            "SELECT count(*) FROM alert_outbox WHERE state = ? AND ("
-            " (leased_until > ? AND leased_by <> ?)"
-            " OR (next_attempt_at <= ? AND (leased_until IS NULL OR leased_until <= ?)))"
-            f" AND id IN ({', '.join('?' for _ in ids)})",
+            f"{sql.IN_FLIGHT_AMONG} ({', '.join('?' for _ in ids)})",
             (PENDING, stamp, owner, stamp, stamp, *sorted(ids)),
         )
         return int(rows[0][0])
@@ -289,16 +275,10 @@ class SqlOutbox:
     async def next_due(self) -> datetime | None:
         """When the soonest pending row can next be claimed (its retry time, or the end of
         its lease); None when nothing is pending."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT min(CASE WHEN leased_until IS NOT NULL AND leased_until > next_attempt_at"
-            " THEN leased_until ELSE next_attempt_at END) FROM alert_outbox WHERE state = ?",
-            (PENDING,),
-        )
+        rows = await self.db.reader.execute_fetchall(sql.NEXT_DUE, (PENDING,))
         return parse_timestamp(rows[0][0]) if rows and rows[0][0] else None
 
     async def stats(self) -> OutboxStats:
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT count(*), min(created_at) FROM alert_outbox WHERE state = ?", (PENDING,)
-        )
+        rows = await self.db.reader.execute_fetchall(sql.STATS, (PENDING,))
         count, oldest = rows[0][0], rows[0][1]
         return OutboxStats(int(count), parse_timestamp(oldest) if oldest else None)

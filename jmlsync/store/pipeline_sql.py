@@ -11,8 +11,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
-from jmlsync.domain.models import Job, QueueRow, QueueStats, format_timestamp
-from jmlsync.store.database import Conn, for_update, skip_locked
+from jmlsync.domain.directory import Job, QueueRow, QueueStats, format_timestamp
+from jmlsync.store.database import Conn, WriteConn
 
 AUDIT_HEAD = "audit_head"
 #: "seq:hash" of the newest pruned audit row: where verification of the kept rows starts.
@@ -20,7 +20,7 @@ AUDIT_ANCHOR = "audit_anchor"
 
 
 async def enqueue(
-    conn: Conn,
+    conn: WriteConn,
     user_names: Iterable[str],
     *,
     cause: str,
@@ -48,7 +48,7 @@ async def enqueue(
     return len(rows)
 
 
-async def enqueue_everyone(conn: Conn, *, cause: str, now: datetime) -> int:
+async def enqueue_everyone(conn: WriteConn, *, cause: str, now: datetime) -> int:
     """Enqueue every principal jmlsync knows: each user, and each name it granted to."""
     async with conn.execute(
         "SELECT user_name FROM users UNION SELECT user_name FROM applied_grants"
@@ -72,7 +72,7 @@ async def lease(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id = ("
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
         f" AND (leased_until IS NULL OR leased_until < ?){leavers}"
-        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{skip_locked(conn)})"
+        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT 1{conn.dialect.skip_locked})"
         " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at,"
         " pending_targets",
         (format_timestamp(now + lease_for), owner, stamp, stamp),
@@ -88,7 +88,7 @@ _LANES = {"any": "", "leavers": " AND leaver", "others": " AND NOT leaver"}
 
 
 async def lease_batch(
-    conn: Conn,
+    conn: WriteConn,
     owner: str,
     now: datetime,
     lease_for: timedelta,
@@ -113,7 +113,7 @@ async def lease_batch(
         "UPDATE queue SET leased_until = ?, lease_owner = ? WHERE id IN ("
         " SELECT id FROM queue WHERE failed_at IS NULL AND next_attempt_at <= ?"
         f" AND (leased_until IS NULL OR leased_until < ?){_LANES[lane]}"
-        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT ?{skip_locked(conn)})"
+        f" ORDER BY leaver DESC, next_attempt_at, id LIMIT ?{conn.dialect.skip_locked})"
         " RETURNING id, user_name, leaver, cause, generation, attempts, enqueued_at,"
         " pending_targets",
         (format_timestamp(now + lease_for), owner, stamp, stamp, limit),
@@ -155,12 +155,12 @@ async def seen(conn: Conn, jobs: Sequence[Job]) -> bool:
     return all(found.get(job_id, -1) >= generation for job_id, generation in wanted.items())
 
 
-async def ack_batch(conn: Conn, jobs: Sequence[Job]) -> list[bool]:
+async def ack_batch(conn: WriteConn, jobs: Sequence[Job]) -> list[bool]:
     """:func:`ack` for each job, in the caller's one transaction."""
     return [await ack(conn, job) for job in jobs]
 
 
-async def ack(conn: Conn, job: Job) -> bool:
+async def ack(conn: WriteConn, job: Job) -> bool:
     """Finish ``job``: delete its row unless a newer change coalesced into it meanwhile
     (then release the lease so the row runs again). True when the row was deleted.
     """
@@ -175,7 +175,7 @@ async def ack(conn: Conn, job: Job) -> bool:
     return deleted
 
 
-async def release(conn: Conn, job_ids: Collection[int]) -> None:
+async def release(conn: WriteConn, job_ids: Collection[int]) -> None:
     """Give leases back untouched (graceful shutdown): the rows are due again at once."""
     await conn.executemany(
         "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?",
@@ -183,7 +183,7 @@ async def release(conn: Conn, job_ids: Collection[int]) -> None:
     )
 
 
-async def renew(conn: Conn, job_ids: Collection[int], owner: str, until: datetime) -> None:
+async def renew(conn: WriteConn, job_ids: Collection[int], owner: str, until: datetime) -> None:
     """Extend the leases ``owner`` holds on these rows (a heartbeat while jobs run)."""
     stamp = format_timestamp(until)
     await conn.executemany(
@@ -192,7 +192,7 @@ async def renew(conn: Conn, job_ids: Collection[int], owner: str, until: datetim
     )
 
 
-async def release_all(conn: Conn) -> int:
+async def release_all(conn: WriteConn) -> int:
     """Drop every lease: at the start of the only process using the database, any lease
     left is from a process that died."""
     async with conn.execute(
@@ -207,7 +207,7 @@ OWNER_LOCK = 7_263_003
 _OWNER_KEY = r"^worker-[0-9a-f]{8}/"
 
 
-async def release_orphans(conn: Conn, lock_key: int = OWNER_LOCK) -> int:
+async def release_orphans(conn: WriteConn, lock_key: int = OWNER_LOCK) -> int:
     """PostgreSQL: drop the leases whose owner no longer holds its session advisory lock
     ``(lock_key, owner key)``: its process died or lost the database, so nothing renews or
     finishes them. Owners in another format are left to expire."""
@@ -295,7 +295,7 @@ async def queue_rows(conn: Conn, *, failed_only: bool) -> list[QueueRow]:
     ]
 
 
-async def retry_failed(conn: Conn, now: datetime, job_id: int | None = None) -> int:
+async def retry_failed(conn: WriteConn, now: datetime, job_id: int | None = None) -> int:
     """Re-drive dead letters (one by id, or all): attempts start again, due now."""
     sql = (
         "UPDATE queue SET failed_at = NULL, attempts = 0, last_error = NULL,"
@@ -353,7 +353,7 @@ async def clear_leaver(conn: Conn, user_name: str, now: datetime) -> list[str]:
 
 
 async def record_leaver_targets(
-    conn: Conn,
+    conn: WriteConn,
     user_name: str,
     outcomes: Mapping[str, str | None],
     every_target: Collection[str],
@@ -405,22 +405,19 @@ async def leaver_events_since(conn: Conn, since: datetime) -> int:
 
 
 async def append_audit(conn: Conn, entry: AuditEntry) -> None:
-    """Append ``entry`` to the chain; the caller's transaction makes this serial."""
-    # Locked, so appends from several processes on one database chain one after another.
-    async with conn.execute(
-        f"SELECT value FROM service_state WHERE key = ?{for_update(conn)}", (AUDIT_HEAD,)
-    ) as c:
-        row = await c.fetchone()
-    previous = row[0] if row else GENESIS
+    """Append ``entry`` to the chain; the caller's transaction makes this serial.
+
+    A batch's write connection remembers the chain's next seq and head for the rest of the
+    batch (``audit_head``): the batch's transaction holds the head, so only its first append
+    reads them, each later one chains to the row before it in memory, and the head's row is
+    written once, by :func:`keep_audit_head` before the batch commits.
+    """
+    cached: tuple[int, str] | None = getattr(conn, "audit_head", None)
+    if cached is None:
+        seq, previous = await _chain_head(conn)
+    else:
+        seq, previous = cached
     digest = chain_hash(previous, entry)
-    # The next seq is taken under the head's lock, so the numbering has no gaps to mistake
-    # for deleted rows (a sequence would skip numbers on rollback).
-    async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
-        seq_row = await c.fetchone()
-    seq = int(seq_row[0]) if seq_row else 1
-    anchor = await get_state(conn, AUDIT_ANCHOR)
-    if anchor and seq == 1:
-        seq = int(anchor.partition(":")[0]) + 1
     await conn.execute(
         "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
         " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -438,52 +435,44 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
             digest,
         ),
     )
-    await set_state(conn, AUDIT_HEAD, digest)
+    if hasattr(conn, "audit_head"):
+        conn.audit_head = (seq + 1, digest)
+    else:
+        await set_state(conn, AUDIT_HEAD, digest)
 
 
-async def append_audits(conn: Conn, entries: Sequence[AuditEntry]) -> None:
-    """Append ``entries`` to the chain in order, reading the head once (as many
-    :func:`append_audit` calls would, in the caller's transaction)."""
-    if len(entries) <= 1:
-        for entry in entries:
-            await append_audit(conn, entry)
-        return
+async def keep_audit_head(conn: WriteConn) -> None:
+    """Write the head the batch's appends left in memory (none appended: nothing to write)."""
+    head: tuple[int, str] | None = conn.audit_head
+    if head is not None:
+        await set_state(conn, AUDIT_HEAD, head[1])
+
+
+async def _chain_head(conn: Conn) -> tuple[int, str]:
+    """The next seq and the hash it chains to, read under the head's lock."""
+    # Locked, so appends from several processes on one database chain one after another.
     async with conn.execute(
-        f"SELECT value FROM service_state WHERE key = ?{for_update(conn)}", (AUDIT_HEAD,)
+        f"SELECT value FROM service_state WHERE key = ?{conn.dialect.for_update}", (AUDIT_HEAD,)
     ) as c:
         row = await c.fetchone()
     previous = row[0] if row else GENESIS
+    # The next seq is taken under the head's lock, so the numbering has no gaps to mistake
+    # for deleted rows (a sequence would skip numbers on rollback).
     async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
         seq_row = await c.fetchone()
     seq = int(seq_row[0]) if seq_row else 1
     anchor = await get_state(conn, AUDIT_ANCHOR)
     if anchor and seq == 1:
         seq = int(anchor.partition(":")[0]) + 1
-    rows = []
+    return seq, str(previous)
+
+
+async def append_audits(conn: WriteConn, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` to the chain in order, in the caller's transaction. The batch's
+    connection keeps the chain's head in memory (see :func:`append_audit`), so the head is
+    read once per commit batch and each entry costs one insert."""
     for entry in entries:
-        digest = chain_hash(previous, entry)
-        rows.append(
-            (
-                seq,
-                entry.at,
-                entry.actor,
-                entry.action,
-                entry.subject,
-                entry.target,
-                entry.role,
-                entry.outcome,
-                entry.detail,
-                previous,
-                digest,
-            )
-        )
-        previous, seq = digest, seq + 1
-    await conn.executemany(
-        "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
-        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    await set_state(conn, AUDIT_HEAD, previous)
+        await append_audit(conn, entry)
 
 
 async def get_state(conn: Conn, key: str) -> str | None:

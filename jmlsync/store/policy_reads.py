@@ -9,17 +9,31 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime
+from typing import Any
 
-from jmlsync.domain.grants import Grant, GroupInfo, UserState
-from jmlsync.domain.models import format_timestamp
-from jmlsync.store.database import Conn
+from jmlsync.domain.access import Grant, GroupInfo, UserState
+from jmlsync.domain.directory import format_timestamp
+from jmlsync.store.database import Conn, WriteConn
+from jmlsync.store.sql import policy as sql
 
 _CHUNK = 500
+
+#: Rows a streaming read fetches per trip to the database thread (aiosqlite's default is 64:
+#: 5,000 trips for a directory of 100k users and their memberships).
+_ROWS_PER_FETCH = 2000
+
+
+def _streaming(cursor: Any) -> Any:
+    """``cursor``, fetching :data:`_ROWS_PER_FETCH` rows at a time where it fetches in
+    batches (aiosqlite's); other cursors are returned as they are."""
+    if hasattr(cursor, "iter_chunk_size"):
+        cursor.iter_chunk_size = _ROWS_PER_FETCH
+    return cursor
 
 
 async def list_groups(conn: Conn) -> list[GroupInfo]:
     """Every group's id, displayName and externalId."""
-    rows = await conn.execute_fetchall("SELECT id, display_name, external_id FROM groups")
+    rows = await conn.execute_fetchall(sql.LIST_GROUPS)
     return [GroupInfo(id=r[0], display_name=r[1], external_id=r[2]) for r in rows]
 
 
@@ -29,12 +43,9 @@ async def _memberships(conn: Conn, group_ids: Collection[str]) -> dict[str, set[
     ids = sorted(group_ids)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        sql = (
-            "SELECT user_id, group_id FROM memberships"
-            f" WHERE group_id IN ({','.join('?' * len(chunk))})"
-        )
-        async with conn.execute(sql, chunk) as cursor:
-            async for user_id, group_id in cursor:
+        query = f"{sql.MEMBERSHIPS_OF_GROUPS} ({','.join('?' * len(chunk))})"
+        async with conn.execute(query, chunk) as cursor:
+            async for user_id, group_id in _streaming(cursor):
                 groups_of.setdefault(user_id, set()).add(group_id)
     return groups_of
 
@@ -53,14 +64,14 @@ async def policy_users(
     """
     groups_of = await _memberships(conn, group_ids)
     columns = "id, user_name, active" + (", doc" if with_resource else "")
-    sql = f"SELECT {columns} FROM users"
+    query = f"SELECT {columns} FROM users"
     params: list[str] = []
     if user_names is not None:
         keys = sorted({name.casefold() for name in user_names})
-        sql += f" WHERE user_name_key IN ({','.join('?' * len(keys))})"
+        query += f" WHERE user_name_key IN ({','.join('?' * len(keys))})"
         params = keys
-    async with conn.execute(sql, params) as cursor:
-        async for row in cursor:
+    async with conn.execute(query, params) as cursor:
+        async for row in _streaming(cursor):
             resource = {**json.loads(row[3]), "id": row[0]} if with_resource else {}
             yield UserState(
                 id=row[0],
@@ -73,18 +84,11 @@ async def policy_users(
 
 async def policy_user(conn: Conn, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
     """The user whose userName is exactly ``user_name`` (with its resource), and its groups."""
-    async with conn.execute(
-        "SELECT id, user_name, active, doc FROM users WHERE user_name_key = ?",
-        (user_name.casefold(),),
-    ) as cursor:
+    async with conn.execute(sql.POLICY_USER, (user_name.casefold(),)) as cursor:
         row = await cursor.fetchone()
     if row is None or row[1] != user_name:
         return None, []
-    rows = await conn.execute_fetchall(
-        "SELECT g.id, g.display_name, g.external_id FROM memberships m"
-        " JOIN groups g ON g.id = m.group_id WHERE m.user_id = ?",
-        (row[0],),
-    )
+    rows = await conn.execute_fetchall(sql.GROUPS_OF_USER, (row[0],))
     groups = [GroupInfo(id=r[0], display_name=r[1], external_id=r[2]) for r in rows]
     user = UserState(
         id=row[0],
@@ -98,30 +102,25 @@ async def policy_user(conn: Conn, user_name: str) -> tuple[UserState | None, lis
 
 async def applied_grants(conn: Conn, user_names: Collection[str] | None = None) -> set[Grant]:
     """The grants jmlsync applied and has not revoked since (of the users named, if given)."""
-    sql = "SELECT target, user_name, role FROM applied_grants"
+    query = sql.APPLIED_GRANTS
     params: list[str] = []
     if user_names is not None:
         names = sorted(user_names)
-        sql += f" WHERE user_name IN ({','.join('?' * len(names))})"
+        query += f" WHERE user_name IN ({','.join('?' * len(names))})"
         params = names
-    rows = await conn.execute_fetchall(sql, params)
+    rows = await conn.execute_fetchall(query, params)
     return {Grant(target=r[0], user=r[1], role=r[2]) for r in rows}
 
 
-async def record_applied(conn: Conn, grant: Grant, reason: str, now: datetime) -> None:
+async def record_applied(conn: WriteConn, grant: Grant, reason: str, now: datetime) -> None:
     """Remember that jmlsync applied ``grant``: it is managed from now on."""
     await conn.execute(
-        "INSERT INTO applied_grants (target, user_name, role, reason, applied_at)"
-        " VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (target, user_name, role) DO UPDATE SET reason = excluded.reason",
+        sql.RECORD_APPLIED,
         (grant.target, grant.user, grant.role, reason, format_timestamp(now)),
     )
 
 
-async def forget_applied(conn: Conn, grant: Grant) -> bool:
+async def forget_applied(conn: WriteConn, grant: Grant) -> bool:
     """Forget an applied grant once it is revoked; True when jmlsync had applied it."""
-    async with conn.execute(
-        "DELETE FROM applied_grants WHERE target = ? AND user_name = ? AND role = ?",
-        (grant.target, grant.user, grant.role),
-    ) as cursor:
+    async with conn.execute(sql.FORGET_APPLIED, (grant.target, grant.user, grant.role)) as cursor:
         return bool(cursor.rowcount > 0)

@@ -2,10 +2,15 @@
 
 The SQL modules of the store are shared with SQLite: they see a connection with the same
 surface (``execute``, ``executemany``, ``execute_fetchall``, ``?`` placeholders) and ask
-:func:`jmlsync.store.database.for_update` / ``skip_locked`` where PostgreSQL must lock. Each
-write body runs in its own READ COMMITTED transaction from the pool; rows a body reads in order
+:attr:`Dialect.for_update <jmlsync.store.dialect.Dialect.for_update>` / ``skip_locked``
+where PostgreSQL must lock. Write
+bodies are group-committed as on SQLite: one writer task takes every body queued meanwhile into
+one READ COMMITTED transaction, each body in its own savepoint (a failing body rolls back
+alone), one COMMIT and one WAL flush for the batch, every write answered after it. Every
+directory write appends to the audit chain under its head row lock, so transactions of their
+own would run one after another anyway, each paying its own flush. Rows a body reads in order
 to change them are locked (``FOR UPDATE``), queue claims skip rows other replicas hold
-(``FOR UPDATE SKIP LOCKED``), and audit appends take the chain's head row lock.
+(``FOR UPDATE SKIP LOCKED``).
 
 Every wait on the server is bounded (:class:`PgTimeouts`): connecting, each statement, and
 taking a connection from the pool. A lost, stopped or frozen server, or one out of disk, turns
@@ -16,9 +21,19 @@ never a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -26,12 +41,16 @@ from typing import Any, TypeVar
 import asyncpg
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.store.connection import Body, WriteConn
 from jmlsync.store.database import IntegrityError
+from jmlsync.store.dialect import POSTGRESQL, Dialect
 from jmlsync.store.health import WriteHealth
-from jmlsync.store.pipeline_sql import OWNER_LOCK
+from jmlsync.store.pipeline_sql import OWNER_LOCK, keep_audit_head
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_263_001
+#: The most write bodies one transaction takes (as on SQLite).
+MAX_BATCH = 256
 
 #: What means "the server cannot take this now" rather than "this is wrong": a connection
 #: lost or refused, a timeout, an operator or crash shutdown, a server starting up, out of
@@ -85,8 +104,12 @@ _PLACEHOLDER = re.compile(r"\?")
 _NUMBERED = re.compile(r"\$\d")
 
 
+@functools.lru_cache(maxsize=1024)
 def _numbered(sql: str) -> str:
-    """``?`` placeholders as ``$1, $2, ...`` (SQL already numbered is left as it is)."""
+    """``?`` placeholders as ``$1, $2, ...`` (SQL already numbered is left as it is).
+
+    Remembered: the store sends the same few hundred statements over and over, and the same
+    text lets asyncpg reuse its prepared statement."""
     if _NUMBERED.search(sql):
         return sql
     counter = iter(range(1, 10**6))
@@ -129,7 +152,7 @@ class _Statement:
     def __init__(self, run: Callable[[], Coroutine[Any, Any, PgCursor]]) -> None:
         self._run = run
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, PgCursor]:
         return self._run().__await__()
 
     async def __aenter__(self) -> PgCursor:
@@ -147,10 +170,12 @@ def _rowcount(status: str) -> int:
 class PgConn:
     """An asyncpg connection with the surface the shared SQL modules use."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        #: The audit chain's next seq and head within the current batch (None: not read yet).
+        self.audit_head: tuple[int, str] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement:
         async def run() -> PgCursor:
@@ -187,7 +212,7 @@ def _returns_rows(sql: str) -> bool:
 class PgReader:
     """Reads outside write transactions: one pooled connection per statement."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, pool: asyncpg.Pool, timeouts: PgTimeouts) -> None:
         self._pool = pool
@@ -219,10 +244,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _nothing(_conn: WriteConn) -> None:
+    return None
+
+
+@dataclass
+class _Write:
+    body: Callable[[Any], Coroutine[Any, Any, Any]]
+    future: asyncio.Future[Any]
+    notify: bool
+
+
 class PgDatabase:
     """The PostgreSQL twin of :class:`jmlsync.store.database.Database`."""
 
-    dialect = "postgresql"
+    dialect: Dialect = POSTGRESQL
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, timeouts: PgTimeouts | None = None) -> None:
         self._pool = pool
@@ -231,6 +267,9 @@ class PgDatabase:
         self.reader = PgReader(pool, self.timeouts)
         self.health = WriteHealth()
         self._after_commit: list[Callable[[], None]] = []
+        self._queue: list[_Write] = []
+        self._queued = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -264,34 +303,108 @@ class PgDatabase:
         return cls(pool, dsn, timeouts)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # a lost server: nothing more to finish
+                await self.write(_nothing)  # writes are FIFO: this lands after every queued one
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         await self._pool.close()
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
 
-    def write(
-        self, body: Callable[[Any], Coroutine[Any, Any, T]], *, notify: bool = False
-    ) -> Awaitable[T]:
-        return self._write(body, notify)
+    def write(self, body: Body[T], *, notify: bool = False) -> Awaitable[T]:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(body, future, notify))
+        self._queued.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain(), name="jmlsync-pg-writer")
+        return future
 
-    async def _write(self, body: Callable[[Any], Coroutine[Any, Any, T]], notify: bool) -> T:
-        try:
-            async with (
-                self._pool.acquire(timeout=self.timeouts.acquire) as conn,
-                conn.transaction(),
-            ):
-                result = await body(PgConn(conn))
-        except _UNAVAILABLE as exc:
-            # The transaction did not commit (or its COMMIT's outcome is unknown: then the
-            # client's retry meets its own change, as after any lost answer).
-            error = unavailable(exc) or StoreUnavailable(str(exc))
-            self.health.refused(error)
-            raise error from exc
-        self.health.accepted()
+    async def _drain(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    results = await self._commit(batch)
+                except Exception as exc:  # the batch did not commit: nothing of it was written
+                    # (or its COMMIT's outcome is unknown: then the client's retry meets its
+                    # own change, as after any lost answer).
+                    error = unavailable(exc)
+                    if error is None and isinstance(exc, _UNAVAILABLE):
+                        error = StoreUnavailable(str(exc))
+                    if error is not None:
+                        self.health.refused(error)
+                    results = [(False, error or exc)] * len(batch)
+                else:
+                    self.health.accepted()
+                self._settle(batch, results)
+
+    def _settle(self, batch: list[_Write], results: list[tuple[bool, Any]]) -> None:
+        notify = False
+        for write, (ok, value) in zip(batch, results, strict=True):
+            if write.future.done():
+                continue
+            if ok:
+                write.future.set_result(value)
+                notify = notify or write.notify
+            else:
+                write.future.set_exception(value)
         if notify:
             for callback in self._after_commit:
                 callback()
-        return result
+
+    async def _commit(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
+        """One READ COMMITTED transaction for the batch, one savepoint per body when there
+        are several (a failing body rolls back alone), one commit. The bodies' results."""
+        async with self._pool.acquire(timeout=self.timeouts.acquire) as raw:
+            conn = PgConn(raw)
+            transaction = raw.transaction()
+            await transaction.start()
+            try:
+                results = await self._run_all(raw, conn, batch)
+                await keep_audit_head(conn)
+            except BaseException:
+                with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                    await transaction.rollback()
+                raise
+            if all(not ok for ok, _ in results):
+                await transaction.rollback()
+            else:
+                await transaction.commit()
+            return results
+
+    @staticmethod
+    async def _run_all(
+        raw: asyncpg.Connection, conn: PgConn, batch: list[_Write]
+    ) -> list[tuple[bool, Any]]:
+        if len(batch) == 1:  # alone in its transaction: no savepoint to pay for
+            try:
+                return [(True, await batch[0].body(conn))]
+            except _UNAVAILABLE:
+                raise
+            except Exception as exc:
+                return [(False, exc)]
+        results: list[tuple[bool, Any]] = []
+        for write in batch:
+            savepoint = raw.transaction()
+            await savepoint.start()
+            head = conn.audit_head
+            try:
+                value = await write.body(conn)
+            except _UNAVAILABLE:
+                raise  # the connection is gone: the batch fails as one
+            except Exception as exc:
+                await savepoint.rollback()
+                conn.audit_head = head  # its audit rows are gone with it
+                results.append((False, exc))
+            else:
+                await savepoint.commit()
+                results.append((True, value))
+        return results
 
     async def acquire_leadership(self, key: int) -> LeaderLock:
         """A connection held for the process's life, to hold an advisory lock on."""

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import Job, QueueRow, QueueStats
+from jmlsync.domain.directory import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, WriteConn
+from jmlsync.store.sql import audit as audit_sql
 
 
 class SqlQueue:
@@ -126,7 +127,7 @@ class SqlQueue:
     async def recover(self) -> int:
         """Release the leases of a process that died: SQLite serves one process at a time,
         so every lease is; on PostgreSQL, those whose owner's session lock is gone."""
-        if self._on_postgres:
+        if self.db.dialect.shared:
             return await self.take_back_orphans()
 
         async def body(conn: WriteConn) -> int:
@@ -135,17 +136,13 @@ class SqlQueue:
         return await self.db.write(body, notify=True)
 
     async def take_back_orphans(self) -> int:
-        if not self._on_postgres:
+        if not self.db.dialect.shared:
             return 0
 
         async def body(conn: WriteConn) -> int:
             return await pipeline_sql.release_orphans(conn, pipeline_sql.OWNER_LOCK)
 
         return await self.db.write(body, notify=True)
-
-    @property
-    def _on_postgres(self) -> bool:
-        return getattr(self.db, "dialect", "sqlite") == "postgresql"
 
     async def rows(self, *, failed_only: bool = False) -> list[QueueRow]:
         return await pipeline_sql.queue_rows(self.db.reader, failed_only=failed_only)
@@ -202,6 +199,14 @@ class SqlQueue:
         async with self.db.reader.execute(sql, params) as cursor:
             async for row in cursor:
                 yield dict(row)
+
+    async def audit_about(self, user_name: str, limit: int) -> list[dict[str, Any]]:
+        subject = f"user {user_name}"
+        prefix = f"{subject} ("
+        rows = await self.db.reader.execute_fetchall(
+            audit_sql.AUDIT_ABOUT, (subject, len(prefix), prefix, limit)
+        )
+        return [dict(zip(audit_sql.AUDIT_ABOUT_COLUMNS, row, strict=True)) for row in rows]
 
     async def audit_head(self) -> str | None:
         return await pipeline_sql.get_state(self.db.reader, pipeline_sql.AUDIT_HEAD)

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.grants import Grant
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.access import Grant
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.review_records import (
     Decision,
     NewException,
@@ -25,6 +25,7 @@ from jmlsync.domain.review_records import (
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item, item_from_dict
 from jmlsync.store import pipeline_sql, reviews_sql
 from jmlsync.store.database import Backend, WriteConn
+from jmlsync.store.sql import reviews as sql
 
 
 def item_from_json(text: str) -> Item:
@@ -46,11 +47,6 @@ def _campaign(row: Any) -> Campaign:
     )
 
 
-_CAMPAIGN_COLUMNS = (
-    "id, name, started_at, deadline, snapshot_sha256, audit_seq, items, closed_at, reminded_at"
-)
-
-
 class SqlReviews:
     """The ReviewStore port on the store's database."""
 
@@ -66,8 +62,7 @@ class SqlReviews:
         async def body(conn: WriteConn) -> int:
             seq = await reviews_sql.audit(conn, entry)
             await conn.execute(
-                "INSERT INTO review_campaigns (id, name, started_at, deadline, started_by,"
-                " snapshot_sha256, audit_seq, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                sql.INSERT_CAMPAIGN,
                 (
                     campaign.id,
                     campaign.name,
@@ -80,8 +75,7 @@ class SqlReviews:
                 ),
             )
             await conn.executemany(
-                "INSERT INTO review_items (campaign_id, item_id, user_name, user_key, reviewer,"
-                " item) VALUES (?, ?, ?, ?, ?, ?)",
+                sql.INSERT_ITEM,
                 [
                     (
                         campaign.id,
@@ -99,31 +93,37 @@ class SqlReviews:
         return await self.db.write(body)
 
     async def campaigns(self, name: str | None = None) -> list[Campaign]:
-        sql = f"SELECT {_CAMPAIGN_COLUMNS} FROM review_campaigns"
+        query = sql.CAMPAIGNS
         params: list[str] = []
         if name is not None:
-            sql += " WHERE name = ?"
+            query += sql.CAMPAIGNS_NAMED
             params.append(name)
-        rows = await self.db.reader.execute_fetchall(sql + " ORDER BY started_at, id", params)
+        rows = await self.db.reader.execute_fetchall(query + sql.CAMPAIGNS_ORDER, params)
         return [_campaign(r) for r in rows]
 
     async def campaign(self, campaign_id: str) -> Campaign | None:
-        rows = await self.db.reader.execute_fetchall(
-            f"SELECT {_CAMPAIGN_COLUMNS} FROM review_campaigns WHERE id = ?", (campaign_id,)
-        )
+        rows = await self.db.reader.execute_fetchall(sql.CAMPAIGN, (campaign_id,))
         return _campaign(rows[0]) if rows else None
+
+    async def open_items_of(self, reviewers: Collection[str]) -> list[Item]:
+        specs = sorted(set(reviewers))
+        if not specs:
+            return []
+        rows = await self.db.reader.execute_fetchall(
+            f"{sql.OPEN_ITEMS_OF}({', '.join('?' for _ in specs)}){sql.OPEN_ITEMS_ORDER}", specs
+        )
+        return [item_from_json(row[0]) for row in rows]
 
     async def items(self, campaign_id: str) -> list[Item]:
         rows = await self.db.reader.execute_fetchall(
-            "SELECT item FROM review_items WHERE campaign_id = ? ORDER BY item_id",
+            sql.ITEMS,
             (campaign_id,),
         )
         return [item_from_json(r[0]) for r in rows]
 
     async def decisions(self, campaign_id: str) -> dict[int, Decision]:
         rows = await self.db.reader.execute_fetchall(
-            "SELECT item_id, decision, reviewer, comment, decided_at, imported_by, late,"
-            " audit_seq FROM review_decisions WHERE campaign_id = ? ORDER BY item_id",
+            sql.DECISIONS,
             (campaign_id,),
         )
         return {
@@ -156,13 +156,11 @@ class SqlReviews:
                     conn, reviews_sql.decision_entry(campaign, item, row, stamp, imported_by, late)
                 )
                 await conn.execute(
-                    "DELETE FROM review_decisions WHERE campaign_id = ? AND item_id = ?",
+                    sql.DELETE_DECISION,
                     (campaign.id, row.item_id),
                 )
                 await conn.execute(
-                    "INSERT INTO review_decisions (campaign_id, item_id, decision, reviewer,"
-                    " comment, decided_at, imported_by, late, audit_seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    sql.INSERT_DECISION,
                     (
                         campaign.id,
                         row.item_id,
@@ -192,36 +190,27 @@ class SqlReviews:
 
     async def applied_details(self) -> dict[Grant, tuple[str, str]]:
         """Every grant jmlsync applied: (reason, applied_at)."""
-        rows = await self.db.reader.execute_fetchall(
-            "SELECT target, user_name, role, reason, applied_at FROM applied_grants"
-        )
+        rows = await self.db.reader.execute_fetchall(sql.APPLIED_DETAILS)
         return {Grant(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
 
     async def remediations(self, campaign_id: str | None = None) -> list[Remediation]:
-        sql = (
-            "SELECT campaign_id, item_id, job_id, requested_at, revoked_at, verified_at,"
-            " last_error FROM review_remediations"
-        )
+        query = sql.REMEDIATIONS
         params: list[str] = []
         if campaign_id is not None:
-            sql += " WHERE campaign_id = ?"
+            query += sql.REMEDIATIONS_OF_CAMPAIGN
             params.append(campaign_id)
-        rows = await self.db.reader.execute_fetchall(sql + " ORDER BY campaign_id, item_id", params)
+        rows = await self.db.reader.execute_fetchall(query + sql.REMEDIATIONS_ORDER, params)
         return [Remediation(r[0], int(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     async def pending_revocations(self, user_names: Collection[str] | None = None) -> set[Grant]:
         """Grants a review revoked that were not yet read back as gone."""
-        sql = (
-            "SELECT i.item FROM review_remediations r JOIN review_items i"
-            " ON i.campaign_id = r.campaign_id AND i.item_id = r.item_id"
-            " WHERE r.verified_at IS NULL"
-        )
+        query = sql.PENDING_REVOCATIONS
         params: list[str] = []
         if user_names is not None:
             # Narrowed in SQL: every pipeline job asks for its one principal.
             params = sorted({name.casefold() for name in user_names})
-            sql += f" AND i.user_key IN ({','.join('?' * len(params)) or 'NULL'})"
-        rows = await self.db.reader.execute_fetchall(sql, params)
+            query += f" AND i.user_key IN ({','.join('?' * len(params)) or 'NULL'})"
+        rows = await self.db.reader.execute_fetchall(query, params)
         return {item_from_json(r[0]).grant for r in rows}
 
     async def mark_remediated(
@@ -234,8 +223,7 @@ class SqlReviews:
     ) -> None:
         async def body(conn: WriteConn) -> None:
             await conn.execute(
-                "UPDATE review_remediations SET revoked_at = coalesce(revoked_at, ?),"
-                " verified_at = ?, last_error = ? WHERE campaign_id = ? AND item_id = ?",
+                sql.MARK_REMEDIATED,
                 (revoked_at, verified_at, error, remediation.campaign, remediation.item_id),
             )
 
@@ -244,17 +232,14 @@ class SqlReviews:
     async def exceptions(
         self, user_names: Collection[str] | None = None, *, active_only: bool = True
     ) -> list[ReviewException]:
-        sql = (
-            "SELECT id, campaign_id, item_id, target, user_name, role, user_id, causes,"
-            " created_at, lifted_at, lifted_reason FROM review_exceptions"
-        )
+        query = sql.EXCEPTIONS
         clauses, params = (["lifted_at IS NULL"] if active_only else []), []
         if user_names is not None:
             params = sorted({name.casefold() for name in user_names})
             clauses.append(f"user_key IN ({','.join('?' * len(params)) or 'NULL'})")
         if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        rows = await self.db.reader.execute_fetchall(sql + " ORDER BY id", params)
+            query += " WHERE " + " AND ".join(clauses)
+        rows = await self.db.reader.execute_fetchall(query + " ORDER BY id", params)
         found = [
             ReviewException(
                 id=int(r[0]),
@@ -279,9 +264,7 @@ class SqlReviews:
                 conn, exception_id, f"exception {exception_id}", reason, now, actor
             )
             if lifted:
-                rows = await conn.execute_fetchall(
-                    "SELECT user_name FROM review_exceptions WHERE id = ?", (exception_id,)
-                )
+                rows = await conn.execute_fetchall(sql.EXCEPTION_USER, (exception_id,))
                 await pipeline_sql.enqueue(
                     conn, [rows[0][0]], cause="review.exception.lift", now=now
                 )
@@ -306,8 +289,7 @@ class SqlReviews:
     async def revoke_audit(self, grant: Grant, since: str) -> tuple[str, int] | None:
         """The first applied revocation of ``grant`` at or after ``since``: (at, seq)."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT at, seq FROM audit WHERE action = 'revoke' AND outcome = 'applied'"
-            " AND subject = ? AND target = ? AND role = ? AND at >= ? ORDER BY seq LIMIT 1",
+            sql.FIRST_REVOKE_SINCE,
             (f"user {grant.user}", grant.target, grant.role, since),
         )
         return (rows[0][0], int(rows[0][1])) if rows else None
@@ -315,8 +297,7 @@ class SqlReviews:
     async def audit_row(self, seq: int) -> dict[str, Any] | None:
         """One audit row (for evidence manifests)."""
         rows = await self.db.reader.execute_fetchall(
-            "SELECT seq, at, actor, action, subject, target, role, outcome, detail, prev_hash,"
-            " hash FROM audit WHERE seq = ?",
+            sql.AUDIT_ROW,
             (seq,),
         )
         if not rows:

@@ -1,5 +1,6 @@
-"""SQL of access reviews shared by both backends, including the hook a group write calls to
-lift review exceptions whose membership went away (inside the write's transaction)."""
+"""The steps of access reviews run inside a transaction body, on both backends (their SQL text
+is in :mod:`jmlsync.store.sql.reviews`), including the hook a group write calls to lift review
+exceptions whose membership went away (inside the write's transaction)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,30 @@ from datetime import datetime
 from typing import Any
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.models import format_timestamp
+from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item
 from jmlsync.store import pipeline_sql
-from jmlsync.store.database import Conn
+from jmlsync.store.database import WriteConn
+from jmlsync.store.sql import reviews as sql
 
 
-async def audit(conn: Conn, entry: AuditEntry) -> int:
+async def audit(conn: WriteConn, entry: AuditEntry) -> int:
     """Append ``entry`` to the audit chain; return its seq (the caller's transaction holds
     the chain's head, so the newest row is this one)."""
     await pipeline_sql.append_audit(conn, entry)
-    async with conn.execute("SELECT max(seq) FROM audit") as cursor:
+    async with conn.execute(sql.LAST_AUDIT_SEQ) as cursor:
         row = await cursor.fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
 async def lift_exception(
-    conn: Conn, exception_id: int, subject: str, reason: str, now: datetime, actor: str
+    conn: WriteConn, exception_id: int, subject: str, reason: str, now: datetime, actor: str
 ) -> bool:
     """Lift one active exception (audited); False when it was not active."""
     stamp = format_timestamp(now)
     cursor = await conn.execute(
-        "UPDATE review_exceptions SET lifted_at = ?, lifted_reason = ?"
-        " WHERE id = ? AND lifted_at IS NULL",
+        sql.LIFT_EXCEPTION,
         (stamp, reason, exception_id),
     )
     if cursor.rowcount == 0:
@@ -52,7 +53,7 @@ async def lift_exception(
 
 
 async def lift_for_membership(
-    conn: Conn,
+    conn: WriteConn,
     group_id: str,
     affected_user_ids: Collection[str],
     now: datetime,
@@ -63,10 +64,7 @@ async def lift_for_membership(
     review named, so re-adding it is a new decision and gives the grant back."""
     if not affected_user_ids:
         return
-    rows = await conn.execute_fetchall(
-        "SELECT id, user_id, user_name, target, role, causes FROM review_exceptions"
-        " WHERE lifted_at IS NULL"
-    )
+    rows = await conn.execute_fetchall(sql.ACTIVE_EXCEPTIONS)
     affected = set(affected_user_ids)
     for row in rows:
         causes: list[list[Any]] = json.loads(row[5])
@@ -74,7 +72,7 @@ async def lift_for_membership(
             continue
         if not group_deleted:
             async with conn.execute(
-                "SELECT 1 FROM memberships WHERE group_id = ? AND user_id = ?",
+                sql.IS_MEMBER,
                 (group_id, row[1]),
             ) as cursor:
                 if await cursor.fetchone() is not None:
@@ -111,7 +109,7 @@ def decision_entry(
 
 
 async def add_exception(
-    conn: Conn,
+    conn: WriteConn,
     campaign: Campaign,
     item: Item,
     exception: NewException,
@@ -120,8 +118,7 @@ async def add_exception(
 ) -> None:
     """Create the exception holding back a revoked rule-given grant, audited."""
     await conn.execute(
-        "INSERT INTO review_exceptions (campaign_id, item_id, target, user_name, user_key,"
-        " user_id, role, causes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        sql.INSERT_EXCEPTION,
         (
             campaign.id,
             item.id,
@@ -150,11 +147,10 @@ async def add_exception(
     )
 
 
-async def withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
+async def withdraw(conn: WriteConn, campaign_id: str, item_id: int, stamp: str, actor: str) -> None:
     """A keep replacing an earlier revoke of the same item ends its exception."""
     rows = await conn.execute_fetchall(
-        "SELECT id, user_name FROM review_exceptions"
-        " WHERE campaign_id = ? AND item_id = ? AND lifted_at IS NULL",
+        sql.ACTIVE_EXCEPTIONS_OF_ITEM,
         (campaign_id, item_id),
     )
     now = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -165,22 +161,17 @@ async def withdraw(conn: Conn, campaign_id: str, item_id: int, stamp: str, actor
         # The rules give the grant again: plan the holder now, not at the next change.
         await pipeline_sql.enqueue(conn, [row[1]], cause="review.keep", now=now)
     await conn.execute(
-        "DELETE FROM review_remediations WHERE campaign_id = ? AND item_id = ?"
-        " AND verified_at IS NULL",
+        sql.DELETE_OPEN_REMEDIATION,
         (campaign_id, item_id),
     )
 
 
-async def remediate(conn: Conn, campaign_id: str, item: Item, now: datetime) -> None:
+async def remediate(conn: WriteConn, campaign_id: str, item: Item, now: datetime) -> None:
     """Queue the holder's job and note it; the pipeline plans the revocation."""
     await pipeline_sql.enqueue(conn, [item.user.user_name], cause="review.revoke", now=now)
-    rows = await conn.execute_fetchall(
-        "SELECT id FROM queue WHERE user_name = ?", (item.user.user_name,)
-    )
+    rows = await conn.execute_fetchall(sql.QUEUE_JOB_OF, (item.user.user_name,))
     job_id = int(rows[0][0]) if rows else None
-    conflict = "ON CONFLICT (campaign_id, item_id) DO UPDATE SET job_id = excluded.job_id"
     await conn.execute(
-        "INSERT INTO review_remediations (campaign_id, item_id, job_id, requested_at)"
-        f" VALUES (?, ?, ?, ?) {conflict}",
+        sql.UPSERT_REMEDIATION,
         (campaign_id, item.id, job_id, format_timestamp(now)),
     )

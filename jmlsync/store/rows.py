@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import os
 from typing import Any
 
-from jmlsync.domain.models import Change
+from jmlsync.codec import compact_json
+from jmlsync.domain.directory import Change
 
 
 def group_identity(doc: dict[str, Any]) -> tuple[Any, Any]:
@@ -32,7 +33,7 @@ def user_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
         doc.get("externalId"),
         doc.get("displayName"),
         active is not False,
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+        compact_json(doc).decode(),
     )
 
 
@@ -43,5 +44,15 @@ def group_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
         display_name,
         display_name.casefold(),
         doc.get("externalId"),
-        json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
+        compact_json(doc).decode(),
     )
+
+
+def new_id() -> str:
+    """A random (version 4) UUID in its canonical text form, as ``str(uuid.uuid4())`` gives,
+    without building a UUID object on the request path."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -9,12 +9,13 @@ read in a request answers 503 with ``Retry-After`` rather than an internal error
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from jmlsync.domain.errors import StoreUnavailable
+from jmlsync.store.dialect import SQLITE, Dialect
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ class _ReadStatement:
         self._run = run
         self._cursor: ReadCursor | None = None
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, ReadCursor]:
         return self._run().__await__()
 
     async def __aenter__(self) -> ReadCursor:
@@ -111,6 +112,8 @@ class _ReadStatement:
 
 class SqliteReader:
     """The reader connection as the store's SQL modules see it."""
+
+    dialect: Dialect = SQLITE
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn

@@ -21,14 +21,14 @@ from typing import Any
 from alibabacloud_cloudsso20210515 import models as sso
 from alibabacloud_cloudsso20210515.client import Client
 
-from jmlsync.config_alibaba import (
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
+from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.targets.alibaba_common import EXISTS, AlibabaApi, Body, sdk_config
+from jmlsync.targets.alibaba_settings import (
     CLOUDSSO_ROLE,
     CLOUDSSO_ROLE_SYNTAX,
     AlibabaCloudSsoTargetSettings,
 )
-from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
-from jmlsync.targets.alibaba_common import EXISTS, AlibabaApi, Body, sdk_config
 from jmlsync.targets.aws_common import KeyedLocks, follow_request
 
 TARGET_TYPE = "RD-Account"

@@ -25,9 +25,9 @@ from darabonba.exceptions import DaraException, ResponseException, UnretryableEx
 from darabonba.policy.retry import RetryOptions
 from darabonba.runtime import RuntimeOptions
 
-from jmlsync.config_alibaba import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
 from jmlsync.ports import LISTING_READ_RETRY
+from jmlsync.targets.alibaba_settings import AlibabaCloudSsoTargetSettings, AlibabaRamTargetSettings
 
 #: A response body of an Alibaba Cloud API call, as the SDK's model maps it.
 Body: TypeAlias = dict[str, Any]

@@ -32,10 +32,10 @@ from typing import Any, Literal
 from alibabacloud_ram20150501 import models as ram
 from alibabacloud_ram20150501.client import Client
 
-from jmlsync.config_alibaba import RAM_ROLE, RAM_ROLE_SYNTAX, AlibabaRamTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.alibaba_common import EXISTS, AlibabaApi, Body, sdk_config
+from jmlsync.targets.alibaba_settings import RAM_ROLE, RAM_ROLE_SYNTAX, AlibabaRamTargetSettings
 from jmlsync.targets.aws_common import KeyedLocks, gather_limited
 
 GROUP_PREFIX = "group:"

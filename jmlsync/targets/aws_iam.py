@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from jmlsync.config import AwsIamTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.aws_common import AwsClients, KeyedLocks, gather_limited
+from jmlsync.targets.aws_settings import AwsIamTargetSettings
 
 IAM = "iam"
 NO_SUCH_ENTITY = frozenset({"NoSuchEntity"})

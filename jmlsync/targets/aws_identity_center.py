@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from jmlsync.config import AwsIdentityCenterTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.aws_common import (
     AwsClients,
     KeyedLocks,
@@ -32,6 +31,7 @@ from jmlsync.targets.aws_common import (
     follow_request,
     gather_limited,
 )
+from jmlsync.targets.aws_settings import AwsIdentityCenterTargetSettings
 
 SSO = "sso-admin"
 IDENTITY_STORE = "identitystore"

@@ -17,10 +17,8 @@ from collections.abc import AsyncIterator, Sequence
 import bonsai
 from bonsai import errors as ldap_errors
 
-from jmlsync.config import ConfigError
-from jmlsync.config_ldap import LdapTargetSettings
-from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
+from jmlsync.domain.errors import ConfigError, PermanentTargetError
 from jmlsync.targets.ldap_client import (
     Attributes,
     Change,
@@ -40,6 +38,7 @@ from jmlsync.targets.ldap_entries import (
     is_disabled,
     new_entry,
 )
+from jmlsync.targets.ldap_settings import LdapTargetSettings
 
 SUBTREE = bonsai.LDAPSearchScope.SUBTREE
 BASE = bonsai.LDAPSearchScope.BASE

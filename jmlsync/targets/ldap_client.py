@@ -21,8 +21,12 @@ from typing import Any, Literal
 import bonsai
 from bonsai import errors as ldap_errors
 
-from jmlsync.config import ConfigError
-from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
+from jmlsync.domain.errors import (
+    ConfigError,
+    PermanentTargetError,
+    TargetError,
+    TransientTargetError,
+)
 
 #: Result codes (RFC 4511 §4.1.9) that mean "try again later".
 BUSY = 51

@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from jmlsync.config_ldap import LdapEntryTemplate
+from jmlsync.domain.access import PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import PrincipalSpec
 from jmlsync.targets.ldap_client import Attributes, Change
+from jmlsync.targets.ldap_settings import LdapEntryTemplate
 
 DisableMode = Literal["ppolicy", "389ds", "ad", "none"]
 

@@ -17,9 +17,10 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.ports import BatchStep
+from jmlsync.targets.settings import TargetSection
 
 WriteOp = Literal["create_principal", "enable_principal", "grant", "revoke", "disable_principal"]
 
@@ -54,6 +55,13 @@ COMMIT;
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+class LedgerTargetSettings(TargetSection):
+    """``kind = "ledger"``: a local SQLite file of principals and grants."""
+
+    kind: Literal["ledger"]
+    path: Path
 
 
 class LedgerTarget:

@@ -14,15 +14,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Literal, TypeVar
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
 
 import aiohttp
+from pydantic import Field
 
-from jmlsync.config import ScimTargetSettings
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError
-from jmlsync.domain.grants import Grant, Principal, PrincipalSpec
 from jmlsync.targets.scim_http import PATCH_OP, Json, ScimClient, ScimRefused, quote, read_token
 from jmlsync.targets.scim_resources import is_active, new_user, user_members
+from jmlsync.targets.settings import TargetSection
 
 log = logging.getLogger("jmlsync.targets.scim")
 
@@ -41,6 +43,16 @@ MemberOp = Literal["add", "remove"]
 FilterKind = Literal["roles of a member", "membership"]
 
 T = TypeVar("T")
+
+
+class ScimTargetSettings(TargetSection):
+    """``kind = "scim"``: a downstream SCIM 2.0 service provider."""
+
+    kind: Literal["scim"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    token_file: Path
+    delete_users_on_leave: bool = False
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
 
 class ScimTarget:

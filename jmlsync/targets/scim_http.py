@@ -19,8 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from jmlsync.config import ConfigError
-from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.domain.errors import ConfigError, PermanentTargetError, TransientTargetError
 from jmlsync.ports import LISTING_READ_RETRY
 
 log = logging.getLogger("jmlsync.targets.scim")

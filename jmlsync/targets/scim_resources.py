@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jmlsync.domain.grants import PrincipalSpec
+from jmlsync.domain.access import PrincipalSpec
 from jmlsync.targets.scim_http import Json
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

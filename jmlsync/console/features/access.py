@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from jmlsync.access_output import request_json
 from jmlsync.console.authz import ADMIN, APPROVER, REQUESTER
 from jmlsync.console.context import BASE, CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page, render
@@ -28,6 +27,7 @@ from jmlsync.domain.timebound import (
     RequestNotFound,
 )
 from jmlsync.engine.timebound import Actor, TimeboundAccess
+from jmlsync.report.access import request_json
 
 #: The longest reason, comment or ticket a form may send (as the HTTP API).
 MAX_TEXT = 1000

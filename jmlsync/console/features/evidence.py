@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from jmlsync import sla
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page
-from jmlsync.report_reads import sla_report, verify_audit
-from jmlsync.scim.resources import now_utc
+from jmlsync.evidence import sla_report, verify_audit
+from jmlsync.report.sla import build as sla
 
 _AUDIT_ROWS = 200
 
@@ -27,12 +27,20 @@ async def sla_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
         return {"since": since_text, "problem": str(exc)}
     if since > now:
         return {"since": since_text, "problem": "the period starts in the future"}
-    report = await sla_report(console.settings, console.store, since, now, now)
+    report = await sla_report(
+        console.settings,
+        console.ports.assurance,
+        console.ports.queue,
+        console.ports.access,
+        since,
+        now,
+        now,
+    )
     return {"since": since_text, "report": report, "iso": sla.iso_z}
 
 
 async def audit_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
-    queue = request.app[CONSOLE].queue
+    queue = request.app[CONSOLE].ports.queue
     checked, problem = await verify_audit(queue)
     rows = [row async for row in queue.audit_rows(last=_AUDIT_ROWS)]
     return {"checked": checked, "problem": problem, "rows": list(reversed(rows))}

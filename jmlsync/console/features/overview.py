@@ -7,11 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
 from jmlsync.console.context import CONSOLE, Console, Viewer
 from jmlsync.console.pages import Feature, Page
-from jmlsync.domain.models import parse_timestamp
-from jmlsync.scim.resources import now_utc
+from jmlsync.domain.directory import parse_timestamp
 
 
 def _age(stamp: str | None) -> str:
@@ -50,11 +50,11 @@ async def _reviews(console: Console) -> dict[str, int]:
 
 async def overview(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
     console = request.app[CONSOLE]
-    stats = await console.queue.stats()
-    drift = await console.assurance.open_drift()
+    stats = await console.ports.queue.stats()
+    drift = await console.ports.assurance.open_drift()
     readiness = {name: await check() for name, check in console.checks.items()}
-    movers = await console.assurance.movers.counts()
-    unverified = await console.assurance.unverified_leavers()
+    movers = await console.ports.assurance.movers.counts()
+    unverified = await console.ports.assurance.unverified_leavers()
     return {
         "queue": {
             "pending": stats.pending,
@@ -68,7 +68,7 @@ async def overview(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
             "findings": drift[:50],
         },
         "breaches": {
-            "leavers": await console.assurance.open_breaches(),
+            "leavers": await console.ports.assurance.open_breaches(),
             "movers": movers["sla_breaches"],
         },
         "leavers": {
@@ -77,7 +77,7 @@ async def overview(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
         },
         "timebound": await _timebound(console),
         "reviews": await _reviews(console),
-        "runs": await console.assurance.last_runs(),
+        "runs": await console.ports.assurance.last_runs(),
         "readiness": readiness,
         "ready": all(problem is None for problem in readiness.values()),
     }

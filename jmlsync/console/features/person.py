@@ -17,15 +17,7 @@ _HISTORY = 100
 
 async def history(request: web.Request, user_name: str) -> list[dict[str, Any]]:
     """The newest audit rows about ``user_name`` (its SCIM changes, grants, sign-ins)."""
-    subject = f"user {user_name}"
-    prefix = f"{subject} ("
-    rows = await request.app[CONSOLE].store.db.reader.execute_fetchall(
-        "SELECT seq, at, actor, action, target, role, outcome, detail FROM audit"
-        " WHERE subject = ? OR substr(subject, 1, ?) = ? ORDER BY seq DESC LIMIT ?",
-        (subject, len(prefix), prefix, _HISTORY),
-    )
-    keys = ("seq", "at", "actor", "action", "target", "role", "outcome", "detail")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    return await request.app[CONSOLE].ports.queue.audit_about(user_name, _HISTORY)
 
 
 async def person(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
@@ -33,7 +25,7 @@ async def person(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
     wanted = request.query.get("user", "").strip()
     if not wanted:
         return {"wanted": ""}
-    found = await console.store.find_user(wanted)
+    found = await console.ports.directory.find_user(wanted)
     if found is None:
         return {"wanted": wanted, "missing": True}
     explanation = await console.reconciler.explain(str(found.doc["userName"]))

@@ -20,8 +20,8 @@ from jmlsync.console.context import BASE, CONSOLE, Viewer
 from jmlsync.console.pages import Feature, Page, render
 from jmlsync.domain.reviews import DecisionError
 from jmlsync.engine.reviews import ReviewError, Reviews
-from jmlsync.review_evidence import completion
-from jmlsync.review_views import campaign_view
+from jmlsync.report.review_evidence import completion
+from jmlsync.report.review_views import campaign_view
 
 MAX_COMMENT = 1000
 
@@ -35,14 +35,16 @@ def reviews_of(request: web.Request) -> Reviews:
 
 
 async def _groups(request: web.Request, user_name: str) -> list[str]:
-    _state, groups = await request.app[CONSOLE].store.policy_user(user_name)
+    _state, groups = await request.app[CONSOLE].ports.directory.policy_user(user_name)
     return [group.display_name for group in groups]
 
 
 async def my_items(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     reviews = reviews_of(request)
     assigned = await assigned_items(
-        request.app[CONSOLE].store, viewer.user_name, await _groups(request, viewer.user_name)
+        request.app[CONSOLE].ports.assignments,
+        viewer.user_name,
+        await _groups(request, viewer.user_name),
     )
     rows: list[dict[str, Any]] = []
     views: dict[str, Any] = {}

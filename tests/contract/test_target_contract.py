@@ -1,0 +1,385 @@
+"""The Target contract, run against every target kind, plus what only the ledger promises.
+
+A new connector joins the suite with one entry in ``FACTORIES``: a coroutine that opens the
+target whose state lives under a test's directory (or on a server a fixture started), so that
+opening it twice reaches the same state; and one in ``CAPABILITIES``: what the connector, as
+the factory configures it, can do. The expected values come from that table, never from what
+the target under test reports about itself, so a connector that stops disabling and claims it
+cannot fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from jmlsync.domain.access import Grant, Principal, PrincipalSpec
+from jmlsync.domain.errors import PermanentTargetError
+from jmlsync.ports import Target
+from jmlsync.targets.ledger import LedgerTarget, LedgerTargetSettings
+from jmlsync.targets.registry import open_target
+from tests.alibaba_fake import alibaba_env, alibaba_fixture, alibaba_server  # noqa: F401
+from tests.alibaba_targets import open_cloudsso_target, open_ram_target
+from tests.moto_server import (  # noqa: F401 (fixtures the AWS factories ask for)
+    aws_env,
+    iam_contract,
+    identity_center_contract,
+    moto_fixture,
+    moto_server,
+    open_iam_target,
+    open_identity_center_target,
+)
+from tests.scim_server import (  # noqa: F401 (fixtures the scim factory asks for)
+    open_scim_target,
+    scim_contract_peer,
+    scim_peer,
+    scim_server,
+)
+from tests.slapd_server import (  # noqa: F401 (fixtures the ldap factory asks for)
+    ldap_contract_tree,
+    ldap_tree,
+    open_ldap_target,
+    slapd,
+)
+
+#: Small, so a dozen grants already span several pages.
+PAGE_SIZE = 3
+
+Factory = Callable[[pytest.FixtureRequest, Path], Awaitable[Target]]
+Opener = Callable[[], AbstractAsyncContextManager[Target]]
+
+
+async def _ledger(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await LedgerTarget.open("contract", state / "ledger" / "ledger.db", page_size=PAGE_SIZE)
+
+
+async def _scim(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_scim_target(request, state, page_size=PAGE_SIZE)
+
+
+async def _aws_identity_center(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_identity_center_target(request, state, page_size=PAGE_SIZE)
+
+
+async def _aws_iam(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_iam_target(request, state, page_size=PAGE_SIZE)
+
+
+async def _alibaba_ram(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_ram_target(request, state, page_size=PAGE_SIZE)
+
+
+async def _alibaba_cloudsso(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_cloudsso_target(request, state, page_size=PAGE_SIZE)
+
+
+async def _ldap(request: pytest.FixtureRequest, state: Path) -> Target:
+    return await open_ldap_target(request, state, page_size=PAGE_SIZE)
+
+
+FACTORIES: dict[str, Factory] = {
+    "ledger": _ledger,
+    "scim": _scim,
+    "aws-identity-center": _aws_identity_center,
+    "aws-iam": _aws_iam,
+    "alibaba-ram": _alibaba_ram,
+    "alibaba-cloudsso": _alibaba_cloudsso,
+    "ldap": _ldap,
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a connector can do, as its factory above configures it."""
+
+    #: False where the target has no way to disable a principal short of deleting it:
+    #: Identity Center without ``delete_users_on_leave``. Such a target keeps a disabled
+    #: principal enabled, says ``can_disable=False`` on each, and the plans never ask it to
+    #: disable.
+    can_disable: bool = True
+    #: Whether the target is a real child process the session starts (moto, slapd,
+    #: scim2-server), not an in-process file or fake.
+    process: bool = False
+
+
+CAPABILITIES: dict[str, Capabilities] = {
+    "ledger": Capabilities(),
+    "scim": Capabilities(process=True),
+    "aws-identity-center": Capabilities(can_disable=False, process=True),
+    "aws-iam": Capabilities(process=True),
+    "alibaba-ram": Capabilities(),
+    "alibaba-cloudsso": Capabilities(),
+    "ldap": Capabilities(process=True),
+}
+
+
+def test_every_factory_declares_its_capabilities() -> None:
+    assert set(CAPABILITIES) == set(FACTORIES)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(kind, marks=[pytest.mark.process] if CAPABILITIES[kind].process else [])
+        for kind in sorted(FACTORIES)
+    ]
+)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def opener(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the parametrised target on this test's state; each opening is closed on exit."""
+    factory = FACTORIES[kind]
+
+    @asynccontextmanager
+    async def open_() -> AsyncIterator[Target]:
+        target = await factory(request, tmp_path)
+        try:
+            yield target
+        finally:
+            await target.close()
+
+    return open_
+
+
+@pytest.fixture
+async def target(opener: Opener) -> AsyncIterator[Target]:
+    async with opener() as opened:
+        yield opened
+
+
+async def _with_principals(target: Target, *users: str) -> None:
+    for user in users:
+        await target.ensure_principal(PrincipalSpec(user=user))
+
+
+async def _all_grants(target: Target) -> list[Grant]:
+    return [grant async for grant in target.list_grants()]
+
+
+async def _all_principals(target: Target) -> list[Principal]:
+    return [principal async for principal in target.list_principals()]
+
+
+def _as_reported(kind: str, user: str, enabled: bool) -> Principal:
+    """``Principal(user, enabled)`` as a target of ``kind`` must report it, by its declared
+    capabilities: one that cannot disable keeps a disabled principal enabled and says so."""
+    if not CAPABILITIES[kind].can_disable:
+        return Principal(user, enabled=True, can_disable=False)
+    return Principal(user, enabled=enabled)
+
+
+class TestPrincipals:
+    async def test_ensure_creates_an_enabled_principal(self, kind: str, target: Target) -> None:
+        await target.ensure_principal(
+            PrincipalSpec(user="ada", display_name="Ada L", email="ada@example.org")
+        )
+        found = await target.principal("ada")
+        assert found == _as_reported(kind, "ada", True)
+
+    async def test_ensure_is_idempotent(self, kind: str, target: Target) -> None:
+        await _with_principals(target, "ada", "ada")
+        listed = await _all_principals(target)
+        assert listed == [_as_reported(kind, "ada", True)]
+
+    async def test_ensure_reenables_a_disabled_principal(self, kind: str, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.disable_principal("ada")
+        await _with_principals(target, "ada")
+        found = await target.principal("ada")
+        assert found == _as_reported(kind, "ada", True)
+
+    async def test_disable_disables_and_is_idempotent(self, kind: str, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.disable_principal("ada")
+        found = await target.principal("ada")
+        assert found == _as_reported(kind, "ada", False)
+        await target.disable_principal("ada")
+        found = await target.principal("ada")
+        assert found == _as_reported(kind, "ada", False)
+
+    async def test_disable_of_unknown_principal_succeeds(self, target: Target) -> None:
+        await target.disable_principal("nobody")
+        assert await target.principal("nobody") is None
+
+    async def test_unknown_principal_is_none(self, target: Target) -> None:
+        assert await target.principal("nobody") is None
+
+    @pytest.mark.parametrize("count", [0, 1, PAGE_SIZE, 10])
+    async def test_list_principals_streams_each_once(
+        self, kind: str, target: Target, count: int
+    ) -> None:
+        users = [f"user-{i:02}" for i in range(count)]
+        await _with_principals(target, *users)
+        for user in users[::2]:
+            await target.disable_principal(user)
+        listed = sorted(await _all_principals(target), key=lambda p: p.user)
+        expected = [_as_reported(kind, u, i % 2 == 1) for i, u in enumerate(users)]
+        assert listed == expected
+
+
+class TestGrants:
+    async def test_grant_shows_in_grants_of_and_list_grants(self, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.grant("ada", "admin")
+        assert await target.grants_of("ada") == frozenset({"admin"})
+        assert await _all_grants(target) == [Grant(target.name, "ada", "admin")]
+
+    async def test_granting_twice_holds_one_grant(self, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.grant("ada", "admin")
+        await target.grant("ada", "admin")
+        assert await _all_grants(target) == [Grant(target.name, "ada", "admin")]
+
+    async def test_revoke_removes_only_that_role(self, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.grant("ada", "admin")
+        await target.grant("ada", "reader")
+        await target.revoke("ada", "admin")
+        assert await target.grants_of("ada") == frozenset({"reader"})
+
+    async def test_revoke_of_absent_grant_succeeds(self, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.revoke("ada", "admin")
+        assert await target.grants_of("ada") == frozenset()
+
+    async def test_revoke_for_unknown_principal_succeeds(self, target: Target) -> None:
+        await target.revoke("nobody", "admin")
+        assert await target.principal("nobody") is None
+
+    async def test_grants_of_unknown_user_is_empty(self, target: Target) -> None:
+        assert await target.grants_of("nobody") == frozenset()
+
+    async def test_grant_to_missing_principal_is_permanent(self, target: Target) -> None:
+        with pytest.raises(PermanentTargetError):
+            await target.grant("nobody", "admin")
+        assert await _all_grants(target) == []
+
+    async def test_grants_survive_disable(self, target: Target) -> None:
+        await _with_principals(target, "ada")
+        await target.grant("ada", "admin")
+        await target.disable_principal("ada")
+        assert await target.grants_of("ada") == frozenset({"admin"})
+
+    @pytest.mark.parametrize("count", [0, 1, PAGE_SIZE, 3 * PAGE_SIZE, 10])
+    async def test_list_grants_streams_each_once(self, target: Target, count: int) -> None:
+        # Four users holding several roles each, so pages break inside one user's roles.
+        pairs = [(f"user-{i % 4}", f"role-{i:02}") for i in range(count)]
+        await _with_principals(target, *sorted({user for user, _ in pairs}))
+        for user, role in pairs:
+            await target.grant(user, role)
+        listed = await _all_grants(target)
+        assert len(listed) == len(set(listed)) == count
+        assert set(listed) == {Grant(target.name, user, role) for user, role in pairs}
+
+    async def test_concurrent_grants_all_land(self, target: Target) -> None:
+        pairs = [(f"user-{i:02}", f"role-{i % 7}") for i in range(50)]
+        await asyncio.gather(*(target.ensure_principal(PrincipalSpec(u)) for u, _ in pairs))
+        await asyncio.gather(*(target.grant(user, role) for user, role in pairs))
+        assert set(await _all_grants(target)) == {Grant(target.name, u, r) for u, r in pairs}
+
+    async def test_grants_persist_across_reopening(self, kind: str, opener: Opener) -> None:
+        async with opener() as first:
+            await _with_principals(first, "ada", "bob")
+            await first.grant("ada", "admin")
+            await first.grant("bob", "reader")
+            await first.disable_principal("bob")
+            before = sorted(await _all_grants(first))
+        async with opener() as second:
+            assert sorted(await _all_grants(second)) == before
+            found = await second.principal("bob")
+            assert found == _as_reported(kind, "bob", False)
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[LedgerTarget]:
+    opened = await LedgerTarget.open("ledger", tmp_path / "ledger.db", page_size=PAGE_SIZE)
+    yield opened
+    await opened.close()
+
+
+class TestLedger:
+    async def test_each_change_is_logged_once(self, ledger: LedgerTarget) -> None:
+        await _with_principals(ledger, "ada")
+        await ledger.grant("ada", "admin")
+        await ledger.revoke("ada", "admin")
+        await ledger.disable_principal("ada")
+        await _with_principals(ledger, "ada")
+        assert await ledger.writes() == [
+            ("create_principal", "ada", None),
+            ("grant", "ada", "admin"),
+            ("revoke", "ada", "admin"),
+            ("disable_principal", "ada", None),
+            ("enable_principal", "ada", None),
+        ]
+
+    async def test_idempotent_writes_append_nothing(self, ledger: LedgerTarget) -> None:
+        await _with_principals(ledger, "ada", "ada")
+        await ledger.grant("ada", "admin")
+        await ledger.grant("ada", "admin")
+        await ledger.revoke("ada", "reader")
+        await ledger.revoke("nobody", "admin")
+        await ledger.disable_principal("nobody")
+        await ledger.disable_principal("ada")
+        await ledger.disable_principal("ada")
+        assert await ledger.write_count() == 3
+        assert await ledger.write_count("grant") == 1
+        assert await ledger.write_count("revoke") == 0
+
+    async def test_concurrent_identical_grants_write_once(self, ledger: LedgerTarget) -> None:
+        await _with_principals(ledger, "ada")
+        await asyncio.gather(*(ledger.grant("ada", "admin") for _ in range(20)))
+        assert await ledger.write_count("grant") == 1
+
+    async def test_refused_grant_writes_nothing(self, ledger: LedgerTarget) -> None:
+        with pytest.raises(PermanentTargetError):
+            await ledger.grant("nobody", "admin")
+        assert await ledger.writes() == []
+
+    async def test_timestamps_are_utc_iso(self, ledger: LedgerTarget, tmp_path: Path) -> None:
+        await _with_principals(ledger, "ada")
+        await ledger.grant("ada", "admin")
+        async with aiosqlite.connect(tmp_path / "ledger.db") as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT at FROM writes UNION ALL SELECT granted_at FROM grants"
+                " UNION ALL SELECT created_at FROM principals"
+            )
+        stamps = [datetime.fromisoformat(row[0]) for row in rows]
+        assert len(stamps) == 4
+        assert all(stamp.utcoffset() == UTC.utcoffset(None) for stamp in stamps)
+
+    async def test_cancelled_writes_leave_the_ledger_usable(self, ledger: LedgerTarget) -> None:
+        await _with_principals(ledger, "ada")
+        # Cancel grants ever later, so some stop before BEGIN, some inside it and some after
+        # COMMIT: each lands whole or not at all, and the next write still finds no transaction.
+        for step in range(0, 100, 4):
+            task = asyncio.create_task(ledger.grant("ada", f"role-{step:03}"))
+            for _ in range(step):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await ledger.grant("ada", "after")
+        roles = await ledger.grants_of("ada")
+        assert "after" in roles
+        assert await ledger.write_count("grant") == len(roles)
+
+
+async def test_registry_opens_a_ledger(tmp_path: Path) -> None:
+    settings = LedgerTargetSettings(kind="ledger", path=tmp_path / "new" / "dir" / "ledger.db")
+    target = await open_target("books", settings)
+    try:
+        assert isinstance(target, LedgerTarget)
+        assert target.name == "books"
+        assert settings.path.exists()
+    finally:
+        await target.close()

@@ -1,0 +1,77 @@
+"""Writes that share one commit (a batch): each keeps its own outcome, the audit chain runs
+through the batch in order, and a body that fails takes its audit rows with it. On SQLite
+and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from jmlsync.audit import AuditEntry
+from jmlsync.domain.directory import Change
+from jmlsync.domain.errors import DuplicateUserName
+from jmlsync.evidence import verify_audit
+from jmlsync.store import pipeline_sql
+from jmlsync.store.database import WriteConn
+from jmlsync.store.directory import SqlStore
+from jmlsync.store.queue import SqlQueue
+from tests.postgres import fresh_database
+
+pytestmark = pytest.mark.timeout(60)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    if request.param == "sqlite":
+        opened = await SqlStore.open(tmp_path / "jmlsync.db")
+        yield opened
+        await opened.close()
+        return
+    async with fresh_database() as url:
+        opened = await SqlStore.open_postgres(url)
+        yield opened
+        await opened.close()
+
+
+def _user(name: str) -> Change:
+    return Change(doc={"schemas": [USER], "userName": name, "active": True})
+
+
+class Refused(Exception):
+    pass
+
+
+async def _audits_then_fails(conn: WriteConn) -> None:
+    entry = AuditEntry(at="2026-01-02T03:04:05Z", actor="t", action="x", subject="s", outcome="o")
+    await pipeline_sql.append_audit(conn, entry)
+    raise Refused
+
+
+async def test_a_batch_keeps_each_outcome_and_one_unbroken_chain(store: SqlStore) -> None:
+    writes = []
+    for number in range(12):
+        writes.append(store.create("User", _user(f"u{number}@x.io"), NOW))
+        if number % 4 == 1:
+            writes.append(store.db.write(_audits_then_fails))
+        if number == 6:
+            writes.append(store.create("User", _user("u0@x.io"), NOW))  # taken
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    created = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(created) == 12
+    assert sum(isinstance(o, Refused) for o in outcomes) == 3
+    assert sum(isinstance(o, DuplicateUserName) for o in outcomes) == 1
+    for made in created:
+        assert made == await store.get("User", made.id)  # what was answered is what is stored
+    queue = SqlQueue(store.db)
+    rows = [row async for row in queue.audit_rows()]
+    assert [row["action"] for row in rows] == ["user.create"] * 12
+    assert await verify_audit(queue) == (12, None)
+    # The next batch chains on to this one.
+    await store.create("User", _user("late@x.io"), NOW)
+    assert await verify_audit(queue) == (13, None)
