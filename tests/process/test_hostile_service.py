@@ -63,9 +63,18 @@ async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
-    """Everything the server sends until it closes; fails if it has not closed in time."""
+    """Everything the server sends until it closes; fails if it has not closed in time.
+
+    A server that closes a socket with bytes of ours still unread resets it (RST, not FIN):
+    the connection is closed all the same, so a reset counts as closed with nothing more."""
     async with asyncio.timeout(seconds):
-        return await reader.read()
+        received = b""
+        try:
+            while chunk := await reader.read(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
 
 
 def log_levels(service: ServiceProcess) -> list[tuple[str, str]]:
