@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -314,6 +315,20 @@ async def start_service(config: Path) -> ServiceProcess:
 async def stop_service(service: ServiceProcess) -> int:
     if service.process.returncode is None:
         service.process.terminate()
+    async with asyncio.timeout(30):
+        code = await service.process.wait()
+        await service.drained
+    return code
+
+
+async def kill_service(service: ServiceProcess) -> int:
+    """SIGKILL the service and wait for its exit code.
+
+    Only the child watcher may reap the process: a second signal before it reported the exit
+    (``terminate()`` polls the pid first) would reap the zombie itself and leave the watcher
+    reporting 255 instead of -9.
+    """
+    service.process.send_signal(signal.SIGKILL)
     async with asyncio.timeout(30):
         code = await service.process.wait()
         await service.drained

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from jmlsync.cli import main
-from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service
+from tests.conftest import TOKENS, ServiceProcess, kill_service, start_service, stop_service
 from tests.scim_samples import PATCH_OP
 
 pytestmark = pytest.mark.process
@@ -208,8 +208,7 @@ async def test_kill_9_while_active_then_restart_after_expiry(config_path: Path) 
             return "admin" in ledger_roles(ledger, "ada@x.io")
 
         await until(held)
-        service.process.send_signal(signal.SIGKILL)
-        assert await stop_service(service) == -signal.SIGKILL
+        assert await kill_service(service) == -signal.SIGKILL
     expires = datetime.fromisoformat(active["expires_at"].replace("Z", "+00:00"))
 
     async def expired() -> bool:

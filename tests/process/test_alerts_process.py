@@ -22,7 +22,14 @@ from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.service import open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 from jmlsync.targets.ledger import LedgerTarget
-from tests.conftest import TOKENS, ServiceProcess, start_service, stop_service, write_config
+from tests.conftest import (
+    TOKENS,
+    ServiceProcess,
+    kill_service,
+    start_service,
+    stop_service,
+    write_config,
+)
 from tests.postgres import fresh_database
 from tests.webhook import SECRET, Receiver, webhook_receiver
 
@@ -258,8 +265,7 @@ async def test_an_alert_interrupted_by_sigkill_is_delivered_once_after_restart(
         await receiver.wait_until(lambda: len(receiver.refused) >= 2 or len(receiver.hung) >= 1)
         assert await metric(service, "jmlsync_alerts_undelivered") == 1
         assert await metric(service, "jmlsync_alerts_oldest_undelivered_age_seconds") > 0
-        service.process.send_signal(signal.SIGKILL)
-        assert await stop_service(service) == -signal.SIGKILL
+        assert await kill_service(service) == -signal.SIGKILL
     finally:
         await stop_service(service)
     killed = "".join(service.log)

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import TOKENS, start_service, stop_service, write_config
+from tests.conftest import TOKENS, kill_service, start_service, stop_service, write_config
 from tests.scim_samples import PATCH_OP
 
 pytestmark = pytest.mark.process
@@ -99,9 +99,9 @@ async def test_sigkill_mid_burst_loses_nothing_and_duplicates_nothing(
 
         running = asyncio.create_task(burst())
         await acknowledged.wait()
-        service.process.send_signal(signal.SIGKILL)
+        killed = asyncio.create_task(kill_service(service))
         await running
-        code = await stop_service(service)
+        code = await killed
         assert code == -signal.SIGKILL, "".join(service.log[-40:])
 
     assert KILL_AFTER <= len(joined) < USERS, "the kill must land mid-burst"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.conftest import (
     TOKENS,
     ScimClient,
     ServiceProcess,
+    kill_service,
     start_service,
     stop_service,
     write_config,
@@ -159,8 +159,7 @@ async def test_a_second_serve_on_the_same_sqlite_store_exits_1(tmp_path: Path) -
         assert code == 0, err
         assert "queue" in out
     finally:
-        first.process.send_signal(signal.SIGKILL)
-        await stop_service(first)
+        await kill_service(first)
     # The lock went with the killed process: a new serve starts at once.
     again = await start_service(config)
     assert await stop_service(again) == 0

@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import TOKENS, start_service, stop_service, write_config
+from tests.conftest import TOKENS, kill_service, start_service, stop_service, write_config
 from tests.postgres import fresh_database
 from tests.process.test_crash import ledger_state
 from tests.scim_samples import PATCH_OP
@@ -102,9 +102,9 @@ async def test_a_replica_dies_mid_burst_and_the_other_finishes(tmp_path: Path) -
             doomed, survivor = (
                 (first, second) if first.process.pid == leader_pid else (second, first)
             )
-            doomed.process.send_signal(signal.SIGKILL)
+            killed = asyncio.create_task(kill_service(doomed))
             await burst
-            code = await stop_service(doomed)
+            code = await killed
             assert code == -signal.SIGKILL, "".join(doomed.log[-40:])
         assert KILL_AFTER <= len(joined) < USERS
         try:
