@@ -198,6 +198,9 @@ class AlertSettings(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     retry_max_wait_seconds: Annotated[float, Field(ge=0)] = 60.0
     auth_failures_per_minute: Annotated[int, Field(ge=1)] = 20
+    #: New unmanaged findings a run alerts one by one; above it, one alert per target says
+    #: how many (privileged findings are always alerted one by one).
+    drift_alerts_per_run: Annotated[int, Field(ge=0)] = 20
 
 
 class SafetySettings(_Section):

@@ -277,6 +277,7 @@ def _compose(
         drift_mode=settings.reconcile.drift,
         max_revocations=settings.reconcile.max_revocations,
         mover_sla=timedelta(seconds=settings.sla.mover_limit),
+        drift_alert_limit=settings.alerts.drift_alerts_per_run,
     )
     return Runtime(
         settings,

@@ -15,7 +15,7 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.incidents import privileged_drift
 from jmlsync.engine.mover_verify import MoverVerifier
 from jmlsync.engine.reconcile import Reconciler, Scope
-from jmlsync.engine.reconcile_run import ReconcileRun, RunRequest, RunResult
+from jmlsync.engine.reconcile_run import DRIFT_ALERT_LIMIT, ReconcileRun, RunRequest, RunResult
 from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue
 
 log = logging.getLogger("jmlsync.assurance")
@@ -43,6 +43,8 @@ class Assurance:
     max_revocations: int
     #: ``[sla].mover_seconds``; None: the leaver SLA.
     mover_sla: timedelta | None = None
+    #: ``[alerts].drift_alerts_per_run``.
+    drift_alert_limit: int = DRIFT_ALERT_LIMIT
 
     async def verify_leavers(self) -> RunResult:
         """Read back every cleared leaver's access; mark it verified, or breached past the SLA.
@@ -139,7 +141,13 @@ class Assurance:
     def reconcile_run(self) -> ReconcileRun:
         """The one reconciliation run, over this runtime's parts (the CLI uses it too)."""
         return ReconcileRun(
-            self.reconciler, self.queue, self.store, self.alerts, self.metrics, self.clock
+            self.reconciler,
+            self.queue,
+            self.store,
+            self.alerts,
+            self.metrics,
+            self.clock,
+            drift_alert_limit=self.drift_alert_limit,
         )
 
     async def full_reconcile(self) -> RunResult:

@@ -4,6 +4,7 @@ between them, and applying it. A dry run stops after the plan.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ from jmlsync.domain.policy import (
 )
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Applier, Outcome
-from jmlsync.engine.review_holds import apply_holds
+from jmlsync.engine.review_holds import Held, apply_holds
 from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.ports import PlanningStore, ReviewHolds, Target
 
@@ -141,24 +142,13 @@ class Reconciler:
         started = time.perf_counter()
         if scope.users is not None:
             scope = Scope(scope.targets, await self._canonical(scope.users))
-        groups = await self.store.list_groups()
-        by_group = rules_by_group(self.rules, groups)
-        users: dict[str, bool] = {}
-        stream = self.store.policy_users(
-            by_group.keys(),
-            with_resource=any(rule.user_filter is not None for rule in self.rules),
-            user_names=scope.users,
-        )
-        states = await _collect(stream, users, progress)
-        desired = desired_grants(states, by_group)
-        if self.timebound is not None:
-            # desired = rules + active time-bound grants: reconcile never revokes one early.
-            desired = with_timebound(desired, await self.timebound.desired_for(scope.users))
-        # ... minus the grants access reviews hold back.
-        held = await apply_holds(self.reviews, states, by_group, desired, scope.users)
-        desired = held.desired
-        applied = await self.store.applied_grants(scope.users)
-        actual, principals, unreadable = await self._actual(scope, progress)
+        # The directory and every target are read side by side: a slow target (a cloud API
+        # paging through its assignments) costs its own time, not the sum of all.
+        async with asyncio.TaskGroup() as reads:
+            directory = reads.create_task(self._desired(scope, progress))
+            targets = reads.create_task(self._actual(scope, progress))
+        groups, users, desired, held, applied = directory.result()
+        actual, principals, unreadable = targets.result()
         leavers = {u for u, active in users.items() if not active}
         leavers |= {g.user for g in applied if g.user not in users}
         if scope.users is not None:
@@ -188,6 +178,29 @@ class Reconciler:
         }
         seconds = time.perf_counter() - started
         return Snapshot(plan_input, operations, seconds, counts, unreadable, held.exceptions)
+
+    async def _desired(
+        self, scope: Scope, progress: Progress
+    ) -> tuple[list[GroupInfo], dict[str, bool], dict[Grant, Reason], Held, set[Grant]]:
+        """The directory's side of a snapshot: groups, users (userName → active), the grants
+        the rules and time-bound access give, the review holds, and jmlsync's applied grants."""
+        groups = await self.store.list_groups()
+        by_group = rules_by_group(self.rules, groups)
+        users: dict[str, bool] = {}
+        stream = self.store.policy_users(
+            by_group.keys(),
+            with_resource=any(rule.user_filter is not None for rule in self.rules),
+            user_names=scope.users,
+        )
+        states = await _collect(stream, users, progress)
+        desired = desired_grants(states, by_group)
+        if self.timebound is not None:
+            # desired = rules + active time-bound grants: reconcile never revokes one early.
+            desired = with_timebound(desired, await self.timebound.desired_for(scope.users))
+        # ... minus the grants access reviews hold back.
+        held = await apply_holds(self.reviews, states, by_group, desired, scope.users)
+        applied = await self.store.applied_grants(scope.users)
+        return groups, users, held.desired, held, applied
 
     async def _canonical(self, names: frozenset[str]) -> frozenset[str]:
         """The directory's spelling of each userName; unknown names stay as given."""
@@ -252,19 +265,29 @@ class Reconciler:
         self, scope: Scope, progress: Progress
     ) -> tuple[set[Grant], dict[tuple[str, str], bool], dict[str, str]]:
         """What each target holds; a target that cannot be read is reported, not raised."""
+        listed = [0]
+
+        async def read(name: str) -> tuple[set[Grant], dict[tuple[str, str], bool]] | str:
+            try:
+                if scope.users is not None:
+                    return await self._read_users(name, scope.users)
+                return await self._list(name, listed, progress)
+            except TargetError as exc:
+                log.warning("cannot read target %s: %s", name, exc, extra={"target": name})
+                return str(exc)
+
+        names = self._target_names(scope)
+        async with asyncio.TaskGroup() as reads:
+            tasks = [reads.create_task(read(name)) for name in names]
         actual: set[Grant] = set()
         principals: dict[tuple[str, str], bool] = {}
         unreadable: dict[str, str] = {}
-        for name in self._target_names(scope):
-            try:
-                if scope.users is not None:
-                    grants, found = await self._read_users(name, scope.users)
-                else:
-                    grants, found = await self._list(name, len(actual), progress)
-            except TargetError as exc:
-                log.warning("cannot read target %s: %s", name, exc, extra={"target": name})
-                unreadable[name] = str(exc)
+        for name, task in zip(names, tasks, strict=True):
+            result = task.result()
+            if isinstance(result, str):
+                unreadable[name] = result
                 continue
+            grants, found = result
             actual |= grants
             principals.update(found)
         return actual, principals, unreadable
@@ -282,7 +305,7 @@ class Reconciler:
         return grants, principals
 
     async def _list(
-        self, name: str, before: int, progress: Progress
+        self, name: str, listed_so_far: list[int], progress: Progress
     ) -> tuple[set[Grant], dict[tuple[str, str], bool]]:
         """List one target whole under the targets' retry policy: each read request, and
         the listing itself (see :meth:`Applier.listing`): a throttle must not end the run."""
@@ -292,8 +315,10 @@ class Reconciler:
             listed: set[Grant] = set()
             async for grant in target.list_grants():
                 listed.add(grant)
-                if (before + len(listed)) % 10_000 == 0:
-                    progress("reading targets", before + len(listed))
+                # One count over the targets read side by side.
+                listed_so_far[0] += 1
+                if listed_so_far[0] % 10_000 == 0:
+                    progress("reading targets", listed_so_far[0])
             return listed
 
         async def principals() -> dict[tuple[str, str], bool]:

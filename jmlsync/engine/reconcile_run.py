@@ -22,6 +22,11 @@ from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
 from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
 from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue, StagedAlert
 
+#: ``[alerts].drift_alerts_per_run``'s default.
+DRIFT_ALERT_LIMIT = 20
+#: Findings a per-target summary alert names.
+DRIFT_EXAMPLES = 5
+
 #: Outcome and counts of a run, and its detail, as the run record keeps them.
 RunResult = tuple[str, dict[str, int], str | None]
 
@@ -195,6 +200,8 @@ class ReconcileRun:
     metrics: EngineMetrics
     clock: Clock
     runner: str = field(default_factory=socket.gethostname)
+    #: New unmanaged findings alerted one by one; above it, one alert per target.
+    drift_alert_limit: int = DRIFT_ALERT_LIMIT
 
     async def recorded(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
         """:meth:`run`, recorded in the store's runs like a scheduled job."""
@@ -336,27 +343,52 @@ class ReconcileRun:
         return count
 
     def _drift_alerts(self, new: Iterable[DriftFinding], snapshot: Snapshot) -> list[StagedAlert]:
+        """The alerts of a run's new unmanaged findings: a ``privileged_drift`` for each one on
+        a privileged role; an ``unmanaged_drift`` for each one, or, when the run found more
+        than ``drift_alert_limit``, one per target saying how many (no alert storm from a
+        first run over a target full of hand-made grants)."""
         privileged = snapshot.plan_input.privileged
         alerts = []
-        for finding in new:
-            if finding.kind != "unmanaged":
-                continue
-            grant = Grant(finding.target, finding.user, finding.role)
+        unmanaged = [finding for finding in new if finding.kind == "unmanaged"]
+        for finding in unmanaged:
             if (finding.target, finding.role) in privileged:
+                grant = Grant(finding.target, finding.user, finding.role)
                 alerts.append(privileged_drift_alert(self.alerts, grant, "reconciliation"))
+        if len(unmanaged) <= self.drift_alert_limit:
+            alerts.extend(self._unmanaged_alert(finding) for finding in unmanaged)
+            return alerts
+        by_target: dict[str, list[DriftFinding]] = {}
+        for finding in unmanaged:
+            by_target.setdefault(finding.target, []).append(finding)
+        for target, findings in sorted(by_target.items()):
+            first = min(findings, key=lambda f: (f.user, f.role))
+            examples = sorted(f"{f.user} holds {f.role}" for f in findings)[:DRIFT_EXAMPLES]
             alerts.append(
                 stage_alert(
                     self.alerts,
                     "unmanaged_drift",
-                    f"{finding.user} holds {finding.role} on {finding.target}, which no rule"
-                    " grants (granted outside jmlsync?)",
-                    user=finding.user,
-                    target=finding.target,
-                    role=finding.role,
-                    key=f"{finding.target}/{finding.user}/{finding.role}",
+                    f"{len(findings)} new grants on {target} that no rule grants (granted"
+                    f" outside jmlsync?), e.g. {'; '.join(examples)}; `jmlsync reconcile"
+                    f" --dry-run --target {target}` lists them all",
+                    target=target,
+                    count=len(findings),
+                    examples=examples,
+                    key=f"{target}/{len(findings)}/{first.user}/{first.role}",
                 )
             )
         return alerts
+
+    def _unmanaged_alert(self, finding: DriftFinding) -> StagedAlert:
+        return stage_alert(
+            self.alerts,
+            "unmanaged_drift",
+            f"{finding.user} holds {finding.role} on {finding.target}, which no rule"
+            " grants (granted outside jmlsync?)",
+            user=finding.user,
+            target=finding.target,
+            role=finding.role,
+            key=f"{finding.target}/{finding.user}/{finding.role}",
+        )
 
 
 def _writes(staged: list[StagedAlert]) -> Callable[[Any], Awaitable[None]] | None:

@@ -324,3 +324,26 @@ async def test_scheduled_runs_are_recorded(rig: Rig) -> None:
     code, out, _ = await _in_thread(rig, "status", "--format", "json")
     assert code == 0
     assert json.loads(out)["runs"]["full-reconcile"]["outcome"] == "failed"
+
+
+async def test_many_new_findings_alert_once_per_target_and_privileged_ones_each(rig: Rig) -> None:
+    for user in ("cat@x.io", "dan@x.io", "eve@x.io", "fay@x.io"):
+        await rig.user(user, "engineering")
+    await rig.drain()
+    for user in ("cat@x.io", "dan@x.io", "eve@x.io"):
+        await rig.flaky.ledger.grant(user, "admin")
+    few = replace(rig.assurance, drift_alert_limit=2)
+    outcome, counts, _ = await few.full_reconcile()
+    assert (outcome, counts["unmanaged"]) == ("ok", 3)
+    # admin is privileged: each finding is an incident of its own; as drift, one alert says 3
+    assert rig.alerts.kinds() == ["privileged_drift"] * 3 + ["unmanaged_drift"]
+    _, text, fields = rig.alerts.sent[3]
+    assert (fields["target"], fields["count"]) == ("sandbox", 3)
+    assert fields["examples"] == [f"{u}@x.io holds admin" for u in ("cat", "dan", "eve")]
+    assert text.startswith("3 new grants on sandbox that no rule grants")
+    await few.full_reconcile()
+    assert len(rig.alerts.sent) == 4  # the findings are not new any more
+    await rig.flaky.ledger.grant("fay@x.io", "admin")
+    await few.full_reconcile()  # one new finding, under the limit: alerted on its own
+    assert rig.alerts.kinds()[4:] == ["privileged_drift", "unmanaged_drift"]
+    assert rig.alerts.sent[5][2]["user"] == "fay@x.io"
