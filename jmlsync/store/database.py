@@ -170,6 +170,11 @@ class _Write:
     notify: bool
 
 
+#: Reader connections of one SQLite store: reads side by side each get a fresh snapshot (see
+#: :mod:`jmlsync.store.sqlite_reader`), up to this many at once.
+READERS = 4
+
+
 class Database:
     """The connections to one SQLite file, and the one way to write to it."""
 
@@ -208,13 +213,23 @@ class Database:
             if error is None:
                 raise
             raise error from exc
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        reader.row_factory = sqlite3.Row
-        await reader.execute("PRAGMA journal_mode = WAL")
-        await reader.execute("PRAGMA busy_timeout = 10000")
-        await reader.execute("PRAGMA query_only = ON")
-        await reader.create_function("fold", 1, _fold, deterministic=True)
-        return cls(raw, executor, SqliteReader(reader))
+        readers: list[aiosqlite.Connection] = []
+        try:
+            for _ in range(READERS):
+                reader = await aiosqlite.connect(path, isolation_level=None)
+                readers.append(reader)
+                reader.row_factory = sqlite3.Row
+                await reader.execute("PRAGMA journal_mode = WAL")
+                await reader.execute("PRAGMA busy_timeout = 10000")
+                await reader.execute("PRAGMA query_only = ON")
+                await reader.create_function("fold", 1, _fold, deterministic=True)
+        except BaseException:
+            for reader in readers:
+                await reader.close()
+            await asyncio.get_running_loop().run_in_executor(executor, raw.close)
+            executor.shutdown(wait=False)
+            raise
+        return cls(raw, executor, SqliteReader(readers))
 
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""

@@ -4,6 +4,7 @@ ledger batch that is one transaction (all of it or nothing, then the usual retry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.policy_config import rules_from_settings
 from jmlsync.ports import BatchStep, Target
 from jmlsync.service import open_runtime
+from jmlsync.store.database import READERS
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.ledger import LedgerTarget
@@ -384,12 +386,14 @@ async def test_a_leaver_is_never_planned_from_a_reader_snapshot_older_than_its_l
             await runtime.queue.lease_batch("t", now_utc(), LEASE, limit=9)
         )
         assert await ledger.grants_of("leo@x.io") == {"developer", "viewer"}
-        # A read still open on the store's reader keeps its snapshot from before leo leaves
-        # (on SQLite, reads overlapping on the one reader connection do that).
+        # Reads still open on every reader connection keep their snapshots from before leo
+        # leaves (on SQLite, a read with every connection busy shares one of them).
         reader = runtime.store.db.reader
         many = "SELECT id FROM users, (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)"
-        async with reader.execute(many) as pinned:  # more rows to come: the read stays open
-            assert await pinned.fetchone() is not None
+        async with contextlib.AsyncExitStack() as pins:
+            for _ in range(READERS):  # more rows to come: each read stays open
+                pinned = await pins.enter_async_context(reader.execute(many))
+                assert await pinned.fetchone() is not None
             await _deactivate(runtime.store, leo)
             jobs = await runtime.queue.lease_batch("t", now_utc(), LEASE, limit=9)
             assert [(job.user_name, job.leaver) for job in jobs] == [("leo@x.io", True)]
