@@ -316,6 +316,11 @@ class Target(Protocol):
         """Disable the principal so it can no longer sign in; missing is a success."""
         ...
 
+    async def ping(self) -> None:
+        """Raise when the target cannot be reached or refuses the credentials: the cheapest
+        authenticated read the connector makes, changing nothing (readiness, ``target_up``)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

@@ -620,7 +620,15 @@ def _assemble(  # noqa: C901 - the composition root wires each optional part onc
         return None if scheduler.running else "scheduler is not running"
 
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
-    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
+    app.add_routes(
+        ops_routes(
+            runtime.metrics,
+            runtime.queue,
+            checks,
+            runtime.alert_sink.outbox,
+            targets=runtime.targets,
+        )
+    )
     if settings.console.enabled:
         _mount_console(app, settings, runtime, sql_store, checks)
 
