@@ -627,6 +627,9 @@ def _assemble(  # noqa: C901 - the composition root wires each optional part onc
             checks,
             runtime.alert_sink.outbox,
             targets=runtime.targets,
+            may_see_reasons=lambda header: (
+                auth.allows(header) or (metrics_auth is not None and metrics_auth.allows(header))
+            ),
         )
     )
     if settings.console.enabled:

@@ -17,11 +17,12 @@ from aiohttp import web
 
 from jmlsync.ops.metrics import Metrics
 from jmlsync.ports import Queue, Target
-from jmlsync.scim.keys import AUTH, METRICS_AUTH
 from jmlsync.store.outbox import SqlOutbox
 
 #: A readiness check answers None when ready, else the reason it is not.
 Check = Callable[[], Awaitable[str | None]]
+#: Whether a request's Authorization header (None when absent) may see the reasons.
+MaySeeReasons = Callable[[str | None], bool]
 
 
 #: The longest a readiness check may take before it counts as failed.
@@ -78,13 +79,8 @@ class TargetPings:
         return None
 
 
-def _may_see_reasons(request: web.Request) -> bool:
-    header = request.headers.get("Authorization")
-    auth = request.app.get(AUTH)
-    if auth is not None and auth.allows(header):
-        return True
-    metrics_auth = request.app.get(METRICS_AUTH)
-    return metrics_auth is not None and metrics_auth.allows(header)
+def _nobody(_header: str | None) -> bool:
+    return False
 
 
 def ops_routes(
@@ -94,12 +90,14 @@ def ops_routes(
     outbox: SqlOutbox | None = None,
     *,
     targets: Mapping[str, Target] | None = None,
+    may_see_reasons: MaySeeReasons = _nobody,
     check_timeout: float = CHECK_TIMEOUT_SECONDS,
 ) -> list[web.RouteDef]:
     """The /readyz and /metrics routes of a running service.
 
     ``checks`` decide readiness; ``targets`` are pinged by both routes and reported, never
-    deciding it.
+    deciding it. ``may_see_reasons`` tells the callers shown why (those with a SCIM or
+    metrics token, as the composition root decides); the others see ``"failed"``.
     """
     pings = TargetPings(targets or {}, metrics, check_timeout)
 
@@ -119,7 +117,7 @@ def ops_routes(
         problems = {
             name: reason for name, reason in zip(checks, reasons, strict=True) if reason is not None
         }
-        if not _may_see_reasons(request):
+        if not may_see_reasons(request.headers.get("Authorization")):
             # Reasons name hosts, ports and errors: only for a caller with a token.
             problems = dict.fromkeys(problems, "failed")
             down = {name: None if reason is None else "failed" for name, reason in down.items()}

@@ -20,7 +20,6 @@ from jmlsync.ops.http import TargetPings, ops_routes
 from jmlsync.ops.metrics import Metrics
 from jmlsync.ports import Target
 from jmlsync.scim.auth import BearerAuth
-from jmlsync.scim.keys import AUTH
 from jmlsync.targets.ledger import LedgerTarget
 from jmlsync.targets.scim import ScimTarget, ScimTargetSettings
 from tests.conftest import TOKENS, write_config
@@ -41,9 +40,11 @@ async def test_a_check_that_hangs_answers_not_ready_within_the_check_timeout(
     tokens.write_text(TOKENS[0] + "\n")
     tokens.chmod(0o600)
     app = web.Application()
-    app[AUTH] = BearerAuth(tokens)  # the reasons are shown to a caller with a token
     checks = {"store": frozen, "scheduler": fine}
-    app.add_routes(ops_routes(Metrics(), None, checks, check_timeout=0.2))  # type: ignore[arg-type]
+    # The reasons are shown to a caller with a token.
+    allows = BearerAuth(tokens).allows
+    routes = ops_routes(Metrics(), None, checks, may_see_reasons=allows, check_timeout=0.2)  # type: ignore[arg-type]
+    app.add_routes(routes)
     async with TestClient(TestServer(app)) as client:
         started = time.monotonic()
         reply = await client.get("/readyz", headers={"Authorization": f"Bearer {TOKENS[0]}"})
@@ -82,11 +83,16 @@ async def test_a_down_target_is_reported_but_never_makes_the_service_unready(
         frozen = await _down_scim("frozen", silent.getsockname()[1], tmp_path)
         targets: dict[str, Target] = {"sandbox": ledger, "refused": refused, "frozen": frozen}
         app = web.Application()
-        app[AUTH] = BearerAuth(tokens)
         checks = {"store": fine, "scheduler": fine}
-        app.add_routes(
-            ops_routes(metrics, None, checks, targets=targets, check_timeout=0.5)  # type: ignore[arg-type]
+        routes = ops_routes(
+            metrics,
+            None,  # type: ignore[arg-type]
+            checks,
+            targets=targets,
+            may_see_reasons=BearerAuth(tokens).allows,
+            check_timeout=0.5,
         )
+        app.add_routes(routes)
         try:
             async with TestClient(TestServer(app)) as client:
                 started = time.monotonic()

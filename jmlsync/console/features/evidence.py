@@ -36,6 +36,7 @@ async def sla_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
         since,
         now,
         now,
+        rules=console.reconciler.rules,  # the composition root's, loaded from the settings
     )
     return {"since": since_text, "report": report, "iso": sla.iso_z}
 
