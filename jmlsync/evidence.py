@@ -1,18 +1,23 @@
 """What the SLA report and the audit check read from an open store: shared by the CLI
-(``sla-report``, ``audit verify``) and the console, so both show the same numbers."""
+(``sla-report``, ``audit verify``) and the console, so both show the same numbers.
+
+The rules come from the caller (the CLI loads them, the console has the composition root's):
+loading them parses SCIM filter text, which the console must not import.
+"""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from jmlsync import __version__
 from jmlsync.audit import verify_chain
 from jmlsync.config import Settings
+from jmlsync.domain.access import Rule
 from jmlsync.domain.directory import format_timestamp
 from jmlsync.domain.policy import privileged_roles
-from jmlsync.policy_config import rules_from_settings
 from jmlsync.ports import AccessStore, AuditTrail, SlaReads
 from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.access import TimeboundSection, build_section
@@ -55,9 +60,9 @@ async def verify_audit(queue: AuditTrail) -> tuple[int, str | None]:
     return count, None
 
 
-def evidence(settings: Settings, audit: AuditHead) -> Evidence:
-    """What the report's reader needs to trust it: version, host, targets, rules, audit."""
-    rules = rules_from_settings(settings)
+def evidence(settings: Settings, audit: AuditHead, rules: Sequence[Rule]) -> Evidence:
+    """What the report's reader needs to trust it: version, host, targets, rules (those
+    loaded from ``settings``), audit."""
     return Evidence(
         version=__version__,
         host=socket.gethostname(),
@@ -69,7 +74,13 @@ def evidence(settings: Settings, audit: AuditHead) -> Evidence:
 
 
 async def sla_report_with_section(
-    settings: Settings, store: SqlStore, since: datetime, until: datetime, now: datetime
+    settings: Settings,
+    store: SqlStore,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    *,
+    rules: Sequence[Rule],
 ) -> tuple[sla.SlaReport, TimeboundSection]:
     """The SLA report of the window [since, until], measured at ``now``, with its section
     "time-bound access" (carried inside the report, so its hash covers it)."""
@@ -81,6 +92,7 @@ async def sla_report_with_section(
         since,
         until,
         now,
+        rules,
     )
 
 
@@ -92,6 +104,7 @@ async def _report(
     since: datetime,
     until: datetime,
     now: datetime,
+    rules: Sequence[Rule],
 ) -> tuple[sla.SlaReport, TimeboundSection]:
     audit = await audit_head(queue, min(until, now))
     ended = await access.find(ended_since=since, ended_until=until)
@@ -105,7 +118,7 @@ async def _report(
         now=now,
         targets=sorted(settings.targets),
         mover_seconds=settings.sla.mover_limit,
-        evidence=evidence(settings, audit),
+        evidence=evidence(settings, audit, rules),
     )
     report = replace(report, timebound=section.as_dict(), timebound_breaches=section.breaches)
     return report, section
@@ -119,8 +132,10 @@ async def sla_report(
     since: datetime,
     until: datetime,
     now: datetime,
+    *,
+    rules: Sequence[Rule],
 ) -> sla.SlaReport:
     """The SLA report of the window [since, until], measured at ``now``, read through the
     ports (the console's)."""
-    report, _section = await _report(settings, assurance, queue, access, since, until, now)
+    report, _section = await _report(settings, assurance, queue, access, since, until, now, rules)
     return report

@@ -621,7 +621,18 @@ def _assemble(  # noqa: C901 - the composition root wires each optional part onc
         return None if scheduler.running else "scheduler is not running"
 
     checks = {"store": store_ready, "workers": workers_ready, "scheduler": scheduler_ready}
-    app.add_routes(ops_routes(runtime.metrics, runtime.queue, checks, runtime.alert_sink.outbox))
+    app.add_routes(
+        ops_routes(
+            runtime.metrics,
+            runtime.queue,
+            checks,
+            runtime.alert_sink.outbox,
+            targets=runtime.targets,
+            may_see_reasons=lambda header: (
+                auth.allows(header) or (metrics_auth is not None and metrics_auth.allows(header))
+            ),
+        )
+    )
     if settings.console.enabled:
         _mount_console(app, settings, runtime, sql_store, checks)
 

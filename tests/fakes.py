@@ -77,6 +77,10 @@ class FlakyLedgerFake:
         self._maybe_fail("disable_principal")
         await self.ledger.disable_principal(user)
 
+    async def ping(self) -> None:
+        self._maybe_fail("ping")
+        await self.ledger.ping()
+
     async def close(self) -> None:
         await self.ledger.close()
 

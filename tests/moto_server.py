@@ -247,6 +247,9 @@ class UnderContract:
     async def disable_principal(self, user: str) -> None:
         await self.inner.disable_principal(user)
 
+    async def ping(self) -> None:
+        await self.inner.ping()
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jmlsync.api.keys import TIMEBOUND
 from jmlsync.api.openapi import COMMON_ERRORS, ApiPart, problem
 from jmlsync.api.problems import Problem
 from jmlsync.api.tokens import caller
@@ -18,7 +19,6 @@ from jmlsync.engine.timebound import Actor, TimeboundAccess
 from jmlsync.report.access import request_json
 
 SCOPE = "access"
-TIMEBOUND: web.AppKey[TimeboundAccess] = web.AppKey("timebound", TimeboundAccess)
 STATES = ("pending", "approved", "active", "ended", "verified", "denied", "cancelled", "timed_out")
 #: The largest id a request can have (both stores keep ids in 64 bits; JSON clients in 53).
 MAX_ID = 2**53

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jmlsync.api.keys import REVIEWS
 from jmlsync.api.openapi import COMMON_ERRORS, ApiPart, problem
 from jmlsync.api.problems import Problem
 from jmlsync.api.tokens import ApiUser, caller
@@ -31,7 +32,6 @@ from jmlsync.report.review_evidence import CampaignView, campaign_json, export_r
 from jmlsync.report.review_views import campaign_view
 
 SCOPE = "reviews"
-REVIEWS: web.AppKey[Reviews] = web.AppKey("reviews", Reviews)
 #: Campaign ids are a ``[[reviews]]`` name (``[A-Za-z0-9_.-]+``) and a start time.
 CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 MAX_ID = 2**53

@@ -15,6 +15,7 @@ from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.evidence import audit_head as audit_head
 from jmlsync.evidence import sla_report_with_section
+from jmlsync.policy_config import rules_from_settings
 from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.access import TimeboundSection, table_lines
 from jmlsync.report.sla.html import render_html
@@ -36,7 +37,8 @@ async def build(
     "time-bound access" (also inside the report's hashed body)."""
     store = await open_store(settings)
     try:
-        return await sla_report_with_section(settings, store, since, until, now)
+        rules = rules_from_settings(settings)
+        return await sla_report_with_section(settings, store, since, until, now, rules=rules)
     finally:
         await store.close()
 

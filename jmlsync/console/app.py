@@ -11,10 +11,11 @@ import jinja2
 from aiohttp import web
 
 from jmlsync.config import Settings
-from jmlsync.console.context import BASE, CONSOLE, Checks, Console, ConsolePorts
+from jmlsync.console.context import Checks, Console, ConsolePorts
 from jmlsync.console.features import access as access_pages
 from jmlsync.console.features import evidence, home, overview, person
 from jmlsync.console.features import reviews as review_pages
+from jmlsync.console.keys import BASE, CONSOLE
 from jmlsync.console.oidc import OidcClient
 from jmlsync.console.pages import Feature, add_features
 from jmlsync.console.security import console_middleware

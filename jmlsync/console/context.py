@@ -81,8 +81,6 @@ class Viewer:
         return self.session.csrf_token
 
 
-CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
-BASE: web.AppKey[str] = web.AppKey("console_base", str)
 VIEWER_KEY = "jmlsync.console.viewer"
 
 

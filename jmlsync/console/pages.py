@@ -13,7 +13,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from jmlsync.console.authz import may, require
-from jmlsync.console.context import BASE, Viewer, viewer_of
+from jmlsync.console.context import Viewer, viewer_of
+from jmlsync.console.keys import BASE, FEATURES_KEY
 
 #: A page's handler: the template's context, or a response of its own (a redirect).
 PageHandler = Callable[[web.Request, Viewer], Awaitable["dict[str, Any] | web.StreamResponse"]]
@@ -40,9 +41,6 @@ class Feature:
 
     name: str
     pages: tuple[Page, ...]
-
-
-FEATURES_KEY: web.AppKey[tuple[Feature, ...]] = web.AppKey("console_features", tuple)
 
 
 def navigation(request: web.Request) -> list[dict[str, Any]]:

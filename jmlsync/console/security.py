@@ -17,7 +17,8 @@ from aiohttp import web
 
 from jmlsync.clock import now_utc
 from jmlsync.console.authz import roles_of
-from jmlsync.console.context import BASE, CONSOLE, VIEWER_KEY, Viewer, viewer_of
+from jmlsync.console.context import VIEWER_KEY, Viewer, viewer_of
+from jmlsync.console.keys import BASE, CONSOLE
 from jmlsync.console.pages import render
 from jmlsync.domain.errors import StoreUnavailable
 

@@ -17,7 +17,8 @@ from aiohttp import web
 from jmlsync.audit import AuditEntry
 from jmlsync.clock import now_utc
 from jmlsync.console.authz import roles_of
-from jmlsync.console.context import BASE, CONSOLE, viewer_of
+from jmlsync.console.context import viewer_of
+from jmlsync.console.keys import BASE, CONSOLE
 from jmlsync.console.oidc import Pending, SignInError, new_pending
 from jmlsync.console.pages import render
 from jmlsync.console.security import LOGIN_COOKIE, SESSION_COOKIE, set_cookie

@@ -78,6 +78,13 @@ class Metrics:
             ["target", "action", "outcome"],
             registry=r,
         )
+        self.target_up = Gauge(
+            "jmlsync_target_up",
+            "1 when the target answered its last ping (each /readyz and /metrics request),"
+            " 0 when it failed or gave no answer in time",
+            ["target"],
+            registry=r,
+        )
         self.retries = Counter(
             "jmlsync_target_call_retries",
             "Target calls retried after a transient error",

@@ -1,7 +1,9 @@
 """The keys of the SCIM application's state (aiohttp ``web.AppKey``), in one place.
 
 The service sets them when it builds the application; the middlewares and handlers read them.
-The HTTP API and the console keep the keys of their own sub-applications.
+The HTTP API and the console keep the keys of their own sub-applications in theirs
+(:mod:`jmlsync.api.keys`, :mod:`jmlsync.console.keys`); the composition root keeps its one key,
+``RUNTIME``, beside the ``Runtime`` it names.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from jmlsync.store.filters.columns import GROUPS_TABLE, USERS_TABLE
 from jmlsync.store.memberships import chunks, marks
 from jmlsync.store.postgres import PgDatabase, PgTimeouts
 from jmlsync.store.rows import new_id
+from jmlsync.store.sql import directory as sql
 
 
 class SqlStore:
@@ -77,7 +78,7 @@ class SqlStore:
 
     async def ping(self) -> None:
         """Raise when the database cannot answer a query."""
-        async with self._reader.execute("SELECT 1") as cursor:
+        async with self._reader.execute(sql.PING) as cursor:
             await cursor.fetchone()
 
     async def create(self, kind: ResourceKind, change: Change, now: datetime) -> StoredResource:
@@ -185,7 +186,7 @@ class SqlStore:
                 await effects.group_written(
                     conn, resource_id, "group.delete", members, gone, now, actor=actor
                 )
-            await conn.execute(f"DELETE FROM {table} WHERE id = ?", (resource_id,))
+            await conn.execute(sql.DELETE_BY_ID.format(table=table), (resource_id,))
 
         await self.db.write(body, notify=True)
 
@@ -196,7 +197,7 @@ class SqlStore:
             ("TRUE", []) if query.filter is None else dialect.compile_filter(query.filter, table)
         )
         async with self._reader.execute(
-            f"SELECT count(*) FROM {table.name} WHERE {where}", params
+            sql.COUNT_WHERE.format(table=table.name, where=where), params
         ) as cursor:
             row = await cursor.fetchone()
             total = int(row[0]) if row else 0
@@ -207,9 +208,9 @@ class SqlStore:
             direction = "DESC" if query.descending else "ASC"
             order = f"{dialect.sort_expression(query.sort_by, table)} {direction} NULLS LAST, id"
         window = dialect.window(len(params))
-        sql = f"SELECT * FROM {table.name} WHERE {where} ORDER BY {order} {window}"
+        search = sql.SEARCH.format(table=table.name, where=where, order=order, window=window)
         rows = await self._reader.execute_fetchall(
-            sql, [*params, query.count, query.start_index - 1]
+            search, [*params, query.count, query.start_index - 1]
         )
         resources_ = [self._resource(kind, row) for row in rows]
         if query.with_members:
@@ -233,9 +234,7 @@ class SqlStore:
         )
 
     async def find_user(self, user_name: str) -> StoredResource | None:
-        async with self._reader.execute(
-            "SELECT * FROM users WHERE user_name_key = ?", (user_name.casefold(),)
-        ) as cursor:
+        async with self._reader.execute(sql.FIND_USER, (user_name.casefold(),)) as cursor:
             row = await cursor.fetchone()
         return None if row is None else self._resource("User", row)
 
@@ -315,8 +314,8 @@ class SqlStore:
     ) -> StoredResource:
         table = "users" if kind == "User" else "groups"
         suffix = conn.dialect.for_update if lock else ""
-        sql = f"SELECT * FROM {table} WHERE id = ?{suffix}"
-        async with conn.execute(sql, (resource_id,)) as cursor:
+        read = sql.READ_BY_ID.format(table=table, lock=suffix)
+        async with conn.execute(read, (resource_id,)) as cursor:
             row = await cursor.fetchone()
         if row is None:
             raise ResourceNotFound(f"{kind} {resource_id} not found")
@@ -355,18 +354,8 @@ class SqlStore:
             ids = [item_id for item_id in ids if item_id not in large]
         found: dict[str, list[Any]] = {item_id: [] for item_id in ids}
         for chunk in chunks(ids):
-            if kind == "Group":
-                sql = (
-                    "SELECT group_id AS owner, user_id AS ref, display FROM memberships"
-                    f" WHERE group_id IN ({marks(len(chunk))})"
-                )
-            else:
-                sql = (
-                    "SELECT m.user_id AS owner, m.group_id AS ref, g.display_name AS display"
-                    " FROM memberships m JOIN groups g ON g.id = m.group_id"
-                    f" WHERE m.user_id IN ({marks(len(chunk))})"
-                )
-            async with conn.execute(sql, chunk) as cursor:
+            head = sql.MEMBERS_OF_GROUPS if kind == "Group" else sql.GROUPS_OF_USERS
+            async with conn.execute(f"{head} ({marks(len(chunk))})", chunk) as cursor:
                 async for row in cursor:
                     found[row["owner"]].append((row["ref"], row["display"]))
         result = []
@@ -387,21 +376,15 @@ class SqlStore:
     async def _larger_than(conn: Conn, group_ids: list[str], limit: int) -> set[str]:
         large: set[str] = set()
         for chunk in chunks(group_ids):
-            sql = (
-                "SELECT group_id FROM memberships"
-                f" WHERE group_id IN ({marks(len(chunk))})"
-                f" GROUP BY group_id HAVING count(*) > {int(limit)}"
-            )
-            async with conn.execute(sql, chunk) as cursor:
+            larger = sql.GROUPS_LARGER_THAN.format(marks=marks(len(chunk)), limit=int(limit))
+            async with conn.execute(larger, chunk) as cursor:
                 large.update([row[0] async for row in cursor])
         return large
 
     async def _insert_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
         try:
             await conn.execute(
-                "INSERT INTO users (id, user_name, user_name_key, external_id, display_name,"
-                " active, doc, created, last_modified, version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                sql.INSERT_USER,
                 (user_id, *rows.user_columns(doc), stamp, stamp),
             )
         except IntegrityError as exc:
@@ -410,9 +393,7 @@ class SqlStore:
     async def _update_user(self, conn: Conn, user_id: str, doc: dict[str, Any], stamp: str) -> None:
         try:
             await conn.execute(
-                "UPDATE users SET user_name = ?, user_name_key = ?, external_id = ?,"
-                " display_name = ?, active = ?, doc = ?, last_modified = ?,"
-                " version = version + 1 WHERE id = ?",
+                sql.UPDATE_USER,
                 (*rows.user_columns(doc), stamp, user_id),
             )
         except IntegrityError as exc:
@@ -422,8 +403,7 @@ class SqlStore:
         self, conn: Conn, group_id: str, doc: dict[str, Any], stamp: str
     ) -> None:
         await conn.execute(
-            "INSERT INTO groups (id, display_name, display_name_key, external_id, doc, created,"
-            " last_modified, version) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+            sql.INSERT_GROUP,
             (group_id, *rows.group_columns(doc), stamp, stamp),
         )
 
@@ -431,15 +411,13 @@ class SqlStore:
         self, conn: Conn, group_id: str, doc: dict[str, Any], stamp: str
     ) -> None:
         await conn.execute(
-            "UPDATE groups SET display_name = ?, display_name_key = ?, external_id = ?, doc = ?,"
-            " last_modified = ?, version = version + 1 WHERE id = ?",
+            sql.UPDATE_GROUP,
             (*rows.group_columns(doc), stamp, group_id),
         )
 
     async def _touch_groups_of(self, conn: Conn, user_id: str) -> None:
         """A deleted user leaves its groups: their version moves so cached ETags go stale."""
         await conn.execute(
-            "UPDATE groups SET version = version + 1 WHERE id IN"
-            " (SELECT group_id FROM memberships WHERE user_id = ?)",
+            sql.TOUCH_GROUPS_OF_USER,
             (user_id,),
         )

@@ -19,6 +19,7 @@ from jmlsync.domain.directory import Job, QueueRow, QueueStats
 from jmlsync.store import pipeline_sql
 from jmlsync.store.database import Backend, WriteConn
 from jmlsync.store.sql import audit as audit_sql
+from jmlsync.store.sql import state as state_sql
 
 
 class SqlQueue:
@@ -188,13 +189,10 @@ class SqlQueue:
 
     async def audit_rows(self, *, last: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """Audit rows in ``seq`` order (only the ``last`` ones, if given)."""
-        sql = "SELECT * FROM audit ORDER BY seq"
+        sql = audit_sql.AUDIT_ROWS
         params: list[int] = []
         if last is not None:
-            sql = (
-                "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) AS recent"
-                " ORDER BY seq"
-            )
+            sql = audit_sql.RECENT_AUDIT_ROWS
             params = [last]
         async with self.db.reader.execute(sql, params) as cursor:
             async for row in cursor:
@@ -217,7 +215,7 @@ class SqlQueue:
     async def set_state(self, key: str, value: str | None) -> None:
         async def body(conn: WriteConn) -> None:
             if value is None:
-                await conn.execute("DELETE FROM service_state WHERE key = ?", (key,))
+                await conn.execute(state_sql.FORGET_STATE, (key,))
             else:
                 await pipeline_sql.set_state(conn, key, value)
 

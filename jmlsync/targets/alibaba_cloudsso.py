@@ -104,6 +104,13 @@ class CloudSsoTarget:
     async def close(self) -> None:
         """Nothing to release: the SDK opens a connection per call."""
 
+    async def ping(self) -> None:
+        # The directory's discovery (one call, when not configured), then one user at most.
+        directory = await self._directory_id()
+        await self._api.call(
+            "list_users", sso.ListUsersRequest(directory_id=directory, max_results=1)
+        )
+
     async def list_grants(self) -> AsyncIterator[Grant]:
         directory = await self._directory_id()
         async for item in self._pages(

@@ -129,6 +129,9 @@ class RamTarget:
     async def close(self) -> None:
         """Nothing to release: the SDK opens a connection per call."""
 
+    async def ping(self) -> None:
+        await self._api.call("list_users", ram.ListUsersRequest(max_items=1))
+
     async def list_grants(self) -> AsyncIterator[Grant]:
         async for batch in self._user_batches():
             held = await gather_limited(

@@ -139,6 +139,9 @@ class IamTarget:
     async def close(self) -> None:
         await self._clients.close()
 
+    async def ping(self) -> None:
+        await self._call("list_users", PathPrefix=self._settings.user_path, MaxItems=1)
+
     async def list_grants(self) -> AsyncIterator[Grant]:
         async for batch in self._user_batches():
             held = await gather_limited(

@@ -168,6 +168,16 @@ class IdentityCenterTarget:
     async def close(self) -> None:
         await self._clients.close()
 
+    async def ping(self) -> None:
+        # The instance's discovery (one call, when not configured), then one user at most.
+        instance = await self._instance()
+        await self._clients.call(
+            IDENTITY_STORE,
+            "list_users",
+            IdentityStoreId=instance.identity_store_id,
+            MaxResults=1,
+        )
+
     async def list_grants(self) -> AsyncIterator[Grant]:
         instance = await self._instance()
         user_names: dict[str, str | None] = {}

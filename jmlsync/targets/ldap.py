@@ -94,6 +94,18 @@ class LdapTarget:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def ping(self) -> None:
+        # A bound connection (the bind checks the credentials), then the users' base entry:
+        # one base-scope read that the bind DN must be allowed.
+        base = self._settings.users_base
+        async with self._pool.connection("ping") as conn:
+            try:
+                found = await conn.search(base, BASE, "(objectClass=*)", ["1.1"])
+            except ldap_errors.NoSuchObjectError as exc:
+                raise self._missing_base(base) from exc
+        if not found:
+            raise self._missing_base(base)
+
     async def list_grants(self) -> AsyncIterator[Grant]:
         members: dict[str, str] = {}
         async for dn, attributes in self._users(self._member_key_attributes()):

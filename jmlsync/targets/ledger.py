@@ -82,6 +82,8 @@ class LedgerTarget:
         self._reader = reader
         self._page_size = page_size
         self._write_lock = asyncio.Lock()
+        #: The file opened, when opened by path: ``ping`` checks it is still there.
+        self.path: Path | None = None
 
     @classmethod
     async def open(cls, name: str, path: Path, *, page_size: int = 1000) -> LedgerTarget:
@@ -91,7 +93,9 @@ class LedgerTarget:
         await writer.executescript(_SCHEMA)
         reader = await cls._connect(path)
         await reader.execute("PRAGMA query_only = ON")
-        return cls(name, writer, reader, page_size=page_size)
+        target = cls(name, writer, reader, page_size=page_size)
+        target.path = path
+        return target
 
     @staticmethod
     async def _connect(path: Path) -> aiosqlite.Connection:
@@ -107,6 +111,13 @@ class LedgerTarget:
         async with self._write_lock:
             await self._reader.close()
             await self._writer.close()
+
+    async def ping(self) -> None:
+        # An open connection keeps reading a file deleted or replaced under it: writes would
+        # land in no file anyone reads again.
+        if self.path is not None and not self.path.is_file():
+            raise TransientTargetError(f"ledger {self.name!r}: {str(self.path)!r} is gone")
+        await self._fetch("SELECT 1 FROM principals LIMIT 1", ())
 
     async def list_grants(self) -> AsyncIterator[Grant]:
         async for user, role in self._keyset("SELECT user, role FROM grants", ("user", "role")):

@@ -109,6 +109,10 @@ class ScimTarget:
     async def close(self) -> None:
         await self._client.close()
 
+    async def ping(self) -> None:
+        # Authenticated, unlike the discovery endpoints a provider may serve to anyone.
+        await self._client.request("GET", "/Users", params={"startIndex": "1", "count": "1"})
+
     async def list_grants(self) -> AsyncIterator[Grant]:
         names: dict[str, str] | None = None
         any_group = any_member = False

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import aiosqlite
 import pytest
 
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
-from jmlsync.domain.errors import PermanentTargetError
+from jmlsync.domain.errors import PermanentTargetError, TargetError
 from jmlsync.ports import Target
 from jmlsync.targets.ledger import LedgerTarget, LedgerTargetSettings
 from jmlsync.targets.registry import open_target
@@ -38,10 +39,12 @@ from tests.moto_server import (  # noqa: F401 (fixtures the AWS factories ask fo
     open_identity_center_target,
 )
 from tests.scim_server import (  # noqa: F401 (fixtures the scim factory asks for)
+    ScimPeer,
     open_scim_target,
     scim_contract_peer,
     scim_peer,
     scim_server,
+    scim_settings,
 )
 from tests.slapd_server import (  # noqa: F401 (fixtures the ldap factory asks for)
     ldap_contract_tree,
@@ -298,6 +301,157 @@ class TestGrants:
             assert sorted(await _all_grants(second)) == before
             found = await second.principal("bob")
             assert found == _as_reported(kind, "bob", False)
+
+
+@contextlib.contextmanager
+def _closed_port() -> Iterator[int]:
+    """A loopback port bound for the test and never listening: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+def _secret(state: Path, name: str) -> Path:
+    path = state / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("s" * 40 + "\n")
+    path.chmod(0o600)
+    return path
+
+
+async def _ledger_gone(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    target = await _ledger(request, state)
+    for path in (state / "ledger").iterdir():
+        path.unlink()  # the file (and its WAL) removed under the open connections
+    return target
+
+
+async def _scim_down(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    from jmlsync.targets.scim import ScimTarget, ScimTargetSettings
+
+    settings = ScimTargetSettings(
+        kind="scim", url=f"http://127.0.0.1:{port}/v2", token_file=_secret(state, "token")
+    )
+    return await ScimTarget.open("contract", settings)
+
+
+async def _identity_center_down(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    from jmlsync.targets.aws_identity_center import IdentityCenterTarget
+    from tests.moto_server import identity_center_settings
+
+    request.getfixturevalue("aws_env")
+    settings = identity_center_settings(f"http://127.0.0.1:{port}")
+    return await IdentityCenterTarget.open("contract", settings)
+
+
+async def _iam_down(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    from jmlsync.targets.aws_iam import IamTarget
+    from tests.moto_server import iam_settings
+
+    request.getfixturevalue("aws_env")
+    return await IamTarget.open("contract", iam_settings(f"http://127.0.0.1:{port}"))
+
+
+async def _ram_down(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    from jmlsync.targets.alibaba_ram import RamTarget
+    from jmlsync.targets.alibaba_settings import AlibabaRamTargetSettings
+
+    request.getfixturevalue("alibaba_env")
+    settings = AlibabaRamTargetSettings(
+        kind="alibaba-ram", endpoint=f"127.0.0.1:{port}", protocol="http"
+    )
+    return await RamTarget.open("contract", settings)
+
+
+async def _cloudsso_down(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    from jmlsync.targets.alibaba_cloudsso import CloudSsoTarget
+    from jmlsync.targets.alibaba_settings import AlibabaCloudSsoTargetSettings
+
+    request.getfixturevalue("alibaba_env")
+    settings = AlibabaCloudSsoTargetSettings(
+        kind="alibaba-cloudsso", endpoint=f"127.0.0.1:{port}", protocol="http"
+    )
+    return await CloudSsoTarget.open("contract", settings)
+
+
+async def _ldap_down(request: pytest.FixtureRequest, state: Path, port: int) -> Target:
+    pytest.importorskip("bonsai")
+    from jmlsync.targets.ldap import LdapTarget
+    from jmlsync.targets.ldap_settings import LdapTargetSettings
+
+    settings = LdapTargetSettings.model_validate(
+        {
+            "kind": "ldap",
+            "url": f"ldap://127.0.0.1:{port}",
+            "bind_dn": "cn=jmlsync,dc=example,dc=org",
+            "bind_password_file": _secret(state, "password"),
+            "users_base": "ou=people,dc=example,dc=org",
+            "groups_base": "ou=groups,dc=example,dc=org",
+            "user_filter": "(uid={userName})",
+            "start_tls": False,
+        }
+    )
+    return await LdapTarget.open("contract", settings)
+
+
+#: Each kind opened where it cannot be reached: on a loopback port nothing listens on, or (the
+#: ledger) with its file removed.
+UNREACHABLE: dict[str, Callable[[pytest.FixtureRequest, Path, int], Awaitable[Target]]] = {
+    "ledger": _ledger_gone,
+    "scim": _scim_down,
+    "aws-identity-center": _identity_center_down,
+    "aws-iam": _iam_down,
+    "alibaba-ram": _ram_down,
+    "alibaba-cloudsso": _cloudsso_down,
+    "ldap": _ldap_down,
+}
+
+
+def test_every_factory_has_an_unreachable_twin() -> None:
+    assert set(UNREACHABLE) == set(FACTORIES)
+
+
+class TestPing:
+    async def test_ping_passes_on_a_reachable_target_and_changes_nothing(
+        self, target: Target
+    ) -> None:
+        await _with_principals(target, "ada")
+        await target.grant("ada", "admin")
+        await target.ping()
+        await target.ping()
+        assert await _all_grants(target) == [Grant("contract", "ada", "admin")]
+
+    async def test_ping_passes_on_an_empty_target(self, target: Target) -> None:
+        await target.ping()
+
+    @pytest.mark.parametrize("unreachable", sorted(UNREACHABLE))
+    @pytest.mark.timeout(30)
+    async def test_ping_raises_on_an_unreachable_target(
+        self, unreachable: str, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> None:
+        with _closed_port() as port:
+            target = await UNREACHABLE[unreachable](request, tmp_path, port)
+            try:
+                with pytest.raises(TargetError):
+                    await target.ping()
+            finally:
+                await target.close()
+
+
+@pytest.mark.process
+async def test_scim_ping_raises_when_the_token_is_refused(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from jmlsync.targets.scim import ScimTarget
+
+    peer: ScimPeer = request.getfixturevalue("scim_contract_peer")
+    refused = replace(peer, token="not-" + peer.token)
+    target = await ScimTarget.open("contract", scim_settings(refused, tmp_path))
+    try:
+        with pytest.raises(PermanentTargetError, match="401"):
+            await target.ping()
+    finally:
+        await target.close()
 
 
 @pytest.fixture

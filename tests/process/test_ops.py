@@ -27,7 +27,7 @@ async def test_health_and_readiness_are_open(anonymous: ScimClient, server_url: 
     async with anonymous.session.get(f"{root}/readyz") as reply:
         assert reply.status == 200
         body = await reply.json()
-    assert body == {"status": "ready", "checks": ["scheduler", "store", "workers"]}
+    assert body == {"status": "ready", "checks": ["scheduler", "store", "workers"], "targets": {}}
 
 
 async def test_readiness_fails_with_a_reason_when_workers_stop(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ async def test_readiness_fails_with_a_reason_when_workers_stop(tmp_path: Path) -
             assert reply.status == 503
             body = await reply.json()
         # Without a token, only which checks failed; with one, why.
-        assert body == {"status": "not ready", "problems": {"workers": "failed"}}
+        assert body == {"status": "not ready", "problems": {"workers": "failed"}, "targets": {}}
         headers = {"Authorization": f"Bearer {TOKENS[0]}"}
         async with (
             aiohttp.ClientSession(headers=headers) as http,
@@ -54,7 +54,11 @@ async def test_readiness_fails_with_a_reason_when_workers_stop(tmp_path: Path) -
         ):
             assert reply.status == 503
             body = await reply.json()
-        assert body == {"status": "not ready", "problems": {"workers": "workers are not running"}}
+        assert body == {
+            "status": "not ready",
+            "problems": {"workers": "workers are not running"},
+            "targets": {},
+        }
     finally:
         await server.close()
 
@@ -193,3 +197,70 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"pipeline\.workers"):
         load_settings(config, {"JMLSYNC_PIPELINE__WORKERS": "lots"})
     assert os.environ.get("JMLSYNC_SERVER__LISTEN") is None
+
+
+#: A ledger the service can reach, and a SCIM target on a port nothing listens on.
+ONE_TARGET_DOWN = """
+[reconcile]
+schedule = ""
+
+[targets.sandbox]
+kind = "ledger"
+path = "ledger.db"
+
+[targets.downstream]
+kind = "scim"
+url = "http://127.0.0.1:{port}/scim/v2"
+token_file = "downstream-token"
+timeout_seconds = 2
+"""
+
+
+@pytest.mark.process
+@pytest.mark.timeout(60)
+async def test_a_down_target_is_reported_and_the_service_stays_ready(tmp_path: Path) -> None:
+    token = tmp_path / "downstream-token"
+    token.write_text("d" * 40 + "\n")
+    token.chmod(0o600)
+    headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound for the test, never listening: refused at once
+        port = closed.getsockname()[1]
+        config = write_config(tmp_path, extra=ONE_TARGET_DOWN.format(port=port))
+        service = await start_service(config)
+        try:
+            root = service.url.removesuffix("/scim/v2")
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{root}/readyz") as reply:
+                    anonymous = reply.status, await reply.json()
+                async with http.get(f"{root}/readyz", headers=headers) as reply:
+                    status, body = reply.status, await reply.json()
+                async with http.get(f"{root}/metrics", headers=headers) as reply:
+                    assert reply.status == 200
+                    metrics = await reply.text()
+                # Still in the load balancer: the IdP's changes are taken and queued.
+                user = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]}
+                async with http.post(
+                    f"{service.url}/Users", json=user | {"userName": "ada@x.io"}, headers=headers
+                ) as reply:
+                    assert reply.status == 201
+        finally:
+            assert await stop_service(service) == 0
+    assert anonymous == (
+        200,
+        {
+            "status": "ready",
+            "checks": ["scheduler", "store", "workers"],
+            "targets": {"downstream": "failed", "sandbox": "ok"},
+        },
+    )
+    assert status == 200, body
+    assert body["targets"]["sandbox"] == "ok"
+    assert body["targets"]["downstream"].startswith("scim target 'downstream': GET /Users:")
+    assert f"127.0.0.1:{port}" in body["targets"]["downstream"]
+    assert 'jmlsync_target_up{target="downstream"} 0.0' in metrics
+    assert 'jmlsync_target_up{target="sandbox"} 1.0' in metrics
+    # Three rounds of pings, one log line: the target going down, not each probe.
+    down = [line for line in service.log if "is down" in line]
+    assert len(down) == 1, down
+    assert json.loads(down[0])["target"] == "downstream"

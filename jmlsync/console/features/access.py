@@ -16,7 +16,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from jmlsync.console.authz import ADMIN, APPROVER, REQUESTER
-from jmlsync.console.context import BASE, CONSOLE, Viewer
+from jmlsync.console.context import Viewer
+from jmlsync.console.keys import BASE, CONSOLE
 from jmlsync.console.pages import Feature, Page, render
 from jmlsync.domain import timebound as tb
 from jmlsync.domain.timebound import (

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
-from jmlsync.console.context import CONSOLE, Viewer
+from jmlsync.console.context import Viewer
+from jmlsync.console.keys import CONSOLE
 from jmlsync.console.pages import Feature, Page
 from jmlsync.evidence import sla_report, verify_audit
 from jmlsync.report.sla import build as sla
@@ -35,6 +36,7 @@ async def sla_page(request: web.Request, _viewer: Viewer) -> dict[str, Any]:
         since,
         now,
         now,
+        rules=console.reconciler.rules,  # the composition root's, loaded from the settings
     )
     return {"since": since_text, "report": report, "iso": sla.iso_z}
 

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from jmlsync.clock import now_utc
 from jmlsync.console.authz import ADMIN
-from jmlsync.console.context import CONSOLE, Console, Viewer
+from jmlsync.console.context import Console, Viewer
+from jmlsync.console.keys import CONSOLE
 from jmlsync.console.pages import Feature, Page
 from jmlsync.domain.directory import parse_timestamp
 

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from jmlsync.console.authz import ADMIN
-from jmlsync.console.context import CONSOLE, Viewer
+from jmlsync.console.context import Viewer
 from jmlsync.console.features.access import shown
+from jmlsync.console.keys import CONSOLE
 from jmlsync.console.pages import Feature, Page
 
 _HISTORY = 100

@@ -9,3 +9,10 @@ AUDIT_ABOUT = (
 )
 #: The columns of :data:`AUDIT_ABOUT`, in its order.
 AUDIT_ABOUT_COLUMNS = ("seq", "at", "actor", "action", "target", "role", "outcome", "detail")
+
+#: Every row, in chain order.
+AUDIT_ROWS = "SELECT * FROM audit ORDER BY seq"
+#: The newest ``?`` rows, in chain order.
+RECENT_AUDIT_ROWS = (
+    "SELECT * FROM (SELECT * FROM audit ORDER BY seq DESC LIMIT ?) AS recent ORDER BY seq"
+)
