@@ -53,6 +53,15 @@ class TargetResult:
     permanent: bool = False
 
 
+def first_failure(grouped: BaseException) -> BaseException:
+    """The first error inside a task group's exception group (groups inside groups too), to
+    raise as it came: callers and the CLI handle its type, not a group's."""
+    first = grouped
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
 async def run_targets(
     applier: Applier, roles: RoleSets, work: JobWork, names: Sequence[str]
 ) -> list[TargetResult]:
@@ -63,7 +72,7 @@ async def run_targets(
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(_run_target(applier, roles, work, n)) for n in names]
     except ExceptionGroup as grouped:
-        raise grouped.exceptions[0] from grouped
+        raise first_failure(grouped) from grouped
     return [task.result() for task in tasks]
 
 
@@ -90,10 +99,7 @@ async def run_batch(
                 for name in names
             }
     except ExceptionGroup as grouped:
-        first: BaseException = grouped
-        while isinstance(first, BaseExceptionGroup):  # task groups inside task groups
-            first = first.exceptions[0]
-        raise first from grouped
+        raise first_failure(grouped) from grouped
     by_target = {name: task.result() for name, task in tasks.items()}
     return [[by_target[name][i] for name in wanted] for i, (_, wanted) in enumerate(jobs)]
 

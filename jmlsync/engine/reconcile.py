@@ -30,6 +30,7 @@ from jmlsync.domain.policy import (
 )
 from jmlsync.domain.review_records import ReviewException
 from jmlsync.engine.apply import Applier, Outcome
+from jmlsync.engine.per_target import first_failure
 from jmlsync.engine.review_holds import Held, apply_holds
 from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.ports import PlanningStore, ReviewHolds, Target
@@ -144,9 +145,12 @@ class Reconciler:
             scope = Scope(scope.targets, await self._canonical(scope.users))
         # The directory and every target are read side by side: a slow target (a cloud API
         # paging through its assignments) costs its own time, not the sum of all.
-        async with asyncio.TaskGroup() as reads:
-            directory = reads.create_task(self._desired(scope, progress))
-            targets = reads.create_task(self._actual(scope, progress))
+        try:
+            async with asyncio.TaskGroup() as reads:
+                directory = reads.create_task(self._desired(scope, progress))
+                targets = reads.create_task(self._actual(scope, progress))
+        except ExceptionGroup as grouped:  # the store failing: raised as it came
+            raise first_failure(grouped) from grouped
         groups, users, desired, held, applied = directory.result()
         actual, principals, unreadable = targets.result()
         leavers = {u for u, active in users.items() if not active}
@@ -277,8 +281,11 @@ class Reconciler:
                 return str(exc)
 
         names = self._target_names(scope)
-        async with asyncio.TaskGroup() as reads:
-            tasks = [reads.create_task(read(name)) for name in names]
+        try:
+            async with asyncio.TaskGroup() as reads:
+                tasks = [reads.create_task(read(name)) for name in names]
+        except ExceptionGroup as grouped:
+            raise first_failure(grouped) from grouped
         actual: set[Grant] = set()
         principals: dict[tuple[str, str], bool] = {}
         unreadable: dict[str, str] = {}
