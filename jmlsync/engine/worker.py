@@ -464,10 +464,9 @@ class Pipeline:
     async def _caught_up(self, jobs: Sequence[Job]) -> None:
         """Return once the store's reader sees the jobs' rows at their leased generation.
 
-        On SQLite, when every reader connection has a statement open, a read shares one, and
-        that connection's snapshot lasts while any of its statements is open: reads that keep
-        overlapping (the plans of a batch, requests, other workers) can keep it from before a
-        commit the writer has made. The wait is
+        A guard: a reader whose snapshot lasts while reads overlap on it (as one shared SQLite
+        connection did) could keep it from before a commit the writer has made; the SQLite
+        store now gives every read a connection of its own. The wait is
         brief (until the overlapping reads end); if it lasts beyond a third of the lease,
         the jobs are given back (no attempt counted) to be planned again."""
         wait = 0.001

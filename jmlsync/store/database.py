@@ -170,9 +170,11 @@ class _Write:
     notify: bool
 
 
-#: Reader connections of one SQLite store: reads side by side each get a fresh snapshot (see
-#: :mod:`jmlsync.store.sqlite_reader`), up to this many at once.
+#: Reader connections of one SQLite store opened with it; more are opened while reads overlap,
+#: up to MAX_READERS, past which a read waits for one (each read has a connection to itself,
+#: so it sees every commit made before it began: see :mod:`jmlsync.store.sqlite_reader`).
 READERS = 4
+MAX_READERS = 32
 
 
 class Database:
@@ -213,23 +215,31 @@ class Database:
             if error is None:
                 raise
             raise error from exc
-        readers: list[aiosqlite.Connection] = []
-        try:
-            for _ in range(READERS):
-                reader = await aiosqlite.connect(path, isolation_level=None)
-                readers.append(reader)
+
+        async def open_reader() -> aiosqlite.Connection:
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            try:
                 reader.row_factory = sqlite3.Row
                 await reader.execute("PRAGMA journal_mode = WAL")
                 await reader.execute("PRAGMA busy_timeout = 10000")
                 await reader.execute("PRAGMA query_only = ON")
                 await reader.create_function("fold", 1, _fold, deterministic=True)
+            except BaseException:
+                await reader.close()
+                raise
+            return reader
+
+        readers: list[aiosqlite.Connection] = []
+        try:
+            for _ in range(READERS):
+                readers.append(await open_reader())
         except BaseException:
             for reader in readers:
                 await reader.close()
             await asyncio.get_running_loop().run_in_executor(executor, raw.close)
             executor.shutdown(wait=False)
             raise
-        return cls(raw, executor, SqliteReader(readers))
+        return cls(raw, executor, SqliteReader(readers, open_more=open_reader, limit=MAX_READERS))
 
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""

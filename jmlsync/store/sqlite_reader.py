@@ -1,18 +1,23 @@
 """The query-only SQLite readers, with the store's outage semantics.
 
-Reads go through aiosqlite on connections of their own (WAL lets them run beside a write).
-There are a few of them, and a read takes one with no statement open: on one connection, a
-statement still open (a streamed listing, a plan's reads) keeps its read transaction, and
-every read beside it would see the database as it was when that statement started, missing
-what the writer committed since: a user just created, a membership just removed. Only when
-every connection has a statement open does a read share the least busy one. An
-SQLite error that means "not now" (the disk failing, the file locked past ``busy_timeout``)
-is raised as :class:`~jmlsync.domain.errors.StoreUnavailable`, as writes already are, so a
-read in a request answers 503 with ``Retry-After`` rather than an internal error.
+Reads go through aiosqlite on connections of their own (WAL lets them run beside a write),
+and a read always has a connection to itself until its cursor is closed or drained: on a
+connection with a statement still open (a streamed listing, a plan's reads), a new statement
+joins that statement's read transaction and sees the database as it was when it began,
+missing what the writer committed since (a user just created, a leaver just deactivated).
+So a read takes an idle connection, or opens another when none is idle; past a limit of kept
+connections, the one it opens is closed once the read is done. It never shares a connection
+and never waits for one (a read waiting for reads that wait in turn would hang the service).
+
+An SQLite error that means "not now" (the disk failing, the file locked past
+``busy_timeout``) is raised as :class:`~jmlsync.domain.errors.StoreUnavailable`, as writes
+already are, so a read in a request answers 503 with ``Retry-After`` rather than an internal
+error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
@@ -141,35 +146,70 @@ class _ReadStatement:
 
 
 class SqliteReader:
-    """The reader connections as the store's SQL modules see them: one surface, and each
-    read on a connection with no other statement open (see the module's docstring)."""
+    """The reader connections as the store's SQL modules see them: one surface, each read on
+    a connection of its own (see the module's docstring)."""
 
     dialect: Dialect = SQLITE
 
-    def __init__(self, conns: Sequence[aiosqlite.Connection]) -> None:
+    def __init__(
+        self,
+        conns: Sequence[aiosqlite.Connection],
+        *,
+        open_more: Callable[[], Awaitable[aiosqlite.Connection]] | None = None,
+        limit: int | None = None,
+    ) -> None:
         if not conns:
             raise ValueError("a reader needs at least one connection")
-        self._conns = list(conns)
-        #: Statements open on each connection.
-        self._open = [0] * len(self._conns)
+        self._kept = list(conns)
+        self._idle = list(conns)
+        self._open_more = open_more
+        self._limit = max(len(conns), limit or len(conns))
+        self._opening = 0
+        #: Connections opened past the limit, for one read each.
+        self._extra: set[aiosqlite.Connection] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def _take(self) -> int:
-        index = min(range(len(self._conns)), key=self._open.__getitem__)
-        self._open[index] += 1
-        return index
+    @property
+    def connections(self) -> int:
+        """The connections open now (kept, and opened past the limit for one read)."""
+        return len(self._kept) + len(self._extra)
 
-    def _giver(self, index: int) -> Callable[[], None]:
+    async def _acquire(self) -> aiosqlite.Connection:
+        if self._idle:
+            return self._idle.pop()
+        if self._open_more is None:
+            # Without a way to open more (tests of one connection): share the first.
+            return self._kept[0]
+        keep = len(self._kept) + self._opening < self._limit
+        self._opening += keep
+        try:
+            conn = await _translated(self._open_more())
+        finally:
+            self._opening -= keep
+        (self._kept.append if keep else self._extra.add)(conn)
+        return conn
+
+    def _release(self, conn: aiosqlite.Connection) -> None:
+        if conn in self._extra:
+            self._extra.discard(conn)
+            closing = asyncio.get_running_loop().create_task(conn.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        elif conn not in self._idle:
+            self._idle.append(conn)
+
+    def _giver(self, conn: aiosqlite.Connection) -> Callable[[], None]:
         def give_back() -> None:
-            self._open[index] -= 1
+            self._release(conn)
 
         return give_back
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _ReadStatement:
         async def run() -> ReadCursor:
-            index = self._take()
-            release = self._giver(index)
+            conn = await self._acquire()
+            release = self._giver(conn)
             try:
-                cursor = await _translated(self._conns[index].execute(sql, params))
+                cursor = await _translated(conn.execute(sql, params))
             except BaseException:
                 release()
                 raise
@@ -178,12 +218,14 @@ class SqliteReader:
         return _ReadStatement(run)
 
     async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        index = self._take()
+        conn = await self._acquire()
         try:
-            return list(await _translated(self._conns[index].execute_fetchall(sql, params)))
+            return list(await _translated(conn.execute_fetchall(sql, params)))
         finally:
-            self._open[index] -= 1
+            self._release(conn)
 
     async def close(self) -> None:
-        for conn in self._conns:
+        for conn in [*self._kept, *self._extra]:
             await conn.close()
+        self._extra.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)

@@ -3,6 +3,7 @@ and a read beside an open statement still sees what was committed since that sta
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -27,13 +28,19 @@ def database(tmp_path: Path) -> Path:
     return path
 
 
-async def _reader(path: Path, connections: int = 1) -> SqliteReader:
-    conns = []
-    for _ in range(connections):
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA busy_timeout = 0")
-        conns.append(conn)
-    return SqliteReader(conns)
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout = 0")
+    return conn
+
+
+async def _reader(path: Path, connections: int = 1, limit: int | None = None) -> SqliteReader:
+    conns = [await _connect(path) for _ in range(connections)]
+
+    async def more() -> aiosqlite.Connection:
+        return await _connect(path)
+
+    return SqliteReader(conns, open_more=more, limit=limit)
 
 
 def _commit_row(path: Path, value: int) -> None:
@@ -51,11 +58,24 @@ async def _count(reader: SqliteReader) -> int:
     return int(row[0])
 
 
-@pytest.mark.parametrize("connections", [2, 4])
+async def test_one_connection_with_a_statement_open_misses_a_commit(database: Path) -> None:
+    # Why a read never shares a connection: beside an open statement it sees an old snapshot.
+    conn = await _connect(database)
+    try:
+        async with conn.execute("SELECT v FROM t") as streaming:
+            assert await streaming.fetchone() is not None
+            _commit_row(database, 1000)
+            assert (await conn.execute_fetchall("SELECT count(*) FROM t"))[0][0] == 600
+        assert (await conn.execute_fetchall("SELECT count(*) FROM t"))[0][0] == 601
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(("connections", "limit"), [(1, 2), (2, 2), (4, 32)])
 async def test_a_read_beside_an_open_statement_sees_the_latest_commit(
-    database: Path, connections: int
+    database: Path, connections: int, limit: int
 ) -> None:
-    reader = await _reader(database, connections)
+    reader = await _reader(database, connections, limit)
     try:
         async with reader.execute("SELECT v FROM t") as streaming:
             assert await streaming.fetchone() is not None  # its read transaction is open
@@ -64,37 +84,47 @@ async def test_a_read_beside_an_open_statement_sees_the_latest_commit(
             assert len(await reader.execute_fetchall("SELECT v FROM t")) == 601
         _commit_row(database, 1001)
         assert await _count(reader) == 602  # the connections were given back
+        assert reader.connections == max(connections, 2)
     finally:
         await reader.close()
 
 
-async def test_one_connection_would_miss_the_commit(database: Path) -> None:
-    # Why there are several: on one connection the open statement's snapshot hides the row.
-    reader = await _reader(database, 1)
-    try:
-        async with reader.execute("SELECT v FROM t") as streaming:
-            assert await streaming.fetchone() is not None
-            _commit_row(database, 1000)
-            assert await _count(reader) == 600
-        assert await _count(reader) == 601
-    finally:
-        await reader.close()
-
-
-async def test_every_connection_busy_shares_the_least_busy(database: Path) -> None:
-    reader = await _reader(database, 2)
+async def test_past_the_limit_a_read_opens_a_connection_for_itself_and_closes_it(
+    database: Path,
+) -> None:
+    reader = await _reader(database, 1, limit=2)
     try:
         first = await reader.execute("SELECT v FROM t")
         second = await reader.execute("SELECT v FROM t")
         assert await first.fetchone() is not None
         assert await second.fetchone() is not None
-        assert await _count(reader) == 600  # no wait, no deadlock: a shared connection
+        assert reader.connections == 2
+        third = await reader.execute("SELECT v FROM t")  # no wait: a connection of its own
+        assert reader.connections == 3
+        _commit_row(database, 1000)
+        assert len([row async for row in third]) == 600  # its snapshot began before the commit
+        assert reader.connections == 2  # past the limit: closed once drained
+        assert await _count(reader) == 601  # opened for this read, after the commit
         await first.close()
         await second.close()
-        drained = await reader.execute("SELECT v FROM t")
-        assert len([row async for row in drained]) == 600  # drained: given back
-        _commit_row(database, 1000)
-        assert await _count(reader) == 601
+        assert reader.connections == 2
+        assert await _count(reader) == 601  # the kept ones are idle again, and fresh
+    finally:
+        await reader.close()
+
+
+async def test_reads_waiting_on_reads_never_hang(database: Path) -> None:
+    # Every read holding a connection while it asks for another: past the limit too.
+    reader = await _reader(database, 1, limit=2)
+    try:
+
+        async def nested(depth: int) -> int:
+            async with reader.execute("SELECT v FROM t") as cursor:
+                assert await cursor.fetchone() is not None
+                return 1 if depth == 0 else 1 + await nested(depth - 1)
+
+        assert await asyncio.gather(*(nested(3) for _ in range(4))) == [4] * 4
+        assert reader.connections == 2
     finally:
         await reader.close()
 
