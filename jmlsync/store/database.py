@@ -1,6 +1,7 @@
 """One SQLite database: migrations, a query-only reader, and group-committed writes.
 
-Reads go through aiosqlite on a reader connection, which WAL lets run beside a write.
+Reads run on reader connections of their own (one thread serves them), which WAL lets run
+beside a write.
 
 Writes are *transaction bodies*: ``async def body(conn)`` functions that touch nothing but
 ``conn``. They run whole in one writer thread, so a transaction costs one hop from the event
@@ -21,8 +22,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
-
-import aiosqlite
 
 from jmlsync.store.connection import Body as Body
 from jmlsync.store.connection import Conn as Conn
@@ -216,30 +215,26 @@ class Database:
                 raise
             raise error from exc
 
-        async def open_reader() -> aiosqlite.Connection:
-            reader = await aiosqlite.connect(path, isolation_level=None)
+        def open_reader() -> sqlite3.Connection:
+            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
                 reader.row_factory = sqlite3.Row
-                await reader.execute("PRAGMA journal_mode = WAL")
-                await reader.execute("PRAGMA busy_timeout = 10000")
-                await reader.execute("PRAGMA query_only = ON")
-                await reader.create_function("fold", 1, _fold, deterministic=True)
+                reader.execute("PRAGMA journal_mode = WAL")
+                reader.execute("PRAGMA busy_timeout = 10000")
+                reader.execute("PRAGMA query_only = ON")
+                reader.create_function("fold", 1, _fold, deterministic=True)
             except BaseException:
-                await reader.close()
+                reader.close()
                 raise
             return reader
 
-        readers: list[aiosqlite.Connection] = []
         try:
-            for _ in range(READERS):
-                readers.append(await open_reader())
+            reader = await SqliteReader.open(open_reader, initial=READERS, limit=MAX_READERS)
         except BaseException:
-            for reader in readers:
-                await reader.close()
             await asyncio.get_running_loop().run_in_executor(executor, raw.close)
             executor.shutdown(wait=False)
             raise
-        return cls(raw, executor, SqliteReader(readers, open_more=open_reader, limit=MAX_READERS))
+        return cls(raw, executor, reader)
 
     async def close(self) -> None:
         """Finish queued writes, then close both connections."""

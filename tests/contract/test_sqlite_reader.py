@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from jmlsync.domain.errors import StoreUnavailable
@@ -28,19 +28,19 @@ def database(tmp_path: Path) -> Path:
     return path
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA busy_timeout = 0")
-    return conn
+def _connector(path: Path) -> Callable[[], sqlite3.Connection]:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 0")
+        return conn
+
+    return connect
 
 
 async def _reader(path: Path, connections: int = 1, limit: int | None = None) -> SqliteReader:
-    conns = [await _connect(path) for _ in range(connections)]
-
-    async def more() -> aiosqlite.Connection:
-        return await _connect(path)
-
-    return SqliteReader(conns, open_more=more, limit=limit)
+    return await SqliteReader.open(
+        _connector(path), initial=connections, limit=limit or connections
+    )
 
 
 def _commit_row(path: Path, value: int) -> None:
@@ -60,15 +60,16 @@ async def _count(reader: SqliteReader) -> int:
 
 async def test_one_connection_with_a_statement_open_misses_a_commit(database: Path) -> None:
     # Why a read never shares a connection: beside an open statement it sees an old snapshot.
-    conn = await _connect(database)
+    conn = _connector(database)()
     try:
-        async with conn.execute("SELECT v FROM t") as streaming:
-            assert await streaming.fetchone() is not None
-            _commit_row(database, 1000)
-            assert (await conn.execute_fetchall("SELECT count(*) FROM t"))[0][0] == 600
-        assert (await conn.execute_fetchall("SELECT count(*) FROM t"))[0][0] == 601
+        streaming = conn.execute("SELECT v FROM t")
+        assert streaming.fetchone() is not None
+        _commit_row(database, 1000)
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 600
+        streaming.close()
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 601
     finally:
-        await conn.close()
+        conn.close()
 
 
 @pytest.mark.parametrize(("connections", "limit"), [(1, 2), (2, 2), (4, 32)])

@@ -386,15 +386,20 @@ async def test_a_leaver_is_never_planned_from_a_reader_snapshot_older_than_its_l
             await runtime.queue.lease_batch("t", now_utc(), LEASE, limit=9)
         )
         assert await ledger.grants_of("leo@x.io") == {"developer", "viewer"}
-        # Reads held open on every reader connection the store opened: on one connection
-        # such a read kept its snapshot from before leo leaves for every read beside it. A
-        # read now always has a connection to itself, so the plan sees the deactivation.
+        # Reads held open (more rows to come) on as many connections as the store opened:
+        # on one shared connection such a read kept its snapshot from before leo leaves for
+        # every read beside it. No read runs beside an open statement now, so the plan sees
+        # the deactivation.
         reader = runtime.store.db.reader
-        many = "SELECT id FROM users, (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)"
+        many = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)"
+            " SELECT id FROM users, n"
+        )
         async with contextlib.AsyncExitStack() as pins:
             for _ in range(READERS):  # more rows to come: each read stays open
                 pinned = await pins.enter_async_context(reader.execute(many))
                 assert await pinned.fetchone() is not None
+            assert reader.connections == READERS
             await _deactivate(runtime.store, leo)
             jobs = await runtime.queue.lease_batch("t", now_utc(), LEASE, limit=9)
             assert [(job.user_name, job.leaver) for job in jobs] == [("leo@x.io", True)]
