@@ -184,7 +184,10 @@ class ReadCursor:
                 self._reader.run(self._reader.pool.more, handle, self.iter_chunk_size)
             )
         except BaseException:
+            # Failed (the pool finished the read) or cancelled (perhaps before the fetch ran):
+            # finishing again is harmless, and a cancelled read must not keep its connection.
             self._handle = None
+            self._reader.release_later(handle)
             raise
         if len(rows) < self.iter_chunk_size:
             self._handle = None  # the pool finished it
@@ -222,7 +225,8 @@ class ReadCursor:
         handle, self._handle = self._handle, None
         self._rows_left, self._at = [], 0
         if handle is not None:
-            await self._reader.run(self._reader.pool.finish, handle)
+            # Submitted whatever happens to this task: a cancelled close still frees it.
+            await asyncio.shield(asyncio.wrap_future(self._reader.release(handle)))
 
     def __del__(self) -> None:
         # A cursor dropped while its read still holds a connection gives the connection back.
@@ -284,10 +288,14 @@ class SqliteReader:
         """``fn(*args)`` in the reader thread."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def release(self, handle: int) -> Future[None]:
+        """Finish a held read in the reader thread; callable from any thread."""
+        return self._executor.submit(self.pool.finish, handle)
+
     def release_later(self, handle: int) -> None:
-        """Finish a held read from any thread (a cursor dropped without being closed)."""
+        """:meth:`release`, for a cursor dropped without being closed or a cancelled read."""
         with contextlib.suppress(RuntimeError):  # the reader is already shut down
-            self._executor.submit(self.pool.finish, handle)
+            self.release(handle)
 
     def _forget(self, started: Future[tuple[list[sqlite3.Row], int | None]]) -> None:
         if not started.cancelled() and started.exception() is None:

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,30 @@ async def test_errors_that_are_not_outages_stay_as_they_are(database: Path) -> N
             await reader.execute_fetchall("SELECT * FROM missing")
     finally:
         await reader.close()
+
+
+async def test_a_dropped_or_cancelled_read_gives_its_connection_back(database: Path) -> None:
+    reader = await _reader(database, 1, limit=1)
+    try:
+        dropped = await reader.execute("SELECT v FROM t")  # 600 rows: it holds a connection
+        assert len(reader.pool.held) == 1
+        del dropped
+        assert await _count(reader) == 600  # the reader thread freed it before this read
+        assert reader.pool.held == {}
+
+        streaming = await reader.execute("SELECT v FROM t")
+        streaming.iter_chunk_size = 1
+        draining = asyncio.create_task(_drain(streaming))
+        await asyncio.sleep(0)  # under way: its next fetch may or may not have run
+        draining.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await draining
+        assert await _count(reader) == 600
+        assert reader.pool.held == {}
+        assert reader.connections == 1
+    finally:
+        await reader.close()
+
+
+async def _drain(cursor: Any) -> int:
+    return len([row async for row in cursor])
