@@ -97,14 +97,8 @@ class LdapTarget:
     async def ping(self) -> None:
         # A bound connection (the bind checks the credentials), then the users' base entry:
         # one base-scope read that the bind DN must be allowed.
-        base = self._settings.users_base
         async with self._pool.connection("ping") as conn:
-            try:
-                found = await conn.search(base, BASE, "(objectClass=*)", ["1.1"])
-            except ldap_errors.NoSuchObjectError as exc:
-                raise self._missing_base(base) from exc
-        if not found:
-            raise self._missing_base(base)
+            await self._read_base(conn, self._settings.users_base)
 
     async def list_grants(self) -> AsyncIterator[Grant]:
         members: dict[str, str] = {}
@@ -326,13 +320,17 @@ class LdapTarget:
         A base seen once is trusted for the life of the target."""
         if base in self._bases_seen:
             return
+        await self._read_base(conn, base)
+        self._bases_seen.add(base)
+
+    async def _read_base(self, conn: Session, base: str) -> None:
+        """One base-scope read of ``base``; raise unless it exists and is readable."""
         try:
             found = await conn.search(base, BASE, "(objectClass=*)", ["1.1"])
         except ldap_errors.NoSuchObjectError as exc:
             raise self._missing_base(base) from exc
         if not found:
             raise self._missing_base(base)
-        self._bases_seen.add(base)
 
     def _missing_base(self, base: str) -> PermanentTargetError:
         return PermanentTargetError(
