@@ -15,7 +15,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +222,7 @@ class UnderContract:
 
     async def list_grants(self) -> AsyncIterator[Grant]:
         async for grant in self.inner.list_grants():
-            yield replace(grant, role=self._bare(grant.role))
+            yield grant._replace(role=self._bare(grant.role))
 
     def list_principals(self) -> AsyncIterator[Principal]:
         return self.inner.list_principals()

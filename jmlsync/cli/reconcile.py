@@ -13,7 +13,7 @@ import click
 from jmlsync.cli.common import CONFIG_OPTION, settings_or_exit
 from jmlsync.config import Settings
 from jmlsync.domain.sla import LeaverRecord
-from jmlsync.engine.reconcile import Explanation, Progress, Scope
+from jmlsync.engine.reconcile import Explanation, Progress, Scope, collector_paused
 from jmlsync.engine.reconcile_run import RunRequest
 from jmlsync.ports import PlanningReads
 from jmlsync.report.plan import (
@@ -57,9 +57,11 @@ async def run_reconcile(
     dry_run: bool,
     max_revocations: int,
     progress: Progress,
+    record_drift: bool = False,
 ) -> RunReport:
     """The one reconciliation run (as the scheduler runs it, recorded as job ``reconcile``),
-    applying unless a dry run or held; this command adds only the report of it."""
+    applying unless a dry run or held; this command adds only the report of it. A dry run
+    records its drift findings (and alerts and breaches) only with ``record_drift``."""
     request = RunRequest(
         scope=scope,
         apply=not dry_run,
@@ -67,6 +69,7 @@ async def run_reconcile(
         job="reconcile",
         guard_key="cli",
         requeue_regranted=not dry_run,
+        record_drift=record_drift or not dry_run,
     )
     async with open_runtime(settings) as runtime:
         unknown = await unknown_users(runtime.store, scope.users or ())
@@ -124,6 +127,12 @@ def write_plan(report: RunReport, output_format: str) -> None:
 @click.command("reconcile")
 @CONFIG_OPTION
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option(
+    "--record-drift",
+    is_flag=True,
+    help="With --dry-run: record the drift findings and alert new ones, as a scheduled run"
+    " does (a plain dry run records nothing).",
+)
 @click.option("--target", "targets", multiple=True, help="Only this target (repeatable).")
 @click.option("--user", "users", multiple=True, help="Only this userName (repeatable).")
 @FORMAT_OPTION
@@ -142,6 +151,7 @@ def write_plan(report: RunReport, output_format: str) -> None:
 def reconcile(
     config_path: Path,
     dry_run: bool,
+    record_drift: bool,
     targets: tuple[str, ...],
     users: tuple[str, ...],
     output_format: str,
@@ -149,13 +159,40 @@ def reconcile(
     max_revocations: int | None,
 ) -> None:
     """Compare the directory with the targets and apply the difference."""
+    # The objects of a run (a snapshot of the whole directory, the plan) live until it ends:
+    # the cyclic collector would only walk them again and again. Reference counting still
+    # frees whatever is dropped.
+    with collector_paused():
+        code = _reconcile(
+            config_path,
+            dry_run,
+            record_drift,
+            targets,
+            users,
+            output_format,
+            detailed_exitcode,
+            max_revocations,
+        )
+    sys.exit(code)
+
+
+def _reconcile(
+    config_path: Path,
+    dry_run: bool,
+    record_drift: bool,
+    targets: tuple[str, ...],
+    users: tuple[str, ...],
+    output_format: str,
+    detailed_exitcode: bool,
+    max_revocations: int | None,
+) -> int:
     settings = settings_or_exit(config_path)
     unknown = sorted(set(targets) - set(settings.targets))
     if unknown:
         configured = ", ".join(sorted(settings.targets)) or "none"
         names = ", ".join(unknown)
         click.echo(f"jmlsync: unknown target {names}; configured: {configured}", err=True)
-        sys.exit(EXIT_ERROR)
+        return EXIT_ERROR
     scope = Scope(
         targets=frozenset(targets) if targets else None,
         users=frozenset(users) if users else None,
@@ -169,6 +206,7 @@ def reconcile(
                 settings.reconcile.max_revocations if max_revocations is None else max_revocations
             ),
             progress=_progress(),
+            record_drift=record_drift,
         )
     )
     if sys.stderr.isatty():
@@ -179,7 +217,7 @@ def reconcile(
         click.echo(f"jmlsync: {report.held}", err=True)
     for name in sorted(report.unreadable):
         click.echo(f"jmlsync: target {name} could not be read; left out of the plan", err=True)
-    sys.exit(reconcile_exit_code(report, detailed_exitcode))
+    return reconcile_exit_code(report, detailed_exitcode)
 
 
 @click.command("explain")

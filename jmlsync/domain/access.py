@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from jmlsync.domain.filters import Expr
 
 Action = Literal["grant", "revoke", "disable"]
 
 
-@dataclass(frozen=True, order=True)
-class Grant:
-    """``role`` on ``target`` held by the principal named ``user`` (a userName)."""
+class Grant(NamedTuple):
+    """``role`` on ``target`` held by the principal named ``user`` (a userName).
+
+    A named tuple rather than a dataclass: plans hold hundreds of thousands of grants in sets
+    and dictionaries, and a tuple is made, hashed and compared in C (about twice as fast as
+    a frozen dataclass at 200k grants). Ordered by (target, user, role).
+    """
 
     target: str
     user: str
@@ -108,9 +112,9 @@ class Principal:
         return self.enabled and self.can_disable
 
 
-@dataclass(frozen=True)
-class Operation:
-    """One step of a plan. ``role`` is None for ``disable``."""
+class Operation(NamedTuple):
+    """One step of a plan. ``role`` is None for ``disable``. A named tuple, as
+    :class:`Grant` is: a 100k-user plan makes one per change."""
 
     action: Action
     target: str

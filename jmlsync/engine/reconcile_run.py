@@ -19,7 +19,7 @@ from jmlsync.domain.plan import sort_grants
 from jmlsync.engine.alerting import stage_alert
 from jmlsync.engine.apply import Outcome
 from jmlsync.engine.incidents import leaver_regranted, privileged_drift_alert
-from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot
+from jmlsync.engine.reconcile import Progress, Reconciler, Scope, Snapshot, collector_paused
 from jmlsync.ports import AlertSink, AssuranceStore, Clock, EngineMetrics, Queue, StagedAlert
 
 #: ``[alerts].drift_alerts_per_run``'s default.
@@ -46,6 +46,25 @@ def drift_of(snapshot: Snapshot) -> list[tuple[str, Grant]]:
     findings: list[tuple[str, Grant]] = [("missing", grant) for grant in missing]
     findings.extend(("unmanaged", grant) for grant in unmanaged)
     return findings
+
+
+def previewed(
+    findings: Sequence[tuple[str, Grant]], known: Iterable[DriftFinding], now: datetime
+) -> tuple[list[str], int]:
+    """What recording ``findings`` would find, recording nothing: each finding's first
+    sighting (its open record's, else ``now``) and how many are not open yet (new)."""
+    first_seen = {(d.kind, d.target, d.user, d.role): d.first_seen for d in known}
+    stamp = format_timestamp(now)
+    if not first_seen:
+        return [stamp] * len(findings), len(findings)
+    seen: list[str] = []
+    new = 0
+    for kind, grant in findings:
+        was = first_seen.get((kind, grant.target, grant.user, grant.role))
+        if was is None:
+            new += 1
+        seen.append(was or stamp)
+    return seen, new
 
 
 def drift_json(
@@ -164,6 +183,9 @@ class RunRequest:
     select: Callable[[Operation], bool] | None = None
     #: Queue a leaver found holding revoked access again (not on a dry run: it changes things).
     requeue_regranted: bool = True
+    #: Record the drift findings, alert the new ones and breach re-granted leavers; a preview
+    #: (a dry run, unless asked) only reads the open findings for their first sighting.
+    record_drift: bool = True
 
 
 @dataclass
@@ -228,14 +250,16 @@ class ReconcileRun:
         return result
 
     async def _run(self, request: RunRequest, progress: Progress | None = None) -> RunOutcome:
-        """Read, record drift (alerting new unmanaged findings), guard, and apply if asked.
+        """Read, record drift (alerting new unmanaged findings) unless a preview, guard, and
+        apply if asked.
         A guard trip's alert is staged on the outcome, for the run record's transaction."""
         started = self.clock()
         if progress is None:
             snapshot = await self.reconciler.snapshot(request.scope)
         else:
             snapshot = await self.reconciler.snapshot(request.scope, progress)
-        findings = drift_of(snapshot)
+        with collector_paused():
+            findings = drift_of(snapshot)
         complete = request.scope.targets is None and request.scope.users is None
         staged: list[StagedAlert] = []
 
@@ -246,31 +270,36 @@ class ReconcileRun:
                 await alert.write(conn)
                 staged.append(alert)
 
-        recorded = await self.store.record_findings(
-            findings,
-            self.clock(),
-            scope_complete=complete,
-            unreadable=snapshot.unreadable,
-            also=alert_rows,
-        )
-        new = recorded.new
-        self._drift_metrics(recorded.open_counts)
-        for alert in staged:
-            await alert.after_commit()
-        regranted = await self._regranted(snapshot, findings, request)
+        if request.record_drift:
+            recorded = await self.store.record_findings(
+                findings,
+                self.clock(),
+                scope_complete=complete,
+                unreadable=snapshot.unreadable,
+                also=alert_rows,
+            )
+            self._drift_metrics(recorded.open_counts)
+            for alert in staged:
+                await alert.after_commit()
+            regranted = await self._regranted(snapshot, findings, request)
+            first_seen, new = recorded.first_seen, len(recorded.new)
+        else:
+            known = await self.store.open_drift()
+            first_seen, new = previewed(findings, known, self.clock())
+            regranted = 0
         operations = snapshot.operations
         if request.select is not None:
             operations = [op for op in operations if request.select(op)]
         result = RunOutcome(
             snapshot,
             findings,
-            DriftRows(findings, recorded.first_seen),
+            DriftRows(findings, first_seen),
             operations,
             counts={
                 **snapshot.counts,
                 "missing": sum(1 for k, _ in findings if k == "missing"),
                 "unmanaged": sum(1 for k, _ in findings if k == "unmanaged"),
-                "new_findings": len(new),
+                "new_findings": new,
                 "regranted": regranted,
             },
         )

@@ -326,7 +326,7 @@ def test_config_check_and_schema(world: World) -> None:
 
 
 def test_drift_keeps_its_first_sighting_and_finds_hand_made_grants(world: World) -> None:
-    _, first = world.plan("--dry-run")
+    _, first = world.plan("--dry-run", "--record-drift")
     _, second = world.plan("--dry-run")
     assert [d["first_seen"] for d in second["drift"]] == [d["first_seen"] for d in first["drift"]]
     world.plan()
@@ -342,6 +342,35 @@ def test_drift_keeps_its_first_sighting_and_finds_hand_made_grants(world: World)
     _, out, _ = world.run("reconcile", "--dry-run")
     # Table columns are two spaces apart when piped.
     assert "  unmanaged  sandbox  bob@x.io  admin  (first seen " in out
+
+
+def test_a_plain_dry_run_records_no_drift(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A preview: the findings are listed (their first sighting is now, as none is open) and
+    counted as new, but nothing is recorded or alerted; a later run records them."""
+    world.plan()
+
+    async def by_hand(ledger: LedgerTarget) -> None:
+        await ledger.grant("bob@x.io", "admin")
+
+    world.ledger(by_hand)
+    caplog.clear()
+    _, document = world.plan("--dry-run")
+    assert [(d["kind"], d["user"], d["role"]) for d in document["drift"]] == [
+        ("unmanaged", "bob@x.io", "admin")
+    ]
+    assert not [m for m in caplog.messages if "ALERT" in m]
+    _, out, _ = world.run("status", "--format", "json")
+    status = json.loads(out)
+    assert status["runs"]["reconcile"]["counts"]["new_findings"] == 1
+    assert status["drift"]["unmanaged"] == 0, status["drift"]
+    _, recorded = world.plan("--dry-run", "--record-drift")
+    assert any(m.startswith("ALERT unmanaged_drift: bob@x.io") for m in caplog.messages)
+    _, out, _ = world.run("status", "--format", "json")
+    assert json.loads(out)["drift"]["unmanaged"] == 1
+    _, again = world.plan("--dry-run")
+    assert again["drift"][0]["first_seen"] == recorded["drift"][0]["first_seen"]
+    _, out, _ = world.run("status", "--format", "json")
+    assert json.loads(out)["runs"]["reconcile"]["counts"]["new_findings"] == 0
 
 
 def test_guard_defaults_to_the_configured_limit(world: World) -> None:
@@ -362,14 +391,14 @@ def test_the_cli_run_is_the_scheduled_run(world: World, caplog: pytest.LogCaptur
 
     world.ledger(by_hand)
     caplog.clear()
-    code, out, err = world.run("reconcile", "--dry-run")
+    code, out, err = world.run("reconcile", "--dry-run", "--record-drift")
     assert code == 0, err
     assert any(
         m.startswith("ALERT unmanaged_drift: bob@x.io holds admin on sandbox")
         for m in caplog.messages
     )
     caplog.clear()
-    world.run("reconcile", "--dry-run")
+    world.run("reconcile", "--dry-run", "--record-drift")
     assert not [m for m in caplog.messages if "ALERT" in m]  # alerted when first found
     code, out, _ = world.run("status", "--format", "json")
     run = json.loads(out)["runs"]["reconcile"]
