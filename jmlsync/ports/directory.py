@@ -132,6 +132,12 @@ class PlanningReads(Protocol):
         """
         ...
 
+    async def policy_users_named(
+        self, user_names: Collection[str]
+    ) -> dict[str, tuple[UserState | None, list[GroupInfo]]]:
+        """:meth:`policy_user` of each of ``user_names`` (each name a key), read together."""
+        ...
+
 
 class GrantLedger(Protocol):
     """The grants jmlsync applied to targets and has not revoked since: what a plan diffs

@@ -244,6 +244,11 @@ class SqlStore:
     async def policy_user(self, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
         return await policy_reads.policy_user(self._reader, user_name)
 
+    async def policy_users_named(
+        self, user_names: Collection[str]
+    ) -> dict[str, tuple[UserState | None, list[GroupInfo]]]:
+        return await policy_reads.policy_users_named(self._reader, user_names)
+
     async def record_applied(
         self,
         grant: Grant,

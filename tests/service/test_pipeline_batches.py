@@ -408,3 +408,38 @@ async def test_a_leaver_is_never_planned_from_a_reader_snapshot_older_than_its_l
             assert await ledger.grants_of("leo@x.io") == frozenset()
         assert not spy.lagged.is_set(), "the plan's reads saw an old snapshot"
         assert await runtime.queue.rows() == []
+
+
+async def test_a_batch_is_planned_from_one_read_of_each_kind(
+    batch_rig: tuple[Any, dict[str, LedgerTarget], Pipeline],
+) -> None:
+    """Its users and groups in one read, its applied grants in another, whatever the batch's
+    size; and each job's plan is the one it would have alone."""
+    runtime, _targets, pipeline = batch_rig
+    names = [f"user{i}@x.io" for i in range(12)]
+    ids = await _join(runtime.store, names)
+    await _deactivate(runtime.store, ids[0])
+    # A lease never mixes a leaver with other jobs; the plan of any batch is the same.
+    jobs = await runtime.queue.lease_batch("test", now_utc(), LEASE, limit=20)
+    jobs += await runtime.queue.lease_batch("test", now_utc(), LEASE, limit=20)
+    assert len(jobs) == 12
+    calls: dict[str, int] = {}
+    store = runtime.store
+    for method in ("policy_user", "policy_users_named", "applied_grants"):
+        original = getattr(store, method)
+
+        def counted(*args: Any, _original: Any = original, _name: str = method) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args)
+
+        setattr(store, method, counted)
+    together = await pipeline._plan_batch(jobs)
+    assert calls == {"policy_users_named": 1, "applied_grants": 1}
+    alone = [(await pipeline._plan_batch([job]))[0] for job in jobs]
+    assert together == alone
+    works = {work.user_name: work for work in together if work is not None}
+    assert (works[names[0]].leaver, dict(works[names[0]].desired)) == (True, {})
+    assert (works[names[1]].leaver, sorted(works[names[1]].desired)) == (
+        False,
+        [("sandbox", names[1], "developer"), ("sandbox", names[1], "viewer")],
+    )
