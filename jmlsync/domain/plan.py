@@ -6,6 +6,7 @@ itself. Anything else a target holds (granted by hand on a role no rule names) i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ _ACTIONS: tuple[Action, ...] = ("grant", "revoke", "disable")
 grant_key = attrgetter("target", "user", "role")
 
 _BY_ROLE, _BY_USER, _BY_TARGET = attrgetter("role"), attrgetter("user"), attrgetter("target")
+_TARGET_ACTION, _PRIVILEGED = attrgetter("target", "action"), attrgetter("privileged")
 
 
 def sort_grants(grants: Iterable[Grant]) -> list[Grant]:
@@ -159,15 +161,15 @@ def summarize(operations: Sequence[Operation]) -> dict[str, Any]:
     """Counts of ``operations`` per action, of privileged ones, and per target and action.
 
     Every action key is present even when zero, so the result can be compared and rendered as
-    JSON without guards.
+    JSON without guards. Counted in C (``Counter`` over attribute getters): a plan of 100k
+    users has a quarter of a million operations.
     """
     totals: dict[str, Any] = dict.fromkeys(_ACTIONS, 0)
-    totals["privileged"] = 0
+    pairs = Counter(map(_TARGET_ACTION, operations))
     by_target: dict[str, dict[str, int]] = {}
-    for operation in operations:
-        totals[operation.action] += 1
-        totals["privileged"] += int(operation.privileged)
-        counts = by_target.setdefault(operation.target, dict.fromkeys(_ACTIONS, 0))
-        counts[operation.action] += 1
+    for (target, action), count in pairs.items():
+        by_target.setdefault(target, dict.fromkeys(_ACTIONS, 0))[action] += count
+        totals[action] += count
+    totals["privileged"] = sum(map(_PRIVILEGED, operations))
     totals["by_target"] = {target: by_target[target] for target in sorted(by_target)}
     return totals

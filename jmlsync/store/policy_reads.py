@@ -44,9 +44,14 @@ async def _memberships(conn: Conn, group_ids: Collection[str]) -> dict[str, set[
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         query = f"{sql.MEMBERSHIPS_OF_GROUPS} ({','.join('?' * len(chunk))})"
-        async with conn.execute(query, chunk) as cursor:
-            async for user_id, group_id in _streaming(cursor):
-                groups_of.setdefault(user_id, set()).add(group_id)
+        # The chunk's rows in one fetch (two columns: a few MB at 100k members), added in a
+        # plain loop: a row at a time through the cursor's iterator cost a third more.
+        for user_id, group_id in await conn.execute_fetchall(query, chunk):
+            found = groups_of.get(user_id)
+            if found is None:
+                groups_of[user_id] = {group_id}
+            else:
+                found.add(group_id)
     return groups_of
 
 
