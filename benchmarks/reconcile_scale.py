@@ -29,7 +29,7 @@ from typing import Any
 
 from jmlsync.config import load_settings
 from jmlsync.engine.reconcile import Scope
-from jmlsync.service import open_runtime
+from jmlsync.runtime import open_runtime
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.ledger import LedgerTarget
 

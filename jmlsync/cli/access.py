@@ -23,7 +23,7 @@ from jmlsync.config import Settings
 from jmlsync.domain.timebound import AccessRefused, AccessRequest, parse_duration
 from jmlsync.engine.timebound import Actor, TimeboundAccess
 from jmlsync.report.access import request_details, request_json, request_table
-from jmlsync.service import open_runtime
+from jmlsync.runtime import open_runtime
 
 T = TypeVar("T")
 

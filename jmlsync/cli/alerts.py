@@ -18,7 +18,7 @@ from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.ops.alert_delivery import CLI_ALERT_SECONDS, Deliverer, delivery_policy, webhook_url
 from jmlsync.report import tables
-from jmlsync.service import RUNNER, open_store
+from jmlsync.runtime import RUNNER, open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 
 T = TypeVar("T")

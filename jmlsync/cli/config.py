@@ -14,9 +14,9 @@ from jmlsync.config import Settings
 from jmlsync.domain.access import GroupInfo
 from jmlsync.domain.policy import rule_matches_group
 from jmlsync.policy_config import rules_from_settings
+from jmlsync.runtime import open_store
 from jmlsync.scim.auth import TokenFileError, check_private
 from jmlsync.scim.credentials import CredentialsError, read_credentials
-from jmlsync.service import open_store
 
 
 @click.group()

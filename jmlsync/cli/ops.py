@@ -19,7 +19,7 @@ from jmlsync.domain.directory import format_timestamp
 from jmlsync.engine.worker import LEAVERS_PAUSED, LEAVERS_RESUMED_AT
 from jmlsync.evidence import verify_audit
 from jmlsync.report import tables
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 from jmlsync.store.queue import SqlQueue
 
 T = TypeVar("T")

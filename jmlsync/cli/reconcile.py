@@ -25,7 +25,7 @@ from jmlsync.report.plan import (
     plan_table_lines,
     write_chunks,
 )
-from jmlsync.service import RUNNER, open_runtime
+from jmlsync.runtime import RUNNER, open_runtime
 
 #: Exit codes of ``reconcile`` (``--detailed-exitcode`` adds 2), as operators script them.
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_HELD = 0, 1, 2, 3

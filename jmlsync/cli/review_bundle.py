@@ -20,7 +20,7 @@ from jmlsync.report.review_evidence import (
 from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.html import render_html
 from jmlsync.report.sla.text import render_csv
-from jmlsync.service import Runtime
+from jmlsync.runtime import Runtime
 
 
 async def sla_report(runtime: Runtime, since: datetime, until: datetime) -> sla.SlaReport:

@@ -28,7 +28,7 @@ from jmlsync.report.review_evidence import (
     verify_bundle,
 )
 from jmlsync.report.review_views import campaign_view
-from jmlsync.service import Runtime, open_runtime
+from jmlsync.runtime import Runtime, open_runtime
 
 T = TypeVar("T")
 

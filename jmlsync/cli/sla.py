@@ -20,7 +20,7 @@ from jmlsync.report.sla import build as sla
 from jmlsync.report.sla.access import TimeboundSection, table_lines
 from jmlsync.report.sla.html import render_html
 from jmlsync.report.sla.text import render_csv, render_table
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 
 RENDERERS = {
     "table": render_table,

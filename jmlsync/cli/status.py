@@ -16,7 +16,7 @@ from jmlsync.config import Settings
 from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.worker import LEAVERS_PAUSED
 from jmlsync.report import tables
-from jmlsync.service import open_store, probe_write
+from jmlsync.runtime import open_store, probe_write
 from jmlsync.store.access import SqlAccess
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore

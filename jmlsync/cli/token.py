@@ -132,7 +132,7 @@ def generate_credential(
 
 
 async def _last_used(settings: Settings, fingerprints: list[str]) -> dict[str, str]:
-    from jmlsync.service import open_store
+    from jmlsync.runtime import open_store
     from jmlsync.store.queue import SqlQueue
 
     store = await open_store(settings)

@@ -19,7 +19,7 @@ from jmlsync.api.tokens import SCOPES, new_token
 from jmlsync.clock import now_utc
 from jmlsync.config import Settings
 from jmlsync.domain.timebound_records import TokenRow
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 from jmlsync.store.access import SqlAccess
 from jmlsync.store.directory import SqlStore
 

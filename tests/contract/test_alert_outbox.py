@@ -15,7 +15,7 @@ import pytest
 from jmlsync.config import load_settings
 from jmlsync.ops.alert_delivery import Deliverer, DeliveryPolicy
 from jmlsync.ops.alerts import Alerts, LogAlerts, OutboxAlerts
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.outbox import SqlOutbox

@@ -19,7 +19,8 @@ from jmlsync.cli import main
 from jmlsync.config import load_settings
 from jmlsync.domain.timebound import AccessRequest
 from jmlsync.domain.timebound_records import Step
-from jmlsync.service import RUNTIME, Runtime, build_app
+from jmlsync.runtime import Runtime
+from jmlsync.service import RUNTIME, build_app
 from jmlsync.store.access import SqlAccess
 from jmlsync.store.directory import SqlStore
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config

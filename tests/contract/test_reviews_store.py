@@ -14,7 +14,7 @@ from jmlsync.config import load_settings
 from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.domain.review_records import NewException
 from jmlsync.domain.reviews import Campaign, DecisionRow, Item, Person, Source
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.reviews import SqlReviews
 

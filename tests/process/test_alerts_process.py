@@ -19,7 +19,7 @@ import pytest
 
 from jmlsync.config import load_settings
 from jmlsync.domain.directory import Change, Member, MemberOp
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 from jmlsync.store.outbox import AlertRow, SqlOutbox
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import (

@@ -444,7 +444,8 @@ async def _not_has(config: Path, user: str, role: str) -> bool:
 @pytest.mark.timeout(60)
 async def test_a_scheduled_campaign_starts_by_itself(config_path: Path) -> None:
     from jmlsync.config import load_settings
-    from jmlsync.service import build_scheduler, open_runtime
+    from jmlsync.runtime import open_runtime
+    from jmlsync.service import build_scheduler
 
     config = configure(config_path)
     config.write_text(

@@ -24,7 +24,7 @@ from jmlsync.domain.timebound_records import Step
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.engine.timebound import Actor, TimeboundAccess
 from jmlsync.policy_config import eligibilities_from_settings, rules_from_settings
-from jmlsync.service import Runtime, open_runtime
+from jmlsync.runtime import Runtime, open_runtime
 from jmlsync.store.access import SqlAccess
 from tests.fakes import RecordingAlerts
 

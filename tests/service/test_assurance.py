@@ -23,8 +23,8 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.policy_config import rules_from_settings
+from jmlsync.runtime import Runtime, open_runtime
 from jmlsync.scheduling import Scheduler
-from jmlsync.service import Runtime, open_runtime
 from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts

@@ -13,7 +13,7 @@ import pytest
 from jmlsync.config import load_settings
 from jmlsync.console.authz import ADMIN, APPROVER, REQUESTER, assigned_items, roles_of
 from jmlsync.domain.directory import Change, Member, MemberOp
-from jmlsync.service import Runtime, open_runtime
+from jmlsync.runtime import Runtime, open_runtime
 from jmlsync.store.reviews import SqlReviews
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ from jmlsync.audit import AuditEntry
 from jmlsync.config import load_settings
 from jmlsync.domain.sessions import Timeouts
 from jmlsync.evidence import verify_audit
-from jmlsync.service import open_store
+from jmlsync.runtime import open_store
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
 from jmlsync.store.sessions import SqlSessions

@@ -12,7 +12,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from jmlsync.config import load_settings
-from jmlsync.service import RUNTIME, Runtime, build_app
+from jmlsync.runtime import Runtime
+from jmlsync.service import RUNTIME, build_app
 from jmlsync.targets.ledger import LedgerTarget
 from tests.conftest import BASE_PATH, TOKENS, ScimClient, write_config
 from tests.scim_samples import PATCH_OP

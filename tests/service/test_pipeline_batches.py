@@ -24,7 +24,7 @@ from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.policy_config import rules_from_settings
 from jmlsync.ports import BatchStep, Target
-from jmlsync.service import open_runtime
+from jmlsync.runtime import open_runtime
 from jmlsync.store.database import READERS
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue

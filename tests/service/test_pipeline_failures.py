@@ -22,7 +22,7 @@ from jmlsync.engine.apply import Applier
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.policy_config import rules_from_settings
-from jmlsync.service import open_runtime
+from jmlsync.runtime import open_runtime
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
 from tests.service.test_pipeline import PIPELINE

@@ -17,7 +17,7 @@ from jmlsync.domain.errors import StoreUnavailable
 from jmlsync.engine.apply import Applier
 from jmlsync.engine.reconcile import Reconciler, Scope
 from jmlsync.policy_config import rules_from_settings
-from jmlsync.service import open_runtime
+from jmlsync.runtime import open_runtime
 from jmlsync.store.directory import SqlStore
 from tests.conftest import write_config
 from tests.service.test_pipeline import PIPELINE

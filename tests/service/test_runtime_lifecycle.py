@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jmlsync import service
+from jmlsync import runtime, service
 from jmlsync.config import ConfigError, load_settings
 from jmlsync.store.directory import SqlStore
 from tests.conftest import write_config
@@ -30,7 +30,7 @@ async def test_a_target_that_cannot_open_closes_the_store_and_the_targets_opened
 ) -> None:
     settings = load_settings(write_config(tmp_path, extra=TWO_TARGETS), environ={})
     closed: list[str] = []
-    real_open = service.open_target
+    real_open = runtime.open_target
 
     async def open_target(name: str, target_settings: Any, *, http: Any = None) -> Any:
         if name == "second":
@@ -51,10 +51,10 @@ async def test_a_target_that_cannot_open_closes_the_store_and_the_targets_opened
         closed.append("store")
         await real_store_close(self)
 
-    monkeypatch.setattr(service, "open_target", open_target)
+    monkeypatch.setattr(runtime, "open_target", open_target)
     monkeypatch.setattr(SqlStore, "close", store_close)
     with pytest.raises(ConfigError, match="injected"):
-        async with service.open_runtime(settings):
+        async with runtime.open_runtime(settings):
             pytest.fail("the runtime must not open")
     assert closed == ["first", "store"]
 

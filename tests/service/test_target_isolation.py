@@ -21,7 +21,7 @@ from jmlsync.engine.reconcile import Reconciler
 from jmlsync.engine.retry import RetryPolicy
 from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.policy_config import rules_from_settings
-from jmlsync.service import open_runtime
+from jmlsync.runtime import open_runtime
 from jmlsync.store.assurance import SqlAssurance
 from tests.conftest import write_config
 from tests.fakes import FlakyLedgerFake, RecordingAlerts
