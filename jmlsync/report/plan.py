@@ -146,6 +146,58 @@ def _operation_text(operation: Operation, outcome: Outcome | None) -> str:
     return text + "\n    }"
 
 
+def _operation_texts(
+    operations: Sequence[Operation], outcomes: Iterable[Outcome | None]
+) -> Iterator[str]:
+    """:func:`_operation_text` of each operation, the same text: a plan's operations share a
+    few actions, targets and reasons, so each head (action, target) and tail (reason,
+    privileged) is written once and reused (a quarter of a million operations at 100k users).
+    """
+    heads: dict[tuple[str, str], str] = {}
+    tails: dict[tuple[str, bool], str] = {}
+    for operation, outcome in zip(operations, outcomes, strict=True):
+        if outcome is not None:
+            yield _operation_text(operation, outcome)
+            continue
+        action, target, user, role, reason, privileged = operation
+        head = heads.get((action, target))
+        if head is None:
+            head = heads[(action, target)] = (
+                f'    {{\n      "action": {_text(action)},\n      "target": {_text(target)},'
+                '\n      "user": '
+            )
+        tail = tails.get((reason, privileged))
+        if tail is None:
+            tail = tails[(reason, privileged)] = (
+                f',\n      "reason": {_text(reason)},'
+                f'\n      "privileged": {"true" if privileged else "false"}\n    }}'
+            )
+        role_text = "null" if role is None else _text(role)
+        yield f'{head}{_text(user)},\n      "role": {role_text}{tail}'
+
+
+def _drift_texts(rows: Iterable[Mapping[str, str]]) -> Iterator[str]:
+    """:func:`_drift_text` of each row, the same text, each head (kind, target) and tail
+    (first_seen) written once and reused."""
+    heads: dict[tuple[str, str], str] = {}
+    tails: dict[str, str] = {}
+    for row in rows:
+        if tuple(row) != _DRIFT_KEYS:
+            yield _drift_text(row)
+            continue
+        kind, target, seen = row["kind"], row["target"], row["first_seen"]
+        head = heads.get((kind, target))
+        if head is None:
+            head = heads[(kind, target)] = (
+                f'    {{\n      "kind": {_text(kind)},\n      "target": {_text(target)},'
+                '\n      "user": '
+            )
+        tail = tails.get(seen)
+        if tail is None:
+            tail = tails[seen] = f',\n      "first_seen": {_text(seen)}\n    }}'
+        yield f'{head}{_text(row["user"])},\n      "role": {_text(row["role"])}{tail}'
+
+
 def _array(key: str, elements: Iterator[str], last: bool = False) -> Iterator[str]:
     """``"key": [...]`` of the top-level object, its elements already written at depth 2,
     in chunks of :data:`CHUNK_ITEMS` elements."""
@@ -184,13 +236,10 @@ def plan_json_chunks(report: RunReport) -> Iterator[str]:
     ``unreadable``, ``exceptions``, ``unknown_users``, ``summary`` (and ``held``), without
     holding it (a plan of 100k users is tens of megabytes). The operations and drift are
     written from the report as they are read."""
-    operations = (
-        _operation_text(op, outcome)
-        for op, outcome in zip(report.operations, _outcomes(report), strict=True)
-    )
+    operations = _operation_texts(report.operations, _outcomes(report))
     yield '{\n  "dry_run": ' + _scalar(report.dry_run) + ",\n"
     yield from _array("operations", operations)
-    yield from _array("drift", map(_drift_text, report.drift))
+    yield from _array("drift", _drift_texts(report.drift))
     yield _member("unreadable", _unreadable_json(report.unreadable))
     yield _member("exceptions", exceptions_json(report.exceptions))
     yield _member("unknown_users", report.unknown_users)

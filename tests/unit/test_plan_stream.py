@@ -325,3 +325,21 @@ async def test_recording_findings_set_wise_is_recording_them_one_by_one(
         assert record.first_seen == [first[(k, g.target, g.user, g.role)] for k, g in found]
         kinds = [d.kind for d in open_old]
         assert record.open_counts == {kind: kinds.count(kind) for kind in set(kinds)}
+
+
+def test_operations_sharing_heads_and_tails_are_each_written_in_full() -> None:
+    """The written heads (action, target) and tails (reason, privileged) are reused; every
+    operation still reads as json.dumps writes it, escapes and all."""
+    found = [
+        Operation("grant", "sandbox", "zoë@x.io", 'role "a"', 'rule 1: group "eng"', True),
+        Operation("grant", "sandbox", "bob@x.io", "role\tb", 'rule 1: group "eng"', False),
+        Operation("grant", "sandbox", "ann@x.io", "role-c", 'rule 1: group "eng"', True),
+        Operation("grant", "other", "ann@x.io", "role-c", 'rule 1: group "eng"', True),
+        Operation("disable", "other", "ann@x.io", None, "leaver"),
+    ]
+    rows = [
+        {**row, "first_seen": stamp}
+        for row, stamp in zip(drift(4), ["t1", "t1", "t2", "t1"], strict=True)
+    ]
+    report = RunReport(dry_run=True, operations=found, drift=rows)
+    assert plan_json(report) == reference_json(report)
