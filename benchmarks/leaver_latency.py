@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import botocore.exceptions
 
 from benchmarks._common import child_until, emit, parser, percentiles, spread, verdict
 from benchmarks._service import running, write_config
@@ -98,12 +99,22 @@ class Moto:
         """Principal ids holding each of ``roles``, one entry per assignment."""
         found = []
         for role in roles:
+            found += self._holders_of(role)
+        return found
+
+    def _holders_of(self, role: str) -> list[str]:
+        """One role's holders; the listing starts again when a change between two pages
+        invalidated moto's page token (the product deletes while the watcher lists)."""
+        for _ in range(20):
             pages = self.sso.get_paginator("list_account_assignments").paginate(
                 InstanceArn=self.instance, AccountId=ACCOUNT, PermissionSetArn=self.arns[role]
             )
-            for page in pages:
-                found += [a["PrincipalId"] for a in page["AccountAssignments"]]
-        return found
+            try:
+                return [a["PrincipalId"] for page in pages for a in page["AccountAssignments"]]
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "InvalidToken":
+                    raise
+        raise RuntimeError(f"moto kept invalidating the page token listing {role}")
 
     def user_ids(self) -> dict[str, str]:
         """userName -> Identity Store user id."""
