@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from jmlsync.cli import main
 from jmlsync.config import load_settings
 from jmlsync.domain.access import PrincipalSpec
 from jmlsync.domain.directory import Change, Member, MemberOp
+from jmlsync.engine.reconcile import collector_paused
 from jmlsync.store.directory import SqlStore
 from jmlsync.targets.ledger import LedgerTarget
 
@@ -419,3 +421,21 @@ def test_the_cli_run_is_the_scheduled_run(world: World, caplog: pytest.LogCaptur
     }
     # The change is still queued (no service ran): measured from its commit.
     assert {m["requested_at"] for m in movers} == {"2026-01-01T00:00:00.000000Z"}
+
+
+def test_the_collector_is_paused_only_while_a_run_lasts(world: World) -> None:
+    """The command pauses Python's cyclic collector for its run and gives it back, on an
+    error too (the command runs in this process here, as a caller embedding it would)."""
+    assert gc.isenabled()
+    seen: list[bool] = []
+    with collector_paused():
+        seen.append(gc.isenabled())
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("inside")
+    assert seen == [False]
+    assert gc.isenabled()
+    world.plan("--dry-run")
+    assert gc.isenabled()
+    code, _, _ = world.run("reconcile", "--target", "nowhere")
+    assert code == 1
+    assert gc.isenabled()
