@@ -31,6 +31,7 @@ from jmlsync.ports import (
     PlanningStore,
     StagedAlert,
     Target,
+    UserReadTarget,
 )
 
 log = logging.getLogger("jmlsync.apply")
@@ -179,6 +180,8 @@ class Applier:
     async def read_user(self, target: str, user: str) -> tuple[frozenset[str], Principal | None]:
         """The roles ``user`` holds in ``target`` and its principal, read back from the target."""
         connector = self.targets[target]
+        if isinstance(connector, UserReadTarget):
+            return await self.call(target, "read grants", lambda: connector.read_user(user))
         roles = await self.call(target, "read grants", lambda: connector.grants_of(user))
         found = await self.call(target, "read principal", lambda: connector.principal(user))
         return roles, found

@@ -43,7 +43,14 @@ from jmlsync.ports.state import (
     ServiceState,
     WriteHealth,
 )
-from jmlsync.ports.targets import LISTING_READ_RETRY, BatchStep, BatchTarget, ReadRetry, Target
+from jmlsync.ports.targets import (
+    LISTING_READ_RETRY,
+    BatchStep,
+    BatchTarget,
+    ReadRetry,
+    Target,
+    UserReadTarget,
+)
 
 __all__ = [
     "LISTING_READ_RETRY",
@@ -91,5 +98,6 @@ __all__ = [
     "StagingAlertSink",
     "Store",
     "Target",
+    "UserReadTarget",
     "WriteHealth",
 ]

@@ -58,6 +58,17 @@ class BatchTarget(Protocol):
         ...
 
 
+@runtime_checkable
+class UserReadTarget(Protocol):
+    """What a Target may add: one user's roles and principal in one read, sharing the
+    lookups ``grants_of`` and ``principal`` would each make (a cloud API that first finds
+    the user's id). Optional; the engine calls the two otherwise."""
+
+    async def read_user(self, user: str) -> tuple[frozenset[str], Principal | None]:
+        """The roles ``user`` holds and its principal, as ``grants_of`` and ``principal``."""
+        ...
+
+
 class Target(Protocol):
     """One configured cloud destination, as the engine drives it.
 

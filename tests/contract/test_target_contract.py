@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -537,3 +538,41 @@ async def test_registry_opens_a_ledger(tmp_path: Path) -> None:
         assert settings.path.exists()
     finally:
         await target.close()
+
+
+@pytest.mark.process
+async def test_identity_center_reads_a_user_in_one_lookup(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """``read_user`` is ``grants_of`` and ``principal`` together, with one id lookup: a user
+    the Identity Store does not hold costs one call."""
+    from jmlsync.ports import UserReadTarget
+    from tests.moto_server import open_identity_center_target
+
+    wrapped = await open_identity_center_target(request, tmp_path, page_size=PAGE_SIZE)
+    try:
+        await _with_principals(wrapped, "ada", "bob")
+        await wrapped.grant("ada", "admin")
+        inner = wrapped.inner  # type: ignore[attr-defined]
+        assert isinstance(inner, UserReadTarget)
+        for user in ("ada", "bob", "nobody"):
+            assert await inner.read_user(user) == (
+                await inner.grants_of(user),
+                await inner.principal(user),
+            )
+        calls: list[str] = []
+        clients = inner._clients
+        for method in ("call", "call_or_none"):
+            original = getattr(clients, method)
+
+            async def counted(
+                service: str, operation: str, _original: Any = original, **kwargs: Any
+            ) -> Any:
+                calls.append(operation)
+                return await _original(service, operation, **kwargs)
+
+            setattr(clients, method, counted)
+        assert await inner.read_user("nobody") == (frozenset(), None)
+        assert calls == ["get_user_id"]
+    finally:
+        await wrapped.close()
