@@ -55,7 +55,8 @@ from jmlsync.store.queue import SqlQueue
 from jmlsync.store.reviews import SqlReviews
 from jmlsync.targets.registry import open_target
 
-log = logging.getLogger("jmlsync.runtime")
+#: The service's logger name, as its log lines have always carried it.
+log = logging.getLogger("jmlsync.service")
 
 RULES_FINGERPRINT = "rules_fingerprint"
 

@@ -1,5 +1,5 @@
-"""The composition root: builds the store, the targets, the engine and the SCIM application,
-and owns their lifecycles."""
+"""The composition root of ``serve``: the runtime (:mod:`jmlsync.runtime`) with the SCIM, API
+and console applications and the scheduler on top; it owns their lifecycles."""
 
 from __future__ import annotations
 
