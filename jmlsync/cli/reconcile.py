@@ -161,63 +161,42 @@ def reconcile(
     """Compare the directory with the targets and apply the difference."""
     # The objects of a run (a snapshot of the whole directory, the plan) live until it ends:
     # the cyclic collector would only walk them again and again. Reference counting still
-    # frees whatever is dropped.
+    # frees whatever is dropped; the collector is back on however the command exits.
     with collector_paused():
-        code = _reconcile(
-            config_path,
-            dry_run,
-            record_drift,
-            targets,
-            users,
-            output_format,
-            detailed_exitcode,
-            max_revocations,
+        settings = settings_or_exit(config_path)
+        unknown = sorted(set(targets) - set(settings.targets))
+        if unknown:
+            configured = ", ".join(sorted(settings.targets)) or "none"
+            names = ", ".join(unknown)
+            click.echo(f"jmlsync: unknown target {names}; configured: {configured}", err=True)
+            sys.exit(EXIT_ERROR)
+        scope = Scope(
+            targets=frozenset(targets) if targets else None,
+            users=frozenset(users) if users else None,
         )
-    sys.exit(code)
-
-
-def _reconcile(
-    config_path: Path,
-    dry_run: bool,
-    record_drift: bool,
-    targets: tuple[str, ...],
-    users: tuple[str, ...],
-    output_format: str,
-    detailed_exitcode: bool,
-    max_revocations: int | None,
-) -> int:
-    settings = settings_or_exit(config_path)
-    unknown = sorted(set(targets) - set(settings.targets))
-    if unknown:
-        configured = ", ".join(sorted(settings.targets)) or "none"
-        names = ", ".join(unknown)
-        click.echo(f"jmlsync: unknown target {names}; configured: {configured}", err=True)
-        return EXIT_ERROR
-    scope = Scope(
-        targets=frozenset(targets) if targets else None,
-        users=frozenset(users) if users else None,
-    )
-    report = asyncio.run(
-        run_reconcile(
-            settings,
-            scope,
-            dry_run=dry_run,
-            max_revocations=(
-                settings.reconcile.max_revocations if max_revocations is None else max_revocations
-            ),
-            progress=_progress(),
-            record_drift=record_drift,
+        report = asyncio.run(
+            run_reconcile(
+                settings,
+                scope,
+                dry_run=dry_run,
+                max_revocations=(
+                    settings.reconcile.max_revocations
+                    if max_revocations is None
+                    else max_revocations
+                ),
+                progress=_progress(),
+                record_drift=record_drift,
+            )
         )
-    )
-    if sys.stderr.isatty():
-        click.echo("", err=True)
-    write_plan(report, output_format)
-    _warn_unknown(report.unknown_users)
-    if report.held:
-        click.echo(f"jmlsync: {report.held}", err=True)
-    for name in sorted(report.unreadable):
-        click.echo(f"jmlsync: target {name} could not be read; left out of the plan", err=True)
-    return reconcile_exit_code(report, detailed_exitcode)
+        if sys.stderr.isatty():
+            click.echo("", err=True)
+        write_plan(report, output_format)
+        _warn_unknown(report.unknown_users)
+        if report.held:
+            click.echo(f"jmlsync: {report.held}", err=True)
+        for name in sorted(report.unreadable):
+            click.echo(f"jmlsync: target {name} could not be read; left out of the plan", err=True)
+        sys.exit(reconcile_exit_code(report, detailed_exitcode))
 
 
 @click.command("explain")

@@ -23,22 +23,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from jmlsync.domain.access import Grant, GroupInfo, Reason, Rule, UserState
+from jmlsync.domain.access import Rule
 from jmlsync.domain.directory import Job, parse_timestamp
 from jmlsync.domain.policy import (
-    desired_grants,
     managed_roles,
     privileged_roles,
-    rules_by_group,
-    with_timebound,
 )
-from jmlsync.domain.timebound import Person
 from jmlsync.engine.alerting import stage_alert
-from jmlsync.engine.apply import Applier, principal_spec
+from jmlsync.engine.apply import Applier
+from jmlsync.engine.job_plans import JobPlanner
 from jmlsync.engine.per_target import JobWork, RoleSets, TargetResult, run_batch
-from jmlsync.engine.review_holds import Holds, held_by, read_holds
 from jmlsync.engine.supervision import Outage, OwnerLock, PipelineHealth, store_outage
-from jmlsync.engine.timebound import TimeboundAccess, person_of
+from jmlsync.engine.timebound import TimeboundAccess
 from jmlsync.ports import AlertSink, Clock, PipelineQueue, PlanningStore, ReviewHolds
 
 log = logging.getLogger("jmlsync.worker")
@@ -107,16 +103,14 @@ class Pipeline:
         reviews: ReviewHolds | None = None,
         timebound: TimeboundAccess | None = None,
     ) -> None:
-        self.store = store
-        self.reviews = reviews
         self.timebound = timebound
         self.queue = queue
         self.applier = applier
-        self.rules = rules
         self.clock = clock
         self.alerts = alerts
         self.options = options or PipelineOptions()
         self.on_cleared = on_cleared or (lambda _user, _seconds: None)
+        self.planner = JobPlanner(store, rules, clock=clock, reviews=reviews, timebound=timebound)
         self.protected = frozenset(name.casefold() for name in protected)
         extra = timebound.roles if timebound else frozenset()
         extra_privileged = timebound.privileged if timebound else frozenset()
@@ -425,8 +419,8 @@ class Pipeline:
         # snapshot: a plan of a leaver from before its deactivation grants nothing, revokes
         # nothing and is acknowledged, and the leaver is lost.
         await self._caught_up(jobs)
-        works = await self._plan_batch(
-            [job for job in jobs if job.user_name.casefold() not in self.protected]
+        works = await self.planner.plan(
+            [job.user_name for job in jobs if job.user_name.casefold() not in self.protected]
         )
         plans = iter(works)
         for job in jobs:
@@ -512,64 +506,6 @@ class Pipeline:
         if job.pending_targets is None:
             return names
         return [name for name in names if name in job.pending_targets]
-
-    async def _plan_batch(self, jobs: Sequence[Job]) -> list[JobWork | None]:
-        """What the directory wants for each job's principal (None: no target needs asking),
-        from one read of each kind for the whole batch (users and their groups, time-bound
-        grants, review holds, applied grants) rather than one per job."""
-        if not jobs:
-            return []
-        names = [job.user_name for job in jobs]
-        found = await self.store.policy_users_named(names)
-        persons = {name: person_of(*found[name]) for name in names}
-        timebound: dict[str, dict[Grant, Reason]] = {}
-        if self.timebound is not None:
-            timebound = await self.timebound.desired_many(persons, self.clock())
-        holds = await read_holds(self.reviews, names)
-        applied_by: dict[str, set[Grant]] = {}
-        for grant in await self.store.applied_grants(names):
-            applied_by.setdefault(grant.user, set()).add(grant)
-        return [
-            self._plan_one(name, *found[name], persons[name], timebound, holds, applied_by)
-            for name in names
-        ]
-
-    def _plan_one(
-        self,
-        name: str,
-        user: UserState | None,
-        groups: list[GroupInfo],
-        person: Person | None,
-        timebound: Mapping[str, Mapping[Grant, Reason]],
-        holds: Holds,
-        applied_by: Mapping[str, set[Grant]],
-    ) -> JobWork | None:
-        by_group = rules_by_group(self.rules, groups)
-        users = [user] if user else []
-        desired = desired_grants(users, by_group)
-        if self.timebound is not None:
-            # desired = rules + active time-bound grants, until their stored expires_at.
-            desired = with_timebound(desired, timebound.get(name, {}))
-        # ... minus the grants access reviews hold back.
-        held = held_by(holds.of(name), users, by_group, desired)
-        desired = held.desired
-        applied = applied_by.get(name, set())
-        leaver = user is None or not user.active
-        if not desired and not applied and not leaver and not held.withheld:
-            # Nothing to grant and nothing of ours to take back: no need to ask the targets.
-            # (Access granted by hand on a managed role is drift: full reconciliation finds it.)
-            return None
-        active = user.active if user else None
-        return JobWork(
-            name,
-            active,
-            desired,
-            applied,
-            leaver,
-            withheld=held.withheld,
-            person=person,
-            spec=principal_spec(name, user.resource) if user else None,
-        )
 
     async def _failed(self, job: Job, error: JobFailed) -> None:
         attempts = job.attempts + 1

@@ -89,27 +89,15 @@ async def policy_users(
 
 async def policy_user(conn: Conn, user_name: str) -> tuple[UserState | None, list[GroupInfo]]:
     """The user whose userName is exactly ``user_name`` (with its resource), and its groups."""
-    async with conn.execute(sql.POLICY_USER, (user_name.casefold(),)) as cursor:
-        row = await cursor.fetchone()
-    if row is None or row[1] != user_name:
-        return None, []
-    rows = await conn.execute_fetchall(sql.GROUPS_OF_USER, (row[0],))
-    groups = [GroupInfo(id=r[0], display_name=r[1], external_id=r[2]) for r in rows]
-    user = UserState(
-        id=row[0],
-        user_name=row[1],
-        active=bool(row[2]),
-        groups=frozenset(g.id for g in groups),
-        resource={**json.loads(row[3]), "id": row[0]},
-    )
-    return user, groups
+    return (await policy_users_named(conn, [user_name]))[user_name]
 
 
 async def policy_users_named(
     conn: Conn, user_names: Collection[str]
 ) -> dict[str, tuple[UserState | None, list[GroupInfo]]]:
-    """:func:`policy_user` of each of ``user_names``, in two queries however many: the
-    pipeline plans a batch of jobs with one read of their users and one of their groups."""
+    """Each of ``user_names`` (matched exactly) with its resource and groups, (None, []) for
+    a name the directory does not hold; in two queries however many names: the pipeline plans
+    a batch of jobs with one read of their users and one of their groups."""
     found: dict[str, tuple[UserState | None, list[GroupInfo]]] = {
         name: (None, []) for name in user_names
     }

@@ -433,9 +433,9 @@ async def test_a_batch_is_planned_from_one_read_of_each_kind(
             return _original(*args)
 
         setattr(store, method, counted)
-    together = await pipeline._plan_batch(jobs)
+    together = await pipeline.planner.plan([job.user_name for job in jobs])
     assert calls == {"policy_users_named": 1, "applied_grants": 1}
-    alone = [(await pipeline._plan_batch([job]))[0] for job in jobs]
+    alone = [(await pipeline.planner.plan([job.user_name]))[0] for job in jobs]
     assert together == alone
     works = {work.user_name: work for work in together if work is not None}
     assert (works[names[0]].leaver, dict(works[names[0]].desired)) == (True, {})

@@ -9,17 +9,12 @@ MEMBERSHIPS_OF_GROUPS = "SELECT user_id, group_id FROM memberships WHERE group_i
 MEMBERS_OF_GROUP = "SELECT user_id FROM memberships WHERE group_id = ?"
 #: Followed by ``(?, ...)`` for a chunk of user ids.
 USER_NAMES_OF_IDS = "SELECT user_name FROM users WHERE id IN"
-POLICY_USER = "SELECT id, user_name, active, doc FROM users WHERE user_name_key = ?"
 #: Followed by ``(?, ...)`` for a chunk of casefolded userNames.
 POLICY_USERS_NAMED = "SELECT id, user_name, active, doc FROM users WHERE user_name_key IN"
 #: Followed by ``(?, ...)`` for a chunk of user ids.
 GROUPS_OF_USERS = (
     "SELECT m.user_id, g.id, g.display_name, g.external_id FROM memberships m"
     " JOIN groups g ON g.id = m.group_id WHERE m.user_id IN"
-)
-GROUPS_OF_USER = (
-    "SELECT g.id, g.display_name, g.external_id FROM memberships m"
-    " JOIN groups g ON g.id = m.group_id WHERE m.user_id = ?"
 )
 
 #: Optionally followed by ``WHERE user_name IN (?, ...)``.
