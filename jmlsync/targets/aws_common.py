@@ -287,18 +287,28 @@ class AwsClients:
         return [item async for item in self.items(service, operation, key, **params)]
 
 
-async def gather_limited(calls: Iterable[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+async def gather_limited(
+    calls: Iterable[Callable[[], Awaitable[T]]], limit: int, *, settle: bool = False
+) -> list[T]:
     """Run every call, at most ``limit`` at once; their results in order.
 
     On failure the others are cancelled and one error is raised (not an ExceptionGroup, which
     the retry policy would not recognise): a permanent one when there is one, since retrying
-    cannot help then.
+    cannot help then. With ``settle`` the others run to their end first, so calls that keep
+    what they learn (a cache) make progress for the retry even when one of them fails.
     """
     slots = asyncio.Semaphore(limit)
 
     async def limited(call: Callable[[], Awaitable[T]]) -> T:
         async with slots:
             return await call()
+
+    if settle:
+        settled = await asyncio.gather(*(limited(call) for call in calls), return_exceptions=True)
+        failures = [e for e in settled if isinstance(e, BaseException)]
+        if failures:
+            raise next((e for e in failures if isinstance(e, PermanentTargetError)), failures[0])
+        return [result for result in settled if not isinstance(result, BaseException)]
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -115,7 +115,8 @@ class _PermissionSets:
             )
             unknown = [arn for arn in arns if arn not in self._by_arn]
             describe = [partial(self._describe, instance, arn) for arn in unknown]
-            await gather_limited(describe, self._limit)
+            # Every describe runs to its end: what one learnt stays cached when another fails.
+            await gather_limited(describe, self._limit, settle=True)
             self._by_arn = {arn: self._by_arn[arn] for arn in arns if arn in self._by_arn}
             self._by_name = {name: arn for arn, name in self._by_arn.items()}
             self._done = number

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -34,7 +35,12 @@ from cryptography.x509.oid import NameOID
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
 from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
 from jmlsync.targets import aws_iam, aws_identity_center
-from jmlsync.targets.aws_common import TRANSIENT_CODES, follow_request, translated
+from jmlsync.targets.aws_common import (
+    TRANSIENT_CODES,
+    follow_request,
+    gather_limited,
+    translated,
+)
 from jmlsync.targets.aws_iam import IamTarget, iam_user_name, tag_value, user_from_tag
 from jmlsync.targets.aws_identity_center import IdentityCenterTarget
 from jmlsync.targets.registry import open_target
@@ -296,6 +302,35 @@ async def test_a_request_in_progress_too_long_is_transient() -> None:
     assert fake.waits[:6] == [0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
     assert set(fake.waits[4:]) == {2.0}
     assert 60.0 <= fake.now < 62.0
+
+
+@pytest.mark.parametrize("settle", [False, True])
+async def test_gather_limited_cancels_the_others_unless_asked_to_settle(settle: bool) -> None:
+    """A failure cancels the calls still running; with ``settle`` they finish first (what a
+    cache learns from them is kept for the retry), and the permanent error is the one raised."""
+    finished: list[int] = []
+    failed = asyncio.Event()
+
+    async def slow(number: int) -> int:
+        await failed.wait()
+        await asyncio.sleep(0)
+        finished.append(number)
+        return number
+
+    async def fails(error: TargetError) -> int:
+        failed.set()
+        raise error
+
+    calls: list[Callable[[], Awaitable[int]]] = [
+        partial(slow, 1),
+        partial(fails, TransientTargetError("throttled")),
+        partial(slow, 2),
+        partial(fails, PermanentTargetError("refused")),
+    ]
+    with pytest.raises(PermanentTargetError, match="refused"):
+        await gather_limited(calls, 4, settle=settle)
+    assert sorted(finished) == ([1, 2] if settle else [])
+    assert await gather_limited([partial(slow, 3)], 1, settle=settle) == [3]
 
 
 # Identity Center on moto
