@@ -14,6 +14,7 @@ from jmlsync.domain.plan import PlanInput, plan
 from jmlsync.domain.timebound import Person
 from jmlsync.engine.apply import URGENT, Applier
 from jmlsync.engine.incidents import privileged_drift
+from jmlsync.ports import JOB_READS
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ async def _run_target_batch(
     planned: list[tuple[int, JobWork, list[Operation]]] = []
     # This target's task alone: a batch with a leaver takes the target's leaver slot.
     URGENT.set(any(work.leaver for _, work in jobs))
+    # What the reads below find, the writes planned from them may reuse (this task only).
+    JOB_READS.set({})
 
     read = await applier.read_users(name, [work.user_name for _, work in jobs])
     for index, work in jobs:
@@ -145,6 +148,7 @@ async def _run_target_batch(
 
 
 async def _run_target(applier: Applier, roles: RoleSets, work: JobWork, name: str) -> TargetResult:
+    JOB_READS.set({})  # this target's task alone, as in _run_target_batch
     try:
         found = await applier.read_user(name, work.user_name)
     except TargetError as exc:

@@ -44,6 +44,7 @@ from jmlsync.ports.state import (
     WriteHealth,
 )
 from jmlsync.ports.targets import (
+    JOB_READS,
     LISTING_READ_RETRY,
     BatchStep,
     BatchTarget,
@@ -53,6 +54,7 @@ from jmlsync.ports.targets import (
 )
 
 __all__ = [
+    "JOB_READS",
     "LISTING_READ_RETRY",
     "AccessStore",
     "AlertSink",

@@ -27,6 +27,13 @@ LISTING_READ_RETRY: ContextVar[ReadRetry | None] = ContextVar(
     "jmlsync_listing_read_retry", default=None
 )
 
+#: Set by the engine, to a fresh dict, for one target's part of a pipeline job or batch: its
+#: reads of the users and the writes planned from them. A connector may keep there what its
+#: reads found (a cloud user's id, the assignments listed) so the writes that follow need not
+#: look them up again; it must forget an entry when a write on it fails. Unset (None)
+#: everywhere else, where every write looks for itself.
+JOB_READS: ContextVar[dict[object, object] | None] = ContextVar("jmlsync_job_reads", default=None)
+
 
 @dataclass(frozen=True)
 class BatchStep:

@@ -9,6 +9,11 @@ revoked, which the engine does before it disables: principals report ``can_disab
 :meth:`IdentityCenterTarget.disable_principal` changes nothing, unless ``delete_users_on_leave``
 is set, when it deletes the Identity Store user instead.
 
+Within one pipeline job (:data:`jmlsync.ports.JOB_READS`) the user's id and the assignments the
+job's read listed serve the writes planned from that read: a leaver's revocation is then one
+``DeleteAccountAssignment``, not a second ``GetUserId`` and listing first. A failed write forgets
+them, so its retry looks again.
+
 AWS creates and deletes assignments asynchronously: every write is followed to SUCCEEDED (see
 :func:`jmlsync.targets.aws_common.follow_request`), so a grant that returned is in force.
 """
@@ -16,14 +21,16 @@ AWS creates and deletes assignments asynchronously: every write is followed to S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 from jmlsync.domain.access import Grant, Principal, PrincipalSpec
-from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
+from jmlsync.domain.errors import PermanentTargetError, TargetError, TransientTargetError
+from jmlsync.ports import JOB_READS
 from jmlsync.targets.aws_common import (
     AwsClients,
     KeyedLocks,
@@ -228,11 +235,13 @@ class IdentityCenterTarget:
         return await self._roles_of(instance, user_id), self._principal(user)
 
     async def _roles_of(self, instance: _Instance, user_id: str) -> frozenset[str]:
-        roles = set()
+        roles, held = set(), set()
         async for account, arn in self._assignments(instance, user_id):
+            held.add((account, arn))
             name = await self._permission_sets.name(instance.arn, arn)
             if name is not None:
                 roles.add(f"{account}/{name}")
+        self._remember(("held", user_id), frozenset(held))
         return frozenset(roles)
 
     async def principal(self, user: str) -> Principal | None:
@@ -260,6 +269,10 @@ class IdentityCenterTarget:
             # A conflict is a user created meanwhile (then found now) or a concurrent change.
             if created is None and await self._user_id(instance, spec.user) is None:
                 raise TransientTargetError(f"{self.name}: creating {spec.user!r} conflicted")
+            if created is not None and created.get("UserId"):
+                # A user just created holds no assignment yet.
+                self._remember(("id", spec.user), str(created["UserId"]))
+                self._remember(("held", str(created["UserId"])), frozenset())
 
     async def grant(self, user: str, role: str) -> None:
         instance, account, arn = await self._resolve(role)
@@ -268,35 +281,72 @@ class IdentityCenterTarget:
                 f"{self.name}: no permission set named {parse_role(role)[1]!r} (role {role!r})"
             )
         async with self._locks.hold(user):
-            user_id = await self._user_id(instance, user)
-            if user_id is None:
-                raise PermanentTargetError(f"{self.name}: no Identity Store user {user!r}")
-            if not await self._holds(instance, user_id, account, arn):
-                await self._assign(instance, "create", account, arn, user_id, f"grant {role}")
+            with self._forgetting(user):
+                user_id = await self._user_id(instance, user)
+                if user_id is None:
+                    raise PermanentTargetError(f"{self.name}: no Identity Store user {user!r}")
+                if not await self._holds(instance, user_id, account, arn):
+                    await self._assign(instance, "create", account, arn, user_id, f"grant {role}")
+                    self._held_now(user_id, account, arn, held=True)
 
     async def revoke(self, user: str, role: str) -> None:
         instance, account, arn = await self._resolve(role)
         if arn is None:
             return  # no such permission set: nobody can hold it
         async with self._locks.hold(user):
-            user_id = await self._user_id(instance, user)
-            if user_id is not None and await self._holds(instance, user_id, account, arn):
-                await self._assign(instance, "delete", account, arn, user_id, f"revoke {role}")
+            with self._forgetting(user):
+                user_id = await self._user_id(instance, user)
+                if user_id is not None and await self._holds(instance, user_id, account, arn):
+                    await self._assign(instance, "delete", account, arn, user_id, f"revoke {role}")
+                    self._held_now(user_id, account, arn, held=False)
 
     async def disable_principal(self, user: str) -> None:
         if not self._settings.delete_users_on_leave:
             return  # no disabling in Identity Center: the revocations ended the access
         instance = await self._instance()
         async with self._locks.hold(user):
-            user_id = await self._user_id(instance, user)
-            if user_id is not None:
-                await self._clients.call_or_none(
-                    IDENTITY_STORE,
-                    "delete_user",
-                    absent=NOT_FOUND,
-                    IdentityStoreId=instance.identity_store_id,
-                    UserId=user_id,
-                )
+            with self._forgetting(user):
+                user_id = await self._user_id(instance, user)
+                if user_id is not None:
+                    await self._clients.call_or_none(
+                        IDENTITY_STORE,
+                        "delete_user",
+                        absent=NOT_FOUND,
+                        IdentityStoreId=instance.identity_store_id,
+                        UserId=user_id,
+                    )
+                    self._forget(user)
+
+    def _remember(self, key: tuple[str, str], value: object) -> None:
+        """Keep what a read found for the rest of this job (no-op outside one)."""
+        memo = JOB_READS.get()
+        if memo is not None:
+            memo[(self.name, *key)] = value
+
+    def _recall(self, key: tuple[str, str]) -> object:
+        memo = JOB_READS.get()
+        return None if memo is None else memo.get((self.name, *key))
+
+    def _forget(self, user: str) -> None:
+        memo = JOB_READS.get()
+        if memo is not None:
+            user_id = memo.pop((self.name, "id", user), None)
+            memo.pop((self.name, "held", user_id), None)
+
+    @contextlib.contextmanager
+    def _forgetting(self, user: str) -> Iterator[None]:
+        """A write that fails forgets what the job read of ``user``: its retry looks again."""
+        try:
+            yield
+        except TargetError:
+            self._forget(user)
+            raise
+
+    def _held_now(self, user_id: str, account: str, arn: str, *, held: bool) -> None:
+        known = self._recall(("held", user_id))
+        if isinstance(known, frozenset):
+            pair = frozenset({(account, arn)})
+            self._remember(("held", user_id), known | pair if held else known - pair)
 
     def _principal(self, user: str) -> Principal:
         return Principal(user, enabled=True, can_disable=self._settings.delete_users_on_leave)
@@ -329,6 +379,9 @@ class IdentityCenterTarget:
         return instance, account, await self._permission_sets.arn(instance.arn, name)
 
     async def _user_id(self, instance: _Instance, user: str) -> str | None:
+        known = self._recall(("id", user))
+        if isinstance(known, str):
+            return known
         found = await self._clients.call_or_none(
             IDENTITY_STORE,
             "get_user_id",
@@ -338,7 +391,10 @@ class IdentityCenterTarget:
                 "UniqueAttribute": {"AttributePath": "userName", "AttributeValue": user}
             },
         )
-        return str(found["UserId"]) if found is not None else None
+        if found is None:
+            return None  # not kept: a principal ensured next creates it
+        self._remember(("id", user), str(found["UserId"]))
+        return str(found["UserId"])
 
     async def _user_name(
         self, instance: _Instance, user_id: str, known: dict[str, str | None]
@@ -374,6 +430,9 @@ class IdentityCenterTarget:
                 yield str(item["AccountId"]), str(item["PermissionSetArn"])
 
     async def _holds(self, instance: _Instance, user_id: str, account: str, arn: str) -> bool:
+        known = self._recall(("held", user_id))
+        if isinstance(known, frozenset):
+            return (account, arn) in known  # listed by this job's read
         return (account, arn) in {
             pair async for pair in self._assignments(instance, user_id, account)
         }

@@ -560,19 +560,92 @@ async def test_identity_center_reads_a_user_in_one_lookup(
                 await inner.grants_of(user),
                 await inner.principal(user),
             )
-        calls: list[str] = []
-        clients = inner._clients
-        for method in ("call", "call_or_none"):
-            original = getattr(clients, method)
-
-            async def counted(
-                service: str, operation: str, _original: Any = original, **kwargs: Any
-            ) -> Any:
-                calls.append(operation)
-                return await _original(service, operation, **kwargs)
-
-            setattr(clients, method, counted)
+        calls = _count_aws_calls(inner._clients)
         assert await inner.read_user("nobody") == (frozenset(), None)
         assert calls == ["get_user_id"]
+    finally:
+        await wrapped.close()
+
+
+def _count_aws_calls(clients: Any, fail: set[str] | None = None) -> list[str]:
+    """The operations ``clients`` (an AwsClients) is asked for from now on, in order (a
+    listing once, however many pages); an operation in ``fail`` raises TransientTargetError
+    once instead of being sent."""
+    from jmlsync.domain.errors import TransientTargetError
+
+    calls: list[str] = []
+    for method in ("call", "call_or_none"):
+        original = getattr(clients, method)
+
+        async def counted(
+            service: str, operation: str, _original: Any = original, **kwargs: Any
+        ) -> Any:
+            calls.append(operation)
+            if fail and operation in fail:
+                fail.discard(operation)
+                raise TransientTargetError(f"{operation}: made to fail")
+            return await _original(service, operation, **kwargs)
+
+        setattr(clients, method, counted)
+    listing = clients.items
+
+    def listed(service: str, operation: str, key: str, **params: Any) -> Any:
+        calls.append(operation)
+        return listing(service, operation, key, **params)
+
+    clients.items = listed
+    return calls
+
+
+@pytest.mark.process
+async def test_identity_center_writes_reuse_the_jobs_read(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Within one job (JOB_READS set) a revocation or grant planned from ``read_user`` is the
+    one write call, a write that fails forgets the read (its retry looks again), and outside
+    a job every write looks for itself."""
+    from jmlsync.domain.errors import TransientTargetError
+    from jmlsync.ports import JOB_READS
+    from tests.moto_server import ACCOUNT, open_identity_center_target
+
+    wrapped = await open_identity_center_target(request, tmp_path, page_size=PAGE_SIZE)
+    admin, viewer = f"{ACCOUNT}/admin", f"{ACCOUNT}/viewer"
+    try:
+        await _with_principals(wrapped, "ada")
+        await wrapped.grant("ada", "admin")
+        await wrapped.grant("ada", "viewer")  # makes the permission set, then revoked below
+        await wrapped.revoke("ada", "viewer")
+        inner = wrapped.inner  # type: ignore[attr-defined]
+        fail: set[str] = set()
+        calls = _count_aws_calls(inner._clients, fail)
+
+        async def job() -> None:
+            JOB_READS.set({})
+            assert (await inner.read_user("ada"))[0] == {admin}
+            assert calls == ["get_user_id", "list_account_assignments_for_principal"]
+            calls.clear()
+            await inner.revoke("ada", admin)
+            await inner.revoke("ada", admin)  # the job knows it is gone now: no call
+            await inner.grant("ada", viewer)  # not held when read: created straight away
+            assert calls == ["delete_account_assignment", "create_account_assignment"]
+            calls.clear()
+            fail.add("delete_account_assignment")
+            with pytest.raises(TransientTargetError):
+                await inner.revoke("ada", viewer)
+            await inner.revoke("ada", viewer)  # the retry looks again
+            assert calls == [
+                "delete_account_assignment",
+                "get_user_id",
+                "list_account_assignments_for_principal",
+                "delete_account_assignment",
+            ]
+
+        await asyncio.create_task(job())
+        assert JOB_READS.get() is None  # the job's task kept its reads to itself
+        assert await wrapped.grants_of("ada") == frozenset()
+        calls.clear()
+        await wrapped.grant("ada", "admin")
+        assert calls[0] == "get_user_id"  # outside a job: looked up afresh
+        assert await wrapped.grants_of("ada") == {"admin"}
     finally:
         await wrapped.close()
