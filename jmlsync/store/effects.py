@@ -78,7 +78,9 @@ async def user_written(
         await pipeline_sql.open_leaver(conn, name, user_id, now)
     elif before is not None and not _active(before) and _active(after) and new_name:
         await pipeline_sql.cancel_leaver(conn, new_name, now)
-    if new_name is not None:
+    if new_name is not None and before is None and _active(after):
+        await pipeline_sql.enqueue_joiner(conn, new_name, cause=action, now=now)
+    elif new_name is not None:
         await pipeline_sql.enqueue(conn, [new_name], cause=action, now=now, leaver=leaving)
     if old_name is not None and old_name != new_name:
         # A rename or a delete: the principal under the old name must lose its access fast.

@@ -36,9 +36,49 @@ def user(name: str, **attrs: Any) -> Change:
     return Change(doc={"schemas": [USER], "userName": name, **attrs})
 
 
+async def queued_user(store: SqlStore, name: str, **attrs: Any) -> str:
+    """A user with a job pending: created, then changed (a new user alone owes no job)."""
+    created = await store.create("User", user(name, **attrs), T0)
+    await store.update("User", created.id, lambda c: Change({**c.doc, "title": "queued"}), T0)
+    return created.id
+
+
+async def test_a_new_user_is_queued_only_when_something_is_owed(
+    store: SqlStore, queue: SqlQueue
+) -> None:
+    """A user just created is in no group: its job would plan nothing, so none is queued,
+    unless jmlsync applied grants under the name, a time-bound request names it, a job for
+    the name is pending (coalesced, still a leaver's), or it arrives inactive."""
+    await store.create("User", user("new", active=True), T0)
+    assert await queue.rows() == []
+    await store.record_applied(Grant("t", "back", "admin"), "rule", T0)
+    await store.create("User", user("back"), T0)
+
+    async def request_for(conn: Any) -> None:
+        await conn.execute(
+            "INSERT INTO access_requests (user_name, eligibility, target, role,"
+            " duration_seconds, reason, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("asked", "oncall", "t", "admin", 3600, "pager", "pending", "2026-01-01T00:00:00Z"),
+        )
+
+    await store.db.write(request_for)
+    await store.create("User", user("asked"), T0)
+    gone = await store.create("User", user("again"), T0)
+    await store.delete("User", gone.id, T0)
+    await store.create("User", user("again"), T0)
+    await store.create("User", user("off", active=False), T0)
+    rows = {r.user_name: (r.cause, r.leaver) for r in await queue.rows()}
+    assert rows == {
+        "back": ("user.create", False),
+        "asked": ("user.create", False),
+        "again": ("user.create", True),
+        "off": ("user.create", False),
+    }
+
+
 async def test_a_hundred_changes_to_one_user_are_one_job(store: SqlStore, queue: SqlQueue) -> None:
     created = await store.create("User", user("ann", active=True), T0)
-    for i in range(100):
+    for i in range(101):
         await store.update(
             "User", created.id, lambda c, i=i: Change({**c.doc, "title": f"t{i}"}), T0
         )
@@ -54,7 +94,7 @@ async def test_a_hundred_changes_to_one_user_are_one_job(store: SqlStore, queue:
 
 async def test_leavers_are_leased_first(store: SqlStore, queue: SqlQueue) -> None:
     for name in ("a", "b", "c"):
-        await store.create("User", user(name, active=True), T0)
+        await queued_user(store, name, active=True)
     leaver = await store.create("User", user("z", active=True), T0)
     later = T0 + timedelta(seconds=5)
     await store.update("User", leaver.id, lambda c: Change({**c.doc, "active": False}), later)
@@ -66,10 +106,10 @@ async def test_leavers_are_leased_first(store: SqlStore, queue: SqlQueue) -> Non
 
 
 async def test_a_change_during_a_lease_is_not_lost(store: SqlStore, queue: SqlQueue) -> None:
-    created = await store.create("User", user("bea"), T0)
+    created_id = await queued_user(store, "bea")
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
-    await store.update("User", created.id, lambda c: Change({**c.doc, "title": "x"}), T0)
+    await store.update("User", created_id, lambda c: Change({**c.doc, "title": "x"}), T0)
     assert await queue.ack(job) is False
     again = await queue.lease("w", T0, LEASE)
     assert again is not None
@@ -78,7 +118,7 @@ async def test_a_change_during_a_lease_is_not_lost(store: SqlStore, queue: SqlQu
 
 
 async def test_expired_leases_are_taken_again(store: SqlStore, queue: SqlQueue) -> None:
-    await store.create("User", user("cy"), T0)
+    await queued_user(store, "cy")
     assert await queue.lease("crashed", T0, LEASE) is not None
     assert await queue.lease("other", T0 + timedelta(seconds=29), LEASE) is None
     retaken = await queue.lease("other", T0 + timedelta(seconds=31), LEASE)
@@ -89,7 +129,7 @@ async def test_expired_leases_are_taken_again(store: SqlStore, queue: SqlQueue) 
 async def test_failures_reschedule_then_dead_letter_and_redrive(
     store: SqlStore, queue: SqlQueue
 ) -> None:
-    await store.create("User", user("dan"), T0)
+    await queued_user(store, "dan")
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
     assert await queue.fail(job, "throttled", T0, retry_in=timedelta(seconds=60)) is False
@@ -110,11 +150,11 @@ async def test_failures_reschedule_then_dead_letter_and_redrive(
 
 
 async def test_a_new_change_revives_a_dead_letter(store: SqlStore, queue: SqlQueue) -> None:
-    created = await store.create("User", user("eve"), T0)
+    created_id = await queued_user(store, "eve")
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
     await queue.fail(job, "denied", T0, retry_in=None)
-    await store.update("User", created.id, lambda c: Change({**c.doc, "active": False}), T0)
+    await store.update("User", created_id, lambda c: Change({**c.doc, "active": False}), T0)
     (row,) = await queue.rows()
     assert row.failed_at is None
     assert row.leaver is True
@@ -144,7 +184,7 @@ async def test_group_writes_enqueue_the_members_they_touch(
 
 
 async def test_a_retry_plans_only_the_pending_targets(store: SqlStore, queue: SqlQueue) -> None:
-    created = await store.create("User", user("fay"), T0)
+    created_id = await queued_user(store, "fay")
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
     assert job.pending_targets is None
@@ -158,7 +198,7 @@ async def test_a_retry_plans_only_the_pending_targets(store: SqlStore, queue: Sq
     assert job is not None
     assert job.pending_targets == {"b"}
     # A change coalesced while the job runs wins: the next attempt plans every target.
-    await store.update("User", created.id, lambda c: Change({**c.doc, "title": "x"}), T0)
+    await store.update("User", created_id, lambda c: Change({**c.doc, "title": "x"}), T0)
     await queue.fail(job, "read b: down", T0, retry_in=timedelta(0), pending_targets=["b"])
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
@@ -194,7 +234,7 @@ async def test_a_dead_letter_and_its_alert_commit_together(
     sink = Alerts(
         LogAlerts(), OutboxAlerts(outbox, clock=lambda: T0, dedupe=timedelta(0), routed=True)
     )
-    await store.create("User", user("eve"), T0)
+    await queued_user(store, "eve")
     job = await queue.lease("w", T0, LEASE)
     assert job is not None
 
