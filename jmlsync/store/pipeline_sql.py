@@ -48,14 +48,14 @@ async def enqueue(
     return len(rows)
 
 
-async def enqueue_joiner(conn: WriteConn, user_name: str, *, cause: str, now: datetime) -> bool:
+async def enqueue_joiner(conn: WriteConn, user_name: str, *, cause: str, now: datetime) -> None:
     """:func:`enqueue` a new, active user only when something could already give it work on a
     target: a grant jmlsync applied under that userName, a time-bound request for it, or a
     job pending for the name (coalesced as ``enqueue`` does). A user just created is in no
     group, so otherwise its job would plan nothing and ask no target; the membership or
-    request that later gives it access enqueues it then. Whether a row was written."""
+    request that later gives it access enqueues it then."""
     stamp = format_timestamp(now)
-    async with conn.execute(
+    await conn.execute(
         "INSERT INTO queue (user_name, leaver, cause, enqueued_at, next_attempt_at)"
         " SELECT CAST(? AS TEXT), FALSE, CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
         " WHERE EXISTS (SELECT 1 FROM applied_grants WHERE user_name = ?)"
@@ -65,11 +65,9 @@ async def enqueue_joiner(conn: WriteConn, user_name: str, *, cause: str, now: da
         " generation = queue.generation + 1, cause = excluded.cause,"
         " next_attempt_at = excluded.next_attempt_at,"
         " attempts = CASE WHEN queue.failed_at IS NULL THEN queue.attempts ELSE 0 END,"
-        " failed_at = NULL, pending_targets = NULL"
-        " RETURNING id",
+        " failed_at = NULL, pending_targets = NULL",
         (user_name, cause, stamp, stamp, user_name, user_name, user_name),
-    ) as cursor:
-        return await cursor.fetchone() is not None
+    )
 
 
 async def enqueue_everyone(conn: WriteConn, *, cause: str, now: datetime) -> int:
