@@ -470,6 +470,17 @@ async def keep_audit_head(conn: WriteConn) -> None:
         await set_state(conn, AUDIT_HEAD, head[1])
 
 
+async def lock_audit_head(conn: WriteConn) -> None:
+    """Take the audit chain's head (and its lock) before anything else in the transaction.
+
+    With several replicas on one database, a commit batch that locked a row (a group it
+    updates) and then waited for the head, held by another replica's batch that waits for that
+    row, would deadlock, and PostgreSQL would fail one write. Taken first, the head orders the
+    batches: whoever holds it takes rows after it, and a batch that waits for it holds none."""
+    if conn.audit_head is None:
+        conn.audit_head = await _chain_head(conn)
+
+
 async def _chain_head(conn: Conn) -> tuple[int, str]:
     """The next seq and the hash it chains to, read under the head's lock."""
     # Locked, so appends from several processes on one database chain one after another.

@@ -8,9 +8,10 @@ bodies are group-committed as on SQLite: one writer task takes every body queued
 one READ COMMITTED transaction, each body in its own savepoint (a failing body rolls back
 alone), one COMMIT and one WAL flush for the batch, every write answered after it. Every
 directory write appends to the audit chain under its head row lock, so transactions of their
-own would run one after another anyway, each paying its own flush. Rows a body reads in order
-to change them are locked (``FOR UPDATE``), queue claims skip rows other replicas hold
-(``FOR UPDATE SKIP LOCKED``).
+own would run one after another anyway, each paying its own flush. Each batch takes that lock
+before anything else, so replicas' batches queue for it instead of deadlocking on the rows
+they lock. Rows a body reads in order to change them are locked (``FOR UPDATE``), queue
+claims skip rows other replicas hold (``FOR UPDATE SKIP LOCKED``).
 
 Every wait on the server is bounded (:class:`PgTimeouts`): connecting, each statement, and
 taking a connection from the pool. A lost, stopped or frozen server, or one out of disk, turns
@@ -45,7 +46,7 @@ from jmlsync.store.connection import Body, WriteConn
 from jmlsync.store.database import IntegrityError
 from jmlsync.store.dialect import POSTGRESQL, Dialect
 from jmlsync.store.health import WriteHealth
-from jmlsync.store.pipeline_sql import OWNER_LOCK, keep_audit_head
+from jmlsync.store.pipeline_sql import OWNER_LOCK, keep_audit_head, lock_audit_head
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_263_001
@@ -365,16 +366,20 @@ class PgDatabase:
             transaction = raw.transaction()
             await transaction.start()
             try:
+                await lock_audit_head(conn)
+                taken = conn.audit_head
                 results = await self._run_all(raw, conn, batch)
-                await keep_audit_head(conn)
+                written = any(ok for ok, _ in results)
+                if written and conn.audit_head != taken:
+                    await keep_audit_head(conn)
             except BaseException:
                 with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
                     await transaction.rollback()
                 raise
-            if all(not ok for ok, _ in results):
-                await transaction.rollback()
-            else:
+            if written:
                 await transaction.commit()
+            else:
+                await transaction.rollback()
             return results
 
     @staticmethod
