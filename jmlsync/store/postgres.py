@@ -3,15 +3,15 @@
 The SQL modules of the store are shared with SQLite: they see a connection with the same
 surface (``execute``, ``executemany``, ``execute_fetchall``, ``?`` placeholders) and ask
 :attr:`Dialect.for_update <jmlsync.store.dialect.Dialect.for_update>` / ``skip_locked``
-where PostgreSQL must lock. Write
-bodies are group-committed as on SQLite: one writer task takes every body queued meanwhile into
-one READ COMMITTED transaction, each body in its own savepoint (a failing body rolls back
-alone), one COMMIT and one WAL flush for the batch, every write answered after it. Every
-directory write appends to the audit chain under its head row lock, so transactions of their
-own would run one after another anyway, each paying its own flush. Each batch takes that lock
-before anything else, so replicas' batches queue for it instead of deadlocking on the rows
-they lock. Rows a body reads in order to change them are locked (``FOR UPDATE``), queue
-claims skip rows other replicas hold (``FOR UPDATE SKIP LOCKED``).
+where PostgreSQL must lock. Write bodies are group-committed as on SQLite: one writer task
+takes every body queued meanwhile into one READ COMMITTED transaction, each body in its own
+savepoint (a failing body rolls back alone; one round trip between two bodies), one COMMIT
+and one WAL flush for the batch, every write answered after it. Every directory write
+appends to the audit chain under its head row lock, so transactions of their own would run
+one after another anyway, each paying its own flush. Each batch takes that lock before
+anything else, so replicas' batches queue for it instead of deadlocking on the rows they
+lock. Rows a body reads in order to change them are locked (``FOR UPDATE``), queue claims
+skip rows other replicas hold (``FOR UPDATE SKIP LOCKED``).
 
 Every wait on the server is bounded (:class:`PgTimeouts`): connecting, each statement, and
 taking a connection from the pool. A lost, stopped or frozen server, or one out of disk, turns
@@ -393,21 +393,25 @@ class PgDatabase:
                 raise
             except Exception as exc:
                 return [(False, exc)]
+        # One savepoint name, one round trip between two bodies: a body that succeeded is
+        # released and the next one's savepoint set in one message; one that failed is rolled
+        # back to it, which keeps it set for the next. The COMMIT releases the last.
         results: list[tuple[bool, Any]] = []
-        for write in batch:
-            savepoint = raw.transaction()
-            await savepoint.start()
+        await raw.execute("SAVEPOINT body")
+        last = len(batch) - 1
+        for index, write in enumerate(batch):
             head = conn.audit_head
             try:
                 value = await write.body(conn)
             except _UNAVAILABLE:
                 raise  # the connection is gone: the batch fails as one
             except Exception as exc:
-                await savepoint.rollback()
+                await raw.execute("ROLLBACK TO SAVEPOINT body")
                 conn.audit_head = head  # its audit rows are gone with it
                 results.append((False, exc))
             else:
-                await savepoint.commit()
+                if index < last:
+                    await raw.execute("RELEASE SAVEPOINT body; SAVEPOINT body")
                 results.append((True, value))
         return results
 

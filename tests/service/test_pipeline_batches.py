@@ -16,7 +16,7 @@ import pytest
 
 from jmlsync.clock import now_utc
 from jmlsync.config import load_settings
-from jmlsync.domain.access import PrincipalSpec
+from jmlsync.domain.access import Grant, PrincipalSpec
 from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.domain.errors import PermanentTargetError, TransientTargetError
 from jmlsync.engine.apply import Applier
@@ -25,7 +25,8 @@ from jmlsync.engine.worker import Pipeline, PipelineOptions
 from jmlsync.policy_config import rules_from_settings
 from jmlsync.ports import BatchStep, Target
 from jmlsync.runtime import open_runtime
-from jmlsync.store.database import READERS
+from jmlsync.store import policy_reads
+from jmlsync.store.database import READERS, WriteConn
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
 from jmlsync.targets.ledger import LedgerTarget
@@ -108,6 +109,25 @@ async def test_lanes_take_only_leavers_or_none_of_them(queue: SqlQueue) -> None:
     assert [(job.user_name, job.leaver) for job in leavers] == [("leo", True)]
 
 
+async def test_leavers_who_hold_a_grant_come_first_in_batches_of_their_own(
+    queue: SqlQueue,
+) -> None:
+    # Enqueued first, so without the rule they would be leased first.
+    await queue.enqueue(["ann", "bob", "cat"], cause="test", now=T0, leaver=True)
+    await queue.enqueue(["dan", "eve"], cause="test", now=T0 + timedelta(seconds=1), leaver=True)
+
+    async def grant(conn: WriteConn) -> None:
+        for user in ("dan", "eve"):
+            await policy_reads.record_applied(conn, Grant("sandbox", user, "dev"), "rule 1", T0)
+
+    await queue.db.write(grant)
+    later = T0 + timedelta(seconds=2)
+    first = await queue.lease_batch("w1", later, LEASE, limit=10, lane="leavers")
+    assert sorted(job.user_name for job in first) == ["dan", "eve"]
+    rest = await queue.lease_batch("w2", later, LEASE, limit=10)
+    assert sorted(job.user_name for job in rest) == ["ann", "bob", "cat"]
+
+
 async def test_a_batch_ack_keeps_a_row_changed_meanwhile(queue: SqlQueue) -> None:
     await queue.enqueue(["ann", "bob", "cat"], cause="test", now=T0)
     jobs = await queue.lease_batch("w", T0, LEASE, limit=10)
@@ -122,6 +142,18 @@ async def test_a_batch_ack_keeps_a_row_changed_meanwhile(queue: SqlQueue) -> Non
     assert await queue.ack_batch([due]) == [True]
     assert await queue.rows() == []
     assert await queue.ack_batch([]) == []
+
+
+async def test_a_batch_ack_of_more_jobs_than_one_statement_names(queue: SqlQueue) -> None:
+    names = [f"user{i}" for i in range(450)]
+    await queue.enqueue(names, cause="test", now=T0)
+    jobs = await queue.lease_batch("w", T0, LEASE, limit=500)
+    assert len(jobs) == 450
+    await queue.enqueue(["user7", "user301"], cause="again", now=T0)
+    acked = await queue.ack_batch(jobs)
+    kept = sorted(job.user_name for job, done in zip(jobs, acked, strict=True) if not done)
+    assert kept == ["user301", "user7"]
+    assert sorted(row.user_name for row in await queue.rows()) == ["user301", "user7"]
 
 
 async def _join(directory: Any, names: list[str]) -> list[str]:
