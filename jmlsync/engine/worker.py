@@ -130,9 +130,16 @@ class Pipeline:
         self._idle_workers = 0
         self._paused = False
         self._drained = asyncio.Event()
+        #: Commits announced so far (``wake`` calls), and for each lane the count at which a
+        #: lease in it last found nothing due: until the next commit, another worker woken
+        #: by the same one has nothing to look for in that lane (see :meth:`_next_jobs`).
+        self._wakes = 0
+        self._found_nothing: dict[str, int] = {}
+        self._leasing = asyncio.Lock()
 
     def wake(self) -> None:
         """Tell idle workers that new rows may be due (called after every commit)."""
+        self._wakes += 1
         self._wake.set()
 
     @property
@@ -257,15 +264,17 @@ class Pipeline:
         owner = f"{self._owner}/{index}"
         lane = self._lane(index)
         failures = 0
+        woken = False  # by a commit (else: starting, after work, after the poll interval)
         while not self._stopping.is_set():
             # Cleared before looking, so a commit that lands while we look still wakes us.
             self._wake.clear()
             try:
-                jobs = await self._next_jobs(owner, lane)
+                jobs = await self._next_jobs(owner, lane, woken=woken)
             except Exception as exc:
                 self._outage.failed(exc)
                 failures += 1
                 await self._pause(self._backoff(failures))
+                woken = False
                 continue
             failures = 0
             self._outage.recovered()
@@ -274,27 +283,41 @@ class Pipeline:
                 if self._idle_workers == self.options.workers:
                     self._drained.set()
                 try:
-                    await self._idle()
+                    woken = await self._idle()
                 finally:
                     self._idle_workers -= 1
                 continue
             self._drained.clear()
+            woken = False
             await self._run_jobs(owner, jobs)
 
-    async def _next_jobs(self, owner: str, lane: Literal["any", "leavers"]) -> list[Job]:
+    async def _next_jobs(
+        self, owner: str, lane: Literal["any", "leavers"], *, woken: bool = False
+    ) -> list[Job]:
+        """Lease a batch in ``lane``. A worker ``woken`` by a commit looks only if no lease
+        since that commit found the lane (or every lane) empty: one commit wakes every idle
+        worker, and each empty lease is a write of its own. Leases go one at a time, so the
+        second worker sees what the first found."""
         if self._owner_lock is not None:
             await self._owner_lock.hold()
         paused = await self._leavers_paused()
         if paused and lane == "leavers":
             return []
-        now = self.clock()
-        jobs = await self.queue.lease_batch(
-            owner,
-            now,
-            self.options.lease,
-            limit=max(1, self.options.batch_size),
-            lane="others" if paused else lane,
-        )
+        asked: Literal["any", "leavers", "others"] = "others" if paused else lane
+        async with self._leasing:
+            seen = self._wakes
+            if woken and seen in (self._found_nothing.get(asked), self._found_nothing.get("any")):
+                return []
+            now = self.clock()
+            jobs = await self.queue.lease_batch(
+                owner,
+                now,
+                self.options.lease,
+                limit=max(1, self.options.batch_size),
+                lane=asked,
+            )
+            if not jobs:
+                self._found_nothing[asked] = seen
         for job in jobs:
             self._lease_until[job.id] = now + self.options.lease
         return jobs
@@ -392,14 +415,16 @@ class Pipeline:
             )
         return self._paused
 
-    async def _idle(self) -> None:
+    async def _idle(self) -> bool:
+        """Wait for a commit or the poll interval; True when a commit woke us."""
         if self._stopping.is_set():
-            return
+            return False
         try:
             async with asyncio.timeout(self.options.poll_seconds):
                 await self._wake.wait()
         except TimeoutError:
-            pass
+            return False
+        return True
 
     async def process(self, job: Job) -> None:
         """Plan and apply one job (a batch of one, see :meth:`process_batch`)."""
