@@ -382,6 +382,7 @@ async def _resolve_unseen(
 
 
 async def _prune_audit(conn: WriteConn, cutoff: str) -> int:
+    await pipeline_sql.flush_audit(conn)  # the batch's rows so far, to be read with the rest
     async with conn.execute(sql.LAST_AUDIT_BEFORE, (cutoff,)) as cursor:
         row = await cursor.fetchone()
     if row is None:

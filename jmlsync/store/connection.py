@@ -84,6 +84,9 @@ class WriteConn(Conn, Protocol):
     #: The audit chain's next seq and head while a commit batch appends to it (None until
     #: the batch's first append): written once, before the batch commits.
     audit_head: tuple[int, str] | None
+    #: The audit rows appended in the batch and not inserted yet (see
+    #: ``pipeline_sql.append_audit``): inserted together before the batch commits.
+    audit_pending: list[tuple[Any, ...]]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Statement[ChangeCursor]: ...
 

@@ -129,6 +129,8 @@ class SqliteWriteConn:
         self._raw = raw
         #: The audit chain's next seq and head within the current batch (None: not read yet).
         self.audit_head: tuple[int, str] | None = None
+        #: The batch's audit rows not inserted yet.
+        self.audit_pending: list[tuple[Any, ...]] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement[WriteCursor]:
         return _Statement(lambda: WriteCursor(self._raw.execute(sql, params)))
@@ -307,11 +309,12 @@ class Database:
         raw.execute("BEGIN IMMEDIATE")
         # Another process may have appended since the last batch: read the head afresh.
         self._conn.audit_head = None
+        self._conn.audit_pending = []
         results: list[tuple[bool, Any]] = []
         try:
             for write in batch:
                 raw.execute("SAVEPOINT body")
-                head = self._conn.audit_head
+                head, pending = self._conn.audit_head, list(self._conn.audit_pending)
                 try:
                     value = _run_body(write.body, self._conn)
                 except Exception as exc:
@@ -321,7 +324,9 @@ class Database:
                         raise
                     raw.execute("ROLLBACK TO body")
                     raw.execute("RELEASE body")
-                    self._conn.audit_head = head  # its audit rows are gone with it
+                    # Its audit rows are gone with it (and the earlier bodies' rows it
+                    # inserted).
+                    self._conn.audit_head, self._conn.audit_pending = head, pending
                     results.append((False, exc))
                 else:
                     raw.execute("RELEASE body")

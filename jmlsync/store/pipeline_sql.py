@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from jmlsync.audit import GENESIS, AuditEntry, chain_hash
 from jmlsync.domain.directory import Job, QueueRow, QueueStats, format_timestamp
@@ -457,13 +458,21 @@ async def leaver_events_since(conn: Conn, since: datetime) -> int:
     return int(row[0]) if row else 0
 
 
+_INSERT_AUDIT = (
+    "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
+    " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     """Append ``entry`` to the chain; the caller's transaction makes this serial.
 
     A batch's write connection remembers the chain's next seq and head for the rest of the
     batch (``audit_head``): the batch's transaction holds the head, so only its first append
-    reads them, each later one chains to the row before it in memory, and the head's row is
-    written once, by :func:`keep_audit_head` before the batch commits.
+    reads them, each later one chains to the row before it in memory. It also holds the
+    batch's rows (``audit_pending``): they are inserted in one statement, and the head's row
+    written once, by :func:`keep_audit_head` before the batch commits. A body that reads the
+    audit table calls :func:`flush_audit` first.
     """
     cached: tuple[int, str] | None = getattr(conn, "audit_head", None)
     if cached is None:
@@ -471,31 +480,43 @@ async def append_audit(conn: Conn, entry: AuditEntry) -> None:
     else:
         seq, previous = cached
     digest = chain_hash(previous, entry)
-    await conn.execute(
-        "INSERT INTO audit (seq, at, actor, action, subject, target, role, outcome, detail,"
-        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            seq,
-            entry.at,
-            entry.actor,
-            entry.action,
-            entry.subject,
-            entry.target,
-            entry.role,
-            entry.outcome,
-            entry.detail,
-            previous,
-            digest,
-        ),
+    row = (
+        seq,
+        entry.at,
+        entry.actor,
+        entry.action,
+        entry.subject,
+        entry.target,
+        entry.role,
+        entry.outcome,
+        entry.detail,
+        previous,
+        digest,
     )
+    pending: list[tuple[Any, ...]] | None = getattr(conn, "audit_pending", None)
+    if pending is not None:
+        pending.append(row)
+    else:
+        await conn.execute(_INSERT_AUDIT, row)
     if hasattr(conn, "audit_head"):
         conn.audit_head = (seq + 1, digest)
     else:
         await set_state(conn, AUDIT_HEAD, digest)
 
 
+async def flush_audit(conn: WriteConn) -> None:
+    """Insert the audit rows the batch holds so far (before a body reads the audit table)."""
+    pending = conn.audit_pending
+    if pending:
+        rows = list(pending)
+        pending.clear()
+        await conn.executemany(_INSERT_AUDIT, rows)
+
+
 async def keep_audit_head(conn: WriteConn) -> None:
-    """Write the head the batch's appends left in memory (none appended: nothing to write)."""
+    """Insert the batch's audit rows and write the head its appends left in memory (none
+    appended: nothing to write)."""
+    await flush_audit(conn)
     head: tuple[int, str] | None = conn.audit_head
     if head is not None:
         await set_state(conn, AUDIT_HEAD, head[1])
@@ -533,8 +554,8 @@ async def _chain_head(conn: Conn) -> tuple[int, str]:
 
 async def append_audits(conn: WriteConn, entries: Sequence[AuditEntry]) -> None:
     """Append ``entries`` to the chain in order, in the caller's transaction. The batch's
-    connection keeps the chain's head in memory (see :func:`append_audit`), so the head is
-    read once per commit batch and each entry costs one insert."""
+    connection keeps the chain's head and rows in memory (see :func:`append_audit`), so the
+    head is read once per commit batch and the rows are inserted together."""
     for entry in entries:
         await append_audit(conn, entry)
 

@@ -177,6 +177,8 @@ class PgConn:
         self._conn = conn
         #: The audit chain's next seq and head within the current batch (None: not read yet).
         self.audit_head: tuple[int, str] | None = None
+        #: The batch's audit rows not inserted yet.
+        self.audit_pending: list[tuple[Any, ...]] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement:
         async def run() -> PgCursor:
@@ -400,14 +402,15 @@ class PgDatabase:
         await raw.execute("SAVEPOINT body")
         last = len(batch) - 1
         for index, write in enumerate(batch):
-            head = conn.audit_head
+            head, pending = conn.audit_head, list(conn.audit_pending)
             try:
                 value = await write.body(conn)
             except _UNAVAILABLE:
                 raise  # the connection is gone: the batch fails as one
             except Exception as exc:
                 await raw.execute("ROLLBACK TO SAVEPOINT body")
-                conn.audit_head = head  # its audit rows are gone with it
+                # Its audit rows are gone with it (and the earlier bodies' rows it inserted).
+                conn.audit_head, conn.audit_pending = head, pending
                 results.append((False, exc))
             else:
                 if index < last:

@@ -19,12 +19,11 @@ from jmlsync.store.sql import reviews as sql
 
 
 async def audit(conn: WriteConn, entry: AuditEntry) -> int:
-    """Append ``entry`` to the audit chain; return its seq (the caller's transaction holds
-    the chain's head, so the newest row is this one)."""
+    """Append ``entry`` to the audit chain; return its seq (the batch's next seq, less one:
+    the caller's transaction holds the chain's head, so the newest row is this one)."""
     await pipeline_sql.append_audit(conn, entry)
-    async with conn.execute(sql.LAST_AUDIT_SEQ) as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    assert conn.audit_head is not None  # set by the append
+    return conn.audit_head[0] - 1
 
 
 async def lift_exception(

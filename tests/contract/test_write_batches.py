@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from jmlsync.domain.directory import Change
 from jmlsync.domain.errors import DuplicateUserName
 from jmlsync.evidence import verify_audit
 from jmlsync.store import pipeline_sql
+from jmlsync.store.assurance import SqlAssurance
 from jmlsync.store.database import WriteConn
 from jmlsync.store.directory import SqlStore
 from jmlsync.store.queue import SqlQueue
@@ -75,3 +76,21 @@ async def test_a_batch_keeps_each_outcome_and_one_unbroken_chain(store: SqlStore
     # The next batch chains on to this one.
     await store.create("User", _user("late@x.io"), NOW)
     assert await verify_audit(queue) == (13, None)
+
+
+async def test_a_prune_in_a_batch_sees_the_rows_appended_before_it(store: SqlStore) -> None:
+    """The batch's audit rows are inserted together before it commits; a body that reads the
+    audit table (the housekeeping's prune) first inserts those appended before it."""
+    for number in range(3):
+        await store.create("User", _user(f"old{number}@x.io"), NOW - timedelta(days=10))
+    assurance = SqlAssurance(store.db)
+    outcomes = await asyncio.gather(  # queued together: one batch
+        store.create("User", _user("a@x.io"), NOW - timedelta(seconds=1)),
+        store.create("User", _user("b@x.io"), NOW - timedelta(seconds=1)),
+        assurance.housekeeping(NOW, timedelta(0)),
+        store.create("User", _user("c@x.io"), NOW),
+    )
+    assert outcomes[2]["audit"] == 5  # the three old rows and the batch's first two
+    queue = SqlQueue(store.db)
+    assert [row["subject"].split()[1] async for row in queue.audit_rows()] == ["c@x.io"]
+    assert await verify_audit(queue) == (1, None)

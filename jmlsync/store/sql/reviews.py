@@ -86,8 +86,6 @@ LIFT_EXCEPTION = (
 )
 IS_MEMBER = "SELECT 1 FROM memberships WHERE group_id = ? AND user_id = ?"
 
-#: The newest audit row's seq (the caller's transaction holds the chain's head).
-LAST_AUDIT_SEQ = "SELECT max(seq) FROM audit"
 FIRST_REVOKE_SINCE = (
     "SELECT at, seq FROM audit WHERE action = 'revoke' AND outcome = 'applied'"
     " AND subject = ? AND target = ? AND role = ? AND at >= ? ORDER BY seq LIMIT 1"
