@@ -158,7 +158,15 @@ class SqlStore:
                 await effects.group_written(
                     conn, resource_id, "group.update", affected, change, now, actor=actor
                 )
-            return await self._read(conn, kind, resource_id, with_members=with_members)
+            # What was written is what a read would give back (the row was read under its
+            # lock, so its version is one more): only the relations are read.
+            written = replace(
+                current, doc=change.doc, last_modified=stamp, version=current.version + 1
+            )
+            if not with_members:
+                return written
+            (written,) = await self._attach_relations(conn, kind, [written])
+            return written
 
         return await self.db.write(body, notify=True)
 

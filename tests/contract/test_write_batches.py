@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jmlsync.audit import AuditEntry
-from jmlsync.domain.directory import Change
+from jmlsync.domain.directory import Change, Member, MemberOp
 from jmlsync.domain.errors import DuplicateUserName
 from jmlsync.evidence import verify_audit
 from jmlsync.store import pipeline_sql
@@ -25,6 +25,7 @@ from tests.postgres import fresh_database
 pytestmark = pytest.mark.timeout(60)
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -94,3 +95,30 @@ async def test_a_prune_in_a_batch_sees_the_rows_appended_before_it(store: SqlSto
     queue = SqlQueue(store.db)
     assert [row["subject"].split()[1] async for row in queue.audit_rows()] == ["c@x.io"]
     assert await verify_audit(queue) == (1, None)
+
+
+async def test_an_update_answers_what_a_read_gives_back(store: SqlStore) -> None:
+    """An update is answered from what it wrote (no read of the row after it), with the
+    relations read: the answer is what a later read returns."""
+    ann = await store.create("User", _user("ann@x.io"), NOW)
+    group_doc = {"schemas": [GROUP], "displayName": "team"}
+    team = await store.create("Group", Change(doc=group_doc), NOW)
+    adding = (MemberOp("add", items=(Member(ann.id, "Ann"),)),)
+    later = NOW + timedelta(seconds=5)
+    joined = await store.update(
+        "Group", team.id, lambda cur: Change(doc=dict(cur.doc), members=adding), later
+    )
+    assert joined == await store.get("Group", team.id)
+    assert joined.version == 2
+    assert joined.last_modified != joined.created
+    left = await store.update(
+        "User", ann.id, lambda cur: Change(doc={**cur.doc, "active": False}), later
+    )
+    assert left == await store.get("User", ann.id)
+    assert left.version == 2
+    assert [g.value for g in left.groups] == [team.id]
+    bare = await store.update(
+        "User", ann.id, lambda cur: Change(doc=dict(cur.doc)), later, with_members=False
+    )
+    assert bare.version == 3
+    assert bare == await store.get("User", ann.id, with_members=False)
