@@ -546,9 +546,10 @@ async def _chain_head(conn: Conn) -> tuple[int, str]:
     async with conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM audit") as c:
         seq_row = await c.fetchone()
     seq = int(seq_row[0]) if seq_row else 1
-    anchor = await get_state(conn, AUDIT_ANCHOR)
-    if anchor and seq == 1:
-        seq = int(anchor.partition(":")[0]) + 1
+    if seq == 1:  # no row: the first ever, or every row pruned (then it follows the anchor)
+        anchor = await get_state(conn, AUDIT_ANCHOR)
+        if anchor:
+            seq = int(anchor.partition(":")[0]) + 1
     return seq, str(previous)
 
 

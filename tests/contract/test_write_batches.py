@@ -95,6 +95,11 @@ async def test_a_prune_in_a_batch_sees_the_rows_appended_before_it(store: SqlSto
     queue = SqlQueue(store.db)
     assert [row["subject"].split()[1] async for row in queue.audit_rows()] == ["c@x.io"]
     assert await verify_audit(queue) == (1, None)
+    # Every row pruned: the next one follows the anchor (seq 7, chained to row 6's hash).
+    assert (await assurance.housekeeping(NOW + timedelta(days=1), timedelta(0)))["audit"] == 1
+    await store.create("User", _user("d@x.io"), NOW + timedelta(days=1))
+    assert [row["seq"] async for row in queue.audit_rows()] == [7]
+    assert await verify_audit(queue) == (1, None)
 
 
 async def test_an_update_answers_what_a_read_gives_back(store: SqlStore) -> None:
