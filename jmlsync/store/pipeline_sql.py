@@ -1,4 +1,5 @@
-"""SQL of the provisioning pipeline on SQLite: the queue, leaver records, the audit chain.
+"""SQL of the provisioning pipeline (SQLite and PostgreSQL): the queue, leaver records, the
+audit chain.
 
 Every function takes the connection of the caller's transaction, so a SCIM write, the queue
 rows it causes and its audit row commit together or not at all.
@@ -198,7 +199,8 @@ _ACK_CHUNK = 200
 
 async def ack_batch(conn: WriteConn, jobs: Sequence[Job]) -> list[bool]:
     """:func:`ack` for each job, in the caller's one transaction: one DELETE for the batch
-    (per 200 jobs), and one UPDATE for the rows a newer change coalesced into meanwhile."""
+    (per 200 jobs), and one UPDATE releasing the rows a newer change coalesced into
+    meanwhile. True for each row deleted."""
     deleted: set[int] = set()
     for start in range(0, len(jobs), _ACK_CHUNK):
         chunk = jobs[start : start + _ACK_CHUNK]
@@ -218,14 +220,7 @@ async def ack(conn: WriteConn, job: Job) -> bool:
     """Finish ``job``: delete its row unless a newer change coalesced into it meanwhile
     (then release the lease so the row runs again). True when the row was deleted.
     """
-    async with conn.execute(
-        "DELETE FROM queue WHERE id = ? AND generation = ?", (job.id, job.generation)
-    ) as cursor:
-        deleted = bool(cursor.rowcount > 0)
-    if not deleted:
-        await conn.execute(
-            "UPDATE queue SET leased_until = NULL, lease_owner = NULL WHERE id = ?", (job.id,)
-        )
+    (deleted,) = await ack_batch(conn, [job])
     return deleted
 
 
